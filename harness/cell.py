@@ -1,0 +1,247 @@
+"""One cell, (pin, model, platform), from install to CellResult.
+
+``run_cell`` is the one place where exceptions become outcomes: each phase's HarnessError maps to a
+failure class, anything else is a HARNESS-ERROR with its traceback logged; KeyboardInterrupt is
+re-raised after the server is stopped and the partial result stored.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import platform as pyplatform
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from . import loadgen, models, probes
+from .backends import LaunchContext, get_backend
+from .errors import HarnessError, InstallError, LaunchError, ModelError, ProbeError
+from .install import InstallPaths, ensure_installed
+from .launch import HOST, Server, free_port, log_tail
+from .results import CellResult, FailureClass, Status
+from .slots import Slot
+from .spec import Matrix, ModelSpec, PinSpec
+from .versions import path_safe, requirement
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunContext:
+    matrix: Matrix
+    platform: str
+    paths: InstallPaths
+    run_dir: Path
+    slot: Slot
+    progress: Progress = lambda _: None
+
+
+def cell_id(backend: str, pin: str, model: str, platform: str) -> str:
+    return f"{backend}_{pin}-{model}-{platform}"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _reference_file(ctx: RunContext, model: ModelSpec, version: str) -> Path:
+    w, t = ctx.matrix.workload, ctx.matrix.thresholds
+    key = json.dumps([model.source, list(probes.AGREEMENT_PROMPTS[: w.agreement_prompts]), w.agreement_max_tokens,
+                      t.top_logprobs, list(model.serve_args)])  # fmt: skip
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    name = f"{path_safe(version)}-{digest}.json"
+    return ctx.paths.data_dir / "references" / ctx.matrix.backend / ctx.platform / model.name / name
+
+
+def run_cell(ctx: RunContext, pin_spec: PinSpec, model: ModelSpec) -> CellResult:
+    matrix, plat = ctx.matrix, ctx.matrix.platforms[ctx.platform]
+    backend = get_backend(matrix.backend)
+    flavour = backend.flavour(ctx.platform)
+    pin = pin_spec.pin
+    result = CellResult(
+        cell_id=cell_id(backend.name, pin.text, model.name, ctx.platform),
+        backend=backend.name, version=pin.text, model=model.name, platform=ctx.platform,
+        is_reference=pin.text == plat.reference.text, expected_failure=pin_spec.expect, started_at=_now(),
+    )  # fmt: skip
+    result.fingerprint = {
+        "package": plat.package,
+        "install_command": ["pipx", "install", "--force", "--suffix", f"_{pin.text}", requirement(plat.package, pin)],
+        "host": pyplatform.node(),
+        "machine": pyplatform.machine(),
+        "slot": ctx.slot.label,
+        "model_source": model.source,
+    }
+    say = ctx.progress
+    phase = "install"
+    t0 = time.monotonic()
+    try:
+        say("installing")
+        inst = ensure_installed(backend, flavour, plat.package, pin, ctx.paths,
+                                extra_index_urls=plat.extra_index_urls or flavour.default_extra_index_urls, progress=say)  # fmt: skip
+        result.phases["install"] = inst.seconds
+        result.installed_now, result.executable = inst.installed_now, str(inst.executable)
+        result.warnings += list(inst.warnings)
+        result.fingerprint["origin"] = inst.origin
+        say(("installed" if inst.installed_now else "already installed") + f": {inst.executable}")
+
+        phase, t0 = "model", time.monotonic()
+        say(f"preparing model {model.name}")
+        local = models.prepare(model.source, flavour.model_format, ctx.paths.data_dir, progress=say)
+        result.phases["model"] = time.monotonic() - t0
+        result.fingerprint["model_path"] = str(local.path)
+        result.fingerprint["model_sha256"] = local.sha256
+
+        phase, t0 = "startup", time.monotonic()
+        _serve_and_probe(ctx, result, pin_spec, model, local.path, inst.executable)
+    except InstallError as exc:
+        _fail(result, FailureClass.INSTALL_FAILED, exc.reason, exc.log)
+        result.phases["install"] = time.monotonic() - t0
+    except ModelError as exc:
+        _fail(result, FailureClass.MODEL_FAILED, str(exc), None)
+        result.phases["model"] = time.monotonic() - t0
+    except LaunchError as exc:
+        _fail(result, FailureClass.STARTUP_FAILED, str(exc), exc.log)
+    except ProbeError as exc:
+        _fail(result, FailureClass.PROBE_FAILED, str(exc), None)
+    except HarnessError as exc:
+        _fail(result, FailureClass.HARNESS_ERROR, f"{phase}: {exc}", None)
+    except KeyboardInterrupt:
+        _fail(result, FailureClass.HARNESS_ERROR, f"interrupted during {phase}", None)
+        result.status = Status.SKIPPED
+        result.finished_at = _now()
+        raise
+    except Exception as exc:  # a harness bug: record it with the traceback, keep the run going
+        log.exception("cell %s crashed in %s", result.cell_id, phase)
+        _fail(result, FailureClass.HARNESS_ERROR, f"{phase}: {type(exc).__name__}: {exc}", None)
+    result.finished_at = _now()
+    return result
+
+
+def _fail(result: CellResult, cls: FailureClass, reason: str, log_path: Path | None) -> None:
+    result.status = Status.FAILED if cls is FailureClass.CHECK_FAILED else Status.ERROR
+    result.failure_class = cls
+    result.reason = reason.strip().splitlines()[0] if reason.strip() else cls.value
+    if log_path is not None:
+        result.log_path = str(log_path)
+        result.log_excerpt = log_tail(log_path, lines=25)
+
+
+def _serve_and_probe(ctx: RunContext, result: CellResult, pin_spec: PinSpec, model: ModelSpec, model_path: Path, exe: Path) -> None:
+    matrix, plat = ctx.matrix, ctx.matrix.platforms[ctx.platform]
+    flavour = get_backend(matrix.backend).flavour(ctx.platform)
+    cell_dir = ctx.run_dir / "cells" / result.cell_id
+    # Short and fresh per cell: vLLM binds ZMQ IPC sockets under TMPDIR, and a socket path may not
+    # exceed 107 bytes, so the report dir is too deep for it.
+    cache_dir = Path(tempfile.mkdtemp(prefix="pinmatrix-"))
+    try:
+        for sub in ("vllm", "inductor", "tmp"):
+            (cache_dir / sub).mkdir()
+        _serve(ctx, result, model, model_path, exe, cell_dir, cache_dir)
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+
+
+def _serve(ctx: RunContext, result: CellResult, model: ModelSpec, model_path: Path, exe: Path, cell_dir: Path,
+           cache_dir: Path) -> None:  # fmt: skip
+    matrix, plat = ctx.matrix, ctx.matrix.platforms[ctx.platform]
+    flavour = get_backend(matrix.backend).flavour(ctx.platform)
+    port = free_port()
+    lctx = LaunchContext(
+        executable=exe, model_path=model_path, served_name=model.name, host=HOST, port=port,
+        gpus=ctx.slot.gpus, extra_args=tuple(plat.serve_args) + tuple(model.serve_args), cache_dir=cache_dir,
+    )  # fmt: skip
+    env = {**os.environ, **flavour.launch_env(lctx), **plat.env}
+    log_path = cell_dir / "server.log"
+    base_url = f"http://{HOST}:{port}"
+    result.log_path = str(log_path)
+    deadline = matrix.thresholds.startup_deadline_s
+    with Server(flavour.launch_argv(lctx), env=env, log_path=log_path, base_url=base_url,
+                readiness_path=flavour.readiness_path) as server:  # fmt: skip
+        ctx.progress(f"waiting for ready on {base_url} (deadline {deadline:g} s, log: {log_path})")
+        result.startup_s = server.wait_ready(deadline)
+        result.phases["startup"] = result.startup_s
+        ctx.progress(f"ready in {result.startup_s:.1f} s")
+        t0 = time.monotonic()
+        try:
+            _probe(ctx, result, model, base_url)
+        finally:
+            result.phases["probes"] = time.monotonic() - t0
+    failed = [c for c in result.checks if c["group"] in matrix.policy.required_checks and c["passed"] is False]
+    if failed:
+        result.status, result.failure_class = Status.FAILED, FailureClass.CHECK_FAILED
+        result.reason = "failed: " + ", ".join(f"{c['name']} ({c['detail'][:120]})" for c in failed)
+        result.log_excerpt = log_tail(log_path, lines=25)
+
+
+def _probe(ctx: RunContext, result: CellResult, model: ModelSpec, base_url: str) -> None:
+    w, t = ctx.matrix.workload, ctx.matrix.thresholds
+    with httpx.Client(base_url=base_url, timeout=120.0) as client:
+        ctx.progress("probing API conformance")
+        for check in probes.conformance(client, model.name):
+            result.checks.append({"group": "conformance", **check.to_dict()})
+        if not result.checks[0].get("passed"):
+            pass  # recorded; agreement and throughput still run so the report shows everything
+        ctx.progress(f"probing agreement ({w.agreement_prompts} greedy prompts, top-{t.top_logprobs} logprobs)")
+        prompts = list(probes.AGREEMENT_PROMPTS[: w.agreement_prompts])
+        ours = probes.greedy_samples(client, model.name, prompts, w.agreement_max_tokens, t.top_logprobs)
+        fingerprint = client.get("/v1/models").json()
+        result.fingerprint["served_models"] = [m.get("id") for m in fingerprint.get("data", [])]
+    _agree(ctx, result, model, ours)
+    ctx.progress(f"measuring throughput at concurrency {', '.join(map(str, w.concurrency))}")
+    load_prompts = loadgen.make_prompts(w.requests_per_level, w.input_tokens, w.seed)
+    # ignore_eos keeps every request at exactly output_tokens, so pins are compared on equal work.
+    levels = loadgen.run_levels(base_url, model.name, load_prompts, w.concurrency, max_tokens=w.output_tokens,
+                                extra={"ignore_eos": True})  # fmt: skip
+    result.throughput = [lvl.to_dict() for lvl in levels]
+    for lvl in levels:
+        ctx.progress(f"c={lvl.concurrency}: {lvl.output_tok_s:.1f} out tok/s, TTFT p50 {lvl.ttft_ms.p50:.0f} ms, "
+                     f"{lvl.completed}/{lvl.requests} ok")  # fmt: skip
+        if lvl.failed:
+            raise ProbeError(f"{lvl.failed} of {lvl.requests} requests failed at concurrency {lvl.concurrency}: {lvl.errors[0]}")
+
+
+def _agree(ctx: RunContext, result: CellResult, model: ModelSpec, ours: list[dict[str, Any]]) -> None:
+    ref_version = ctx.matrix.platforms[ctx.platform].reference.text
+    ours_path = _reference_file(ctx, model, result.version)
+    ours_path.parent.mkdir(parents=True, exist_ok=True)
+    ours_path.write_text(json.dumps(ours), encoding="utf-8")
+    if result.is_reference:
+        result.agreement = {"reference": True, "samples": len(ours)}
+        result.checks.append({"group": "agreement", "name": "agreement.reference", "passed": True,
+                              "detail": f"this is the reference pin; {len(ours)} greedy samples stored"})  # fmt: skip
+        return
+    ref_path = _reference_file(ctx, model, ref_version)
+    if not ref_path.exists():
+        # Not a disagreement, so the cell does not fail; but an unevaluated required check keeps
+        # the pin from being recommended (see recommend._rejection).
+        note = f"not compared: reference pin {ref_version} has no stored samples (run its cell first)"
+        result.agreement = {"note": "not compared"}
+        result.warnings.append(note)
+        result.checks.append({"group": "agreement", "name": "agreement.greedy", "passed": None, "detail": note})
+        return
+    reference = json.loads(ref_path.read_text(encoding="utf-8"))
+    divergences = probes.compare(ours, reference)
+    close = sum(1 for d in divergences if d.close)
+    disagree = len(divergences) - close
+    result.agreement = {
+        "reference_version": ref_version,
+        "prompts": len(ours),
+        "identical": len(ours) - len(divergences),
+        "close": close,
+        "disagree": disagree,
+        "first_divergences": [d.__dict__ for d in divergences],
+    }
+    ok = disagree <= ctx.matrix.thresholds.max_disagreeing_prompts
+    detail = f"vs {ref_version}: {len(ours) - len(divergences)}/{len(ours)} identical, {close} close, {disagree} outside top-{ctx.matrix.thresholds.top_logprobs}"
+    result.checks.append({"group": "agreement", "name": "agreement.greedy", "passed": ok, "detail": detail})

@@ -1,0 +1,242 @@
+"""Installing a pin the way GPUStack does, into a GPUStack-compatible bin dir.
+
+``PIPX_HOME=<data_dir>/pipx PIPX_BIN_DIR=<bin_dir> pipx install --force --suffix _<version>
+<package>==<version>`` puts the executable at ``<bin_dir>/<backend>_<version>``. An executable already
+there is used as is (GPUStack's manual-install rule). One file lock per pin, so parallel workers never
+install the same pin twice.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from filelock import FileLock
+
+from .backends import Backend, Flavour
+from .errors import InstallError
+from .versions import Pin, executable_name, pipx_suffix, requirement
+
+_FIXUP_MARKER = "pinmatrix-fixups"
+_PIP_LOG_REF = re.compile(r"Full pip output in file:\s*\n\s*(\S+)")
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstallPaths:
+    data_dir: Path
+    bin_dir: Path
+    pipx: tuple[str, ...]  # argv prefix: ("/usr/bin/pipx",) or (python, "-m", "pipx")
+
+    @property
+    def pipx_home(self) -> Path:
+        return self.data_dir / "pipx"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs" / "install"
+
+    @property
+    def lock_dir(self) -> Path:
+        return self.data_dir / "locks"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Installed:
+    executable: Path
+    origin: str  # "pipx" or "manual"
+    installed_now: bool
+    seconds: float
+    log: Path | None
+    warnings: tuple[str, ...] = ()
+
+
+def default_data_dir() -> Path:
+    if env := os.environ.get("PINMATRIX_DATA_DIR"):
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "pinmatrix"
+
+
+def pipx_command(pipx_path: str | None) -> tuple[str, ...]:
+    """GPUStack's ``--pipx-path``; otherwise pipx on PATH, otherwise the one installed with us."""
+    if pipx_path:
+        return (pipx_path,)
+    found = shutil.which("pipx")
+    return (found,) if found else (sys.executable, "-m", "pipx")
+
+
+class PipxVenv:
+    """A pipx venv, addressed the way ``pipx runpip`` addresses it: package name plus suffix."""
+
+    def __init__(self, paths: InstallPaths, package: str, suffix: str, root: Path, log: Path) -> None:
+        self.paths, self.name, self.root, self.log = paths, f"{package}{suffix}", root, log
+
+    @property
+    def python(self) -> Path:
+        return self.root / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+    @property
+    def site_packages(self) -> Path:
+        out = subprocess.run(
+            [str(self.python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        return Path(out.stdout.strip())
+
+    def runpip(self, args: Sequence[str]) -> str:
+        argv = [*self.paths.pipx, "runpip", self.name, *args]
+        return _run_logged(argv, _pipx_env(self.paths), self.log, what=f"pipx runpip {self.name}")
+
+
+def _pipx_env(paths: InstallPaths) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PIPX_HOME"] = str(paths.pipx_home)
+    env["PIPX_BIN_DIR"] = str(paths.bin_dir)
+    return env
+
+
+def _run_logged(argv: list[str], env: dict[str, str], log: Path, *, what: str) -> str:
+    """Run argv (never a shell), append its output to ``log``; InstallError with the decisive line."""
+    with log.open("a", encoding="utf-8") as fh:
+        fh.write(f"$ {' '.join(argv)}\n")
+        fh.flush()
+        proc = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        fh.write(proc.stdout)
+        # pipx keeps pip's own output in a separate file and names it; pull it into our log.
+        if (ref := _PIP_LOG_REF.search(proc.stdout)) and Path(ref.group(1)).is_file():
+            pip_log = Path(ref.group(1)).read_text(encoding="utf-8", errors="replace")
+            fh.write(f"--- {ref.group(1)} ---\n{pip_log}\n")
+        else:
+            pip_log = ""
+        fh.write(f"[exit {proc.returncode}]\n")
+    if proc.returncode != 0:
+        raise InstallError(f"{what}: {decisive_error(pip_log + chr(10) + proc.stdout)}", log)
+    return proc.stdout
+
+
+def decisive_error(output: str) -> str:
+    """The one line of pip/pipx output that says why an install failed."""
+    lines = [ln.strip() for ln in output.splitlines()]
+    errors = [ln for ln in lines if ln.startswith("ERROR:") and "pip.pypa.io" not in ln]
+    cause = ""
+    if "The conflict is caused by:" in lines:
+        i = lines.index("The conflict is caused by:") + 1
+        while i < len(lines) and not lines[i]:
+            i += 1
+        if i < len(lines):
+            cause = lines[i].split(";")[0].strip()  # drop the environment marker
+    missing = ""
+    for i, ln in enumerate(lines):
+        if ln.startswith("Additionally, some packages in these conflicts have no matching distributions"):
+            names = [n for n in lines[i + 1 : i + 6] if n and ":" not in n and " " not in n]
+            if names:
+                missing = f"; no matching distribution for {', '.join(names)}"
+            break
+    if errors:
+        no_match = [e for e in errors if "No matching distribution found" in e]
+        head = (no_match or errors)[0].removeprefix("ERROR:").strip()
+        return f"{head} ({cause}{missing})" if cause else head
+    for ln in reversed(lines):
+        if ln and "error" in ln.lower():
+            return ln
+    return next((ln for ln in reversed(lines) if ln), "no output")
+
+
+_index_probe_cache: dict[str, bool] = {}
+
+
+def reachable_indexes(urls: Sequence[str], *, timeout: float = 5.0) -> tuple[list[str], list[str]]:
+    """Probe each extra index once: pip spends ~8 s of retries per package on an unreachable one."""
+    keep, warnings = [], []
+    for url in urls:
+        if url not in _index_probe_cache:
+            if url.startswith("file://"):
+                _index_probe_cache[url] = Path(url.removeprefix("file://")).exists()
+            else:
+                try:
+                    httpx.head(url, timeout=timeout, follow_redirects=True)
+                    _index_probe_cache[url] = True
+                except httpx.HTTPError:
+                    _index_probe_cache[url] = False
+        if _index_probe_cache[url]:
+            keep.append(url)
+        else:
+            warnings.append(f"extra index {url} is unreachable; installing without it")
+    return keep, warnings
+
+
+def _venv_of(executable: Path, paths: InstallPaths) -> Path | None:
+    """The pipx venv behind a bin-dir link, or None for a manual install."""
+    try:
+        target = executable.resolve(strict=True)
+    except OSError:
+        return None
+    venvs = (paths.pipx_home / "venvs").resolve()
+    if venvs in target.parents:
+        return venvs / target.relative_to(venvs).parts[0]
+    return None
+
+
+def ensure_installed(
+    backend: Backend,
+    flavour: Flavour,
+    package: str,
+    pin: Pin,
+    paths: InstallPaths,
+    *,
+    extra_index_urls: Sequence[str] = (),
+    progress: Progress = lambda _: None,
+) -> Installed:
+    exe = paths.bin_dir / executable_name(backend.name, pin)
+    for d in (paths.bin_dir, paths.log_dir, paths.lock_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    log = paths.log_dir / f"{exe.name}.log"
+    suffix = pipx_suffix(pin)
+    started = time.monotonic()
+    with FileLock(str(paths.lock_dir / f"{exe.name}.lock")):
+        if exe.is_symlink() and not exe.exists():
+            progress(f"removing broken link {exe}")
+            exe.unlink()
+        if exe.exists():
+            venv_root = _venv_of(exe, paths)
+            if venv_root is None:
+                return Installed(executable=exe, origin="manual", installed_now=False, seconds=0.0, log=None)
+            if not (venv_root / _FIXUP_MARKER).exists():
+                progress("applying post-install fix-ups")
+                flavour.post_install(PipxVenv(paths, package, suffix, venv_root, log), pin.text)
+                (venv_root / _FIXUP_MARKER).write_text(flavour.platform + "\n", encoding="utf-8")
+            return Installed(
+                executable=exe, origin="pipx", installed_now=False, seconds=time.monotonic() - started, log=log
+            )
+        log.write_text("", encoding="utf-8")
+        urls, warnings = reachable_indexes(extra_index_urls)
+        for w in warnings:
+            progress(f"warning: {w}")
+        argv = [*paths.pipx, "install", "--force", "--suffix", suffix, requirement(package, pin)]
+        if urls:
+            argv += ["--pip-args", " ".join(f"--extra-index-url={u}" for u in urls)]
+        progress(f"installing {requirement(package, pin)} with pipx (log: {log})")
+        _run_logged(argv, _pipx_env(paths), log, what="pipx install")
+        venv_root = _venv_of(exe, paths)
+        if venv_root is None:
+            raise InstallError(f"pipx install succeeded but {exe} is missing or not a pipx link", log)
+        progress("applying post-install fix-ups")
+        flavour.post_install(PipxVenv(paths, package, suffix, venv_root, log), pin.text)
+        (venv_root / _FIXUP_MARKER).write_text(flavour.platform + "\n", encoding="utf-8")
+        return Installed(
+            executable=exe,
+            origin="pipx",
+            installed_now=True,
+            seconds=time.monotonic() - started,
+            log=log,
+            warnings=tuple(warnings),
+        )

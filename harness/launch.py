@@ -1,0 +1,164 @@
+"""A backend server's life: spawn in its own process group, wait for ready, stop in stages.
+
+Output goes to a log file (never an unread pipe). Readiness is a poll every ``POLL_S`` under one
+deadline that also checks the process is alive, so a crash at start fails in well under a second.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+from .errors import ReadinessTimeout, ServerExited
+
+HOST = "127.0.0.1"  # servers under test are never reachable from outside this machine
+POLL_S = 0.1
+# Staged shutdown: SIGINT lets vLLM close its engine processes cleanly; SIGTERM then SIGKILL
+# for whatever is left of the group.
+INTERRUPT_TIMEOUT_S = 10.0
+TERMINATE_TIMEOUT_S = 5.0
+
+
+def free_port(host: str = HOST) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+_ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Exit)\b.*|.*\b(ERROR|FATAL|CRITICAL)\b.*)$")
+
+
+def decisive_line(path: Path) -> str:
+    """The last line of a server log that reads like the reason it died (an exception, an ERROR)."""
+    tail = log_tail(path, lines=200, max_chars=100_000).splitlines()
+    for line in reversed(tail):
+        if _ERROR_LINE.match(line.strip()):
+            return line.strip()[:300]
+    return next((ln.strip()[:300] for ln in reversed(tail) if ln.strip()), "")
+
+
+def log_tail(path: Path, lines: int = 20, max_chars: int = 4000) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])[-max_chars:]
+
+
+class Server:
+    """Context manager: ``with Server(...) as s: s.wait_ready()``; the group is always stopped on exit."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        log_path: Path,
+        base_url: str,
+        readiness_path: str,
+    ) -> None:
+        self.argv, self.env, self.log_path = list(argv), dict(env), log_path
+        self.base_url, self.readiness_path = base_url.rstrip("/"), readiness_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+        self.startup_s: float | None = None
+
+    def __enter__(self) -> Server:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            log.write(f"$ {' '.join(self.argv)}\n".encode())
+            log.flush()
+            self.started_at = time.monotonic()
+            self.proc = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # own process group: one signal reaches every engine worker
+            )
+
+    def wait_ready(self, deadline_s: float) -> float:
+        """Seconds from spawn to the first successful readiness response."""
+        assert self.proc is not None, "start() first"
+        url = self.base_url + self.readiness_path
+        end = self.started_at + deadline_s
+        with httpx.Client(timeout=httpx.Timeout(2.0, connect=POLL_S)) as client:
+            while True:
+                code = self.proc.poll()
+                if code is not None:
+                    why = decisive_line(self.log_path)
+                    raise ServerExited(f"server exited with code {code} before it was ready: {why}", self.log_path)
+                try:
+                    if client.get(url).status_code == 200:
+                        self.startup_s = time.monotonic() - self.started_at
+                        return self.startup_s
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() >= end:
+                    raise ReadinessTimeout(f"server not ready after {deadline_s:g} s", self.log_path)
+                time.sleep(POLL_S)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc is None:
+            return
+        pgid = proc.pid  # start_new_session: the leader's pid is the group id
+        for sig, timeout in ((signal.SIGINT, INTERRUPT_TIMEOUT_S), (signal.SIGTERM, TERMINATE_TIMEOUT_S)):
+            if not _group_alive(pgid):
+                break
+            _killpg(pgid, sig)
+            if _wait_group(proc, pgid, timeout):
+                break
+        else:
+            _killpg(pgid, signal.SIGKILL)
+        _killpg(pgid, signal.SIGKILL)  # orphans of a leader that already exited
+        try:
+            proc.wait(timeout=TERMINATE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL cannot be ignored
+            pass
+        self.proc = None
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _wait_group(proc: subprocess.Popen[bytes], pgid: int, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        proc.poll()  # reap the leader so it does not linger as a zombie member
+        if not _group_alive(pgid):
+            return True
+        time.sleep(0.05)
+    return False

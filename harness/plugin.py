@@ -1,0 +1,178 @@
+"""The pytest plugin: a matrix file given on the command line becomes one test item per cell.
+
+    pytest matrices/vllm.toml -k 0.32.0 --junitxml=out.xml
+
+Cells of a model run reference pin first (agreement compares against its samples). Each cell's result
+is appended to ``<run_dir>/results.jsonl`` as soon as it ends; at the end of the session the reports are
+written and the recommendation printed. Files are only collected when named explicitly, so the plugin
+is inert in an ordinary test run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .cell import RunContext, cell_id, run_cell
+from .errors import SpecError
+from .install import InstallPaths, default_data_dir, pipx_command
+from .report import write_reports
+from .results import CellResult, ResultStore, Status
+from .slots import default_platform, discover_gpus, slot_for_worker
+from .spec import Matrix, ModelSpec, PinSpec, load_matrix
+
+_RUN_DIR = pytest.StashKey[Path]()
+_MATRICES = pytest.StashKey[dict[str, Matrix]]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("pinmatrix", "pinned backend version matrix")
+    g.addoption("--data-dir", dest="pm_data_dir", default=None,
+                help="pipx home, models, logs (default: $PINMATRIX_DATA_DIR or ~/.cache/pinmatrix)")  # fmt: skip
+    g.addoption("--bin-dir", dest="pm_bin_dir", default=None, help="GPUStack bin dir for <backend>_<version> (default: <data-dir>/bin)")
+    g.addoption("--pipx-path", dest="pm_pipx_path", default=None, help="pipx executable (default: pipx on PATH, else bundled)")
+    g.addoption("--platform", dest="pm_platform", default=None, choices=("cpu", "cuda"),
+                help="platform to run (default: cuda when an NVIDIA GPU is found, else cpu)")  # fmt: skip
+    g.addoption("--reports-dir", dest="pm_reports_dir", default="reports", help="where reports/<backend>/<run-id>/ go")
+    g.addoption("--run-id", dest="pm_run_id", default=None, help="run id (default: UTC timestamp)")
+
+
+def _new_run_id() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "pinmatrix: a matrix cell (pin x model x platform)")
+    config.stash[_MATRICES] = {}
+    worker = getattr(config, "workerinput", None)
+    run_id = worker["pm_run_id"] if worker else (config.option.pm_run_id or _new_run_id())
+    config.option.pm_run_id = run_id
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_XdistHooks(), "pinmatrix-xdist")
+
+
+class _XdistHooks:
+    @pytest.hookimpl
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput["pm_run_id"] = node.config.option.pm_run_id
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if file_path.suffix == ".toml" and parent.session.isinitpath(file_path):
+        return MatrixFile.from_parent(parent, path=file_path)
+    return None
+
+
+class MatrixFile(pytest.File):
+    def collect(self) -> Iterator[pytest.Item]:
+        matrix = load_matrix(self.path)
+        self.config.stash[_MATRICES][matrix.backend] = matrix
+        opt = self.config.option
+        gpus = discover_gpus()
+        platform = opt.pm_platform or default_platform(gpus)
+        if platform not in matrix.platforms:
+            raise SpecError(str(self.path), [f"platforms: no '{platform}' platform in this matrix (has: {', '.join(matrix.platforms)})"])
+        plat = matrix.platforms[platform]
+        pins = sorted(plat.versions, key=lambda p: p.pin.text != plat.reference.text)  # reference first
+        for model in plat.models:
+            for pin in pins:
+                # "cell[...]": pytest treats the bracket as a parameter id and leaves its dots alone.
+                name = f"cell[{cell_id(matrix.backend, pin.pin.text, model.name, platform)}]"
+                yield CellItem.from_parent(self, name=name, matrix=matrix, platform=platform, pin=pin, model=model, gpus=gpus)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, SpecError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+
+class CellFailed(Exception):
+    """A cell's outcome was not 'passed' (carried to pytest's report)."""
+
+
+class CellItem(pytest.Item):
+    def __init__(self, *, matrix: Matrix, platform: str, pin: PinSpec, model: ModelSpec, gpus: list[int], **kw: Any) -> None:
+        super().__init__(**kw)
+        self.matrix, self.platform, self.pin, self.model, self.gpus = matrix, platform, pin, model, gpus
+        self.add_marker(pytest.mark.pinmatrix)
+        self.result: CellResult | None = None
+
+    def _ctx(self) -> RunContext:
+        opt = self.config.option
+        data_dir = Path(opt.pm_data_dir).expanduser() if opt.pm_data_dir else default_data_dir()
+        bin_dir = Path(opt.pm_bin_dir).expanduser() if opt.pm_bin_dir else data_dir / "bin"
+        worker = getattr(self.config, "workerinput", None)
+        index = int(worker["workerid"].removeprefix("gw")) if worker else 0
+        per_cell = self.matrix.platforms[self.platform].gpus_per_cell
+        tw = self.config.get_terminal_writer()
+        prefix = f"[{self.name.removeprefix('cell[')}"
+
+        def progress(message: str) -> None:
+            tw.line(f"{prefix} {message}")
+
+        return RunContext(
+            matrix=self.matrix, platform=self.platform,
+            paths=InstallPaths(data_dir=data_dir.resolve(), bin_dir=bin_dir.resolve(), pipx=pipx_command(opt.pm_pipx_path)),
+            run_dir=run_dir(self.config, self.matrix.backend), slot=slot_for_worker(self.platform, self.gpus, per_cell, index),
+            progress=progress,
+        )  # fmt: skip
+
+    def runtest(self) -> None:
+        ctx = self._ctx()
+        ctx.progress("")  # start on a fresh line after pytest's item name
+        store = ResultStore(ctx.run_dir / "results.jsonl")
+        try:
+            self.result = result = run_cell(ctx, self.pin, self.model)
+        except KeyboardInterrupt:
+            raise
+        store.append(result)
+        summary = result.status.value.upper() + (f" [{result.failure_class.value}] {result.reason}" if result.failure_class else "")
+        ctx.progress(f"done: {summary}")
+        expect = self.pin.expect
+        if expect is not None:
+            if result.failure_class is not None and result.failure_class.value == expect:
+                pytest.xfail(f"expected {expect}: {result.reason}")
+            raise CellFailed(f"expected {expect} ({self.pin.why or 'see matrix'}), got {summary}")
+        if result.status is not Status.PASSED:
+            raise CellFailed(summary + (f"\nlog: {result.log_path}" if result.log_path else ""))
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, CellFailed):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, self.name
+
+
+def run_dir(config: pytest.Config, backend: str) -> Path:
+    return Path(config.option.pm_reports_dir).resolve() / backend / config.option.pm_run_id
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    if getattr(config, "workerinput", None) is not None:
+        return
+    for backend, matrix in config.stash.get(_MATRICES, {}).items():
+        directory = run_dir(config, backend)
+        cells = ResultStore(directory / "results.jsonl").load()
+        if not cells:
+            continue
+        paths, recs = write_reports(matrix, directory, config.option.pm_run_id, cells)
+        tr = terminalreporter
+        tr.section(f"pinmatrix: {backend}", sep="=", bold=True)
+        for rec in recs:
+            head = rec.version or "none"
+            tr.write_line(f"recommended pin for {rec.model} on {rec.platform}: {backend} {head}", bold=True)
+            for reason in rec.reasons:
+                tr.write_line(f"  - {reason}")
+            for version, why in rec.rejected.items():
+                tr.write_line(f"  x {version}: {why}")
+        for label, path in (("markdown", paths.markdown), ("html", paths.html), ("results", paths.results_json),
+                            ("pins", paths.pins_json)):  # fmt: skip
+            tr.write_line(f"{label:>9}: {os.path.relpath(path)}")

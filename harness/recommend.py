@@ -1,0 +1,114 @@
+"""Choosing a pin per (model, platform) from the recorded cells.
+
+Eligible: installed, started within the deadline, passed every required check. Ranked by peak output
+tok/s; pins within the measured noise of the best are tied, and the matrix's policy breaks the tie
+(``newest``, or ``closest-to-reference``). Every other pin carries the reason it was not chosen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from packaging.version import Version
+
+from .results import CellResult, Status
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recommendation:
+    backend: str
+    model: str
+    platform: str
+    version: str | None
+    reasons: tuple[str, ...]
+    rejected: dict[str, str] = field(default_factory=dict)
+    ranking: tuple[tuple[str, float], ...] = ()
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "backend": self.backend,
+            "model": self.model,
+            "platform": self.platform,
+            "backend_version": self.version,
+            "reasons": list(self.reasons),
+            "rejected": dict(self.rejected),
+            "ranking": [{"version": v, "peak_output_tok_s": round(t, 2)} for v, t in self.ranking],
+        }
+
+
+def _rejection(cell: CellResult, required: Sequence[str]) -> str | None:
+    if cell.status is not Status.PASSED:
+        what = cell.failure_class.value if cell.failure_class else cell.status.value
+        return f"{what}: {cell.reason}" if cell.reason else what
+    failed = [c["name"] for c in cell.checks if c.get("group") in required and c["passed"] is False]
+    if failed:
+        return f"failed required checks: {', '.join(failed)}"
+    unevaluated = [c["name"] for c in cell.checks if c.get("group") in required and c["passed"] is None]
+    if unevaluated:
+        return f"required checks not evaluated: {', '.join(unevaluated)}"
+    if cell.peak_output_tok_s() is None:
+        return "no throughput measured"
+    return None
+
+
+def recommend(
+    cells: Sequence[CellResult],
+    *,
+    required_checks: Sequence[str],
+    noise: float,
+    tie_break: str,
+    reference: str,
+) -> Recommendation:
+    """Recommend one pin among ``cells`` (all of one backend, model and platform)."""
+    if not cells:
+        raise ValueError("no cells to recommend from")
+    first = cells[0]
+    rejected: dict[str, str] = {}
+    eligible: list[CellResult] = []
+    for cell in cells:
+        why = _rejection(cell, required_checks)
+        if why is None:
+            eligible.append(cell)
+        else:
+            rejected[cell.version] = why
+    if not eligible:
+        return Recommendation(
+            backend=first.backend, model=first.model, platform=first.platform, version=None,
+            reasons=("no pin installed, started and passed every required check",), rejected=rejected,
+        )  # fmt: skip
+    ranked = sorted(eligible, key=lambda c: c.peak_output_tok_s() or 0.0, reverse=True)
+    best = ranked[0].peak_output_tok_s() or 0.0
+    tied = [c for c in ranked if (c.peak_output_tok_s() or 0.0) >= best * (1 - noise)]
+    if tie_break == "closest-to-reference":
+        ordered = sorted(Version(c.version) for c in cells)
+        ref_pos = ordered.index(Version(reference)) if Version(reference) in ordered else 0
+
+        def distance(c: CellResult) -> tuple[int, int]:  # nearest first; the newer of two equals
+            pos = ordered.index(Version(c.version))
+            return (abs(pos - ref_pos), -pos)
+
+        chosen = min(tied, key=distance)
+    else:
+        chosen = max(tied, key=lambda c: Version(c.version))
+    reasons = [f"passed {', '.join(required_checks)} and started in {chosen.startup_s:.1f} s"]
+    tok = chosen.peak_output_tok_s() or 0.0
+    if len(tied) > 1:
+        others = ", ".join(f"{c.version} ({c.peak_output_tok_s():.1f})" for c in tied if c is not chosen)
+        reasons.append(
+            f"peak {tok:.1f} output tok/s, within {noise:.0%} of {others}: a tie, broken by policy '{tie_break}'"
+        )
+    else:
+        reasons.append(f"fastest eligible pin: peak {tok:.1f} output tok/s")
+    for cell in ranked:
+        if cell is not chosen:
+            rejected.setdefault(
+                cell.version,
+                f"eligible, not chosen: {cell.peak_output_tok_s():.1f} output tok/s"
+                + (" (tie lost to policy)" if cell in tied else f" vs {tok:.1f}"),
+            )
+    return Recommendation(
+        backend=first.backend, model=first.model, platform=first.platform, version=chosen.version,
+        reasons=tuple(reasons), rejected=rejected,
+        ranking=tuple((c.version, c.peak_output_tok_s() or 0.0) for c in ranked),
+    )  # fmt: skip

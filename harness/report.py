@@ -1,0 +1,222 @@
+"""Reports: results -> report.md, report.html, results.json, pins.json in ``reports/<backend>/<run-id>/``.
+
+``reports/<backend>/latest`` is a symlink to the newest run. Markdown tables come from tabulate; HTML
+from a jinja2 template with autoescaping on, so nothing a server or a matrix says is ever markup.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+from tabulate import tabulate
+
+from .recommend import Recommendation, recommend
+from .results import CellResult, Status
+from .spec import Matrix
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportPaths:
+    run_dir: Path
+    markdown: Path
+    html: Path
+    results_json: Path
+    pins_json: Path
+
+
+def _fmt(value: float | None, spec: str = ".1f") -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def _status(cell: CellResult) -> str:
+    if cell.status is Status.PASSED:
+        return "PASSED"
+    label = (cell.failure_class.value if cell.failure_class else cell.status.value).upper()
+    return label + (" (expected)" if cell.expected_failure == (cell.failure_class.value if cell.failure_class else None) else "")
+
+
+def _verdict(passed: bool | None) -> str:
+    return "not evaluated" if passed is None else ("pass" if passed else "FAIL")
+
+
+def _agreement(cell: CellResult) -> str:
+    a = cell.agreement
+    if not a:
+        return "—"
+    if a.get("reference"):
+        return "reference"
+    if "prompts" not in a:
+        return a.get("note", "—")
+    return f"{a['identical']}/{a['prompts']} identical, {a['close']} close, {a['disagree']} differ"
+
+
+PHASES = ("install", "model", "startup", "probes")
+
+
+def ordered_phases(cell: CellResult) -> list[tuple[str, float]]:
+    return [(p, cell.phases[p]) for p in PHASES if p in cell.phases]
+
+
+def summary_rows(cells: Sequence[CellResult]) -> list[list[str]]:
+    return [
+        [
+            c.version + (" (ref)" if c.is_reference else ""),
+            c.model,
+            c.platform,
+            _status(c),
+            _fmt(c.startup_s),
+            _fmt(c.peak_output_tok_s()),
+            _fmt(c.ttft_p50_ms(), ".0f"),
+            _agreement(c),
+        ]
+        for c in cells
+    ]
+
+
+SUMMARY_HEADERS = ["pin", "model", "platform", "status", "startup s", "peak out tok/s", "TTFT p50 ms", "agreement"]
+LEVEL_HEADERS = ["concurrency", "req", "ok", "out tok/s", "req/s", "TTFT p50/p90/p99 ms", "TPOT p50 ms",
+                 "ITL p50 ms", "E2EL p50 ms", "tokens/req", "client CPU s"]  # fmt: skip
+
+
+def level_rows(cell: CellResult) -> list[list[str]]:
+    rows = []
+    for lvl in cell.throughput:
+        t = lvl["ttft_ms"]
+        rows.append([
+            str(lvl["concurrency"]), str(lvl["requests"]), str(lvl["completed"]), _fmt(lvl["output_tok_s"]),
+            _fmt(lvl["request_s"], ".2f"), f"{_fmt(t['p50'], '.0f')}/{_fmt(t['p90'], '.0f')}/{_fmt(t['p99'], '.0f')}",
+            _fmt(lvl["tpot_ms"]["p50"]), _fmt(lvl["itl_ms"]["p50"]), _fmt(lvl["e2el_ms"]["p50"], ".0f"),
+            _fmt(lvl["output_tokens"] / lvl["completed"] if lvl["completed"] else None), _fmt(lvl["client_cpu_s"], ".2f"),
+        ])  # fmt: skip
+    return rows
+
+
+def sort_cells(cells: Sequence[CellResult]) -> list[CellResult]:
+    from packaging.version import Version
+
+    return sorted(cells, key=lambda c: (c.model, c.platform, not c.is_reference, Version(c.version)))
+
+
+def recommendations(matrix: Matrix, cells: Sequence[CellResult]) -> list[Recommendation]:
+    groups: dict[tuple[str, str], list[CellResult]] = {}
+    for c in sort_cells(cells):
+        groups.setdefault((c.model, c.platform), []).append(c)
+    out = []
+    for (_, platform), group in groups.items():
+        ref = matrix.platforms[platform].reference.text if platform in matrix.platforms else group[0].version
+        out.append(recommend(group, required_checks=matrix.policy.required_checks, noise=matrix.thresholds.throughput_noise,
+                             tie_break=matrix.policy.tie_break, reference=ref))  # fmt: skip
+    return out
+
+
+def render_markdown(matrix: Matrix, run_id: str, cells: Sequence[CellResult], recs: Sequence[Recommendation]) -> str:
+    cells = sort_cells(cells)
+    out = [f"# {matrix.backend} pin matrix — run {run_id}", "", f"Matrix: `{matrix.path}`", "", "## Recommendation", ""]
+    for r in recs:
+        head = f"**{r.version}**" if r.version else "**none**"
+        out.append(f"- {r.model} on {r.platform}: {head} — " + "; ".join(r.reasons))
+        for version, why in r.rejected.items():
+            out.append(f"  - {version}: {why}")
+    out += ["", "## Summary", "", tabulate(summary_rows(cells), headers=SUMMARY_HEADERS, tablefmt="github"), ""]
+    out += ["## Details", ""]
+    for c in cells:
+        out += [f"### {c.label} · {c.model} · {c.platform}", ""]
+        phases = ", ".join(f"{k} {v:.1f} s" for k, v in ordered_phases(c))
+        out.append(f"- status: {_status(c)}" + (f" — {c.reason}" if c.reason else ""))
+        out.append(f"- phases: {phases or '—'}" + (" (installed in this run)" if c.installed_now else ""))
+        if c.executable:
+            out.append(f"- executable: `{c.executable}`")
+        for w in c.warnings:
+            out.append(f"- warning: {w}")
+        if c.checks:
+            out += ["", tabulate([[ch["group"], ch["name"], _verdict(ch["passed"]), ch["detail"]] for ch in c.checks],
+                                 headers=["group", "check", "result", "detail"], tablefmt="github")]  # fmt: skip
+        if c.agreement.get("first_divergences"):
+            out += ["", "First divergences from the reference:", ""]
+            for d in c.agreement["first_divergences"]:
+                out.append(f"- {d['prompt']!r} at token {d['position']}: {d['ours']!r} vs {d['reference']!r}"
+                           + (" (close)" if d["close"] else " (NOT in top-k)"))  # fmt: skip
+        if c.throughput:
+            out += ["", tabulate(level_rows(c), headers=LEVEL_HEADERS, tablefmt="github")]
+        out.append("")
+    failures = [c for c in cells if c.status is not Status.PASSED]
+    if failures:
+        out += ["## Failures", ""]
+        for c in failures:
+            out += [f"### {c.label} · {c.model}: {_status(c)}", "", c.reason, ""]
+            if c.log_path:
+                out.append(f"Log: `{c.log_path}`")
+            if c.log_excerpt:
+                out += ["", "```", c.log_excerpt, "```"]
+            out.append("")
+    return "\n".join(out) + "\n"
+
+
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("harness", "templates"),
+    autoescape=True,  # everything is escaped: versions, server text, log excerpts, matrix strings
+    undefined=jinja2.StrictUndefined,
+)
+
+
+def render_html(matrix: Matrix, run_id: str, cells: Sequence[CellResult], recs: Sequence[Recommendation]) -> str:
+    cells = sort_cells(cells)
+    return _ENV.get_template("report.html.j2").render(
+        matrix=matrix, run_id=run_id, recs=recs, cells=cells, summary_headers=SUMMARY_HEADERS,
+        summary=list(zip(cells, summary_rows(cells))), level_headers=LEVEL_HEADERS, level_rows=level_rows,
+        status=_status, verdict=_verdict, ordered_phases=ordered_phases,
+    )  # fmt: skip
+
+
+def pins_document(recs: Sequence[Recommendation], cells: Sequence[CellResult]) -> dict[str, object]:
+    """What GPUStack needs per model: backend, backend_version, and how that pin gets installed."""
+    by_version = {(c.model, c.platform, c.version): c for c in cells}
+    models = []
+    for r in recs:
+        entry = r.to_dict()
+        cell = by_version.get((r.model, r.platform, r.version or ""))
+        if cell is not None:
+            entry["executable"] = Path(cell.executable).name if cell.executable else None
+            entry["install"] = cell.fingerprint.get("install_command")
+        models.append(entry)
+    return {"schema_version": 1, "models": models}
+
+
+def write_reports(matrix: Matrix, run_dir: Path, run_id: str, cells: Sequence[CellResult]) -> tuple[ReportPaths, list[Recommendation]]:
+    recs = recommendations(matrix, cells)
+    paths = ReportPaths(
+        run_dir=run_dir,
+        markdown=run_dir / "report.md",
+        html=run_dir / "report.html",
+        results_json=run_dir / "results.json",
+        pins_json=run_dir / "pins.json",
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_write(paths.markdown, render_markdown(matrix, run_id, cells, recs))
+    _atomic_write(paths.html, render_html(matrix, run_id, cells, recs))
+    results = {"schema_version": 1, "run_id": run_id, "backend": matrix.backend, "matrix": str(matrix.path),
+               "cells": [c.to_dict() for c in sort_cells(cells)]}  # fmt: skip
+    _atomic_write(paths.results_json, json.dumps(results, indent=2, sort_keys=True) + "\n")
+    _atomic_write(paths.pins_json, json.dumps(pins_document(recs, cells), indent=2) + "\n")
+    _point_latest(run_dir)
+    return paths, recs
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _point_latest(run_dir: Path) -> None:
+    latest = run_dir.parent / "latest"
+    tmp = run_dir.parent / ".latest.tmp"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    tmp.symlink_to(run_dir.name, target_is_directory=True)
+    os.replace(tmp, latest)

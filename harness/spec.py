@@ -1,0 +1,371 @@
+"""Matrix files: TOML in, frozen dataclasses out, every error reported at once with its path.
+
+An error names the file, the dotted path and the value: ``matrices/vllm.toml:
+platforms.cpu.models[0].source: unknown scheme 'hff' (expected one of: file, hf, pypi)``.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import SpecError
+from .versions import InvalidPin, Pin, parse_pin
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+MODEL_SCHEMES = ("file", "hf", "pypi")
+EXPECT_VALUES = ("install-failed", "startup-failed", "failed")
+TIE_BREAKS = ("newest", "closest-to-reference")
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_PYPI_SOURCE = re.compile(r"^pypi://(?P<req>[A-Za-z0-9._-]+==[A-Za-z0-9.+!_-]+)/(?P<member>[^\s]+)$")
+_HF_SOURCE = re.compile(r"^hf://(?P<repo>[A-Za-z0-9._-]+/[A-Za-z0-9._-]+)@(?P<rev>[A-Za-z0-9._/-]+)$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PinSpec:
+    pin: Pin
+    # A pin known to fail here (e.g. its torch pin cannot be fetched): the cell still runs and is
+    # recorded, but an outcome in this class is expected (xfail), anything else is a surprise.
+    expect: str | None = None
+    why: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec:
+    name: str
+    source: str
+    serve_args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlatformSpec:
+    name: str
+    package: str
+    versions: tuple[PinSpec, ...]
+    reference: Pin
+    models: tuple[ModelSpec, ...]
+    serve_args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    extra_index_urls: tuple[str, ...] = ()
+    gpus_per_cell: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Workload:
+    seed: int = 0
+    agreement_prompts: int = 8
+    agreement_max_tokens: int = 16
+    input_tokens: int = 128
+    output_tokens: int = 64
+    concurrency: tuple[int, ...] = (1, 4)
+    requests_per_level: int = 8
+
+
+@dataclass(frozen=True, kw_only=True)
+class Thresholds:
+    startup_deadline_s: float = 300.0
+    top_logprobs: int = 5
+    # Greedy prompts that may diverge beyond the logprob rule before agreement fails.
+    max_disagreeing_prompts: int = 0
+    # Throughput differences smaller than this fraction are treated as noise (ties).
+    throughput_noise: float = 0.05
+
+
+@dataclass(frozen=True, kw_only=True)
+class Policy:
+    tie_break: str = "newest"
+    required_checks: tuple[str, ...] = ("conformance", "agreement")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Matrix:
+    path: Path
+    backend: str
+    platforms: Mapping[str, PlatformSpec]
+    workload: Workload
+    thresholds: Thresholds
+    policy: Policy
+
+
+class _Errors:
+    """Collects errors with their paths, so a file is reported whole rather than first-error-only."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, path: str, message: str) -> None:
+        self.items.append(f"{path}: {message}" if path else message)
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+class _Table:
+    """Typed getters over one TOML table; unknown keys are errors (a typo must not be ignored)."""
+
+    def __init__(self, data: Mapping[str, Any], path: str, errors: _Errors, known: tuple[str, ...]) -> None:
+        self.data, self.path, self.errors = data, path, errors
+        for key in data:
+            if key not in known:
+                errors.add(_join(path, key), f"unknown key (expected one of: {', '.join(known)})")
+
+    def _get(self, key: str, types: type | tuple[type, ...], label: str, required: bool) -> Any:
+        if key not in self.data:
+            if required:
+                self.errors.add(_join(self.path, key), "missing")
+            return None
+        value = self.data[key]
+        if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+            self.errors.add(_join(self.path, key), f"expected {label}, got {value!r}")
+            return None
+        if not isinstance(value, types):
+            self.errors.add(_join(self.path, key), f"expected {label}, got {value!r}")
+            return None
+        return value
+
+    def str(self, key: str, *, required: bool = False) -> str | None:
+        value = self._get(key, str, "str", required)
+        if value is not None and not value.strip():
+            self.errors.add(_join(self.path, key), "must not be empty")
+            return None
+        return value
+
+    def int(self, key: str, default: int, *, minimum: int = 0) -> int:
+        value = self._get(key, int, "int", False)
+        if value is None:
+            return default
+        if value < minimum:
+            self.errors.add(_join(self.path, key), f"must be >= {minimum}, got {value}")
+            return default
+        return int(value)
+
+    def float(self, key: str, default: float, *, minimum: float = 0.0) -> float:
+        value = self._get(key, (int, float), "number", False)
+        if value is None:
+            return default
+        if value < minimum:
+            self.errors.add(_join(self.path, key), f"must be >= {minimum}, got {value}")
+            return default
+        return float(value)
+
+    def str_list(self, key: str) -> tuple[str, ...]:
+        value = self._get(key, list, "list of str", False)
+        if value is None:
+            return ()
+        out = []
+        for i, item in enumerate(value):
+            if isinstance(item, str):
+                out.append(item)
+            else:
+                self.errors.add(_join(_join(self.path, key), i), f"expected str, got {item!r}")
+        return tuple(out)
+
+    def table(self, key: str, *, required: bool = False) -> dict[str, Any]:
+        value = self._get(key, dict, "table", required)
+        return value if value is not None else {}
+
+    def array(self, key: str, *, required: bool = False) -> list[Any]:
+        value = self._get(key, list, "array", required)
+        if value is not None and required and not value:
+            self.errors.add(_join(self.path, key), "must not be empty")
+        return value if value is not None else []
+
+
+def check_model_source(source: str) -> str | None:
+    """None when ``source`` is a valid model source, else what is wrong with it."""
+    scheme, sep, _ = source.partition("://")
+    if not sep:
+        return f"expected <scheme>://..., got {source!r}"
+    if scheme not in MODEL_SCHEMES:
+        return f"unknown scheme {scheme!r} (expected one of: {', '.join(MODEL_SCHEMES)})"
+    if scheme == "pypi" and not _PYPI_SOURCE.match(source):
+        return f"expected pypi://<dist>==<version>/<path in wheel>, got {source!r}"
+    if scheme == "hf" and not _HF_SOURCE.match(source):
+        return f"expected hf://<org>/<name>@<revision>, got {source!r}"
+    if scheme == "file" and source == "file://":
+        return "expected file://<path>"
+    return None
+
+
+def _pin(value: Any, path: str, errors: _Errors) -> Pin | None:
+    if not isinstance(value, str):
+        errors.add(path, f"expected a version string, got {value!r}")
+        return None
+    try:
+        return parse_pin(value)
+    except InvalidPin as exc:
+        errors.add(path, str(exc))
+        return None
+
+
+def _pin_spec(value: Any, path: str, errors: _Errors) -> PinSpec | None:
+    if isinstance(value, dict):
+        t = _Table(value, path, errors, ("version", "expect", "why"))
+        pin = _pin(value.get("version"), _join(path, "version"), errors) if "version" in value else None
+        if "version" not in value:
+            errors.add(_join(path, "version"), "missing")
+        expect = t.str("expect")
+        if expect is not None and expect not in EXPECT_VALUES:
+            errors.add(_join(path, "expect"), f"unknown value {expect!r} (expected one of: {', '.join(EXPECT_VALUES)})")
+            expect = None
+        return PinSpec(pin=pin, expect=expect, why=t.str("why") or "") if pin else None
+    pin = _pin(value, path, errors)
+    return PinSpec(pin=pin) if pin else None
+
+
+def _model(value: Any, path: str, errors: _Errors) -> ModelSpec | None:
+    if not isinstance(value, dict):
+        errors.add(path, f"expected a table, got {value!r}")
+        return None
+    t = _Table(value, path, errors, ("name", "source", "serve_args"))
+    name, source = t.str("name", required=True), t.str("source", required=True)
+    if name is not None and not _MODEL_NAME.match(name):
+        errors.add(_join(path, "name"), f"invalid name {name!r}: letters, digits, '.', '_' and '-' only")
+        name = None
+    if source is not None and (problem := check_model_source(source)):
+        errors.add(_join(path, "source"), problem)
+        source = None
+    serve_args = t.str_list("serve_args")
+    if name is None or source is None:
+        return None
+    return ModelSpec(name=name, source=source, serve_args=serve_args)
+
+
+def _platform(name: str, value: Any, path: str, errors: _Errors, flavours: tuple[str, ...]) -> PlatformSpec | None:
+    if name not in flavours:
+        errors.add(path, f"unknown platform {name!r} for this backend (expected one of: {', '.join(flavours)})")
+        return None
+    if not isinstance(value, dict):
+        errors.add(path, f"expected a table, got {value!r}")
+        return None
+    known = ("package", "versions", "reference", "models", "serve_args", "env", "extra_index_urls", "gpus_per_cell")
+    t = _Table(value, path, errors, known)
+    package = t.str("package", required=True)
+    pins = [_pin_spec(v, _join(_join(path, "versions"), i), errors) for i, v in enumerate(t.array("versions", required=True))]
+    seen: set[str] = set()
+    for i, p in enumerate(pins):
+        if p is not None and p.pin.text in seen:
+            errors.add(_join(_join(path, "versions"), i), f"duplicate version {p.pin.text!r}")
+        elif p is not None:
+            seen.add(p.pin.text)
+    reference = _pin(value["reference"], _join(path, "reference"), errors) if "reference" in value else None
+    if "reference" not in value:
+        errors.add(_join(path, "reference"), "missing")
+    elif reference is not None and reference.text not in seen:
+        errors.add(_join(path, "reference"), f"{reference.text!r} is not one of versions")
+    models = [_model(v, _join(_join(path, "models"), i), errors) for i, v in enumerate(t.array("models", required=True))]
+    names = [m.name for m in models if m is not None]
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        errors.add(_join(path, "models"), f"duplicate model name {dup!r}")
+    env = t.table("env")
+    for key, val in env.items():
+        if not isinstance(val, str):
+            errors.add(_join(_join(path, "env"), key), f"expected str, got {val!r}")
+    urls = t.str_list("extra_index_urls")
+    for i, url in enumerate(urls):
+        if not url.startswith(("https://", "http://", "file://")):
+            errors.add(_join(_join(path, "extra_index_urls"), i), f"expected an http(s) or file URL, got {url!r}")
+    gpus = t.int("gpus_per_cell", 1 if name != "cpu" else 0)
+    serve_args = t.str_list("serve_args")
+    if package is None or reference is None or None in pins or None in models:
+        return None
+    return PlatformSpec(
+        name=name,
+        package=package,
+        versions=tuple(p for p in pins if p is not None),
+        reference=reference,
+        models=tuple(m for m in models if m is not None),
+        serve_args=serve_args,
+        env={k: v for k, v in env.items() if isinstance(v, str)},
+        extra_index_urls=urls,
+        gpus_per_cell=gpus,
+    )
+
+
+def parse_matrix(data: Mapping[str, Any], source: str, path: Path | None = None) -> Matrix:
+    """Validate a matrix already read from TOML; raise SpecError listing every problem."""
+    from .backends import get_backend, known_backends  # the registry decides which backends/platforms exist
+
+    errors = _Errors()
+    top = _Table(data, "", errors, ("backend", "platforms", "workload", "thresholds", "policy"))
+    backend_name = top.str("backend", required=True)
+    flavours: tuple[str, ...] = ()
+    if backend_name is not None:
+        if backend_name in known_backends():
+            flavours = tuple(get_backend(backend_name).flavours)
+        else:
+            errors.add("backend", f"unknown backend {backend_name!r} (known: {', '.join(known_backends())})")
+    platforms = {}
+    raw_platforms = top.table("platforms", required=True)
+    if isinstance(data.get("platforms"), dict) and not raw_platforms:
+        errors.add("platforms", "must define at least one platform")
+    if flavours:
+        for name, value in raw_platforms.items():
+            spec = _platform(name, value, _join("platforms", name), errors, flavours)
+            if spec is not None:
+                platforms[name] = spec
+
+    w = _Table(top.table("workload"), "workload", errors, tuple(Workload.__dataclass_fields__))
+    conc = w.data.get("concurrency", [1, 4])
+    if not isinstance(conc, list) or not conc or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in conc):
+        errors.add("workload.concurrency", f"expected a non-empty list of positive ints, got {conc!r}")
+        conc = [1]
+    workload = Workload(
+        seed=w.int("seed", 0),
+        agreement_prompts=w.int("agreement_prompts", 8, minimum=1),
+        agreement_max_tokens=w.int("agreement_max_tokens", 16, minimum=1),
+        input_tokens=w.int("input_tokens", 128, minimum=1),
+        output_tokens=w.int("output_tokens", 64, minimum=2),
+        concurrency=tuple(conc),
+        requests_per_level=w.int("requests_per_level", 8, minimum=1),
+    )
+    th = _Table(top.table("thresholds"), "thresholds", errors, tuple(Thresholds.__dataclass_fields__))
+    thresholds = Thresholds(
+        startup_deadline_s=th.float("startup_deadline_s", 300.0, minimum=1.0),
+        top_logprobs=th.int("top_logprobs", 5, minimum=1),
+        max_disagreeing_prompts=th.int("max_disagreeing_prompts", 0),
+        throughput_noise=th.float("throughput_noise", 0.05),
+    )
+    po = _Table(top.table("policy"), "policy", errors, tuple(Policy.__dataclass_fields__))
+    tie_break = po.str("tie_break") or "newest"
+    if tie_break not in TIE_BREAKS:
+        errors.add("policy.tie_break", f"unknown value {tie_break!r} (expected one of: {', '.join(TIE_BREAKS)})")
+    required = po.str_list("required_checks") if "required_checks" in po.data else Policy().required_checks
+    for i, check in enumerate(required):
+        if check not in ("conformance", "agreement"):
+            errors.add(f"policy.required_checks[{i}]", f"unknown check {check!r} (expected one of: conformance, agreement)")
+    if errors.items:
+        raise SpecError(source, errors.items)
+    assert backend_name is not None
+    return Matrix(
+        path=path or Path(source),
+        backend=backend_name,
+        platforms=platforms,
+        workload=workload,
+        thresholds=thresholds,
+        policy=Policy(tie_break=tie_break, required_checks=required),
+    )
+
+
+def load_matrix(path: Path | str) -> Matrix:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(str(path), [f"cannot read: {exc.strerror or exc}"]) from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(str(path), [f"invalid TOML: {exc}"]) from exc
+    return parse_matrix(data, str(path), path)

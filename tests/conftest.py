@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The tier of a test is the folder it lives in (tests/unit, tests/integration, tests/e2e).
+    for item in items:
+        tier = Path(str(item.path)).parent.name
+        if tier in ("unit", "integration", "e2e"):
+            item.add_marker(getattr(pytest.mark, tier))
+
+
+@pytest.fixture
+def gguf_model(tmp_path: Path) -> Path:
+    """A stand-in model file for the scripted backend (it never reads it)."""
+    path = tmp_path / "model" / "tiny.gguf"
+    path.parent.mkdir()
+    path.write_bytes(b"GGUF\x03\x00\x00\x00")
+    return path
+
+
+@pytest.fixture
+def hostile() -> str:
+    return '<script>alert("x")</script> & \'quote\''
+
+
+def which_or_skip(name: str) -> str:
+    found = shutil.which(name)
+    if not found:
+        pytest.skip(f"{name} not found")
+    return found

@@ -1,0 +1,62 @@
+"""A backend for tests: launches tests/support/scripted_server.py through a bin-dir executable.
+
+Loaded as a pytest plugin (``-p tests.support.scripted_backend``) or imported by tests; it only
+registers itself in the real registry, so everything else runs the product's own code paths.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.backends import Backend, InstalledVenv, LaunchContext, register
+
+SERVER = Path(__file__).with_name("scripted_server.py")
+
+
+@dataclass(frozen=True)
+class ScriptedFlavour:
+    platform: str = "cpu"
+    default_package: str = "scripted-server"
+    default_extra_index_urls: tuple[str, ...] = ()
+    model_format: str = "gguf"
+    readiness_path: str = "/v1/models"
+
+    def post_install(self, venv: InstalledVenv, version: str) -> None:
+        return None
+
+    def launch_argv(self, ctx: LaunchContext) -> list[str]:
+        return [str(ctx.executable), "--host", ctx.host, "--port", str(ctx.port),
+                "--served-model-name", ctx.served_name, "--model", str(ctx.model_path), *ctx.extra_args]  # fmt: skip
+
+    def launch_env(self, ctx: LaunchContext) -> dict[str, str]:
+        return {"TMPDIR": str(ctx.cache_dir / "tmp")}
+
+
+SCRIPTED = register(Backend(name="scripted", installer="pipx", flavours={"cpu": ScriptedFlavour()}))
+
+
+def install_manual_pin(bin_dir: Path, version: str, *args: str) -> Path:
+    """Put ``scripted_<version>`` in the bin dir, as a person installing a pin by hand would."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    exe = bin_dir / f"scripted_{version}"
+    quoted = " ".join(f"'{a}'" for a in (sys.executable, str(SERVER), *args))
+    exe.write_text(f'#!/bin/sh\nexec {quoted} "$@"\n', encoding="utf-8")
+    exe.chmod(exe.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return exe
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead for our purposes
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False

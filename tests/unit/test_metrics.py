@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from harness.metrics import RequestRecord, percentile, summarize
+
+
+def test_percentile_interpolates_like_numpy() -> None:
+    values = [10.0, 20.0, 30.0, 40.0]
+    assert percentile(values, 50) == 25.0
+    assert percentile(values, 90) == pytest.approx(37.0)
+    assert percentile(values, 99) == pytest.approx(39.7)
+    assert percentile([5.0], 99) == 5.0
+    assert math.isnan(percentile([], 50))
+
+
+def test_summary_matches_hand_computed_definitions() -> None:
+    # Request A: sent 0, chunks at 0.1, 0.3, 0.6 (3 tokens), ends 0.6.
+    # Request B: sent 0.2, chunks at 0.5, 0.7 (2 tokens), ends 0.8.
+    a = RequestRecord(sent=0.0, chunk_times=(0.1, 0.3, 0.6), end=0.6, output_tokens=3, chunk_count=3)
+    b = RequestRecord(sent=0.2, chunk_times=(0.5, 0.7), end=0.8, output_tokens=2, chunk_count=2)
+    failed = RequestRecord(sent=0.1, end=0.2, error="HTTP 500: boom")
+    s = summarize(2, [a, b, failed], duration_s=1.0, client_cpu_s=0.05)
+    assert (s.requests, s.completed, s.failed) == (3, 2, 1)
+    assert s.output_tokens == 5
+    assert s.output_tok_s == 5.0
+    assert s.request_s == 2.0
+    # TTFT: A 100 ms, B 300 ms
+    assert s.ttft_ms.p50 == pytest.approx(200.0)
+    assert s.ttft_ms.mean == pytest.approx(200.0)
+    # TPOT: A (600-100)/(3-1) = 250 ms; B (600-300)/(2-1) = 300 ms
+    assert s.tpot_ms.mean == pytest.approx(275.0)
+    # ITL pooled: A 200, 300; B 200
+    assert s.itl_ms.n == 3
+    assert s.itl_ms.p50 == pytest.approx(200.0)
+    # E2EL: A 600, B 600
+    assert s.e2el_ms.p99 == pytest.approx(600.0)
+    assert s.errors == ("HTTP 500: boom",)
+    assert s.token_count_mismatches == 0
+
+
+def test_tpot_skips_single_token_requests_and_counts_mismatches() -> None:
+    one = RequestRecord(sent=0.0, chunk_times=(0.1,), end=0.1, output_tokens=1, chunk_count=1)
+    off = RequestRecord(sent=0.0, chunk_times=(0.1, 0.2), end=0.2, output_tokens=3, chunk_count=2)
+    s = summarize(1, [one, off], duration_s=0.2)
+    assert s.tpot_ms.n == 1
+    assert s.token_count_mismatches == 1
+
+
+def test_distribution_to_dict_turns_nan_into_none() -> None:
+    s = summarize(1, [RequestRecord(sent=0, error="x")], duration_s=1.0)
+    assert s.to_dict()["ttft_ms"] == {"mean": None, "p50": None, "p90": None, "p99": None, "n": 0}

