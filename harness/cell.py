@@ -103,7 +103,7 @@ def run_cell(ctx: RunContext, pin_spec: PinSpec, model: ModelSpec) -> CellResult
         result.fingerprint["model_sha256"] = local.sha256
 
         phase, t0 = "startup", time.monotonic()
-        _serve_and_probe(ctx, result, pin_spec, model, local.path, inst.executable)
+        _serve_and_probe(ctx, result, model, local.path, inst.executable)
     except InstallError as exc:
         _fail(result, FailureClass.INSTALL_FAILED, exc.reason, exc.log)
         result.phases["install"] = time.monotonic() - t0
@@ -137,9 +137,7 @@ def _fail(result: CellResult, cls: FailureClass, reason: str, log_path: Path | N
         result.log_excerpt = log_tail(log_path, lines=25)
 
 
-def _serve_and_probe(ctx: RunContext, result: CellResult, pin_spec: PinSpec, model: ModelSpec, model_path: Path, exe: Path) -> None:
-    matrix, plat = ctx.matrix, ctx.matrix.platforms[ctx.platform]
-    flavour = get_backend(matrix.backend).flavour(ctx.platform)
+def _serve_and_probe(ctx: RunContext, result: CellResult, model: ModelSpec, model_path: Path, exe: Path) -> None:
     cell_dir = ctx.run_dir / "cells" / result.cell_id
     # Short and fresh per cell: vLLM binds ZMQ IPC sockets under TMPDIR, and a socket path may not
     # exceed 107 bytes, so the report dir is too deep for it.
@@ -243,5 +241,6 @@ def _agree(ctx: RunContext, result: CellResult, model: ModelSpec, ours: list[dic
         "first_divergences": [d.__dict__ for d in divergences],
     }
     ok = disagree <= ctx.matrix.thresholds.max_disagreeing_prompts
-    detail = f"vs {ref_version}: {len(ours) - len(divergences)}/{len(ours)} identical, {close} close, {disagree} outside top-{ctx.matrix.thresholds.top_logprobs}"
+    k = ctx.matrix.thresholds.top_logprobs
+    detail = f"vs {ref_version}: {len(ours) - len(divergences)}/{len(ours)} identical, {close} close, {disagree} outside top-{k}"
     result.checks.append({"group": "agreement", "name": "agreement.greedy", "passed": ok, "detail": detail})

@@ -6,6 +6,7 @@ deadline that also checks the process is alive, so a crash at start fails in wel
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -132,18 +133,14 @@ class Server:
         else:
             _killpg(pgid, signal.SIGKILL)
         _killpg(pgid, signal.SIGKILL)  # orphans of a leader that already exited
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):  # SIGKILL cannot be ignored; a D-state process can
             proc.wait(timeout=TERMINATE_TIMEOUT_S)
-        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL cannot be ignored
-            pass
         self.proc = None
 
 
 def _killpg(pgid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _group_alive(pgid: int) -> bool:

@@ -103,7 +103,7 @@ def summarize(concurrency: int, records: Sequence[RequestRecord], duration_s: fl
     ttft = [(r.chunk_times[0] - r.sent) * 1000 for r in ok]
     e2el = [(r.end - r.sent) * 1000 for r in ok]
     tpot = [((r.end - r.sent) - (r.chunk_times[0] - r.sent)) * 1000 / (r.output_tokens - 1) for r in ok if r.output_tokens > 1]
-    itl = [(b - a) * 1000 for r in ok for a, b in zip(r.chunk_times, r.chunk_times[1:])]
+    itl = [(b - a) * 1000 for r in ok for a, b in zip(r.chunk_times, r.chunk_times[1:], strict=False)]
     total_out = sum(r.output_tokens for r in ok)
     return LevelSummary(
         concurrency=concurrency,

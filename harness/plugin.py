@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _pytest._code.code import TerminalRepr
 
 from .cell import RunContext, cell_id, run_cell
 from .errors import SpecError
@@ -85,7 +86,7 @@ class MatrixFile(pytest.File):
                 name = f"cell[{cell_id(matrix.backend, pin.pin.text, model.name, platform)}]"
                 yield CellItem.from_parent(self, name=name, matrix=matrix, platform=platform, pin=pin, model=model, gpus=gpus)
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str | TerminalRepr:
         if isinstance(excinfo.value, SpecError):
             return str(excinfo.value)
         return super().repr_failure(excinfo)
@@ -112,8 +113,16 @@ class CellItem(pytest.Item):
         tw = self.config.get_terminal_writer()
         prefix = f"[{self.name.removeprefix('cell[')}"
 
+        capman = self.config.pluginmanager.getplugin("capturemanager")
+
         def progress(message: str) -> None:
-            tw.line(f"{prefix} {message}")
+            # Progress must reach the user live, even while pytest captures the cell's output.
+            if capman is None:
+                tw.line(f"{prefix} {message}")
+                return
+            with capman.global_and_fixture_disabled():
+                tw.line(f"{prefix} {message}")
+                tw.flush()
 
         return RunContext(
             matrix=self.matrix, platform=self.platform,
@@ -141,7 +150,7 @@ class CellItem(pytest.Item):
         if result.status is not Status.PASSED:
             raise CellFailed(summary + (f"\nlog: {result.log_path}" if result.log_path else ""))
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str | TerminalRepr:
         if isinstance(excinfo.value, CellFailed):
             return str(excinfo.value)
         return super().repr_failure(excinfo)

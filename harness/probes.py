@@ -85,8 +85,8 @@ def check_completion(client: httpx.Client, model: str, max_tokens: int = 5) -> l
     shape = Check(name="completion.shape", passed=not problems, detail="; ".join(problems) or repr(choice.get("text")))
     got = (data.get("usage") or {}).get("completion_tokens")
     honoured = isinstance(got, int) and (got == max_tokens if choice.get("finish_reason") == "length" else got <= max_tokens)
-    return [shape, Check(name="completion.max_tokens", passed=honoured,
-                         detail=f"max_tokens={max_tokens}, completion_tokens={got}, finish_reason={choice.get('finish_reason')!r}")]  # fmt: skip
+    detail = f"max_tokens={max_tokens}, completion_tokens={got}, finish_reason={choice.get('finish_reason')!r}"
+    return [shape, Check(name="completion.max_tokens", passed=honoured, detail=detail)]
 
 
 def check_stream_equals_plain(client: httpx.Client, model: str, max_tokens: int = 24) -> Check:
@@ -189,8 +189,8 @@ def compare(ours: Sequence[dict[str, Any]], reference: Sequence[dict[str, Any]])
     """vLLM's ``check_logprobs_close`` rule: sequences may diverge only where each side's token is in
     the other's top-k logprobs; after that first divergence the rest is not compared."""
     found = []
-    for a, b in zip(ours, reference):
-        for i, (ta, tb) in enumerate(zip(a["tokens"], b["tokens"])):
+    for a, b in zip(ours, reference, strict=False):
+        for i, (ta, tb) in enumerate(zip(a["tokens"], b["tokens"], strict=False)):
             if ta == tb:
                 continue
             tops_a = a["top_logprobs"][i] if i < len(a["top_logprobs"]) else {}

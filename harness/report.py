@@ -168,7 +168,7 @@ def render_html(matrix: Matrix, run_id: str, cells: Sequence[CellResult], recs: 
     cells = sort_cells(cells)
     return _ENV.get_template("report.html.j2").render(
         matrix=matrix, run_id=run_id, recs=recs, cells=cells, summary_headers=SUMMARY_HEADERS,
-        summary=list(zip(cells, summary_rows(cells))), level_headers=LEVEL_HEADERS, level_rows=level_rows,
+        summary=list(zip(cells, summary_rows(cells), strict=True)), level_headers=LEVEL_HEADERS, level_rows=level_rows,
         status=_status, verdict=_verdict, ordered_phases=ordered_phases,
     )  # fmt: skip
 

@@ -6,9 +6,11 @@ Providers are tried in order, each returning a list of GPU indices or None (no o
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 Provider = Callable[[], "list[int] | None"]
 
@@ -28,20 +30,20 @@ def nvml_provider(nvml: object | None = None) -> Provider:
     """GPUs as NVML sees them; ``nvml`` is the pynvml module (a fake in tests)."""
 
     def provide() -> list[int] | None:
-        mod = nvml
+        mod: Any = nvml
         if mod is None:
             try:
-                import pynvml as mod  # type: ignore[no-redef]
+                mod = importlib.import_module("pynvml")
             except ImportError:
                 return None
         try:
-            mod.nvmlInit()  # type: ignore[attr-defined]
+            mod.nvmlInit()
         except Exception:  # NVMLError_LibraryNotFound / DriverNotLoaded: no NVIDIA GPU here
             return None
         try:
-            return list(range(mod.nvmlDeviceGetCount()))  # type: ignore[attr-defined]
+            return list(range(mod.nvmlDeviceGetCount()))
         finally:
-            mod.nvmlShutdown()  # type: ignore[attr-defined]
+            mod.nvmlShutdown()
 
     return provide
 

@@ -134,14 +134,14 @@ class _Table:
             return None
         return value
 
-    def str(self, key: str, *, required: bool = False) -> str | None:
+    def get_str(self, key: str, *, required: bool = False) -> str | None:
         value = self._get(key, str, "str", required)
         if value is not None and not value.strip():
             self.errors.add(_join(self.path, key), "must not be empty")
             return None
         return value
 
-    def int(self, key: str, default: int, *, minimum: int = 0) -> int:
+    def get_int(self, key: str, default: int, *, minimum: int = 0) -> int:
         value = self._get(key, int, "int", False)
         if value is None:
             return default
@@ -150,7 +150,7 @@ class _Table:
             return default
         return int(value)
 
-    def float(self, key: str, default: float, *, minimum: float = 0.0) -> float:
+    def get_float(self, key: str, default: float, *, minimum: float = 0.0) -> float:
         value = self._get(key, (int, float), "number", False)
         if value is None:
             return default
@@ -159,7 +159,7 @@ class _Table:
             return default
         return float(value)
 
-    def str_list(self, key: str) -> tuple[str, ...]:
+    def get_str_list(self, key: str) -> tuple[str, ...]:
         value = self._get(key, list, "list of str", False)
         if value is None:
             return ()
@@ -171,11 +171,11 @@ class _Table:
                 self.errors.add(_join(_join(self.path, key), i), f"expected str, got {item!r}")
         return tuple(out)
 
-    def table(self, key: str, *, required: bool = False) -> dict[str, Any]:
+    def get_table(self, key: str, *, required: bool = False) -> dict[str, Any]:
         value = self._get(key, dict, "table", required)
         return value if value is not None else {}
 
-    def array(self, key: str, *, required: bool = False) -> list[Any]:
+    def get_array(self, key: str, *, required: bool = False) -> list[Any]:
         value = self._get(key, list, "array", required)
         if value is not None and required and not value:
             self.errors.add(_join(self.path, key), "must not be empty")
@@ -215,11 +215,11 @@ def _pin_spec(value: Any, path: str, errors: _Errors) -> PinSpec | None:
         pin = _pin(value.get("version"), _join(path, "version"), errors) if "version" in value else None
         if "version" not in value:
             errors.add(_join(path, "version"), "missing")
-        expect = t.str("expect")
+        expect = t.get_str("expect")
         if expect is not None and expect not in EXPECT_VALUES:
             errors.add(_join(path, "expect"), f"unknown value {expect!r} (expected one of: {', '.join(EXPECT_VALUES)})")
             expect = None
-        return PinSpec(pin=pin, expect=expect, why=t.str("why") or "") if pin else None
+        return PinSpec(pin=pin, expect=expect, why=t.get_str("why") or "") if pin else None
     pin = _pin(value, path, errors)
     return PinSpec(pin=pin) if pin else None
 
@@ -229,14 +229,14 @@ def _model(value: Any, path: str, errors: _Errors) -> ModelSpec | None:
         errors.add(path, f"expected a table, got {value!r}")
         return None
     t = _Table(value, path, errors, ("name", "source", "serve_args"))
-    name, source = t.str("name", required=True), t.str("source", required=True)
+    name, source = t.get_str("name", required=True), t.get_str("source", required=True)
     if name is not None and not _MODEL_NAME.match(name):
         errors.add(_join(path, "name"), f"invalid name {name!r}: letters, digits, '.', '_' and '-' only")
         name = None
     if source is not None and (problem := check_model_source(source)):
         errors.add(_join(path, "source"), problem)
         source = None
-    serve_args = t.str_list("serve_args")
+    serve_args = t.get_str_list("serve_args")
     if name is None or source is None:
         return None
     return ModelSpec(name=name, source=source, serve_args=serve_args)
@@ -251,8 +251,8 @@ def _platform(name: str, value: Any, path: str, errors: _Errors, flavours: tuple
         return None
     known = ("package", "versions", "reference", "models", "serve_args", "env", "extra_index_urls", "gpus_per_cell")
     t = _Table(value, path, errors, known)
-    package = t.str("package", required=True)
-    pins = [_pin_spec(v, _join(_join(path, "versions"), i), errors) for i, v in enumerate(t.array("versions", required=True))]
+    package = t.get_str("package", required=True)
+    pins = [_pin_spec(v, _join(_join(path, "versions"), i), errors) for i, v in enumerate(t.get_array("versions", required=True))]
     seen: set[str] = set()
     for i, p in enumerate(pins):
         if p is not None and p.pin.text in seen:
@@ -264,20 +264,20 @@ def _platform(name: str, value: Any, path: str, errors: _Errors, flavours: tuple
         errors.add(_join(path, "reference"), "missing")
     elif reference is not None and reference.text not in seen:
         errors.add(_join(path, "reference"), f"{reference.text!r} is not one of versions")
-    models = [_model(v, _join(_join(path, "models"), i), errors) for i, v in enumerate(t.array("models", required=True))]
+    models = [_model(v, _join(_join(path, "models"), i), errors) for i, v in enumerate(t.get_array("models", required=True))]
     names = [m.name for m in models if m is not None]
     for dup in sorted({n for n in names if names.count(n) > 1}):
         errors.add(_join(path, "models"), f"duplicate model name {dup!r}")
-    env = t.table("env")
+    env = t.get_table("env")
     for key, val in env.items():
         if not isinstance(val, str):
             errors.add(_join(_join(path, "env"), key), f"expected str, got {val!r}")
-    urls = t.str_list("extra_index_urls")
+    urls = t.get_str_list("extra_index_urls")
     for i, url in enumerate(urls):
         if not url.startswith(("https://", "http://", "file://")):
             errors.add(_join(_join(path, "extra_index_urls"), i), f"expected an http(s) or file URL, got {url!r}")
-    gpus = t.int("gpus_per_cell", 1 if name != "cpu" else 0)
-    serve_args = t.str_list("serve_args")
+    gpus = t.get_int("gpus_per_cell", 1 if name != "cpu" else 0)
+    serve_args = t.get_str_list("serve_args")
     if package is None or reference is None or None in pins or None in models:
         return None
     return PlatformSpec(
@@ -299,7 +299,7 @@ def parse_matrix(data: Mapping[str, Any], source: str, path: Path | None = None)
 
     errors = _Errors()
     top = _Table(data, "", errors, ("backend", "platforms", "workload", "thresholds", "policy"))
-    backend_name = top.str("backend", required=True)
+    backend_name = top.get_str("backend", required=True)
     flavours: tuple[str, ...] = ()
     if backend_name is not None:
         if backend_name in known_backends():
@@ -307,7 +307,7 @@ def parse_matrix(data: Mapping[str, Any], source: str, path: Path | None = None)
         else:
             errors.add("backend", f"unknown backend {backend_name!r} (known: {', '.join(known_backends())})")
     platforms = {}
-    raw_platforms = top.table("platforms", required=True)
+    raw_platforms = top.get_table("platforms", required=True)
     if isinstance(data.get("platforms"), dict) and not raw_platforms:
         errors.add("platforms", "must define at least one platform")
     if flavours:
@@ -316,32 +316,32 @@ def parse_matrix(data: Mapping[str, Any], source: str, path: Path | None = None)
             if spec is not None:
                 platforms[name] = spec
 
-    w = _Table(top.table("workload"), "workload", errors, tuple(Workload.__dataclass_fields__))
+    w = _Table(top.get_table("workload"), "workload", errors, tuple(Workload.__dataclass_fields__))
     conc = w.data.get("concurrency", [1, 4])
     if not isinstance(conc, list) or not conc or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in conc):
         errors.add("workload.concurrency", f"expected a non-empty list of positive ints, got {conc!r}")
         conc = [1]
     workload = Workload(
-        seed=w.int("seed", 0),
-        agreement_prompts=w.int("agreement_prompts", 8, minimum=1),
-        agreement_max_tokens=w.int("agreement_max_tokens", 16, minimum=1),
-        input_tokens=w.int("input_tokens", 128, minimum=1),
-        output_tokens=w.int("output_tokens", 64, minimum=2),
+        seed=w.get_int("seed", 0),
+        agreement_prompts=w.get_int("agreement_prompts", 8, minimum=1),
+        agreement_max_tokens=w.get_int("agreement_max_tokens", 16, minimum=1),
+        input_tokens=w.get_int("input_tokens", 128, minimum=1),
+        output_tokens=w.get_int("output_tokens", 64, minimum=2),
         concurrency=tuple(conc),
-        requests_per_level=w.int("requests_per_level", 8, minimum=1),
+        requests_per_level=w.get_int("requests_per_level", 8, minimum=1),
     )
-    th = _Table(top.table("thresholds"), "thresholds", errors, tuple(Thresholds.__dataclass_fields__))
+    th = _Table(top.get_table("thresholds"), "thresholds", errors, tuple(Thresholds.__dataclass_fields__))
     thresholds = Thresholds(
-        startup_deadline_s=th.float("startup_deadline_s", 300.0, minimum=1.0),
-        top_logprobs=th.int("top_logprobs", 5, minimum=1),
-        max_disagreeing_prompts=th.int("max_disagreeing_prompts", 0),
-        throughput_noise=th.float("throughput_noise", 0.05),
+        startup_deadline_s=th.get_float("startup_deadline_s", 300.0, minimum=1.0),
+        top_logprobs=th.get_int("top_logprobs", 5, minimum=1),
+        max_disagreeing_prompts=th.get_int("max_disagreeing_prompts", 0),
+        throughput_noise=th.get_float("throughput_noise", 0.05),
     )
-    po = _Table(top.table("policy"), "policy", errors, tuple(Policy.__dataclass_fields__))
-    tie_break = po.str("tie_break") or "newest"
+    po = _Table(top.get_table("policy"), "policy", errors, tuple(Policy.__dataclass_fields__))
+    tie_break = po.get_str("tie_break") or "newest"
     if tie_break not in TIE_BREAKS:
         errors.add("policy.tie_break", f"unknown value {tie_break!r} (expected one of: {', '.join(TIE_BREAKS)})")
-    required = po.str_list("required_checks") if "required_checks" in po.data else Policy().required_checks
+    required = po.get_str_list("required_checks") if "required_checks" in po.data else Policy().required_checks
     for i, check in enumerate(required):
         if check not in ("conformance", "agreement"):
             errors.add(f"policy.required_checks[{i}]", f"unknown check {check!r} (expected one of: conformance, agreement)")

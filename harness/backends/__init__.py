@@ -44,13 +44,22 @@ class InstalledVenv(Protocol):
 class Flavour(Protocol):
     """One backend on one platform."""
 
-    platform: str
-    default_package: str
-    # Extra package indexes this flavour needs (e.g. PyTorch's CPU wheels); each is probed first.
-    default_extra_index_urls: tuple[str, ...]
-    # "hf": a safetensors directory; "gguf": a single GGUF file.
-    model_format: str
-    readiness_path: str
+    @property
+    def platform(self) -> str: ...
+
+    @property
+    def default_package(self) -> str: ...
+
+    @property
+    def default_extra_index_urls(self) -> tuple[str, ...]:
+        """Extra package indexes this flavour needs (e.g. PyTorch's CPU wheels); each is probed first."""
+
+    @property
+    def model_format(self) -> str:
+        """"hf": a safetensors directory; "gguf": a single GGUF file."""
+
+    @property
+    def readiness_path(self) -> str: ...
 
     def post_install(self, venv: InstalledVenv, version: str) -> None:
         """Fix-ups after ``pipx install``; must be idempotent."""

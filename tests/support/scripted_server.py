@@ -117,7 +117,8 @@ def main() -> None:
         while True:
             time.sleep(1)
     if ARGS.mode == "child":
-        child = subprocess.Popen([sys.executable, "-c", "import signal,time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(600)"])
+        ignore_sigint = "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(600)"
+        child = subprocess.Popen([sys.executable, "-c", ignore_sigint])
         if ARGS.pid_file:
             with open(ARGS.pid_file, "a") as fh:
                 fh.write(f"{child.pid}\n")

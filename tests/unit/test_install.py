@@ -26,7 +26,10 @@ def test_decisive_line_from_real_resolution_failure() -> None:
 
 
 def test_decisive_line_prefers_no_matching_distribution() -> None:
-    text = "ERROR: Could not find a version that satisfies the requirement foo==9 (from versions: 1)\nERROR: No matching distribution found for foo==9\n"
+    text = (
+        "ERROR: Could not find a version that satisfies the requirement foo==9 (from versions: 1)\n"
+        "ERROR: No matching distribution found for foo==9\n"
+    )
     assert decisive_error(text) == "No matching distribution found for foo==9"
 
 

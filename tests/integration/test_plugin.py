@@ -1,0 +1,140 @@
+"""The whole flow (plugin -> install -> launch -> probes -> results -> reports) on the scripted backend."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.support.scripted_backend import install_manual_pin, pid_alive
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _matrix(tmp_path: Path, versions: str, reference: str, model: Path, deadline: float = 20) -> Path:
+    path = tmp_path / "scripted.toml"
+    path.write_text(f"""
+backend = "scripted"
+[platforms.cpu]
+package = "scripted-server"
+versions = [{versions}]
+reference = "{reference}"
+[[platforms.cpu.models]]
+name = "tiny"
+source = "file://{model}"
+[workload]
+output_tokens = 6
+concurrency = [1, 2]
+requests_per_level = 4
+agreement_prompts = 3
+agreement_max_tokens = 4
+[thresholds]
+startup_deadline_s = {deadline}
+throughput_noise = 0.5
+""")
+    return path
+
+
+def _pytest(tmp_path: Path, matrix: Path, *extra: str) -> list[str]:
+    fake_pipx = tmp_path / "fake-pipx"
+    fake_pipx.write_text("#!/bin/sh\necho 'ERROR: No matching distribution found for scripted-server==4.0.0'\nexit 1\n")
+    fake_pipx.chmod(0o755)
+    return [sys.executable, "-m", "pytest", "-p", "tests.support.scripted_backend", "-p", "no:cacheprovider",
+            str(matrix), "--data-dir", str(tmp_path / "data"), "--bin-dir", str(tmp_path / "bin"),
+            "--pipx-path", str(fake_pipx), "--reports-dir", str(tmp_path / "reports"), "--platform", "cpu", *extra]
+
+
+def _run(tmp_path: Path, matrix: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(_pytest(tmp_path, matrix, *extra), cwd=ROOT, capture_output=True, text=True, timeout=240)
+
+
+def test_matrix_run_records_every_cell_and_recommends(tmp_path: Path, gguf_model: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    install_manual_pin(bin_dir, "1.0.0")
+    install_manual_pin(bin_dir, "2.0.0")
+    install_manual_pin(bin_dir, "3.0.0", "--mode", "wrong-usage")
+    install_manual_pin(bin_dir, "5.0.0", "--mode", "exit")
+    versions = '"1.0.0", "2.0.0", "3.0.0", { version = "4.0.0", expect = "install-failed", why = "not on the index" }, "5.0.0"'
+    matrix = _matrix(tmp_path, versions, "1.0.0", gguf_model)
+    proc = _run(tmp_path, matrix, "--junitxml", str(tmp_path / "junit.xml"), "--run-id", "r1")
+    out = proc.stdout
+    assert proc.returncode == 1, out + proc.stderr
+    assert "2 failed, 2 passed, 1 xfailed" in out
+    assert "recommended pin for tiny on cpu: scripted 2.0.0" in out
+    assert "[scripted_1.0.0-tiny-cpu] waiting for ready on http://127.0.0.1:" in out
+
+    run_dir = tmp_path / "reports" / "scripted" / "r1"
+    lines = [json.loads(ln) for ln in (run_dir / "results.jsonl").read_text().splitlines()]
+    by_version = {c["version"]: c for c in lines}
+    assert lines[0]["version"] == "1.0.0"  # the reference pin runs first
+    assert by_version["1.0.0"]["status"] == "passed" and by_version["1.0.0"]["startup_s"] > 0
+    assert by_version["2.0.0"]["agreement"]["identical"] == 3
+    for lvl in by_version["2.0.0"]["throughput"]:
+        assert lvl["output_tokens"] == 6 * lvl["completed"] == 24
+    assert by_version["3.0.0"]["failure_class"] == "failed"
+    assert "chat.shape" in by_version["3.0.0"]["reason"]
+    assert by_version["4.0.0"]["failure_class"] == "install-failed"
+    assert by_version["4.0.0"]["reason"] == "pipx install: No matching distribution found for scripted-server==4.0.0"
+    assert by_version["4.0.0"]["log_path"].endswith("logs/install/scripted_4.0.0.log")
+    assert by_version["5.0.0"]["failure_class"] == "startup-failed"
+    assert "RuntimeError: scripted failure at start" in by_version["5.0.0"]["reason"]
+
+    pins = json.loads((run_dir / "pins.json").read_text())
+    assert pins["models"][0]["backend_version"] == "2.0.0"
+    assert pins["models"][0]["executable"] == "scripted_2.0.0"
+    md = (run_dir / "report.md").read_text()
+    for v in ("1.0.0", "2.0.0", "3.0.0", "4.0.0", "5.0.0"):
+        assert f"scripted_{v}" in md
+    assert "INSTALL-FAILED (expected)" in md
+    assert (tmp_path / "reports" / "scripted" / "latest").resolve() == run_dir.resolve()
+    junit = (tmp_path / "junit.xml").read_text()
+    assert 'tests="5"' in junit and "cell[scripted_3.0.0-tiny-cpu]" in junit
+
+
+def test_k_selects_cells(tmp_path: Path, gguf_model: Path) -> None:
+    install_manual_pin(tmp_path / "bin", "1.0.0")
+    install_manual_pin(tmp_path / "bin", "2.0.0")
+    matrix = _matrix(tmp_path, '"1.0.0", "2.0.0"', "1.0.0", gguf_model)
+    proc = _run(tmp_path, matrix, "-k", "2.0.0", "--run-id", "k")
+    assert "1 passed, 1 deselected" in proc.stdout, proc.stdout + proc.stderr
+    cells = (tmp_path / "reports" / "scripted" / "k" / "results.jsonl").read_text().splitlines()
+    assert [json.loads(c)["version"] for c in cells] == ["2.0.0"]
+
+
+def test_spec_errors_are_reported_whole(tmp_path: Path, gguf_model: Path) -> None:
+    matrix = _matrix(tmp_path, '"1.0.0", "oops!"', "9.9", gguf_model)
+    proc = _run(tmp_path, matrix)
+    assert proc.returncode == 2
+    assert f"{matrix}: platforms.cpu.versions[1]: invalid version 'oops!': not a PEP 440 version" in proc.stdout
+    assert f"{matrix}: platforms.cpu.reference: '9.9' is not one of versions" in proc.stdout
+
+
+def test_ctrl_c_stops_the_server_and_keeps_finished_cells(tmp_path: Path, gguf_model: Path) -> None:
+    pids = tmp_path / "pids"
+    install_manual_pin(tmp_path / "bin", "1.0.0")
+    install_manual_pin(tmp_path / "bin", "2.0.0", "--mode", "hang", "--pid-file", str(pids))
+    matrix = _matrix(tmp_path, '"1.0.0", "2.0.0"', "1.0.0", gguf_model, deadline=120)
+    proc = subprocess.Popen(_pytest(tmp_path, matrix, "--run-id", "int"), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not pids.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert pids.exists(), "the second cell's server never started"
+        server_pid = int(pids.read_text().split()[0])
+        assert pid_alive(server_pid)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 2, out  # pytest's "interrupted"
+    assert not pid_alive(server_pid)
+    cells = (tmp_path / "reports" / "scripted" / "int" / "results.jsonl").read_text().splitlines()
+    assert [json.loads(c)["status"] for c in cells] == ["passed"]
+    assert (tmp_path / "reports" / "scripted" / "int" / "report.md").exists()
+    assert os.path.exists(tmp_path / "reports" / "scripted" / "latest")
