@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.support.scripted_backend import install_manual_pin, pid_alive
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -113,7 +115,8 @@ def test_spec_errors_are_reported_whole(tmp_path: Path, gguf_model: Path) -> Non
     assert f"{matrix}: platforms.cpu.reference: '9.9' is not one of versions" in proc.stdout
 
 
-def test_ctrl_c_stops_the_server_and_keeps_finished_cells(tmp_path: Path, gguf_model: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupt_stops_the_server_and_keeps_finished_cells(tmp_path: Path, gguf_model: Path, sig: signal.Signals) -> None:
     pids = tmp_path / "pids"
     install_manual_pin(tmp_path / "bin", "1.0.0")
     install_manual_pin(tmp_path / "bin", "2.0.0", "--mode", "hang", "--pid-file", str(pids))
@@ -127,7 +130,7 @@ def test_ctrl_c_stops_the_server_and_keeps_finished_cells(tmp_path: Path, gguf_m
         assert pids.exists(), "the second cell's server never started"
         server_pid = int(pids.read_text().split()[0])
         assert pid_alive(server_pid)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         out, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
