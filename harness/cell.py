@@ -23,8 +23,9 @@ from typing import Any
 
 import httpx
 
-from . import loadgen, models, probes
+from . import accuracy, agreement, conformance, loadgen, models
 from .backends import LaunchContext, get_backend
+from .checks import Check
 from .errors import HarnessError, InstallError, LaunchError, ModelError, ProbeError
 from .install import InstallPaths, ensure_installed
 from .launch import HOST, Server, free_port, log_tail
@@ -53,15 +54,6 @@ def cell_id(backend: str, pin: str, model: str, platform: str) -> str:
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _reference_file(ctx: RunContext, model: ModelSpec, version: str) -> Path:
-    w, t = ctx.matrix.workload, ctx.matrix.thresholds
-    key = json.dumps([model.source, list(probes.AGREEMENT_PROMPTS[: w.agreement_prompts]), w.agreement_max_tokens,
-                      t.top_logprobs, list(model.serve_args)])  # fmt: skip
-    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    name = f"{path_safe(version)}-{digest}.json"
-    return ctx.paths.data_dir / "references" / ctx.matrix.backend / ctx.platform / model.name / name
 
 
 def run_cell(ctx: RunContext, pin_spec: PinSpec, model: ModelSpec) -> CellResult:
@@ -183,19 +175,32 @@ def _serve(ctx: RunContext, result: CellResult, model: ModelSpec, model_path: Pa
 
 
 def _probe(ctx: RunContext, result: CellResult, model: ModelSpec, base_url: str) -> None:
-    w, t = ctx.matrix.workload, ctx.matrix.thresholds
+    w, t, acc = ctx.matrix.workload, ctx.matrix.thresholds, ctx.matrix.accuracy
+    items = _accuracy_items(ctx) if model.kind == "chat" else []
+    ref_store = ReferenceStore(ctx, model, items)
     with httpx.Client(base_url=base_url, timeout=120.0) as client:
         ctx.progress("probing API conformance")
-        for check in probes.conformance(client, model.name):
-            result.checks.append({"group": "conformance", **check.to_dict()})
-        if not result.checks[0].get("passed"):
-            pass  # recorded; agreement and throughput still run so the report shows everything
+        result.checks += [c.to_dict() for c in conformance.conformance(
+            client, model.name, kind=model.kind, normalized_embeddings=model.normalized_embeddings)]  # fmt: skip
         ctx.progress(f"probing agreement ({w.agreement_prompts} greedy prompts, top-{t.top_logprobs} logprobs)")
-        prompts = list(probes.AGREEMENT_PROMPTS[: w.agreement_prompts])
-        ours = probes.greedy_samples(client, model.name, prompts, w.agreement_max_tokens, t.top_logprobs)
-        fingerprint = client.get("/v1/models").json()
-        result.fingerprint["served_models"] = [m.get("id") for m in fingerprint.get("data", [])]
-    _agree(ctx, result, model, ours)
+        if model.kind == "embedding":
+            ours: dict[str, Any] = {"embeddings": agreement.embeddings(client, model.name)}
+        else:
+            prompts = list(agreement.PROMPTS[: w.agreement_prompts])
+            ours = {"samples": agreement.greedy_samples(client, model.name, prompts, w.agreement_max_tokens, t.top_logprobs)}
+    if items:
+        ctx.progress(f"probing task accuracy ({len(items)} items: {', '.join(acc.tasks) or 'files'})")
+        ours["accuracy"] = accuracy.run(base_url, model.name, items, max_tokens=acc.max_tokens, concurrency=acc.concurrency)
+    ref_store.save(result.version, ours)
+    reference = None if result.is_reference else ref_store.load()
+    _agree(ctx, result, model, ours, reference)
+    if items:
+        check = accuracy.gate(ours["accuracy"], (reference or {}).get("accuracy"), ref_store.ref_version, t.accuracy_tolerance,
+                              is_reference=result.is_reference)  # fmt: skip
+        result.checks.append(check.to_dict())
+        result.accuracy = {k: v for k, v in ours["accuracy"].items() if k != "misses"} | {"misses": ours["accuracy"]["misses"][:10]}
+    if model.kind != "chat":
+        return
     ctx.progress(f"measuring throughput at concurrency {', '.join(map(str, w.concurrency))}")
     load_prompts = loadgen.make_prompts(w.requests_per_level, w.input_tokens, w.seed)
     # ignore_eos keeps every request at exactly output_tokens, so pins are compared on equal work.
@@ -209,38 +214,65 @@ def _probe(ctx: RunContext, result: CellResult, model: ModelSpec, base_url: str)
             raise ProbeError(f"{lvl.failed} of {lvl.requests} requests failed at concurrency {lvl.concurrency}: {lvl.errors[0]}")
 
 
-def _agree(ctx: RunContext, result: CellResult, model: ModelSpec, ours: list[dict[str, Any]]) -> None:
+def _accuracy_items(ctx: RunContext) -> list[accuracy.Item]:
+    acc, seed = ctx.matrix.accuracy, ctx.matrix.workload.seed
+    items = [i for task in acc.tasks for i in accuracy.builtin_items(task, acc.items_per_task, seed)]
+    for path in acc.files:
+        try:
+            items += accuracy.load_jsonl(path)
+        except (OSError, ValueError) as exc:
+            raise HarnessError(f"accuracy file: {exc}") from exc
+    return items
+
+
+class ReferenceStore:
+    """Each pin's probe outputs, keyed by everything that shapes them; the reference pin's are what
+    other pins compare against, so a run without the reference pin still has something to compare to."""
+
+    def __init__(self, ctx: RunContext, model: ModelSpec, items: list[accuracy.Item]) -> None:
+        w, t = ctx.matrix.workload, ctx.matrix.thresholds
+        key = json.dumps([model.source, model.kind, list(agreement.PROMPTS[: w.agreement_prompts]), w.agreement_max_tokens,
+                          t.top_logprobs, list(model.serve_args), accuracy.items_digest(items) if items else None])  # fmt: skip
+        self.digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+        self.dir = ctx.paths.data_dir / "references" / ctx.matrix.backend / ctx.platform / model.name
+        self.ref_version = ctx.matrix.platforms[ctx.platform].reference.text
+
+    def _path(self, version: str) -> Path:
+        return self.dir / f"{path_safe(version)}-{self.digest}.json"
+
+    def save(self, version: str, outputs: dict[str, Any]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self._path(version).with_suffix(".tmp")
+        tmp.write_text(json.dumps(outputs), encoding="utf-8")
+        os.replace(tmp, self._path(version))
+
+    def load(self) -> dict[str, Any] | None:
+        path = self._path(self.ref_version)
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def _agree(ctx: RunContext, result: CellResult, model: ModelSpec, ours: dict[str, Any], reference: dict[str, Any] | None) -> None:
+    t = ctx.matrix.thresholds
     ref_version = ctx.matrix.platforms[ctx.platform].reference.text
-    ours_path = _reference_file(ctx, model, result.version)
-    ours_path.parent.mkdir(parents=True, exist_ok=True)
-    ours_path.write_text(json.dumps(ours), encoding="utf-8")
     if result.is_reference:
-        result.agreement = {"reference": True, "samples": len(ours)}
-        result.checks.append({"group": "agreement", "name": "agreement.reference", "passed": True,
-                              "detail": f"this is the reference pin; {len(ours)} greedy samples stored"})  # fmt: skip
+        result.agreement = {"reference": True}
+        result.checks.append(Check(group="agreement", name="agreement.reference", passed=True,
+                                   detail="this is the reference pin; its outputs are stored for the others").to_dict())  # fmt: skip
         return
-    ref_path = _reference_file(ctx, model, ref_version)
-    if not ref_path.exists():
+    if reference is None:
         # Not a disagreement, so the cell does not fail; but an unevaluated required check keeps
         # the pin from being recommended (see recommend._rejection).
-        note = f"not compared: reference pin {ref_version} has no stored samples (run its cell first)"
+        note = f"not compared: reference pin {ref_version} has no stored outputs for these settings (run its cell first)"
         result.agreement = {"note": "not compared"}
         result.warnings.append(note)
-        result.checks.append({"group": "agreement", "name": "agreement.greedy", "passed": None, "detail": note})
+        result.checks.append(Check(group="agreement", name="agreement.greedy", passed=None, detail=note).to_dict())
         return
-    reference = json.loads(ref_path.read_text(encoding="utf-8"))
-    divergences = probes.compare(ours, reference)
-    close = sum(1 for d in divergences if d.close)
-    disagree = len(divergences) - close
-    result.agreement = {
-        "reference_version": ref_version,
-        "prompts": len(ours),
-        "identical": len(ours) - len(divergences),
-        "close": close,
-        "disagree": disagree,
-        "first_divergences": [d.__dict__ for d in divergences],
-    }
-    ok = disagree <= ctx.matrix.thresholds.max_disagreeing_prompts
-    k = ctx.matrix.thresholds.top_logprobs
-    detail = f"vs {ref_version}: {len(ours) - len(divergences)}/{len(ours)} identical, {close} close, {disagree} outside top-{k}"
-    result.checks.append({"group": "agreement", "name": "agreement.greedy", "passed": ok, "detail": detail})
+    if model.kind == "embedding":
+        result.checks.append(agreement.evaluate_embeddings(ours["embeddings"], reference["embeddings"], ref_version).to_dict())
+        return
+    thresholds = agreement.Thresholds(
+        top_k=t.top_logprobs, max_disagreeing_prompts=t.max_disagreeing_prompts, max_diverging_prompts=t.max_diverging_prompts,
+        min_divergence_position=t.min_divergence_position, prompt_logprob_tolerance=t.prompt_logprob_tolerance,
+    )  # fmt: skip
+    checks, result.agreement = agreement.evaluate(ours["samples"], reference["samples"], ref_version, thresholds)
+    result.checks += [c.to_dict() for c in checks]

@@ -44,9 +44,12 @@ def _rejection(cell: CellResult, required: Sequence[str]) -> str | None:
     failed = [c["name"] for c in cell.checks if c.get("group") in required and c["passed"] is False]
     if failed:
         return f"failed required checks: {', '.join(failed)}"
-    unevaluated = [c["name"] for c in cell.checks if c.get("group") in required and c["passed"] is None]
-    if unevaluated:
-        return f"required checks not evaluated: {', '.join(unevaluated)}"
+    # A required group that ran but could not judge anything (e.g. agreement with no reference
+    # outputs) blocks; one unevaluable check among evaluated ones does not.
+    for group in required:
+        ran = [c for c in cell.checks if c.get("group") == group]
+        if ran and all(c["passed"] is None for c in ran):
+            return f"required checks not evaluated: {', '.join(c['name'] for c in ran)}"
     if cell.peak_output_tok_s() is None:
         return "no throughput measured"
     return None

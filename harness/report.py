@@ -73,12 +73,42 @@ def summary_rows(cells: Sequence[CellResult]) -> list[list[str]]:
             _fmt(c.peak_output_tok_s()),
             _fmt(c.ttft_p50_ms(), ".0f"),
             _agreement(c),
+            _accuracy(c),
         ]
         for c in cells
     ]
 
 
-SUMMARY_HEADERS = ["pin", "model", "platform", "status", "startup s", "peak out tok/s", "TTFT p50 ms", "agreement"]
+SUMMARY_HEADERS = ["pin", "model", "platform", "status", "startup s", "peak out tok/s", "TTFT p50 ms", "agreement", "accuracy (95% CI)"]
+AGREEMENT_HEADERS = ["prompt", "result", "first divergence", "ours", "reference"]
+ACCURACY_HEADERS = ["task", "correct", "accuracy", "Wilson 95% CI"]
+
+
+def _accuracy(cell: CellResult) -> str:
+    o = cell.accuracy.get("overall")
+    return "—" if not o else f"{o['accuracy']:.1%} [{o['wilson_low']:.1%}, {o['wilson_high']:.1%}]"
+
+
+def agreement_rows(cell: CellResult) -> list[list[str]]:
+    rows = []
+    for r in cell.agreement.get("per_prompt", []):
+        if r["identical"]:
+            rows.append([r["prompt"], "identical", "—", "", ""])
+        else:
+            verdict = "close (in top-k)" if r["close"] else "DIFFERS"
+            rows.append([r["prompt"], verdict, f"token {r['position']}: {r['ours']!r} vs {r['reference']!r}",
+                         r["ours_text"], r["reference_text"]])  # fmt: skip
+    return rows
+
+
+def accuracy_rows(cell: CellResult) -> list[list[str]]:
+    scores = [("overall", cell.accuracy["overall"])] + sorted(cell.accuracy.get("tasks", {}).items()) if cell.accuracy else []
+    return [[name, f"{s['correct']}/{s['n']}", f"{s['accuracy']:.1%}", f"[{s['wilson_low']:.1%}, {s['wilson_high']:.1%}]"]
+            for name, s in scores]  # fmt: skip
+
+
+def evidence_text(check: dict[str, object]) -> str:
+    return json.dumps(check.get("evidence") or {}, ensure_ascii=False, indent=1, default=str)
 LEVEL_HEADERS = ["concurrency", "req", "ok", "out tok/s", "req/s", "TTFT p50/p90/p99 ms", "TPOT p50 ms",
                  "ITL p50 ms", "E2EL p50 ms", "tokens/req", "client CPU s"]  # fmt: skip
 
@@ -136,11 +166,15 @@ def render_markdown(matrix: Matrix, run_id: str, cells: Sequence[CellResult], re
         if c.checks:
             out += ["", tabulate([[ch["group"], ch["name"], _verdict(ch["passed"]), ch["detail"]] for ch in c.checks],
                                  headers=["group", "check", "result", "detail"], tablefmt="github")]  # fmt: skip
-        if c.agreement.get("first_divergences"):
-            out += ["", "First divergences from the reference:", ""]
-            for d in c.agreement["first_divergences"]:
-                out.append(f"- {d['prompt']!r} at token {d['position']}: {d['ours']!r} vs {d['reference']!r}"
-                           + (" (close)" if d["close"] else " (NOT in top-k)"))  # fmt: skip
+        failed = [ch for ch in c.checks if ch["passed"] is False]
+        for ch in failed:
+            out += ["", f"Evidence for failed check `{ch['name']}`:", "", "```json", evidence_text(ch), "```"]
+        if agreement_rows(c):
+            ref = c.agreement.get("reference_version", "")
+            out += ["", f"Agreement with the reference {ref}, per prompt:", "",
+                    tabulate(agreement_rows(c), headers=AGREEMENT_HEADERS, tablefmt="github")]  # fmt: skip
+        if accuracy_rows(c):
+            out += ["", "Task accuracy:", "", tabulate(accuracy_rows(c), headers=ACCURACY_HEADERS, tablefmt="github")]
         if c.throughput:
             out += ["", tabulate(level_rows(c), headers=LEVEL_HEADERS, tablefmt="github")]
         out.append("")
@@ -169,7 +203,9 @@ def render_html(matrix: Matrix, run_id: str, cells: Sequence[CellResult], recs: 
     return _ENV.get_template("report.html.j2").render(
         matrix=matrix, run_id=run_id, recs=recs, cells=cells, summary_headers=SUMMARY_HEADERS,
         summary=list(zip(cells, summary_rows(cells), strict=True)), level_headers=LEVEL_HEADERS, level_rows=level_rows,
-        status=_status, verdict=_verdict, ordered_phases=ordered_phases,
+        status=_status, verdict=_verdict, ordered_phases=ordered_phases, agreement_rows=agreement_rows,
+        agreement_headers=AGREEMENT_HEADERS, accuracy_rows=accuracy_rows, accuracy_headers=ACCURACY_HEADERS,
+        evidence_text=evidence_text,
     )  # fmt: skip
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .accuracy import BUILTIN_TASKS
 from .errors import SpecError
 from .versions import InvalidPin, Pin, parse_pin
 
@@ -38,11 +39,17 @@ class PinSpec:
     why: str = ""
 
 
+MODEL_KINDS = ("chat", "embedding")
+CHECK_GROUPS = ("conformance", "agreement", "accuracy")
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelSpec:
     name: str
     source: str
     serve_args: tuple[str, ...] = ()
+    kind: str = "chat"  # which probes apply: chat/completions, or embeddings
+    normalized_embeddings: bool = False  # the model promises unit-norm embeddings
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,14 +82,31 @@ class Thresholds:
     top_logprobs: int = 5
     # Greedy prompts that may diverge beyond the logprob rule before agreement fails.
     max_disagreeing_prompts: int = 0
+    # Prompts that may diverge at all, even inside the top-k rule (-1: no limit).
+    max_diverging_prompts: int = -1
+    # A divergence before this token index counts as disagreeing, however close.
+    min_divergence_position: int = 0
+    # Max |Δ| on prompt-token logprobs vs the reference; unset: reported, not gated.
+    prompt_logprob_tolerance: float | None = None
+    # A pin fails accuracy when its Wilson 95% lower bound < reference accuracy x (1 - this).
+    accuracy_tolerance: float = 0.2
     # Throughput differences smaller than this fraction are treated as noise (ties).
     throughput_noise: float = 0.05
 
 
 @dataclass(frozen=True, kw_only=True)
+class Accuracy:
+    tasks: tuple[str, ...] = ("arithmetic", "unit-conversion", "copy", "multiple-choice")
+    items_per_task: int = 40
+    max_tokens: int = 8
+    concurrency: int = 4
+    files: tuple[Path, ...] = ()  # lm-eval-style JSONL, relative to the matrix file
+
+
+@dataclass(frozen=True, kw_only=True)
 class Policy:
     tie_break: str = "newest"
-    required_checks: tuple[str, ...] = ("conformance", "agreement")
+    required_checks: tuple[str, ...] = CHECK_GROUPS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,6 +117,7 @@ class Matrix:
     workload: Workload
     thresholds: Thresholds
     policy: Policy
+    accuracy: Accuracy = field(default_factory=Accuracy)
 
 
 class _Errors:
@@ -158,6 +183,10 @@ class _Table:
             self.errors.add(_join(self.path, key), f"must be >= {minimum}, got {value}")
             return default
         return float(value)
+
+    def get_bool(self, key: str, default: bool) -> bool:
+        value = self._get(key, bool, "bool", False)
+        return default if value is None else bool(value)
 
     def get_str_list(self, key: str) -> tuple[str, ...]:
         value = self._get(key, list, "list of str", False)
@@ -228,7 +257,7 @@ def _model(value: Any, path: str, errors: _Errors) -> ModelSpec | None:
     if not isinstance(value, dict):
         errors.add(path, f"expected a table, got {value!r}")
         return None
-    t = _Table(value, path, errors, ("name", "source", "serve_args"))
+    t = _Table(value, path, errors, ("name", "source", "serve_args", "kind", "normalized_embeddings"))
     name, source = t.get_str("name", required=True), t.get_str("source", required=True)
     if name is not None and not _MODEL_NAME.match(name):
         errors.add(_join(path, "name"), f"invalid name {name!r}: letters, digits, '.', '_' and '-' only")
@@ -237,9 +266,13 @@ def _model(value: Any, path: str, errors: _Errors) -> ModelSpec | None:
         errors.add(_join(path, "source"), problem)
         source = None
     serve_args = t.get_str_list("serve_args")
+    kind = t.get_str("kind") or "chat"
+    if kind not in MODEL_KINDS:
+        errors.add(_join(path, "kind"), f"unknown value {kind!r} (expected one of: {', '.join(MODEL_KINDS)})")
+    normalized = t.get_bool("normalized_embeddings", False)
     if name is None or source is None:
         return None
-    return ModelSpec(name=name, source=source, serve_args=serve_args)
+    return ModelSpec(name=name, source=source, serve_args=serve_args, kind=kind, normalized_embeddings=normalized)
 
 
 def _platform(name: str, value: Any, path: str, errors: _Errors, flavours: tuple[str, ...]) -> PlatformSpec | None:
@@ -298,7 +331,7 @@ def parse_matrix(data: Mapping[str, Any], source: str, path: Path | None = None)
     from .backends import get_backend, known_backends  # the registry decides which backends/platforms exist
 
     errors = _Errors()
-    top = _Table(data, "", errors, ("backend", "platforms", "workload", "thresholds", "policy"))
+    top = _Table(data, "", errors, ("backend", "platforms", "workload", "thresholds", "accuracy", "policy"))
     backend_name = top.get_str("backend", required=True)
     flavours: tuple[str, ...] = ()
     if backend_name is not None:
@@ -335,16 +368,33 @@ def parse_matrix(data: Mapping[str, Any], source: str, path: Path | None = None)
         startup_deadline_s=th.get_float("startup_deadline_s", 300.0, minimum=1.0),
         top_logprobs=th.get_int("top_logprobs", 5, minimum=1),
         max_disagreeing_prompts=th.get_int("max_disagreeing_prompts", 0),
+        max_diverging_prompts=th.get_int("max_diverging_prompts", -1, minimum=-1),
+        min_divergence_position=th.get_int("min_divergence_position", 0),
+        prompt_logprob_tolerance=(th.get_float("prompt_logprob_tolerance", 0.0) if "prompt_logprob_tolerance" in th.data else None),
+        accuracy_tolerance=th.get_float("accuracy_tolerance", 0.2),
         throughput_noise=th.get_float("throughput_noise", 0.05),
     )
+    ac = _Table(top.get_table("accuracy"), "accuracy", errors, ("tasks", "items_per_task", "max_tokens", "concurrency", "files"))
+    tasks = ac.get_str_list("tasks") if "tasks" in ac.data else Accuracy().tasks
+    for i, task in enumerate(tasks):
+        if task not in BUILTIN_TASKS:
+            errors.add(f"accuracy.tasks[{i}]", f"unknown task {task!r} (expected one of: {', '.join(BUILTIN_TASKS)})")
+    base = (path or Path(source)).parent
+    files = tuple(base / f for f in ac.get_str_list("files"))
+    for i, f in enumerate(files):
+        if not f.is_file():
+            errors.add(f"accuracy.files[{i}]", f"no such file: {f}")
+    accuracy = Accuracy(tasks=tasks, items_per_task=ac.get_int("items_per_task", 40, minimum=1),
+                        max_tokens=ac.get_int("max_tokens", 8, minimum=1), concurrency=ac.get_int("concurrency", 4, minimum=1),
+                        files=files)  # fmt: skip
     po = _Table(top.get_table("policy"), "policy", errors, tuple(Policy.__dataclass_fields__))
     tie_break = po.get_str("tie_break") or "newest"
     if tie_break not in TIE_BREAKS:
         errors.add("policy.tie_break", f"unknown value {tie_break!r} (expected one of: {', '.join(TIE_BREAKS)})")
     required = po.get_str_list("required_checks") if "required_checks" in po.data else Policy().required_checks
     for i, check in enumerate(required):
-        if check not in ("conformance", "agreement"):
-            errors.add(f"policy.required_checks[{i}]", f"unknown check {check!r} (expected one of: conformance, agreement)")
+        if check not in CHECK_GROUPS:
+            errors.add(f"policy.required_checks[{i}]", f"unknown check {check!r} (expected one of: {', '.join(CHECK_GROUPS)})")
     if errors.items:
         raise SpecError(source, errors.items)
     assert backend_name is not None
@@ -355,6 +405,7 @@ def parse_matrix(data: Mapping[str, Any], source: str, path: Path | None = None)
         workload=workload,
         thresholds=thresholds,
         policy=Policy(tie_break=tie_break, required_checks=required),
+        accuracy=accuracy,
     )
 
 

@@ -1,31 +1,64 @@
-"""A tiny scripted OpenAI-compatible server for integration tests (fault injection, not a backend).
+"""A tiny scripted OpenAI-compatible server for tests: behaves well, or misbehaves one way at a time.
 
-    python scripted_server.py --host 127.0.0.1 --port N [--mode MODE] [--pid-file F]
+    python scripted_server.py --host 127.0.0.1 --port N [--mode MODE] [--pid-file F] [--answers F]
 
-Modes: ok (answers like a small model), exit (exits 3 at start), hang (never becomes ready),
-slow-ready:<s> (503 on /v1/models until <s> seconds have passed), wrong-usage (usage totals do not add
-up), child (also forks a child that ignores SIGINT, to test that the whole group is stopped).
-Completions stream one chunk per token: "tok0 tok1 ..." so counts are exact.
+A test double for fault injection, never a backend. Modes:
+  ok               behaves like a small, well-behaved model (default)
+  exit             exits 3 at start            hang        never becomes ready
+  slow-ready:<s>   503 on /v1/models for <s> s child       forks a child that ignores SIGINT
+  wrong-usage      usage totals off by one     stop-ignored  `stop` strings are not honoured
+  stream-differs   streamed text differs from non-streamed
+  special-tokens   chat replies leak <|im_start|>
+  error-500        malformed requests get HTTP 500
+  diverge          one agreement prompt diverges outside the top-k
+  dumb             answers half of the accuracy items wrong
+Greedy text is " w<k>" tokens derived from the prompt, so every count is exact; with --answers (a JSON
+map prompt -> answer) accuracy prompts get their answer.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 START = time.monotonic()
 ARGS = argparse.Namespace()
+ANSWERS: dict[str, str] = {}
+DIVERGE_PROMPT = "The capital of France is"
 
 
-def _tokens(prompt: str, n: int) -> list[str]:
-    seed = sum(map(ord, prompt)) % 7
-    return [f" w{(seed + i) % 10}" for i in range(n)]
+def _h(text: str) -> int:
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+
+
+def _generate(prompt: str, n: int, temperature: float, seed: int | None) -> list[str]:
+    if prompt in ANSWERS:
+        answer = ANSWERS[prompt]
+        if ARGS.mode == "dumb" and _h(prompt) % 2:
+            answer = "wrong"
+        return [" " + answer, "\n", " Question"][:n]
+    if temperature > 0:
+        rng = random.Random(seed if seed is not None else time.monotonic_ns())
+        return [f" r{rng.randint(0, 99)}" for _ in range(n)]
+    base = _h(prompt) % 7
+    toks = [f" w{(base + i) % 10}" for i in range(n)]
+    if ARGS.mode == "diverge" and prompt == DIVERGE_PROMPT and n > 1:
+        toks[1] = " zzz"
+    return toks
+
+
+def _top(tok: str, k: int) -> dict[str, float]:
+    # Alternatives never include the greedy tokens of another pin: " zzz" and " w*" stay apart.
+    return {tok: -0.1, **{f" alt{j}": -1.0 - j for j in range(k - 1)}}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -42,6 +75,9 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _error(self, code: int, message: str) -> None:
+        self._json(500 if ARGS.mode == "error-500" else code, {"error": {"message": message, "code": code}})
+
     def do_GET(self) -> None:
         if self.path in ("/v1/models", "/health"):
             mode = ARGS.mode
@@ -51,30 +87,68 @@ class Handler(BaseHTTPRequestHandler):
         self._json(404, {"error": "not found"})
 
     def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
+        raw = self.rfile.read(int(self.headers.get("content-length", 0)))
+        try:
+            body = json.loads(raw or b"{}")
+        except json.JSONDecodeError:
+            return self._error(400, "invalid JSON")
+        if body.get("model") != ARGS.served_model_name:
+            return self._error(404, f"model {body.get('model')!r} does not exist")
         max_tokens = body.get("max_tokens", 16)
         if not isinstance(max_tokens, int) or max_tokens < 1:
-            return self._json(400, {"error": {"message": "max_tokens must be at least 1"}})
-        if self.path == "/v1/chat/completions":
+            return self._error(400, "max_tokens must be at least 1")
+        chat = self.path == "/v1/chat/completions"
+        if chat:
             prompt = json.dumps(body.get("messages"))
         elif self.path == "/v1/completions":
             prompt = body.get("prompt", "")
         else:
-            return self._json(404, {"error": "not found"})
-        toks = _tokens(prompt, max_tokens)
-        usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": len(toks)}
-        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"] + (1 if ARGS.mode == "wrong-usage" else 0)
+            return self._error(404, "not found")
+        temperature, seed = float(body.get("temperature", 1.0)), body.get("seed")
+        choices = []
+        for i in range(int(body.get("n", 1))):
+            toks = _generate(prompt, max_tokens, temperature, None if seed is None else seed + i)
+            finish = "length"
+            stops = body.get("stop") or []
+            if ARGS.mode != "stop-ignored":
+                text = "".join(toks)
+                cut = min((text.index(s) for s in stops if s in text), default=None)
+                if cut is not None:
+                    kept, acc = [], ""
+                    for t in toks:
+                        if len(acc) + len(t) > cut:
+                            break
+                        kept.append(t)
+                        acc += t
+                    toks, finish = kept, "stop"
+            choices.append((toks, finish))
+        n_out = sum(len(t) for t, _ in choices)
+        usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": n_out}
+        usage["total_tokens"] = usage["prompt_tokens"] + n_out + (1 if ARGS.mode == "wrong-usage" else 0)
         if body.get("stream"):
-            return self._stream(toks, usage, body)
-        if self.path == "/v1/chat/completions":
-            choice = {"index": 0, "message": {"role": "assistant", "content": "".join(toks)}, "finish_reason": "length"}
-            return self._json(200, {"id": "c1", "object": "chat.completion", "choices": [choice], "usage": usage})
-        choice = {"index": 0, "text": "".join(toks), "finish_reason": "length"}
-        if body.get("logprobs"):
-            k = int(body["logprobs"])
-            choice["logprobs"] = {"tokens": toks, "token_logprobs": [-0.1] * len(toks),
-                                  "top_logprobs": [{t: -0.1, **{f" alt{j}": -1.0 - j for j in range(k - 1)}} for t in toks]}
-        self._json(200, {"id": "c2", "object": "text_completion", "choices": [choice], "usage": usage})
+            return self._stream(choices[0][0], usage, body)
+        out = []
+        for i, (toks, finish) in enumerate(choices):
+            text = "".join(toks)
+            if chat:
+                content = ("<|im_start|>assistant\n" if ARGS.mode == "special-tokens" else "") + text
+                c: dict[str, Any] = {"index": i, "message": {"role": "assistant", "content": content}, "finish_reason": finish}
+                if body.get("logprobs"):
+                    k = int(body.get("top_logprobs") or 1)
+                    c["logprobs"] = {"content": [{"token": t, "logprob": -0.1, "bytes": list(t.encode()),
+                                                  "top_logprobs": [{"token": a, "logprob": lp} for a, lp in _top(t, k).items()]}
+                                                 for t in toks]}
+            else:
+                c = {"index": i, "text": text, "finish_reason": finish}
+                if body.get("logprobs"):
+                    k = int(body["logprobs"])
+                    offsets = [sum(len(x) for x in toks[:j]) for j in range(len(toks))]
+                    c["logprobs"] = {"tokens": toks, "token_logprobs": [-0.1] * len(toks),
+                                     "top_logprobs": [_top(t, k) for t in toks], "text_offset": offsets}
+            out.append(c)
+        obj = "chat.completion" if chat else "text_completion"
+        self._json(200, {"id": f"x-{time.monotonic_ns()}", "object": obj, "created": int(time.time()),
+                         "model": ARGS.served_model_name, "choices": out, "usage": usage})
 
     def _stream(self, toks: list[str], usage: dict[str, int], body: dict) -> None:
         self.send_response(200)
@@ -87,6 +161,8 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
             self.wfile.flush()
 
+        if ARGS.mode == "stream-differs":
+            toks = toks[:-1] + [" different"]
         for t in toks:
             time.sleep(ARGS.token_delay)
             send(json.dumps({"object": "text_completion", "choices": [{"index": 0, "text": t, "finish_reason": None}]}))
@@ -104,9 +180,13 @@ def main() -> None:
     p.add_argument("--served-model-name", default="scripted")
     p.add_argument("--model", default="")
     p.add_argument("--pid-file", default="")
+    p.add_argument("--answers", default="")
     p.add_argument("--token-delay", type=float, default=0.002)
     global ARGS
     ARGS, _ = p.parse_known_args()
+    if ARGS.answers:
+        with open(ARGS.answers) as fh:
+            ANSWERS.update(json.load(fh))
     if ARGS.pid_file:
         with open(ARGS.pid_file, "a") as fh:
             fh.write(f"{os.getpid()}\n")

@@ -33,10 +33,18 @@ def _cells(hostile: str) -> list[CellResult]:
                   {"group": "agreement", "name": "agreement.reference", "passed": True, "detail": "ref"}]
     new = CellResult(cell_id="vllm_0.32.0-smol-cpu", backend="vllm", version="0.32.0", model="smol", platform="cpu",
                      is_reference=False, startup_s=29.0, throughput=[_level(1, 27.0), _level(4, 95.0)],
-                     agreement={"prompts": 8, "identical": 7, "close": 1, "disagree": 0,
-                                "first_divergences": [{"prompt": hostile, "position": 3, "ours": "<b>", "reference": "x", "close": True}]})
+                     agreement={"reference_version": "0.31.0", "prompts": 2, "identical": 1, "close": 1, "disagree": 0,
+                                "per_prompt": [{"prompt": "p0", "identical": True},
+                                               {"prompt": hostile, "identical": False, "position": 3, "ours": "<b>",
+                                                "reference": "x", "close": True, "ours_text": "<b>", "reference_text": "x"}]},
+                     accuracy={"overall": {"correct": 88, "n": 160, "accuracy": 0.55, "wilson_low": 0.4726, "wilson_high": 0.625},
+                               "tasks": {"copy": {"correct": 40, "n": 40, "accuracy": 1.0, "wilson_low": 0.912, "wilson_high": 1.0}}})
     new.checks = [{"group": "conformance", "name": "chat.shape", "passed": True, "detail": ""},
+                  {"group": "conformance", "name": "completion.n", "passed": None, "detail": "not run"},
                   {"group": "agreement", "name": "agreement.greedy", "passed": True, "detail": ""}]
+    # A failed, non-required check with hostile evidence: shown and escaped, and it does not block.
+    new.checks.append({"group": "latency", "name": "x.hostile", "passed": False, "detail": hostile,
+                       "evidence": {"request": {"body": hostile}, "actual": "<img src=x onerror=alert(1)>"}})
     bad = CellResult(cell_id="vllm_0.26.0-smol-cpu", backend="vllm", version="0.26.0", model="smol", platform="cpu",
                      is_reference=False, status=Status.ERROR, failure_class=FailureClass.INSTALL_FAILED,
                      expected_failure="install-failed", reason="depends on torch==2.11.0+cpu " + hostile,
@@ -54,6 +62,11 @@ def test_reports_name_every_pin_and_recommend(tmp_path: Path, hostile: str) -> N
     assert "INSTALL-FAILED (expected)" in md
     assert "  - 0.26.0: install-failed: depends on torch==2.11.0+cpu" in md
     assert "- phases: install 1.0 s, model 0.1 s, startup 31.5 s, probes 40.0 s" in md
+    assert "55.0% [47.3%, 62.5%]" in md  # accuracy with its Wilson interval in the summary
+    assert "| copy    | 40/40     | 100.0%     | [91.2%, 100.0%]" in md
+    assert "close (in top-k) | token 3: '<b>' vs 'x'" in md
+    assert "Evidence for failed check `x.hostile`:" in md
+    assert "| conformance | completion.n     | not evaluated | not run  |" in md
     pins = json.loads(paths.pins_json.read_text())
     assert pins["models"][0]["backend_version"] == "0.32.0"
     assert set(pins["models"][0]["rejected"]) == {"0.31.0", "0.26.0"}
@@ -68,6 +81,8 @@ def test_html_escapes_everything(tmp_path: Path, hostile: str) -> None:
     assert "<script>" not in html
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; &#39;quote&#39;" in html
     assert "<b>" not in html
+    assert "<img" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "<details><summary>evidence</summary>" in html
 
 
 def test_latest_moves_to_the_newest_run(tmp_path: Path, hostile: str) -> None:

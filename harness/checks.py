@@ -1,0 +1,75 @@
+"""A check is data: a name, a verdict and the evidence a person needs to act on it.
+
+``passed`` is True, False, or None (could not be evaluated: not a failure, but a required check that
+was not evaluated keeps a pin from being recommended). Evidence holds the request sent and, where it
+applies, what was expected and what came back.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from .errors import ProbeError
+
+_EVIDENCE_CHARS = 600  # per field: enough to read, small enough for a report
+
+
+@dataclass(frozen=True, kw_only=True)
+class Check:
+    group: str  # conformance | agreement | accuracy
+    name: str
+    passed: bool | None
+    detail: str = ""
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"group": self.group, "name": self.name, "passed": self.passed, "detail": self.detail,
+                "evidence": {k: _short(v) for k, v in self.evidence.items()}}  # fmt: skip
+
+
+def _short(value: Any) -> Any:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    if len(text) <= _EVIDENCE_CHARS:
+        return value
+    return text[:_EVIDENCE_CHARS] + f"… ({len(text)} chars)"
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One request and its answer, kept as evidence."""
+
+    method: str
+    path: str
+    body: Any
+    status: int
+    data: Any  # parsed JSON, or the raw text when the answer was not JSON
+
+    @property
+    def request(self) -> dict[str, Any]:
+        return {"method": self.method, "path": self.path, "body": self.body}
+
+    @property
+    def is_json(self) -> bool:
+        return not isinstance(self.data, str)
+
+
+def exchange(client: httpx.Client, method: str, path: str, body: Any = None, *, raw: str | None = None) -> Exchange:
+    """Send one request; transport failures (the server is gone) raise ProbeError, HTTP errors do not."""
+    try:
+        if raw is not None:
+            resp = client.request(method, path, content=raw, headers={"content-type": "application/json"})
+        elif body is None:
+            resp = client.request(method, path)
+        else:
+            resp = client.request(method, path, json=body)
+    except httpx.TransportError as exc:
+        raise ProbeError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+    try:
+        data: Any = resp.json()
+    except ValueError:
+        data = resp.text
+    return Exchange(method, path, body if raw is None else raw, resp.status_code, data)

@@ -1,0 +1,90 @@
+"""Each planted fault fails exactly the check it should; the well-behaved server passes them all.
+
+The cells run in-process through run_cell (the product's code path) against the scripted server,
+installed as manual bin-dir pins: 1.0.0 behaves (the reference), 2.0.0 misbehaves one way.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.accuracy import builtin_items
+from harness.cell import RunContext, run_cell
+from harness.install import InstallPaths
+from harness.results import FailureClass, Status
+from harness.slots import Slot
+from harness.spec import parse_matrix
+from tests.support.scripted_backend import install_manual_pin
+
+SEED = 5
+TASKS = ("arithmetic", "copy")
+ITEMS = 20
+
+
+def _matrix(model: Path):
+    return parse_matrix({
+        "backend": "scripted",
+        "platforms": {"cpu": {"package": "scripted-server", "versions": ["1.0.0", "2.0.0"], "reference": "1.0.0",
+                              "models": [{"name": "tiny", "source": f"file://{model}"}]}},
+        "workload": {"seed": SEED, "output_tokens": 4, "concurrency": [1], "requests_per_level": 2,
+                     "agreement_prompts": 4, "agreement_max_tokens": 4},
+        "accuracy": {"tasks": list(TASKS), "items_per_task": ITEMS},
+        "thresholds": {"startup_deadline_s": 20},
+    }, "planted.toml")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory: pytest.TempPathFactory):
+    """The reference cell once; every fault compares against its stored outputs."""
+    tmp = tmp_path_factory.mktemp("planted")
+    model = tmp / "tiny.gguf"
+    model.write_bytes(b"GGUF")
+    answers = tmp / "answers.json"
+    answers.write_text(json.dumps({i.prompt: i.answer for t in TASKS for i in builtin_items(t, ITEMS, SEED)}))
+    install_manual_pin(tmp / "bin", "1.0.0", "--answers", str(answers))
+    matrix = _matrix(model)
+    ctx = RunContext(matrix=matrix, platform="cpu", paths=InstallPaths(data_dir=tmp / "data", bin_dir=tmp / "bin", pipx=("false",)),
+                     run_dir=tmp / "run", slot=Slot(platform="cpu"))  # fmt: skip
+    plat = matrix.platforms["cpu"]
+    ref = run_cell(ctx, plat.versions[0], plat.models[0])
+    assert ref.status is Status.PASSED, ref.reason
+    return ctx, answers
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected_failures"),
+    [
+        ("ok", set()),
+        ("wrong-usage", {"chat.shape", "completion.shape"}),
+        ("stop-ignored", {"completion.stop"}),
+        ("stream-differs", {"stream.equals_plain"}),
+        ("special-tokens", {"chat.template_applied"}),
+        ("error-500", {"error.negative_max_tokens", "error.unknown_model", "error.bad_json"}),
+        ("diverge", {"agreement.greedy"}),
+        ("dumb", {"accuracy.tasks"}),
+    ],
+)
+def test_planted_fault_fails_exactly_its_check(reference_run, mode: str, expected_failures: set[str]) -> None:
+    ctx, answers = reference_run
+    exe = install_manual_pin(ctx.paths.bin_dir, "2.0.0", "--answers", str(answers), "--mode", mode)
+    try:
+        plat = ctx.matrix.platforms["cpu"]
+        result = run_cell(ctx, plat.versions[1], plat.models[0])
+    finally:
+        exe.unlink()
+    failed = {c["name"] for c in result.checks if c["passed"] is False}
+    assert failed == expected_failures, [c for c in result.checks if c["passed"] is not True]
+    assert all(c["passed"] is True for c in result.checks if c["name"] not in expected_failures)
+    if expected_failures:
+        assert (result.status, result.failure_class) == (Status.FAILED, FailureClass.CHECK_FAILED)
+        for name in expected_failures:
+            assert name in result.reason
+            check = next(c for c in result.checks if c["name"] == name)
+            assert check["detail"] and check["evidence"], check
+    else:
+        assert result.status is Status.PASSED, result.reason
+        assert result.agreement["identical"] == 4
+        assert result.accuracy["overall"]["accuracy"] == 1.0
