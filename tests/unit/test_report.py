@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from harness.report import write_reports
@@ -66,7 +67,7 @@ def test_reports_name_every_pin_and_recommend(tmp_path: Path, hostile: str) -> N
     assert "| copy    | 40/40     | 100.0%     | [91.2%, 100.0%]" in md
     assert "close (in top-k) | token 3: '<b>' vs 'x'" in md
     assert "Evidence for failed check `x.hostile`:" in md
-    assert "| conformance | completion.n     | not evaluated | not run  |" in md
+    assert re.search(r"\| completion\.n +\| not evaluated +\| not run", md)
     pins = json.loads(paths.pins_json.read_text())
     assert pins["models"][0]["backend_version"] == "0.32.0"
     assert set(pins["models"][0]["rejected"]) == {"0.31.0", "0.26.0"}
