@@ -50,8 +50,6 @@ def _rejection(cell: CellResult, required: Sequence[str]) -> str | None:
         ran = [c for c in cell.checks if c.get("group") == group]
         if ran and all(c["passed"] is None for c in ran):
             return f"required checks not evaluated: {', '.join(c['name'] for c in ran)}"
-    if cell.peak_output_tok_s() is None:
-        return "no throughput measured"
     return None
 
 
@@ -96,8 +94,10 @@ def recommend(
         chosen = max(tied, key=lambda c: Version(c.version))
     reasons = [f"passed {', '.join(required_checks)} and started in {chosen.startup_s:.1f} s"]
     tok = chosen.peak_output_tok_s() or 0.0
-    if len(tied) > 1:
-        others = ", ".join(f"{c.version} ({c.peak_output_tok_s():.1f})" for c in tied if c is not chosen)
+    if chosen.peak_output_tok_s() is None:  # e.g. an embedding model: no generation throughput to rank by
+        reasons.append(f"no throughput measured; chosen among {len(tied)} eligible pin(s) by policy '{tie_break}'")
+    elif len(tied) > 1:
+        others = ", ".join(f"{c.version} ({c.peak_output_tok_s() or 0.0:.1f})" for c in tied if c is not chosen)
         reasons.append(
             f"peak {tok:.1f} output tok/s, within {noise:.0%} of {others}: a tie, broken by policy '{tie_break}'"
         )
@@ -107,7 +107,7 @@ def recommend(
         if cell is not chosen:
             rejected.setdefault(
                 cell.version,
-                f"eligible, not chosen: {cell.peak_output_tok_s():.1f} output tok/s"
+                f"eligible, not chosen: {cell.peak_output_tok_s() or 0.0:.1f} output tok/s"
                 + (" (tie lost to policy)" if cell in tied else f" vs {tok:.1f}"),
             )
     return Recommendation(

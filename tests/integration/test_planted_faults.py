@@ -88,3 +88,28 @@ def test_planted_fault_fails_exactly_its_check(reference_run, mode: str, expecte
         assert result.status is Status.PASSED, result.reason
         assert result.agreement["identical"] == 4
         assert result.accuracy["overall"]["accuracy"] == 1.0
+
+
+@pytest.mark.parametrize(("mode", "agrees"), [("ok", True), ("diverge", False)])
+def test_embedding_model_probes(tmp_path: Path, mode: str, agrees: bool) -> None:
+    model = tmp_path / "emb.gguf"
+    model.write_bytes(b"GGUF")
+    matrix = parse_matrix({
+        "backend": "scripted",
+        "platforms": {"cpu": {"package": "scripted-server", "versions": ["1.0.0", "2.0.0"], "reference": "1.0.0",
+                              "models": [{"name": "emb", "source": f"file://{model}", "kind": "embedding",
+                                          "normalized_embeddings": True}]}},
+        "thresholds": {"startup_deadline_s": 20},
+    }, "emb.toml")  # fmt: skip
+    install_manual_pin(tmp_path / "bin", "1.0.0")
+    install_manual_pin(tmp_path / "bin", "2.0.0", "--mode", mode)
+    ctx = RunContext(matrix=matrix, platform="cpu", paths=InstallPaths(data_dir=tmp_path / "data", bin_dir=tmp_path / "bin",
+                     pipx=("false",)), run_dir=tmp_path / "run", slot=Slot(platform="cpu"))  # fmt: skip
+    plat = matrix.platforms["cpu"]
+    ref = run_cell(ctx, plat.versions[0], plat.models[0])
+    got = run_cell(ctx, plat.versions[1], plat.models[0])
+    names = {c["name"]: c["passed"] for c in got.checks}
+    assert ref.status is Status.PASSED, ref.reason
+    assert names["embeddings.dimension_stable"] is True and names["embeddings.unit_norm"] is True
+    assert names["agreement.embeddings"] is agrees
+    assert not got.throughput and not got.accuracy  # text-generation probes do not apply

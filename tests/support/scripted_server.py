@@ -97,6 +97,8 @@ class Handler(BaseHTTPRequestHandler):
         max_tokens = body.get("max_tokens", 16)
         if not isinstance(max_tokens, int) or max_tokens < 1:
             return self._error(400, "max_tokens must be at least 1")
+        if self.path == "/v1/embeddings":
+            return self._embeddings(body)
         chat = self.path == "/v1/chat/completions"
         if chat:
             prompt = json.dumps(body.get("messages"))
@@ -149,6 +151,20 @@ class Handler(BaseHTTPRequestHandler):
         obj = "chat.completion" if chat else "text_completion"
         self._json(200, {"id": f"x-{time.monotonic_ns()}", "object": obj, "created": int(time.time()),
                          "model": ARGS.served_model_name, "choices": out, "usage": usage})
+
+    def _embeddings(self, body: dict) -> None:
+        inputs = body.get("input")
+        inputs = [inputs] if isinstance(inputs, str) else inputs
+        data = []
+        for i, text in enumerate(inputs):
+            rng = random.Random(_h(text))
+            vec = [rng.uniform(-1, 1) for _ in range(8)]
+            if ARGS.mode == "diverge":
+                vec[0] += 0.5  # a different model, as far as cosine can tell
+            norm = sum(x * x for x in vec) ** 0.5
+            data.append({"object": "embedding", "index": i, "embedding": [x / norm for x in vec]})
+        self._json(200, {"object": "list", "data": data, "model": ARGS.served_model_name,
+                         "usage": {"prompt_tokens": 1, "total_tokens": 1}})
 
     def _stream(self, toks: list[str], usage: dict[str, int], body: dict) -> None:
         self.send_response(200)

@@ -59,3 +59,9 @@ def test_nothing_eligible() -> None:
     r = rec([cell("0.32.0", 10.0, agreement=False)])
     assert r.version is None
     assert r.reasons == ("no pin installed, started and passed every required check",)
+
+
+def test_pins_without_throughput_are_chosen_by_policy() -> None:
+    r = rec([cell("0.31.0", None), cell("0.32.0", None)])
+    assert r.version == "0.32.0"
+    assert r.reasons[1] == "no throughput measured; chosen among 2 eligible pin(s) by policy 'newest'"

@@ -125,3 +125,26 @@ def test_missing_file() -> None:
     with pytest.raises(SpecError) as info:
         load_matrix("/nonexistent/m.toml")
     assert str(info.value) == "/nonexistent/m.toml: cannot read: No such file or directory"
+
+
+def test_accuracy_and_model_kind_errors(tmp_path: Path) -> None:
+    data = {
+        **GOOD,
+        "platforms": {"cpu": {**GOOD["platforms"]["cpu"], "models": [{"name": "e", "source": "file:///e", "kind": "rerank"}]}},
+        "accuracy": {"tasks": ["arithmetic", "poetry"], "files": ["missing.jsonl"]},
+        "policy": {"required_checks": ["conformance", "vibes"]},
+    }
+    with pytest.raises(SpecError) as info:
+        parse_matrix(data, "m.toml", tmp_path / "m.toml")
+    assert info.value.errors == [
+        "platforms.cpu.models[0].kind: unknown value 'rerank' (expected one of: chat, embedding)",
+        "accuracy.tasks[1]: unknown task 'poetry' (expected one of: arithmetic, unit-conversion, copy, multiple-choice)",
+        f"accuracy.files[0]: no such file: {tmp_path / 'missing.jsonl'}",
+        "policy.required_checks[1]: unknown check 'vibes' (expected one of: conformance, agreement, accuracy)",
+    ]
+
+
+def test_accuracy_files_resolve_next_to_the_matrix(tmp_path: Path) -> None:
+    (tmp_path / "extra.jsonl").write_text('{"prompt": "p", "answer": "a"}\n')
+    m = parse_matrix({**GOOD, "accuracy": {"tasks": [], "files": ["extra.jsonl"]}}, "m.toml", tmp_path / "m.toml")
+    assert m.accuracy.tasks == () and m.accuracy.files == (tmp_path / "extra.jsonl",)
