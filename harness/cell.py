@@ -28,10 +28,11 @@ from .backends import LaunchContext, get_backend
 from .checks import Check
 from .errors import HarnessError, InstallError, LaunchError, ModelError, ProbeError
 from .install import InstallPaths, ensure_installed
-from .launch import HOST, Server, free_port, log_tail
+from .launch import HOST, Server, free_port, log_tail, parse_phases
+from .metrics import ClientLimits, Slo
 from .results import CellResult, FailureClass, Status
-from .slots import Slot
-from .spec import Matrix, ModelSpec, PinSpec
+from .slots import GpuMemorySampler, Slot
+from .spec import Matrix, ModelSpec, PinSpec, Workload
 from .versions import path_safe, requirement
 
 log = logging.getLogger(__name__)
@@ -146,27 +147,44 @@ def _serve(ctx: RunContext, result: CellResult, model: ModelSpec, model_path: Pa
            cache_dir: Path) -> None:  # fmt: skip
     matrix, plat = ctx.matrix, ctx.matrix.platforms[ctx.platform]
     flavour = get_backend(matrix.backend).flavour(ctx.platform)
-    port = free_port()
-    lctx = LaunchContext(
-        executable=exe, model_path=model_path, served_name=model.name, host=HOST, port=port,
-        gpus=ctx.slot.gpus, extra_args=tuple(plat.serve_args) + tuple(model.serve_args), cache_dir=cache_dir,
-    )  # fmt: skip
-    env = {**os.environ, **flavour.launch_env(lctx), **plat.env}
-    log_path = cell_dir / "server.log"
-    base_url = f"http://{HOST}:{port}"
-    result.log_path = str(log_path)
     deadline = matrix.thresholds.startup_deadline_s
-    with Server(flavour.launch_argv(lctx), env=env, log_path=log_path, base_url=base_url,
-                readiness_path=flavour.readiness_path) as server:  # fmt: skip
-        ctx.progress(f"waiting for ready on {base_url} (deadline {deadline:g} s, log: {log_path})")
-        result.startup_s = server.wait_ready(deadline)
-        result.phases["startup"] = result.startup_s
-        ctx.progress(f"ready in {result.startup_s:.1f} s")
-        t0 = time.monotonic()
-        try:
-            _probe(ctx, result, model, base_url)
-        finally:
-            result.phases["probes"] = time.monotonic() - t0
+    log_path = cell_dir / "server.log"
+    result.log_path = str(log_path)
+
+    def server(log: Path) -> tuple[Server, str]:
+        port = free_port()
+        lctx = LaunchContext(
+            executable=exe, model_path=model_path, served_name=model.name, host=HOST, port=port,
+            gpus=ctx.slot.gpus, extra_args=tuple(plat.serve_args) + tuple(model.serve_args), cache_dir=cache_dir,
+        )  # fmt: skip
+        env = {**os.environ, **flavour.launch_env(lctx), **plat.env}
+        base_url = f"http://{HOST}:{port}"
+        return Server(flavour.launch_argv(lctx), env=env, log_path=log, base_url=base_url, readiness_path=flavour.readiness_path,
+                      ready_line=flavour.ready_line), base_url  # fmt: skip
+
+    def start(srv: Server, label: str) -> dict[str, Any]:
+        ctx.progress(f"waiting for ready ({label} start) on {srv.base_url} (deadline {deadline:g} s, log: {srv.log_path})")
+        seconds = srv.wait_ready(deadline)
+        phases = parse_phases(srv.log_path.read_text(encoding="utf-8", errors="replace"), flavour.startup_phases)
+        ctx.progress(f"ready in {seconds:.1f} s ({label})" + "".join(f", {k} {v:g}" for k, v in phases.items()))
+        return {"seconds": seconds, "log_ready_s": srv.log_ready_s, "phases": phases}
+
+    with GpuMemorySampler(ctx.slot.gpus) as gpu_memory:
+        srv, base_url = server(log_path)
+        with srv:
+            result.startup["cold"] = start(srv, "cold")
+            result.startup_s = result.phases["startup"] = result.startup["cold"]["seconds"]
+            t0 = time.monotonic()
+            try:
+                _probe(ctx, result, model, base_url)
+            finally:
+                result.phases["probes"] = time.monotonic() - t0
+        if "warm" in matrix.workload.startup:
+            # Same cache dirs as the cold start: what a restart of an already-deployed pin costs.
+            warm, _ = server(cell_dir / "server-warm.log")
+            with warm:
+                result.startup["warm"] = start(warm, "warm")
+    result.gpu_memory_peak_mib = {str(g): round(v, 1) for g, v in gpu_memory.peaks_mib.items()}
     failed = [c for c in result.checks if c["group"] in matrix.policy.required_checks and c["passed"] is False]
     if failed:
         result.status, result.failure_class = Status.FAILED, FailureClass.CHECK_FAILED
@@ -201,17 +219,46 @@ def _probe(ctx: RunContext, result: CellResult, model: ModelSpec, base_url: str)
         result.accuracy = {k: v for k, v in ours["accuracy"].items() if k != "misses"} | {"misses": ours["accuracy"]["misses"][:10]}
     if model.kind != "chat":
         return
-    ctx.progress(f"measuring throughput at concurrency {', '.join(map(str, w.concurrency))}")
-    load_prompts = loadgen.make_prompts(w.requests_per_level, w.input_tokens, w.seed)
+    _throughput(ctx, result, model, base_url)
+
+
+def _loads(w: Workload) -> list[loadgen.Load]:
+    if w.profile == "rate":
+        return [loadgen.Load(mode="rate", target=r, burstiness=w.burstiness, max_duration_s=w.max_duration_s) for r in w.rates]
+    return [loadgen.Load(mode="concurrency", target=c, max_duration_s=w.max_duration_s) for c in w.concurrency]
+
+
+def _throughput(ctx: RunContext, result: CellResult, model: ModelSpec, base_url: str) -> None:
+    w, t, slo = ctx.matrix.workload, ctx.matrix.thresholds, ctx.matrix.slo
+    flavour = get_backend(ctx.matrix.backend).flavour(ctx.platform)
     # ignore_eos keeps every request at exactly output_tokens, so pins are compared on equal work.
-    levels = loadgen.run_levels(base_url, model.name, load_prompts, w.concurrency, max_tokens=w.output_tokens,
-                                extra={"ignore_eos": True})  # fmt: skip
-    result.throughput = [lvl.to_dict() for lvl in levels]
-    for lvl in levels:
-        ctx.progress(f"c={lvl.concurrency}: {lvl.output_tok_s:.1f} out tok/s, TTFT p50 {lvl.ttft_ms.p50:.0f} ms, "
-                     f"{lvl.completed}/{lvl.requests} ok")  # fmt: skip
-        if lvl.failed:
-            raise ProbeError(f"{lvl.failed} of {lvl.requests} requests failed at concurrency {lvl.concurrency}: {lvl.errors[0]}")
+    enforced = w.ignore_eos and flavour.supports_ignore_eos
+    result.fingerprint["fixed_output_length"] = "enforced (ignore_eos)" if enforced else "not enforced"
+    opts = loadgen.Options(
+        max_tokens=w.output_tokens, extra={"ignore_eos": True} if enforced else {}, seed=w.seed,
+        warmup_requests=w.warmup_requests, slo=Slo(ttft_ms=slo.ttft_ms, tpot_ms=slo.tpot_ms, e2el_ms=slo.e2el_ms),
+        limits=ClientLimits(cpu_util=t.client_cpu_util, loop_lag_p99_ms=t.client_loop_lag_ms),
+    )  # fmt: skip
+    prompts = loadgen.make_prompts(w.requests_per_level, w.input_tokens, w.seed)
+    what = "a rate sweep" if w.profile == "sweep" else f"{w.profile} [{', '.join(f'{x:g}' for x in (w.rates or w.concurrency))}]"
+    ctx.progress(f"measuring throughput: {what}; {w.requests_per_level} requests per point x {w.repeats} repeat(s)")
+
+    def show(p: dict[str, Any]) -> None:
+        ci = p["output_tok_s_ci95"]
+        spread = f" (95% CI {ci[0]:.1f}-{ci[1]:.1f})" if ci else ""
+        flag = f" [client-bound: {p['saturation_reason']}]" if p["saturated"] else ""
+        ctx.progress(f"{p['label']}: {p['output_tok_s_median']:.1f} out tok/s{spread}, TTFT p50 {p['ttft_ms']['p50'] or 0:.0f} ms, "
+                     f"{p['completed']}/{p['requests']} ok{flag}")  # fmt: skip
+
+    if w.profile == "sweep":
+        points = loadgen.run_sweep(base_url, model.name, prompts, opts, points=w.sweep_points, burstiness=w.burstiness,
+                                   repeats=w.repeats, on_point=show)  # fmt: skip
+    else:
+        points = loadgen.run_points(base_url, model.name, prompts, _loads(w), opts, repeats=w.repeats, on_point=show)
+    result.throughput = points
+    for p in points:
+        if p["failed"]:
+            raise ProbeError(f"{p['failed']} of {p['requests']} requests failed at {p['label']}: {p['errors'][0]}")
 
 
 def _accuracy_items(ctx: RunContext) -> list[accuracy.Item]:

@@ -47,6 +47,16 @@ def decisive_line(path: Path) -> str:
     return next((ln.strip()[:300] for ln in reversed(tail) if ln.strip()), "")
 
 
+def parse_phases(log_text: str, patterns: Mapping[str, str]) -> dict[str, float]:
+    """Phase durations a backend prints about itself (first group of each pattern, in seconds)."""
+    out = {}
+    for name, pattern in patterns.items():
+        match = re.search(pattern, log_text)
+        if match:
+            out[name] = float(match.group(1))
+    return out
+
+
 def log_tail(path: Path, lines: int = 20, max_chars: int = 4000) -> str:
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
@@ -66,12 +76,18 @@ class Server:
         log_path: Path,
         base_url: str,
         readiness_path: str,
+        ready_line: str | None = None,
     ) -> None:
         self.argv, self.env, self.log_path = list(argv), dict(env), log_path
         self.base_url, self.readiness_path = base_url.rstrip("/"), readiness_path
+        self.ready_line = re.compile(ready_line) if ready_line else None
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
         self.startup_s: float | None = None
+        # When the server's own "ready" line showed up in its log, seen at the same 0.1 s polls:
+        # a cross-check of startup_s that does not depend on our HTTP probe.
+        self.log_ready_s: float | None = None
+        self._log_offset = 0
 
     def __enter__(self) -> Server:
         self.start()
@@ -85,6 +101,7 @@ class Server:
         with self.log_path.open("ab") as log:
             log.write(f"$ {' '.join(self.argv)}\n".encode())
             log.flush()
+            self._log_offset = log.tell()
             self.started_at = time.monotonic()
             self.proc = subprocess.Popen(
                 self.argv,
@@ -106,15 +123,32 @@ class Server:
                 if code is not None:
                     why = decisive_line(self.log_path)
                     raise ServerExited(f"server exited with code {code} before it was ready: {why}", self.log_path)
+                self._scan_log()
                 try:
                     if client.get(url).status_code == 200:
                         self.startup_s = time.monotonic() - self.started_at
+                        self._scan_log()
                         return self.startup_s
                 except httpx.TransportError:
                     pass
                 if time.monotonic() >= end:
                     raise ReadinessTimeout(f"server not ready after {deadline_s:g} s", self.log_path)
                 time.sleep(POLL_S)
+
+    def _scan_log(self) -> None:
+        if self.ready_line is None or self.log_ready_s is not None:
+            return
+        try:
+            with self.log_path.open("rb") as fh:
+                fh.seek(self._log_offset)
+                chunk = fh.read()
+        except OSError:
+            return
+        # Only whole lines are consumed, so a line half-written at this poll is read whole at the next.
+        cut = chunk.rfind(b"\n") + 1
+        self._log_offset += cut
+        if self.ready_line.search(chunk[:cut].decode("utf-8", "replace")):
+            self.log_ready_s = time.monotonic() - self.started_at
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

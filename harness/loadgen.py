@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-from .metrics import LevelSummary, RequestRecord, summarize
+from .metrics import ClientLimits, LevelSummary, RequestRecord, Slo, aggregate, summarize
 
 # Seeded prompt vocabulary: plain English words so token counts stay predictable (~1.3 tokens/word).
 # One string of prose reads better than a list of 45 literals.
@@ -81,48 +83,137 @@ async def stream_completion(
     )
 
 
-async def run_level(
-    base_url: str,
-    model: str,
-    prompts: Sequence[str],
-    *,
-    concurrency: int,
-    max_tokens: int,
-    extra: Mapping[str, Any] = {},
-    transport: httpx.AsyncBaseTransport | None = None,
-    timeout_s: float = 300.0,
+@dataclass(frozen=True, kw_only=True)
+class Load:
+    """How one load point sends its requests."""
+
+    mode: str  # "concurrency": at most N in flight; "rate": arrivals at N requests/s (inf: all at once)
+    target: float
+    burstiness: float = 1.0  # gamma shape of inter-arrival gaps; 1.0 = Poisson
+    max_duration_s: float = 0.0  # stop sending new requests after this long (0: send them all)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Options:
+    max_tokens: int
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    warmup_requests: int = 0
+    slo: Slo | None = None
+    limits: ClientLimits | None = None
+    timeout_s: float = 300.0
+
+
+LAG_TICK_S = 0.01  # the loop-lag probe asks to sleep this long and records the overshoot
+
+
+async def _watch_loop_lag(lags_ms: list[float], stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        t0 = time.monotonic()
+        await asyncio.sleep(LAG_TICK_S)
+        lags_ms.append(max(0.0, (time.monotonic() - t0 - LAG_TICK_S) * 1000))
+
+
+def arrival_gaps(n: int, rate: float, burstiness: float, seed: int) -> list[float]:
+    """vllm bench serve's arrivals: gamma(shape=burstiness, scale=1/(rate*burstiness)) gaps; inf rate: none."""
+    if math.isinf(rate):
+        return [0.0] * n
+    rng = random.Random(seed)
+    theta = 1.0 / (rate * burstiness)
+    return [rng.gammavariate(burstiness, theta) for _ in range(n)]
+
+
+async def run_load(
+    client: httpx.AsyncClient, model: str, prompts: Sequence[str], load: Load, opts: Options
 ) -> LevelSummary:
-    """Send every prompt with at most ``concurrency`` in flight; duration = first send -> last end."""
-    sem = asyncio.Semaphore(concurrency)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base_url, transport=transport, limits=limits, timeout=timeout_s) as client:
+    """Send ``prompts`` under ``load``; duration = first send -> last end. Client CPU time and event-loop
+    lag are recorded over the same window so a client-bound point can be flagged."""
+    for prompt in prompts[: opts.warmup_requests]:  # warm-up: not measured
+        await stream_completion(client, model, prompt, opts.max_tokens, opts.extra)
+    lags: list[float] = []
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(_watch_loop_lag(lags, stop))
+    sem = asyncio.Semaphore(int(load.target)) if load.mode == "concurrency" else None
+    cpu0, start = time.process_time(), time.monotonic()
+    deadline = start + load.max_duration_s if load.max_duration_s > 0 else math.inf
 
-        async def one(prompt: str) -> RequestRecord:
-            async with sem:
-                return await stream_completion(client, model, prompt, max_tokens, extra)
+    async def one(prompt: str) -> RequestRecord:
+        try:
+            return await stream_completion(client, model, prompt, opts.max_tokens, opts.extra)
+        finally:
+            if sem is not None:
+                sem.release()
 
-        cpu0 = time.process_time()
-        start = time.monotonic()
-        records = await asyncio.gather(*(one(p) for p in prompts))
-        duration = time.monotonic() - start
-        cpu = time.process_time() - cpu0
-    return summarize(concurrency, records, duration, client_cpu_s=cpu)
+    tasks: list[asyncio.Task[RequestRecord]] = []
+    gaps = arrival_gaps(len(prompts), load.target, load.burstiness, opts.seed) if load.mode == "rate" else [0.0] * len(prompts)
+    for prompt, gap in zip(prompts, gaps, strict=True):
+        if gap:
+            await asyncio.sleep(gap)
+        if sem is not None:  # closed loop: a request is sent when a slot frees up
+            await sem.acquire()
+        if time.monotonic() >= deadline:
+            if sem is not None:
+                sem.release()
+            break
+        tasks.append(asyncio.create_task(one(prompt)))
+    records = await asyncio.gather(*tasks)
+    duration = time.monotonic() - start
+    cpu = time.process_time() - cpu0
+    stop.set()
+    await watcher
+    return summarize(records, duration, mode=load.mode, target=load.target, client_cpu_s=cpu, loop_lags_ms=lags,
+                     slo=opts.slo, limits=opts.limits)  # fmt: skip
 
 
-def run_levels(
+def _client(base_url: str, transport: httpx.AsyncBaseTransport | None, width: int, timeout_s: float) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=width, max_keepalive_connections=width)
+    return httpx.AsyncClient(base_url=base_url, transport=transport, limits=limits, timeout=timeout_s)
+
+
+def run_points(
     base_url: str,
     model: str,
     prompts: Sequence[str],
-    levels: Sequence[int],
+    loads: Sequence[Load],
+    opts: Options,
     *,
-    max_tokens: int,
-    extra: Mapping[str, Any] = {},
+    repeats: int = 1,
     transport: httpx.AsyncBaseTransport | None = None,
-) -> list[LevelSummary]:
-    async def main() -> list[LevelSummary]:
-        return [
-            await run_level(base_url, model, prompts, concurrency=c, max_tokens=max_tokens, extra=extra, transport=transport)
-            for c in levels
-        ]
+    on_point: Callable[[dict[str, Any]], None] = lambda _: None,
+) -> list[dict[str, Any]]:
+    """Every load point ``repeats`` times; one aggregated dict per point (see metrics.aggregate)."""
+
+    async def main() -> list[dict[str, Any]]:
+        out = []
+        async with _client(base_url, transport, max(len(prompts), 1), opts.timeout_s) as client:
+            for load in loads:
+                reps = [await run_load(client, model, prompts, load, opts) for _ in range(repeats)]
+                point = aggregate(reps)
+                on_point(point)
+                out.append(point)
+        return out
 
     return asyncio.run(main())
+
+
+def run_sweep(
+    base_url: str,
+    model: str,
+    prompts: Sequence[str],
+    opts: Options,
+    *,
+    points: int = 3,
+    burstiness: float = 1.0,
+    repeats: int = 1,
+    transport: httpx.AsyncBaseTransport | None = None,
+    on_point: Callable[[dict[str, Any]], None] = lambda _: None,
+) -> list[dict[str, Any]]:
+    """Synchronous (c=1) -> max throughput (all at once) -> ``points`` rates evenly between their req/s."""
+    first = run_points(base_url, model, prompts, [Load(mode="concurrency", target=1),
+                       Load(mode="rate", target=math.inf)], opts, repeats=repeats, transport=transport, on_point=on_point)  # fmt: skip
+    lo, hi = first[0]["request_s"], first[1]["request_s"]
+    if not (lo and hi and hi > lo):
+        return first
+    rates = [lo + (hi - lo) * (i + 1) / (points + 1) for i in range(points)]
+    loads = [Load(mode="rate", target=r, burstiness=burstiness) for r in rates]
+    return first + run_points(base_url, model, prompts, loads, opts, repeats=repeats, transport=transport, on_point=on_point)

@@ -185,8 +185,13 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         cells = ResultStore(directory / "results.jsonl").load()
         if not cells:
             continue
-        paths, recs = write_reports(matrix, directory, config.option.pm_run_id, cells)
         tr = terminalreporter
+        try:
+            paths, recs = write_reports(matrix, directory, config.option.pm_run_id, cells)
+        except Exception as exc:  # the results are safe in results.jsonl; say so instead of a traceback
+            tr.write_line(f"pinmatrix: could not write the {backend} report ({type(exc).__name__}: {exc}); "
+                          f"results are kept in {directory / 'results.jsonl'}", red=True)  # fmt: skip
+            continue
         tr.section(f"pinmatrix: {backend}", sep="=", bold=True)
         for rec in recs:
             head = rec.version or "none"

@@ -44,6 +44,8 @@ def _rejection(cell: CellResult, required: Sequence[str]) -> str | None:
     failed = [c["name"] for c in cell.checks if c.get("group") in required and c["passed"] is False]
     if failed:
         return f"failed required checks: {', '.join(failed)}"
+    if cell.throughput and not cell.usable_points():
+        return "every load point was client-bound (the load generator, not the server, was the limit)"
     # A required group that ran but could not judge anything (e.g. agreement with no reference
     # outputs) blocks; one unevaluable check among evaluated ones does not.
     for group in required:
@@ -51,6 +53,15 @@ def _rejection(cell: CellResult, required: Sequence[str]) -> str | None:
         if ran and all(c["passed"] is None for c in ran):
             return f"required checks not evaluated: {', '.join(c['name'] for c in ran)}"
     return None
+
+
+def _tied(cell: CellResult, best: CellResult, noise: float) -> bool:
+    """Inside the measured noise of the best: overlapping 95% CIs when both were repeated, else within
+    the matrix's relative ``noise``."""
+    a, b = cell.peak_ci95(), best.peak_ci95()
+    if a and b:
+        return a[1] >= b[0]
+    return (cell.peak_output_tok_s() or 0.0) >= (best.peak_output_tok_s() or 0.0) * (1 - noise)
 
 
 def recommend(
@@ -79,8 +90,7 @@ def recommend(
             reasons=("no pin installed, started and passed every required check",), rejected=rejected,
         )  # fmt: skip
     ranked = sorted(eligible, key=lambda c: c.peak_output_tok_s() or 0.0, reverse=True)
-    best = ranked[0].peak_output_tok_s() or 0.0
-    tied = [c for c in ranked if (c.peak_output_tok_s() or 0.0) >= best * (1 - noise)]
+    tied = [c for c in ranked if _tied(c, ranked[0], noise)]
     if tie_break == "closest-to-reference":
         ordered = sorted(Version(c.version) for c in cells)
         ref_pos = ordered.index(Version(reference)) if Version(reference) in ordered else 0

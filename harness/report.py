@@ -11,8 +11,10 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jinja2
+from markupsafe import Markup, escape
 from tabulate import tabulate
 
 from .recommend import Recommendation, recommend
@@ -109,21 +111,79 @@ def accuracy_rows(cell: CellResult) -> list[list[str]]:
 
 def evidence_text(check: dict[str, object]) -> str:
     return json.dumps(check.get("evidence") or {}, ensure_ascii=False, indent=1, default=str)
-LEVEL_HEADERS = ["concurrency", "req", "ok", "out tok/s", "req/s", "TTFT p50/p90/p99 ms", "TPOT p50 ms",
-                 "ITL p50 ms", "E2EL p50 ms", "tokens/req", "client CPU s"]  # fmt: skip
+LEVEL_HEADERS = ["point", "req", "ok", "out tok/s", "spread (95% CI / range)", "req/s", "goodput req/s", "TTFT p50/p90/p99 ms",
+                 "TPOT p50 ms", "ITL p50 ms", "E2EL p50 ms", "tokens/req", "client CPU", "loop lag p99 ms", "flag"]  # fmt: skip
+
+
+def _spread(p: dict[str, Any]) -> str:
+    ci, values = p.get("output_tok_s_ci95"), p.get("output_tok_s_all") or []
+    if ci:
+        return f"{ci[0]:.1f}–{ci[1]:.1f} (n={len(values)})"
+    return f"{min(values):.1f}–{max(values):.1f}" if len(values) > 1 else "1 run"
 
 
 def level_rows(cell: CellResult) -> list[list[str]]:
     rows = []
-    for lvl in cell.throughput:
-        t = lvl["ttft_ms"]
+    for p in cell.throughput:
+        t = p["ttft_ms"]
+        lag = (p.get("loop_lag_ms") or {}).get("p99")
         rows.append([
-            str(lvl["concurrency"]), str(lvl["requests"]), str(lvl["completed"]), _fmt(lvl["output_tok_s"]),
-            _fmt(lvl["request_s"], ".2f"), f"{_fmt(t['p50'], '.0f')}/{_fmt(t['p90'], '.0f')}/{_fmt(t['p99'], '.0f')}",
-            _fmt(lvl["tpot_ms"]["p50"]), _fmt(lvl["itl_ms"]["p50"]), _fmt(lvl["e2el_ms"]["p50"], ".0f"),
-            _fmt(lvl["output_tokens"] / lvl["completed"] if lvl["completed"] else None), _fmt(lvl["client_cpu_s"], ".2f"),
+            p.get("label", ""), str(p["requests"]), str(p["completed"]), _fmt(p.get("output_tok_s_median", p["output_tok_s"])),
+            _spread(p), _fmt(p["request_s"], ".2f"), _fmt(p.get("goodput_req_s"), ".2f"),
+            f"{_fmt(t['p50'], '.0f')}/{_fmt(t['p90'], '.0f')}/{_fmt(t['p99'], '.0f')}", _fmt(p["tpot_ms"]["p50"]),
+            _fmt(p["itl_ms"]["p50"]), _fmt(p["e2el_ms"]["p50"], ".0f"),
+            _fmt(p["output_tokens"] / p["completed"] if p["completed"] else None), f"{p.get('client_cpu_util', 0.0):.0%}",
+            _fmt(lag, ".1f"), ("CLIENT-BOUND: " + p.get("saturation_reason", "")) if p.get("saturated") else "",
         ])  # fmt: skip
     return rows
+
+
+STARTUP_HEADERS = ["start", "ready s", "log ready line s", "phases (from the server log)"]
+
+
+def startup_rows(cell: CellResult) -> list[list[str]]:
+    return [[kind, _fmt(s["seconds"]), _fmt(s.get("log_ready_s")),
+             ", ".join(f"{k} {v:g}" for k, v in (s.get("phases") or {}).items()) or "—"]
+            for kind, s in cell.startup.items()]  # fmt: skip
+
+
+def curve_svg(cells: Sequence[CellResult], width: int = 640, height: int = 260) -> Markup:
+    """Output tok/s per load point, one line per pin, CI whiskers where repeated (inline, self-contained)."""
+    series = [(c.version, c.throughput) for c in cells if c.throughput]
+    if not series:
+        return Markup("")
+    labels = [p.get("label", "") for p in max((t for _, t in series), key=len)]
+    top = max((p.get("output_tok_s_ci95") or [0, p.get("output_tok_s_median", p["output_tok_s"]) or 0])[1]
+              for _, t in series for p in t) or 1.0  # fmt: skip
+    left, bottom, right, topm = 50, 40, 110, 15
+    w, h = width - left - right, height - bottom - topm
+
+    def xy(i: int, v: float) -> tuple[float, float]:
+        x = left + (w * i / max(len(labels) - 1, 1))
+        return x, topm + h - h * v / top
+
+    colours = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
+             f'<line x1="{left}" y1="{topm + h}" x2="{left + w}" y2="{topm + h}" stroke="#999"/>',
+             f'<line x1="{left}" y1="{topm}" x2="{left}" y2="{topm + h}" stroke="#999"/>',
+             f'<text x="5" y="{topm + 10}" font-size="11">{top:.0f}</text>',
+             f'<text x="5" y="{topm + h}" font-size="11">0</text>',
+             f'<text x="{left}" y="{height - 5}" font-size="11">output tok/s per load point</text>']  # fmt: skip
+    for i, label in enumerate(labels):
+        x, _ = xy(i, 0)
+        parts.append(f'<text x="{x:.0f}" y="{topm + h + 14}" font-size="10" text-anchor="middle">{escape(label)}</text>')
+    for n, (version, points) in enumerate(series):
+        colour = colours[n % len(colours)]
+        coords = [xy(i, p.get("output_tok_s_median", p["output_tok_s"]) or 0.0) for i, p in enumerate(points)]
+        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="'
+                     + " ".join(f"{x:.1f},{y:.1f}" for x, y in coords) + '"/>')  # fmt: skip
+        for i, p in enumerate(points):
+            if ci := p.get("output_tok_s_ci95"):
+                (x, y1), (_, y2) = xy(i, max(ci[0], 0.0)), xy(i, ci[1])
+                parts.append(f'<line x1="{x:.1f}" y1="{y1:.1f}" x2="{x:.1f}" y2="{y2:.1f}" stroke="{colour}"/>')
+        parts.append(f'<text x="{left + w + 8}" y="{topm + 14 + 14 * n}" font-size="11" fill="{colour}">{escape(version)}</text>')
+    parts.append("</svg>")
+    return Markup("".join(parts))
 
 
 def sort_cells(cells: Sequence[CellResult]) -> list[CellResult]:
@@ -175,8 +235,13 @@ def render_markdown(matrix: Matrix, run_id: str, cells: Sequence[CellResult], re
                     tabulate(agreement_rows(c), headers=AGREEMENT_HEADERS, tablefmt="github")]  # fmt: skip
         if accuracy_rows(c):
             out += ["", "Task accuracy:", "", tabulate(accuracy_rows(c), headers=ACCURACY_HEADERS, tablefmt="github")]
+        if c.startup:
+            out += ["", "Startup:", "", tabulate(startup_rows(c), headers=STARTUP_HEADERS, tablefmt="github")]
+        if c.gpu_memory_peak_mib:
+            out.append("\n- GPU memory peak: " + ", ".join(f"GPU {g}: {v:.0f} MiB" for g, v in c.gpu_memory_peak_mib.items()))
         if c.throughput:
-            out += ["", tabulate(level_rows(c), headers=LEVEL_HEADERS, tablefmt="github")]
+            out += ["", "Load points (median of repeats; client-bound points are not used to recommend):", "",
+                    tabulate(level_rows(c), headers=LEVEL_HEADERS, tablefmt="github")]  # fmt: skip
         out.append("")
     failures = [c for c in cells if c.status is not Status.PASSED]
     if failures:
@@ -205,7 +270,8 @@ def render_html(matrix: Matrix, run_id: str, cells: Sequence[CellResult], recs: 
         summary=list(zip(cells, summary_rows(cells), strict=True)), level_headers=LEVEL_HEADERS, level_rows=level_rows,
         status=_status, verdict=_verdict, ordered_phases=ordered_phases, agreement_rows=agreement_rows,
         agreement_headers=AGREEMENT_HEADERS, accuracy_rows=accuracy_rows, accuracy_headers=ACCURACY_HEADERS,
-        evidence_text=evidence_text,
+        evidence_text=evidence_text, startup_rows=startup_rows, startup_headers=STARTUP_HEADERS,
+        curves=[(m, curve_svg([c for c in cells if c.model == m])) for m in dict.fromkeys(c.model for c in cells)],
     )  # fmt: skip
 
 

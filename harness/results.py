@@ -43,7 +43,9 @@ class CellResult:
     reason: str = ""
     expected_failure: str | None = None
     phases: dict[str, float] = field(default_factory=dict)  # seconds: install, model, startup, probes
-    startup_s: float | None = None
+    startup_s: float | None = None  # the cold start, spawn -> first ready response
+    startup: dict[str, Any] = field(default_factory=dict)  # "cold"/"warm": seconds, log_ready_s, phases
+    gpu_memory_peak_mib: dict[str, float] = field(default_factory=dict)
     installed_now: bool = False
     executable: str = ""
     checks: list[dict[str, Any]] = field(default_factory=list)
@@ -61,16 +63,26 @@ class CellResult:
     def label(self) -> str:
         return f"{self.backend}_{self.version}"
 
+    def usable_points(self) -> list[dict[str, Any]]:
+        """Load points a recommendation may use: not client-bound."""
+        return [p for p in self.throughput if not p.get("saturated")]
+
     def peak_output_tok_s(self) -> float | None:
-        values = [lvl["output_tok_s"] for lvl in self.throughput if lvl.get("output_tok_s") is not None]
+        raw = [p.get("output_tok_s_median", p.get("output_tok_s")) for p in self.usable_points()]
+        values = [float(v) for v in raw if v is not None]
         return max(values) if values else None
 
+    def peak_ci95(self) -> list[float] | None:
+        """The 95% CI of the peak point's output tok/s, when it was repeated."""
+        peak = self.peak_output_tok_s()
+        for p in self.usable_points():
+            if p.get("output_tok_s_median", p.get("output_tok_s")) == peak:
+                return p.get("output_tok_s_ci95")
+        return None
+
     def ttft_p50_ms(self) -> float | None:
-        """TTFT p50 at the lowest concurrency measured (the latency a single user sees)."""
-        if not self.throughput:
-            return None
-        first = min(self.throughput, key=lambda lvl: lvl["concurrency"])
-        return first["ttft_ms"]["p50"]
+        """TTFT p50 at the first load point (the lowest concurrency or rate: what a single user sees)."""
+        return self.throughput[0]["ttft_ms"]["p50"] if self.throughput else None
 
     def to_dict(self) -> dict[str, Any]:
         data = _finite(asdict(self))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -78,3 +79,54 @@ def slot_for_worker(platform: str, gpus: Sequence[int], per_cell: int, worker_in
     if not groups:
         raise ValueError(f"a cell needs {per_cell} GPU(s) but {len(gpus)} were found")
     return Slot(platform=platform, gpus=groups[worker_index % len(groups)])
+
+
+class GpuMemorySampler:
+    """Samples used memory on a cell's GPUs in a background thread; ``peaks_mib`` holds the maxima.
+
+    ``nvml`` is the pynvml module (a fake in tests). Without GPUs, or without NVML, it does nothing.
+    """
+
+    def __init__(self, gpus: Sequence[int], *, interval_s: float = 0.5, nvml: Any = None) -> None:
+        self.gpus, self.interval_s, self._nvml = tuple(gpus), interval_s, nvml
+        self.peaks_mib: dict[int, float] = {}
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> GpuMemorySampler:
+        if not self.gpus:
+            return self
+        if self._nvml is None:
+            try:
+                self._nvml = importlib.import_module("pynvml")
+            except ImportError:
+                return self
+        try:
+            self._nvml.nvmlInit()
+        except Exception:  # no driver: nothing to sample
+            self._nvml = None
+            return self
+        handles = {g: self._nvml.nvmlDeviceGetHandleByIndex(g) for g in self.gpus}
+        self._thread = threading.Thread(target=self._run, args=(handles,), name="gpu-memory", daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self, handles: dict[int, Any]) -> None:
+        for g, h in handles.items():
+            used = self._nvml.nvmlDeviceGetMemoryInfo(h).used / (1 << 20)
+            self.peaks_mib[g] = max(self.peaks_mib.get(g, 0.0), used)
+        self.samples += 1
+
+    def _run(self, handles: dict[int, Any]) -> None:
+        while True:
+            self._sample(handles)
+            if self._stop.wait(self.interval_s):
+                self._sample(handles)  # one last look at the end of the cell
+                return
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._nvml.nvmlShutdown()

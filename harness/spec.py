@@ -72,8 +72,30 @@ class Workload:
     agreement_max_tokens: int = 16
     input_tokens: int = 128
     output_tokens: int = 64
+    # "concurrency": closed loop at each level; "rate": open loop at each rate (req/s, gamma gaps);
+    # "sweep": synchronous -> max throughput -> sweep_points rates evenly in between.
+    profile: str = "concurrency"
     concurrency: tuple[int, ...] = (1, 4)
+    rates: tuple[float, ...] = ()
+    burstiness: float = 1.0  # gamma shape of inter-arrival gaps; 1.0 = Poisson
+    sweep_points: int = 3
     requests_per_level: int = 8
+    max_duration_s: float = 0.0  # stop sending new requests after this long (0: by count only)
+    warmup_requests: int = 1
+    repeats: int = 1
+    ignore_eos: bool = True  # fixed output length, where the backend supports it
+    startup: tuple[str, ...] = ("cold",)  # add "warm" to restart with caches kept and time it too
+
+
+PROFILES = ("concurrency", "rate", "sweep")
+STARTUPS = ("cold", "warm")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SloSpec:
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
+    e2el_ms: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,6 +114,9 @@ class Thresholds:
     accuracy_tolerance: float = 0.2
     # Throughput differences smaller than this fraction are treated as noise (ties).
     throughput_noise: float = 0.05
+    # A load point is client-bound (flagged, not used to recommend) past either limit.
+    client_cpu_util: float = 0.9
+    client_loop_lag_ms: float = 50.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,6 +143,7 @@ class Matrix:
     thresholds: Thresholds
     policy: Policy
     accuracy: Accuracy = field(default_factory=Accuracy)
+    slo: SloSpec = field(default_factory=SloSpec)
 
 
 class _Errors:
@@ -331,7 +357,7 @@ def parse_matrix(data: Mapping[str, Any], source: str, path: Path | None = None)
     from .backends import get_backend, known_backends  # the registry decides which backends/platforms exist
 
     errors = _Errors()
-    top = _Table(data, "", errors, ("backend", "platforms", "workload", "thresholds", "accuracy", "policy"))
+    top = _Table(data, "", errors, ("backend", "platforms", "workload", "slo", "thresholds", "accuracy", "policy"))
     backend_name = top.get_str("backend", required=True)
     flavours: tuple[str, ...] = ()
     if backend_name is not None:
@@ -354,15 +380,42 @@ def parse_matrix(data: Mapping[str, Any], source: str, path: Path | None = None)
     if not isinstance(conc, list) or not conc or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in conc):
         errors.add("workload.concurrency", f"expected a non-empty list of positive ints, got {conc!r}")
         conc = [1]
+    profile = w.get_str("profile") or "concurrency"
+    if profile not in PROFILES:
+        errors.add("workload.profile", f"unknown value {profile!r} (expected one of: {', '.join(PROFILES)})")
+    rates = w.data.get("rates", [])
+    if not isinstance(rates, list) or not all(isinstance(r, int | float) and not isinstance(r, bool) and r > 0 for r in rates):
+        errors.add("workload.rates", f"expected a list of positive numbers (requests/s), got {rates!r}")
+        rates = []
+    if profile == "rate" and not rates:
+        errors.add("workload.rates", "required when profile = 'rate'")
+    startup = w.get_str_list("startup") if "startup" in w.data else ("cold",)
+    for i, kind in enumerate(startup):
+        if kind not in STARTUPS:
+            errors.add(f"workload.startup[{i}]", f"unknown value {kind!r} (expected one of: {', '.join(STARTUPS)})")
+    burstiness = w.get_float("burstiness", 1.0)
+    if burstiness <= 0:
+        errors.add("workload.burstiness", f"must be > 0, got {burstiness}")
     workload = Workload(
         seed=w.get_int("seed", 0),
         agreement_prompts=w.get_int("agreement_prompts", 8, minimum=1),
         agreement_max_tokens=w.get_int("agreement_max_tokens", 16, minimum=1),
         input_tokens=w.get_int("input_tokens", 128, minimum=1),
         output_tokens=w.get_int("output_tokens", 64, minimum=2),
+        profile=profile,
         concurrency=tuple(conc),
+        rates=tuple(float(r) for r in rates),
+        burstiness=burstiness,
+        sweep_points=w.get_int("sweep_points", 3, minimum=1),
         requests_per_level=w.get_int("requests_per_level", 8, minimum=1),
+        max_duration_s=w.get_float("max_duration_s", 0.0),
+        warmup_requests=w.get_int("warmup_requests", 1),
+        repeats=w.get_int("repeats", 1, minimum=1),
+        ignore_eos=w.get_bool("ignore_eos", True),
+        startup=startup,
     )
+    sl = _Table(top.get_table("slo"), "slo", errors, ("ttft_ms", "tpot_ms", "e2el_ms"))
+    slo = SloSpec(**{k: sl.get_float(k, 0.0) for k in ("ttft_ms", "tpot_ms", "e2el_ms") if k in sl.data})
     th = _Table(top.get_table("thresholds"), "thresholds", errors, tuple(Thresholds.__dataclass_fields__))
     thresholds = Thresholds(
         startup_deadline_s=th.get_float("startup_deadline_s", 300.0, minimum=1.0),
@@ -373,6 +426,8 @@ def parse_matrix(data: Mapping[str, Any], source: str, path: Path | None = None)
         prompt_logprob_tolerance=(th.get_float("prompt_logprob_tolerance", 0.0) if "prompt_logprob_tolerance" in th.data else None),
         accuracy_tolerance=th.get_float("accuracy_tolerance", 0.2),
         throughput_noise=th.get_float("throughput_noise", 0.05),
+        client_cpu_util=th.get_float("client_cpu_util", 0.9),
+        client_loop_lag_ms=th.get_float("client_loop_lag_ms", 50.0),
     )
     ac = _Table(top.get_table("accuracy"), "accuracy", errors, ("tasks", "items_per_task", "max_tokens", "concurrency", "files"))
     tasks = ac.get_str_list("tasks") if "tasks" in ac.data else Accuracy().tasks
@@ -406,6 +461,7 @@ def parse_matrix(data: Mapping[str, Any], source: str, path: Path | None = None)
         thresholds=thresholds,
         policy=Policy(tie_break=tie_break, required_checks=required),
         accuracy=accuracy,
+        slo=slo,
     )
 
 

@@ -61,6 +61,18 @@ class Flavour(Protocol):
     @property
     def readiness_path(self) -> str: ...
 
+    @property
+    def ready_line(self) -> str | None:
+        """Regex of the log line the server prints when it is ready (cross-checks startup)."""
+
+    @property
+    def startup_phases(self) -> Mapping[str, str]:
+        """Phase name -> regex whose first group is that phase's seconds in the server log."""
+
+    @property
+    def supports_ignore_eos(self) -> bool:
+        """Whether the server honours ``ignore_eos`` (fixed output length for load tests)."""
+
     def post_install(self, venv: InstalledVenv, version: str) -> None:
         """Fix-ups after ``pipx install``; must be idempotent."""
 

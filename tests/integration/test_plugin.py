@@ -67,7 +67,7 @@ def test_matrix_run_records_every_cell_and_recommends(tmp_path: Path, gguf_model
     assert proc.returncode == 1, out + proc.stderr
     assert "2 failed, 2 passed, 1 xfailed" in out
     assert "recommended pin for tiny on cpu: scripted 2.0.0" in out
-    assert "[scripted_1.0.0-tiny-cpu] waiting for ready on http://127.0.0.1:" in out
+    assert "[scripted_1.0.0-tiny-cpu] waiting for ready (cold start) on http://127.0.0.1:" in out
 
     run_dir = tmp_path / "reports" / "scripted" / "r1"
     lines = [json.loads(ln) for ln in (run_dir / "results.jsonl").read_text().splitlines()]
@@ -77,6 +77,7 @@ def test_matrix_run_records_every_cell_and_recommends(tmp_path: Path, gguf_model
     assert by_version["2.0.0"]["agreement"]["identical"] == 3
     for lvl in by_version["2.0.0"]["throughput"]:
         assert lvl["output_tokens"] == 6 * lvl["completed"] == 24
+        assert lvl["label"] in ("c=1", "c=2")
     assert by_version["3.0.0"]["failure_class"] == "failed"
     assert "chat.shape" in by_version["3.0.0"]["reason"]
     assert by_version["4.0.0"]["failure_class"] == "install-failed"

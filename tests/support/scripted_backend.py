@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import stat
 import sys
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.backends import Backend, InstalledVenv, LaunchContext, register
@@ -24,6 +25,9 @@ class ScriptedFlavour:
     default_extra_index_urls: tuple[str, ...] = ()
     model_format: str = "gguf"
     readiness_path: str = "/v1/models"
+    ready_line: str | None = r"scripted: serving"
+    startup_phases: Mapping[str, str] = field(default_factory=lambda: {"boot_s": r"scripted: booted in ([\d.]+) s"})
+    supports_ignore_eos: bool = True
 
     def post_install(self, venv: InstalledVenv, version: str) -> None:
         return None

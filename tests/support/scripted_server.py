@@ -218,7 +218,10 @@ def main() -> None:
         if ARGS.pid_file:
             with open(ARGS.pid_file, "a") as fh:
                 fh.write(f"{child.pid}\n")
-    ThreadingHTTPServer((ARGS.host, ARGS.port), Handler).serve_forever()
+    server = ThreadingHTTPServer((ARGS.host, ARGS.port), Handler)
+    print(f"scripted: booted in {time.monotonic() - START:.3f} s", file=sys.stderr, flush=True)
+    print("scripted: serving", file=sys.stderr, flush=True)
+    server.serve_forever()
 
 
 if __name__ == "__main__":

@@ -1,14 +1,45 @@
 from __future__ import annotations
 
+import asyncio
 import json
+import math
+import time
 
 import httpx
+import pytest
 
-from harness.loadgen import make_prompts, run_levels
+from harness.loadgen import Load, Options, arrival_gaps, make_prompts, run_points, run_sweep
+from harness.metrics import Slo
 
 
 def _sse(*payloads: object) -> bytes:
     return b"".join(f"data: {p if isinstance(p, str) else json.dumps(p)}\n\n".encode() for p in payloads)
+
+
+def _stream_handler(seen: list[dict] | None = None, block_s: float = 0.0):
+    def handler(request: httpx.Request) -> httpx.Response:
+        if block_s:
+            time.sleep(block_s)  # a blocking callback: starves the client's event loop
+        body = json.loads(request.content)
+        if seen is not None:
+            seen.append(body)
+        n = body["max_tokens"]
+        chunks = [{"choices": [{"index": 0, "text": f" t{i}"}]} for i in range(n)]
+        usage = {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": n, "total_tokens": 5 + n}}
+        return httpx.Response(200, content=_sse(*chunks, usage, "[DONE]"), headers={"content-type": "text/event-stream"})
+
+    return handler
+
+
+def _slow_server(delay_s: float):
+    """An async handler: the 'server' takes its time without blocking the loop, as a real one does."""
+    inner = _stream_handler()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(delay_s)
+        return inner(request)
+
+    return handler
 
 
 def test_prompts_are_seeded() -> None:
@@ -17,26 +48,90 @@ def test_prompts_are_seeded() -> None:
     assert len(make_prompts(3, 26, seed=1)[0].split()) == 20
 
 
-def test_streaming_client_counts_tokens_from_usage() -> None:
+def test_gamma_gaps_match_the_rate_and_are_seeded() -> None:
+    gaps = arrival_gaps(4000, rate=4.0, burstiness=1.0, seed=3)
+    assert gaps == arrival_gaps(4000, rate=4.0, burstiness=1.0, seed=3)
+    assert sum(gaps) / len(gaps) == pytest.approx(0.25, rel=0.05)  # mean gap = 1 / rate
+    bursty = arrival_gaps(4000, rate=4.0, burstiness=0.25, seed=3)
+    assert sum(bursty) / len(bursty) == pytest.approx(0.25, rel=0.1)
+    # lower burstiness = more variance at the same mean (gamma: var = mean^2 / shape)
+    var = lambda xs: sum((x - 0.25) ** 2 for x in xs) / len(xs)  # noqa: E731
+    assert var(bursty) > 2.5 * var(gaps)
+    assert arrival_gaps(3, rate=math.inf, burstiness=1.0, seed=0) == [0.0, 0.0, 0.0]
+
+
+def test_concurrency_points_count_tokens_from_usage() -> None:
     seen: list[dict] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        body = json.loads(request.content)
-        seen.append(body)
-        n = body["max_tokens"]
-        chunks = [{"choices": [{"index": 0, "text": f" t{i}"}]} for i in range(n)]
-        usage = {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": n, "total_tokens": 5 + n}}
-        return httpx.Response(200, content=_sse(*chunks, usage, "[DONE]"), headers={"content-type": "text/event-stream"})
-
-    levels = run_levels("http://test", "m", ["a", "b", "c"], [1, 2], max_tokens=4, extra={"ignore_eos": True},
-                        transport=httpx.MockTransport(handler))
-    assert [lvl.concurrency for lvl in levels] == [1, 2]
-    for lvl in levels:
-        assert (lvl.requests, lvl.completed, lvl.failed, lvl.output_tokens) == (3, 3, 0, 12)
-        assert lvl.token_count_mismatches == 0
-        assert lvl.itl_ms.n == 9
+    points = run_points("http://test", "m", ["a", "b", "c"], [Load(mode="concurrency", target=1), Load(mode="concurrency", target=2)],
+                        Options(max_tokens=4, extra={"ignore_eos": True}, warmup_requests=1),
+                        transport=httpx.MockTransport(_stream_handler(seen)))  # fmt: skip
+    assert [p["label"] for p in points] == ["c=1", "c=2"]
+    for p in points:
+        assert (p["requests"], p["completed"], p["failed"], p["output_tokens"]) == (3, 3, 0, 12)
+        assert p["token_count_mismatches"] == 0 and p["itl_ms"]["n"] == 9
+    assert len(seen) == 2 * (1 + 3)  # one warm-up request per point, not measured
     assert seen[0]["stream_options"] == {"include_usage": True}
     assert seen[0]["ignore_eos"] is True and seen[0]["temperature"] == 0.0
+
+
+def test_repeats_store_every_run_median_and_ci() -> None:
+    points = run_points("http://test", "m", ["a", "b"], [Load(mode="concurrency", target=2)], Options(max_tokens=2),
+                        repeats=3, transport=httpx.MockTransport(_stream_handler()))  # fmt: skip
+    (p,) = points
+    assert len(p["repeats"]) == 3 and len(p["output_tok_s_all"]) == 3
+    lo, hi = p["output_tok_s_ci95"]
+    assert lo <= p["output_tok_s_median"] <= hi or lo <= sum(p["output_tok_s_all"]) / 3 <= hi
+
+
+def test_rate_point_and_duration_stop() -> None:
+    t0 = time.monotonic()
+    (p,) = run_points("http://test", "m", ["x"] * 50, [Load(mode="rate", target=20.0, max_duration_s=0.5)], Options(max_tokens=1),
+                      transport=httpx.MockTransport(_stream_handler()))  # fmt: skip
+    assert time.monotonic() - t0 < 2.0
+    assert 3 <= p["requests"] < 50  # stopped by duration, not by count
+    assert p["label"] == "rate=20/s"
+
+
+def test_sweep_goes_sync_max_then_rates_between() -> None:
+    points = run_sweep("http://test", "m", ["a", "b", "c", "d"], Options(max_tokens=2), points=2,
+                       transport=httpx.MockTransport(_stream_handler()))  # fmt: skip
+    labels = [p["label"] for p in points]
+    assert labels[:2] == ["c=1", "rate=max"]
+    assert len(points) == 4 or len(points) == 2  # 2 when sync and max measured the same req/s
+    if len(points) == 4:
+        lo, hi = points[0]["request_s"], points[1]["request_s"]
+        assert all(lo < p["target"] < hi for p in points[2:])
+
+
+def test_saturation_flag_trips_when_the_client_is_starved() -> None:
+    # The mock transport runs in the event loop's thread: a blocking sleep there stalls the loop,
+    # exactly what a CPU-bound client does.
+    starved = run_points("http://test", "m", ["a"] * 4, [Load(mode="concurrency", target=4)], Options(max_tokens=2),
+                         transport=httpx.MockTransport(_stream_handler(block_s=0.2)))  # fmt: skip
+    assert starved[0]["saturated"] is True
+    assert "event-loop lag p99" in starved[0]["saturation_reason"]
+    # A zero-latency mock makes the client the bottleneck too (CPU-bound): also flagged.
+    busy = run_points("http://test", "m", ["a"] * 40, [Load(mode="concurrency", target=4)], Options(max_tokens=8),
+                      transport=httpx.MockTransport(_stream_handler()))  # fmt: skip
+    assert busy[0]["saturated"] is True and "client CPU" in busy[0]["saturation_reason"]
+    # A server that takes its time leaves the client idle: not flagged.
+    healthy = run_points("http://test", "m", ["a"] * 4, [Load(mode="concurrency", target=4)], Options(max_tokens=2),
+                         transport=httpx.MockTransport(_slow_server(0.2)))  # fmt: skip
+    assert healthy[0]["saturated"] is False, healthy[0]["saturation_reason"]
+
+
+def test_goodput_counts_requests_meeting_every_slo() -> None:
+    opts = Options(max_tokens=2, slo=Slo(ttft_ms=10_000, e2el_ms=10_000))
+    (ok,) = run_points("http://test", "m", ["a", "b"], [Load(mode="concurrency", target=1)], opts,
+                       transport=httpx.MockTransport(_stream_handler()))  # fmt: skip
+    assert ok["goodput_req_s"] == pytest.approx(ok["request_s"])
+    strict = Options(max_tokens=2, slo=Slo(ttft_ms=0.0))
+    (none,) = run_points("http://test", "m", ["a", "b"], [Load(mode="concurrency", target=1)], strict,
+                         transport=httpx.MockTransport(_stream_handler(block_s=0.01)))  # fmt: skip
+    assert none["goodput_req_s"] == 0.0
+    (no_slo,) = run_points("http://test", "m", ["a"], [Load(mode="concurrency", target=1)], Options(max_tokens=2),
+                           transport=httpx.MockTransport(_stream_handler()))  # fmt: skip
+    assert no_slo["goodput_req_s"] is None
 
 
 def test_errors_and_missing_usage_are_failures() -> None:
@@ -45,9 +140,10 @@ def test_errors_and_missing_usage_are_failures() -> None:
             return httpx.Response(500, text="engine died")
         return httpx.Response(200, content=_sse({"choices": [{"text": "x"}]}, "[DONE]"))
 
-    (lvl,) = run_levels("http://test", "m", ["bad", "ok"], [1], max_tokens=1, transport=httpx.MockTransport(handler))
-    assert (lvl.completed, lvl.failed) == (0, 2)
-    assert lvl.errors == ("HTTP 500: engine died", "no usage in the stream")
+    (p,) = run_points("http://test", "m", ["bad", "ok"], [Load(mode="concurrency", target=1)], Options(max_tokens=1),
+                      transport=httpx.MockTransport(handler))  # fmt: skip
+    assert (p["completed"], p["failed"]) == (0, 2)
+    assert p["errors"] == ["HTTP 500: engine died", "no usage in the stream"]
 
 
 def test_mismatch_between_chunks_and_usage_is_reported() -> None:
@@ -55,5 +151,6 @@ def test_mismatch_between_chunks_and_usage_is_reported() -> None:
         usage = {"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4}}
         return httpx.Response(200, content=_sse({"choices": [{"text": "x"}]}, usage, "[DONE]"))
 
-    (lvl,) = run_levels("http://test", "m", ["p"], [1], max_tokens=3, transport=httpx.MockTransport(handler))
-    assert lvl.token_count_mismatches == 1
+    (p,) = run_points("http://test", "m", ["p"], [Load(mode="concurrency", target=1)], Options(max_tokens=3),
+                      transport=httpx.MockTransport(handler))  # fmt: skip
+    assert p["token_count_mismatches"] == 1

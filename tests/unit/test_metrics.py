@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from harness.metrics import RequestRecord, percentile, summarize
+from harness.metrics import ClientLimits, RequestRecord, Slo, aggregate, percentile, summarize
 
 
 def test_percentile_interpolates_like_numpy() -> None:
@@ -22,7 +22,7 @@ def test_summary_matches_hand_computed_definitions() -> None:
     a = RequestRecord(sent=0.0, chunk_times=(0.1, 0.3, 0.6), end=0.6, output_tokens=3, chunk_count=3)
     b = RequestRecord(sent=0.2, chunk_times=(0.5, 0.7), end=0.8, output_tokens=2, chunk_count=2)
     failed = RequestRecord(sent=0.1, end=0.2, error="HTTP 500: boom")
-    s = summarize(2, [a, b, failed], duration_s=1.0, client_cpu_s=0.05)
+    s = summarize([a, b, failed], 1.0, mode="concurrency", target=2, client_cpu_s=0.05)
     assert (s.requests, s.completed, s.failed) == (3, 2, 1)
     assert s.output_tokens == 5
     assert s.output_tok_s == 5.0
@@ -44,11 +44,37 @@ def test_summary_matches_hand_computed_definitions() -> None:
 def test_tpot_skips_single_token_requests_and_counts_mismatches() -> None:
     one = RequestRecord(sent=0.0, chunk_times=(0.1,), end=0.1, output_tokens=1, chunk_count=1)
     off = RequestRecord(sent=0.0, chunk_times=(0.1, 0.2), end=0.2, output_tokens=3, chunk_count=2)
-    s = summarize(1, [one, off], duration_s=0.2)
+    s = summarize([one, off], 0.2)
     assert s.tpot_ms.n == 1
     assert s.token_count_mismatches == 1
 
 
 def test_distribution_to_dict_turns_nan_into_none() -> None:
-    s = summarize(1, [RequestRecord(sent=0, error="x")], duration_s=1.0)
+    s = summarize([RequestRecord(sent=0, error="x")], 1.0)
     assert s.to_dict()["ttft_ms"] == {"mean": None, "p50": None, "p90": None, "p99": None, "n": 0}
+
+
+def test_goodput_and_saturation_from_hand_computed_timelines() -> None:
+    # A: TTFT 100 ms, TPOT 250 ms, E2EL 600 ms. B: TTFT 300 ms, TPOT 300 ms, E2EL 600 ms.
+    a = RequestRecord(sent=0.0, chunk_times=(0.1, 0.3, 0.6), end=0.6, output_tokens=3, chunk_count=3)
+    b = RequestRecord(sent=0.2, chunk_times=(0.5, 0.7), end=0.8, output_tokens=2, chunk_count=2)
+    assert summarize([a, b], 2.0, slo=Slo(ttft_ms=200)).goodput_req_s == 0.5  # only A: 1 request / 2 s
+    assert summarize([a, b], 2.0, slo=Slo(tpot_ms=260, e2el_ms=600)).goodput_req_s == 0.5
+    assert summarize([a, b], 2.0, slo=Slo(ttft_ms=301, tpot_ms=301)).goodput_req_s == 1.0  # 300 ms is 300.00000000000006 in floats
+    busy = summarize([a, b], 1.0, client_cpu_s=0.95, limits=ClientLimits(cpu_util=0.9))
+    assert busy.saturated and busy.saturation_reason == "client CPU 95% of one core (limit 90%)"
+    laggy = summarize([a, b], 1.0, loop_lags_ms=[1.0] * 98 + [80.0, 90.0])
+    assert laggy.saturated and laggy.saturation_reason.startswith("event-loop lag p99 ")
+    assert not summarize([a, b], 1.0, client_cpu_s=0.1, loop_lags_ms=[1.0, 2.0]).saturated
+
+
+def test_aggregate_repeats() -> None:
+    reps = [summarize([RequestRecord(sent=0, chunk_times=(0.1,), end=d, output_tokens=10, chunk_count=10)], d)
+            for d in (1.0, 2.0, 4.0)]  # 10, 5, 2.5 tok/s
+    point = aggregate(reps)
+    assert point["output_tok_s_all"] == [10.0, 5.0, 2.5]
+    assert point["output_tok_s_median"] == 5.0 and point["output_tok_s"] == 5.0
+    # mean 5.833, sd 3.819, t(2) = 4.303: half-width 9.49
+    lo, hi = point["output_tok_s_ci95"]
+    assert lo == pytest.approx(5.8333 - 9.4876, abs=1e-3) and hi == pytest.approx(5.8333 + 9.4876, abs=1e-3)
+    assert aggregate(reps[:1])["output_tok_s_ci95"] is None

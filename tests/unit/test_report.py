@@ -20,7 +20,9 @@ MATRIX = parse_matrix(
 
 def _level(c: int, tok_s: float) -> dict:
     dist = {"mean": 50.0, "p50": 50.0, "p90": 60.0, "p99": 70.0, "n": 8}
-    return {"concurrency": c, "requests": 8, "completed": 8, "failed": 0, "duration_s": 4.0, "output_tokens": 512,
+    return {"label": f"c={c}", "mode": "concurrency", "target": c, "output_tok_s_median": tok_s, "output_tok_s_all": [tok_s, tok_s - 2],
+            "output_tok_s_ci95": [tok_s - 5, tok_s + 5], "saturated": c == 8, "saturation_reason": "client CPU 95% of one core",
+            "requests": 8, "completed": 8, "failed": 0, "duration_s": 4.0, "output_tokens": 512,
             "output_tok_s": tok_s, "request_s": 2.0, "ttft_ms": dist, "tpot_ms": dist, "itl_ms": dist, "e2el_ms": dist,
             "client_cpu_s": 0.1, "token_count_mismatches": 0, "errors": []}
 
@@ -84,9 +86,20 @@ def test_html_escapes_everything(tmp_path: Path, hostile: str) -> None:
     assert "<b>" not in html
     assert "<img" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
     assert "<details><summary>evidence</summary>" in html
+    assert html.count("<polyline") == 2  # one curve per pin with throughput
 
 
 def test_latest_moves_to_the_newest_run(tmp_path: Path, hostile: str) -> None:
     write_reports(MATRIX, tmp_path / "vllm" / "a", "a", _cells(hostile))
     write_reports(MATRIX, tmp_path / "vllm" / "b", "b", _cells(hostile))
     assert (tmp_path / "vllm" / "latest").resolve() == (tmp_path / "vllm" / "b").resolve()
+
+
+def test_client_bound_points_are_flagged_and_not_used(tmp_path: Path, hostile: str) -> None:
+    cells = _cells(hostile)
+    cells[0].throughput.append(_level(8, 500.0))  # 0.32.0: a huge number, but client-bound
+    paths, recs = write_reports(MATRIX, tmp_path / "vllm" / "r", "r", cells)
+    assert recs[0].ranking[0] == ("0.32.0", 95.0)  # the client-bound 500 tok/s is not its peak
+    md = paths.markdown.read_text()
+    assert "CLIENT-BOUND: client CPU 95% of one core" in md
+    assert "85.0–95.0 (n=2)" in md  # the spread of a repeated point

@@ -53,3 +53,43 @@ def test_workers_get_disjoint_gpu_groups() -> None:
 def test_not_enough_gpus() -> None:
     with pytest.raises(ValueError, match="a cell needs 2 GPU"):
         slot_for_worker("cuda", [0], 2, 0)
+
+
+class FakeMemNVML(FakeNVML):
+    """NVML with per-device used memory that rises and falls while a cell runs."""
+
+    def __init__(self, used_mib: dict[int, list[float]]) -> None:
+        super().__init__(len(used_mib))
+        self.used = {g: list(v) for g, v in used_mib.items()}
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
+        return index
+
+    def nvmlDeviceGetMemoryInfo(self, handle: int):
+        series = self.used[handle]
+        value = series.pop(0) if len(series) > 1 else series[0]
+        return type("Mem", (), {"used": value * (1 << 20)})()
+
+
+def test_gpu_memory_sampler_records_the_peak() -> None:
+    import time
+
+    from harness.slots import GpuMemorySampler
+
+    nvml = FakeMemNVML({0: [100, 900, 300], 1: [50, 60, 2000, 10]})
+    with GpuMemorySampler([0, 1], interval_s=0.01, nvml=nvml) as sampler:
+        time.sleep(0.2)
+    assert sampler.peaks_mib == {0: 900.0, 1: 2000.0}
+    assert sampler.samples >= 4
+    assert nvml.calls == ["init", "shutdown"]
+
+
+def test_gpu_memory_sampler_is_inert_without_gpus_or_driver() -> None:
+    from harness.slots import GpuMemorySampler
+
+    with GpuMemorySampler([]) as s:
+        pass
+    assert s.peaks_mib == {}
+    with GpuMemorySampler([0], nvml=FakeNVML(None)) as s:
+        pass
+    assert s.peaks_mib == {}
