@@ -45,8 +45,19 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks (numbers, not tests): client capacity and agreement with `vllm bench serve`; JSON in reports/bench/."""
+    session.install("-e", ".")
+    which = session.posargs or ["client_capacity", "agreement"]
+    for name in which:
+        if name not in ("client_capacity", "agreement"):
+            session.error(f"unknown benchmark {name!r} (known: client_capacity, agreement)")
+        session.run("python", "-m", f"benchmarks.{name}")
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff and mypy."""
     session.install("-e", ".[lint]")
-    session.run("ruff", "check", "harness", "tests", "noxfile.py")
+    session.run("ruff", "check", "harness", "tests", "benchmarks", "noxfile.py")
     session.run("mypy", "harness")

