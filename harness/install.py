@@ -8,6 +8,8 @@ install the same pin twice.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import shutil
@@ -57,6 +59,7 @@ class Installed:
     seconds: float
     log: Path | None
     warnings: tuple[str, ...] = ()
+    size_bytes: int = 0  # of the pin's venv (0: manual install, not measured)
 
 
 def default_data_dir() -> Path:
@@ -78,6 +81,7 @@ class PipxVenv:
     """A pipx venv, addressed the way ``pipx runpip`` addresses it: package name plus suffix."""
 
     def __init__(self, paths: InstallPaths, package: str, suffix: str, root: Path, log: Path) -> None:
+        # pipx names a venv after the package, normalised, plus the suffix: `pipx runpip` takes that name.
         self.paths, self.name, self.root, self.log = paths, f"{package}{suffix}", root, log
 
     @property
@@ -186,6 +190,46 @@ def _venv_of(executable: Path, paths: InstallPaths) -> Path | None:
     return None
 
 
+def _link(link: Path, target: Path) -> None:
+    """Point ``link`` at ``target`` atomically (a reader never sees it missing or half-made)."""
+    tmp = link.with_name(f".{link.name}.tmp")
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    tmp.symlink_to(target)
+    os.replace(tmp, link)
+
+
+def _tree_size(root: Path) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, f)).st_size
+    return total
+
+
+def _finish(flavour: Flavour, venv: PipxVenv, exe: Path, version: str, progress: Progress) -> dict[str, object]:
+    """Fix-ups, the GPUStack-named link where pipx's app is not it, and the marker that says it is done."""
+    progress("applying post-install fix-ups")
+    flavour.post_install(venv, version)
+    target = flavour.bin_target(venv)
+    if target is not None:
+        if not target.exists():
+            raise InstallError(f"{target} is missing after install", venv.log)
+        _link(exe, target)
+    info = {"platform": flavour.platform, "size_bytes": _tree_size(venv.root)}
+    (venv.root / _FIXUP_MARKER).write_text(json.dumps(info) + "\n", encoding="utf-8")
+    return info
+
+
+def _marker(venv_root: Path) -> dict[str, object] | None:
+    try:
+        data = json.loads((venv_root / _FIXUP_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def ensure_installed(
     backend: Backend,
     flavour: Flavour,
@@ -194,44 +238,50 @@ def ensure_installed(
     paths: InstallPaths,
     *,
     extra_index_urls: Sequence[str] = (),
+    pip_args: Sequence[str] = (),
     progress: Progress = lambda _: None,
 ) -> Installed:
+    """``<bin_dir>/<backend>_<version>``, installed with pipx unless it is already there.
+
+    ``pip_args`` (validated by the spec: no spaces) go to pip through pipx's ``--pip-args``, e.g.
+    ``--constraint`` files or extra requirements, as GPUStack's backend deps do."""
     exe = paths.bin_dir / executable_name(backend.name, pin)
     for d in (paths.bin_dir, paths.log_dir, paths.lock_dir):
         d.mkdir(parents=True, exist_ok=True)
     log = paths.log_dir / f"{exe.name}.log"
     suffix = pipx_suffix(pin)
+    app_link = paths.bin_dir / f"{flavour.pipx_app}{suffix}"
     started = time.monotonic()
     with FileLock(str(paths.lock_dir / f"{exe.name}.lock")):
-        if exe.is_symlink() and not exe.exists():
-            progress(f"removing broken link {exe}")
-            exe.unlink()
+        for link in {exe, app_link}:
+            if link.is_symlink() and not link.exists():
+                progress(f"removing broken link {link}")
+                link.unlink()
         if exe.exists():
             venv_root = _venv_of(exe, paths)
             if venv_root is None:
                 return Installed(executable=exe, origin="manual", installed_now=False, seconds=0.0, log=None)
-            if not (venv_root / _FIXUP_MARKER).exists():
-                progress("applying post-install fix-ups")
-                flavour.post_install(PipxVenv(paths, package, suffix, venv_root, log), pin.text)
-                (venv_root / _FIXUP_MARKER).write_text(flavour.platform + "\n", encoding="utf-8")
-            return Installed(
-                executable=exe, origin="pipx", installed_now=False, seconds=time.monotonic() - started, log=log
-            )
+            info = _marker(venv_root)
+            if info is None:  # installed, but the fix-ups never finished (interrupted): finish them now
+                info = _finish(flavour, PipxVenv(paths, package, suffix, venv_root, log), exe, pin.text, progress)
+            return Installed(executable=exe, origin="pipx", installed_now=False, seconds=time.monotonic() - started, log=log,
+                             size_bytes=int(info.get("size_bytes", 0) or 0))  # type: ignore[call-overload]  # fmt: skip
         log.write_text("", encoding="utf-8")
         urls, warnings = reachable_indexes(extra_index_urls)
         for w in warnings:
             progress(f"warning: {w}")
         argv = [*paths.pipx, "install", "--force", "--suffix", suffix, requirement(package, pin)]
-        if urls:
-            argv += ["--pip-args", " ".join(f"--extra-index-url={u}" for u in urls)]
+        all_pip_args = [f"--extra-index-url={u}" for u in urls] + list(pip_args)
+        if all_pip_args:
+            argv += ["--pip-args", " ".join(all_pip_args)]
         progress(f"installing {requirement(package, pin)} with pipx (log: {log})")
-        _run_logged(argv, _pipx_env(paths), log, what="pipx install")
-        venv_root = _venv_of(exe, paths)
+        _run_logged(argv, {**_pipx_env(paths), **flavour.install_env}, log, what="pipx install")
+        venv_root = _venv_of(app_link, paths)
         if venv_root is None:
-            raise InstallError(f"pipx install succeeded but {exe} is missing or not a pipx link", log)
-        progress("applying post-install fix-ups")
-        flavour.post_install(PipxVenv(paths, package, suffix, venv_root, log), pin.text)
-        (venv_root / _FIXUP_MARKER).write_text(flavour.platform + "\n", encoding="utf-8")
+            raise InstallError(f"pipx install succeeded but {app_link} is missing or not a pipx link", log)
+        info = _finish(flavour, PipxVenv(paths, package, suffix, venv_root, log), exe, pin.text, progress)
+        if not exe.exists():
+            raise InstallError(f"{exe} is missing after install", log)
         return Installed(
             executable=exe,
             origin="pipx",
@@ -239,4 +289,35 @@ def ensure_installed(
             seconds=time.monotonic() - started,
             log=log,
             warnings=tuple(warnings),
+            size_bytes=int(info["size_bytes"]),  # type: ignore[call-overload]
         )
+
+
+@dataclass(frozen=True, kw_only=True)
+class BinPin:
+    backend: str
+    version: str
+    origin: str  # pipx | download | manual
+    path: Path
+
+
+def list_pins(paths: InstallPaths) -> list[BinPin]:
+    """Every ``<backend>_<version>`` executable in the bin dir (GPUStack's naming), with its origin."""
+    from .versions import split_executable_name
+
+    out: list[BinPin] = []
+    if not paths.bin_dir.is_dir():
+        return out
+    downloads = (paths.bin_dir / "llama-box").resolve()
+    for entry in sorted(paths.bin_dir.iterdir()):
+        parsed = split_executable_name(entry.name)
+        if parsed is None or not (entry.is_file() and os.access(entry, os.X_OK)):
+            continue
+        if _venv_of(entry, paths) is not None:
+            origin = "pipx"
+        elif downloads in entry.resolve().parents:
+            origin = "download"
+        else:
+            origin = "manual"
+        out.append(BinPin(backend=parsed[0], version=parsed[1].text, origin=origin, path=entry))
+    return out

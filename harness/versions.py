@@ -75,3 +75,15 @@ def path_safe(text: str) -> str:
 
 def is_windows() -> bool:
     return os.name == "nt"
+
+
+def split_executable_name(name: str) -> tuple[str, Pin] | None:
+    """``vllm_v0.7.3`` -> ("vllm", Pin("v0.7.3")); None when the name is not ``<backend>_<version>``."""
+    stem = name.removesuffix(".exe")
+    backend, sep, version = stem.rpartition("_")
+    if not sep or not valid_backend_name(backend):
+        return None
+    try:
+        return backend, parse_pin(version)
+    except InvalidPin:
+        return None

@@ -73,8 +73,19 @@ class Flavour(Protocol):
     def supports_ignore_eos(self) -> bool:
         """Whether the server honours ``ignore_eos`` (fixed output length for load tests)."""
 
+    @property
+    def pipx_app(self) -> str:
+        """The console script pipx exposes (pipx names it ``<app>_<version>`` in the bin dir)."""
+
+    @property
+    def install_env(self) -> Mapping[str, str]:
+        """Extra environment for the install (e.g. build parallelism for packages that compile)."""
+
     def post_install(self, venv: InstalledVenv, version: str) -> None:
         """Fix-ups after ``pipx install``; must be idempotent."""
+
+    def bin_target(self, venv: InstalledVenv) -> Path | None:
+        """What ``<bin_dir>/<backend>_<version>`` must point at when pipx's app is not it (None: it is)."""
 
     def launch_argv(self, ctx: LaunchContext) -> list[str]: ...
 
@@ -117,4 +128,4 @@ def get_backend(name: str) -> Backend:
 
 
 def _load_builtin() -> None:
-    from . import vllm  # noqa: F401  (registers itself)
+    from . import llama_cpp, vllm  # noqa: F401  (they register themselves)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from . import Backend, InstalledVenv, LaunchContext, register
 
@@ -60,8 +61,13 @@ class CudaFlavour:
     ready_line: str | None = _READY_LINE
     startup_phases: Mapping[str, str] = field(default_factory=lambda: dict(_STARTUP_PHASES))
     supports_ignore_eos: bool = True
+    pipx_app: str = "vllm"
+    install_env: Mapping[str, str] = field(default_factory=dict)
 
     def post_install(self, venv: InstalledVenv, version: str) -> None:
+        return None
+
+    def bin_target(self, venv: InstalledVenv) -> Path | None:
         return None
 
     def launch_argv(self, ctx: LaunchContext) -> list[str]:
@@ -83,7 +89,12 @@ class CpuFlavour:
     ready_line: str | None = _READY_LINE
     startup_phases: Mapping[str, str] = field(default_factory=lambda: dict(_STARTUP_PHASES))
     supports_ignore_eos: bool = True
+    pipx_app: str = "vllm"
+    install_env: Mapping[str, str] = field(default_factory=dict)
     kv_cache_gib: int = field(default=2)
+
+    def bin_target(self, venv: InstalledVenv) -> Path | None:
+        return None  # the `vllm` console script is the GPUStack executable (with the metadata shim)
 
     def post_install(self, venv: InstalledVenv, version: str) -> None:
         # pip uninstall succeeds (with a warning) for packages that are not there: idempotent.

@@ -28,6 +28,11 @@ class ScriptedFlavour:
     ready_line: str | None = r"scripted: serving"
     startup_phases: Mapping[str, str] = field(default_factory=lambda: {"boot_s": r"scripted: booted in ([\d.]+) s"})
     supports_ignore_eos: bool = True
+    pipx_app: str = "scripted"
+    install_env: Mapping[str, str] = field(default_factory=dict)
+
+    def bin_target(self, venv: InstalledVenv) -> Path | None:
+        return None
 
     def post_install(self, venv: InstalledVenv, version: str) -> None:
         return None

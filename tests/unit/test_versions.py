@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from harness.errors import HarnessError
-from harness.versions import InvalidPin, executable_name, parse_pin, pipx_suffix, requirement
+from harness.versions import InvalidPin, executable_name, parse_pin, pipx_suffix, requirement, split_executable_name
 
 
 def test_pin_keeps_text_as_written() -> None:
@@ -40,3 +40,20 @@ def test_invalid_versions_are_refused(text: str) -> None:
 def test_invalid_backend_name() -> None:
     with pytest.raises(HarnessError, match="invalid backend name 'vllm; id'"):
         executable_name("vllm; id", parse_pin("1.0"))
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("vllm_v0.7.3", ("vllm", "v0.7.3")),
+        ("llama-box_v0.0.140.exe", ("llama-box", "v0.0.140")),
+        ("llama.cpp_11434.0.0", ("llama.cpp", "11434.0.0")),
+        ("vllm", None),
+        ("vllm_latest", None),
+        ("README_1.0.md", None),
+        ("_1.0", None),
+    ],
+)
+def test_split_executable_name(name: str, expected: tuple[str, str] | None) -> None:
+    got = split_executable_name(name)
+    assert (got if got is None else (got[0], got[1].text)) == expected

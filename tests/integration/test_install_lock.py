@@ -1,0 +1,87 @@
+"""Installs across processes: one file lock per pin, so parallel workers install a pin once."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# A stand-in for pipx at the process boundary: it lays out a venv the way pipx does (PIPX_HOME/venvs/<name>,
+# app linked into PIPX_BIN_DIR with the suffix), slowly, and counts how often it ran.
+FAKE_PIPX = r"""
+import os, sys, time, pathlib
+args = sys.argv[1:]
+assert args[0] == "install", args
+suffix = args[args.index("--suffix") + 1]
+home, bin_dir = pathlib.Path(os.environ["PIPX_HOME"]), pathlib.Path(os.environ["PIPX_BIN_DIR"])
+with open(os.environ["FAKE_PIPX_COUNT"], "a") as fh:
+    fh.write("run\n")
+time.sleep(1.0)
+venv = home / "venvs" / ("scripted-server" + suffix.replace("_", "-").replace(".", "-"))
+(venv / "bin").mkdir(parents=True, exist_ok=True)
+app = venv / "bin" / "scripted"
+app.write_text("#!/bin/sh\necho scripted\n")
+app.chmod(0o755)
+link = bin_dir / ("scripted" + suffix)
+if link.is_symlink():
+    link.unlink()
+link.symlink_to(app)
+"""
+
+WORKER = r"""
+import json, sys
+from pathlib import Path
+sys.path.insert(0, {root!r})
+import tests.support.scripted_backend  # registers the backend
+from harness.backends import get_backend
+from harness.install import InstallPaths, ensure_installed
+from harness.versions import parse_pin
+b = get_backend("scripted")
+paths = InstallPaths(data_dir=Path({data!r}), bin_dir=Path({bin!r}), pipx=(sys.executable, {pipx!r}))
+got = ensure_installed(b, b.flavour("cpu"), "scripted-server", parse_pin("1.0.0"), paths)
+print(json.dumps({{"exe": str(got.executable), "now": got.installed_now, "origin": got.origin}}))
+"""
+
+
+def test_two_workers_install_the_same_pin_once(tmp_path: Path) -> None:
+    pipx = tmp_path / "fake_pipx.py"
+    pipx.write_text(FAKE_PIPX)
+    count = tmp_path / "count"
+    code = WORKER.format(root=str(ROOT), data=str(tmp_path / "data"), bin=str(tmp_path / "bin"), pipx=str(pipx))
+    env = {**os.environ, "FAKE_PIPX_COUNT": str(count)}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]  # fmt: skip
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    results = [json.loads(o[0].strip().splitlines()[-1]) for o in outs]
+    assert count.read_text().count("run") == 1  # pipx ran once
+    assert sorted(r["now"] for r in results) == [False, True]  # one installed, the other waited and reused
+    assert {r["exe"] for r in results} == {str(tmp_path / "bin" / "scripted_1.0.0")}
+    assert all(r["origin"] == "pipx" for r in results)
+    marker = json.loads(next((tmp_path / "data" / "pipx" / "venvs").glob("*/pinmatrix-fixups")).read_text())
+    assert marker["size_bytes"] > 0
+
+
+def test_pins_command_lists_origins(tmp_path: Path) -> None:
+    pipx = tmp_path / "fake_pipx.py"
+    pipx.write_text(FAKE_PIPX)
+    code = WORKER.format(root=str(ROOT), data=str(tmp_path / "data"), bin=str(tmp_path / "bin"), pipx=str(pipx))
+    subprocess.run([sys.executable, "-c", code], env={**os.environ, "FAKE_PIPX_COUNT": str(tmp_path / "c")}, check=True,
+                   capture_output=True)  # fmt: skip
+    manual = tmp_path / "bin" / "vllm_v0.7.3"
+    manual.write_text("#!/bin/sh\n")
+    manual.chmod(0o755)
+    (tmp_path / "bin" / "notes.txt").write_text("not a pin")
+    box = tmp_path / "bin" / "llama-box" / "llama-box-v0.0.140"
+    box.mkdir(parents=True)
+    (box / "llama-box").write_text("#!/bin/sh\n")
+    (box / "llama-box").chmod(0o755)
+    (tmp_path / "bin" / "llama-box_v0.0.140").symlink_to(box / "llama-box")
+    out = subprocess.run([sys.executable, "-m", "harness", "pins", "--bin-dir", str(tmp_path / "bin"), "--data-dir",
+                          str(tmp_path / "data")], cwd=ROOT, capture_output=True, text=True, check=True).stdout  # fmt: skip
+    rows = [line.split()[:3] for line in out.splitlines()]
+    assert rows == [["llama-box", "v0.0.140", "download"], ["scripted", "1.0.0", "pipx"], ["vllm", "v0.7.3", "manual"]]
