@@ -8,6 +8,7 @@ applies, what was expected and what came back.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,3 +74,8 @@ def exchange(client: httpx.Client, method: str, path: str, body: Any = None, *, 
     except ValueError:
         data = resp.text
     return Exchange(method, path, body if raw is None else raw, resp.status_code, data)
+
+
+def is_blocking(check: dict[str, Any], required: Sequence[str]) -> bool:
+    """A failed check in a required group that the matrix has not waived."""
+    return check.get("group") in required and check.get("passed") is False and not check.get("waived")

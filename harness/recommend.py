@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from packaging.version import Version
 
+from .checks import is_blocking
 from .results import CellResult, Status
 
 
@@ -41,7 +42,7 @@ def _rejection(cell: CellResult, required: Sequence[str]) -> str | None:
     if cell.status is not Status.PASSED:
         what = cell.failure_class.value if cell.failure_class else cell.status.value
         return f"{what}: {cell.reason}" if cell.reason else what
-    failed = [c["name"] for c in cell.checks if c.get("group") in required and c["passed"] is False]
+    failed = [c["name"] for c in cell.checks if is_blocking(c, required)]
     if failed:
         return f"failed required checks: {', '.join(failed)}"
     if cell.throughput and not cell.usable_points():

@@ -42,7 +42,9 @@ def _status(cell: CellResult) -> str:
     return label + (" (expected)" if cell.expected_failure == (cell.failure_class.value if cell.failure_class else None) else "")
 
 
-def _verdict(passed: bool | None) -> str:
+def _verdict(passed: bool | None, waived: str | None = None) -> str:
+    if waived:
+        return "FAIL (waived)"
     return "not evaluated" if passed is None else ("pass" if passed else "FAIL")
 
 
@@ -224,7 +226,7 @@ def render_markdown(matrix: Matrix, run_id: str, cells: Sequence[CellResult], re
         for w in c.warnings:
             out.append(f"- warning: {w}")
         if c.checks:
-            out += ["", tabulate([[ch["group"], ch["name"], _verdict(ch["passed"]), ch["detail"]] for ch in c.checks],
+            out += ["", tabulate([[ch["group"], ch["name"], _verdict(ch["passed"], ch.get("waived")), ch["detail"] + (f" — waived: {ch['waived']}" if ch.get("waived") else "")] for ch in c.checks],
                                  headers=["group", "check", "result", "detail"], tablefmt="github")]  # fmt: skip
         failed = [ch for ch in c.checks if ch["passed"] is False]
         for ch in failed:

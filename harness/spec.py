@@ -132,6 +132,8 @@ class Accuracy:
 class Policy:
     tie_break: str = "newest"
     required_checks: tuple[str, ...] = CHECK_GROUPS
+    # check name -> why a failure of it is a known, accepted deviation (reported, not blocking)
+    waived_checks: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -447,6 +449,10 @@ def parse_matrix(data: Mapping[str, Any], source: str, path: Path | None = None)
     if tie_break not in TIE_BREAKS:
         errors.add("policy.tie_break", f"unknown value {tie_break!r} (expected one of: {', '.join(TIE_BREAKS)})")
     required = po.get_str_list("required_checks") if "required_checks" in po.data else Policy().required_checks
+    waived = po.get_table("waived_checks")
+    for name, why in waived.items():
+        if not isinstance(why, str) or not why.strip():
+            errors.add(f"policy.waived_checks.{name}", f"expected the reason as a non-empty str, got {why!r}")
     for i, check in enumerate(required):
         if check not in CHECK_GROUPS:
             errors.add(f"policy.required_checks[{i}]", f"unknown check {check!r} (expected one of: {', '.join(CHECK_GROUPS)})")
@@ -459,7 +465,7 @@ def parse_matrix(data: Mapping[str, Any], source: str, path: Path | None = None)
         platforms=platforms,
         workload=workload,
         thresholds=thresholds,
-        policy=Policy(tie_break=tie_break, required_checks=required),
+        policy=Policy(tie_break=tie_break, required_checks=required, waived_checks=waived),
         accuracy=accuracy,
         slo=slo,
     )

@@ -65,3 +65,10 @@ def test_pins_without_throughput_are_chosen_by_policy() -> None:
     r = rec([cell("0.31.0", None), cell("0.32.0", None)])
     assert r.version == "0.32.0"
     assert r.reasons[1] == "no throughput measured; chosen among 2 eligible pin(s) by policy 'newest'"
+
+
+def test_waived_failures_do_not_block() -> None:
+    c = cell("0.32.0", 100.0, agreement=False)
+    c.checks[1]["waived"] = "known: llama.cpp answers chat-style logprobs"
+    r = rec([c])
+    assert r.version == "0.32.0"

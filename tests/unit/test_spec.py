@@ -148,3 +148,10 @@ def test_accuracy_files_resolve_next_to_the_matrix(tmp_path: Path) -> None:
     (tmp_path / "extra.jsonl").write_text('{"prompt": "p", "answer": "a"}\n')
     m = parse_matrix({**GOOD, "accuracy": {"tasks": [], "files": ["extra.jsonl"]}}, "m.toml", tmp_path / "m.toml")
     assert m.accuracy.tasks == () and m.accuracy.files == (tmp_path / "extra.jsonl",)
+
+
+def test_waived_checks_need_a_reason() -> None:
+    data = {**GOOD, "policy": {"waived_checks": {"completion.n": "llama.cpp returns one choice", "error.bad_json": ""}}}
+    assert _errors(data) == ["policy.waived_checks.error.bad_json: expected the reason as a non-empty str, got ''"]
+    m = parse_matrix({**GOOD, "policy": {"waived_checks": {"completion.n": "one choice only"}}}, "m.toml")
+    assert m.policy.waived_checks == {"completion.n": "one choice only"}
