@@ -75,6 +75,8 @@ def run_cell(ctx: RunContext, pin_spec: PinSpec, model: ModelSpec) -> CellResult
         "slot": ctx.slot.label,
         "model_source": model.source,
     }
+    if pin_spec.expect is None and pin_spec.why:
+        result.fingerprint["selected_by"] = pin_spec.why
     say = ctx.progress
     phase = "install"
     t0 = time.monotonic()

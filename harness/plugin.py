@@ -10,6 +10,7 @@ is inert in an ordinary test run.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import signal
@@ -21,13 +22,15 @@ from typing import Any
 import pytest
 from _pytest._code.code import TerminalRepr
 
+from . import index
 from .cell import RunContext, cell_id, run_cell
 from .errors import SpecError
-from .install import InstallPaths, default_data_dir, pipx_command
+from .install import InstallPaths, default_data_dir, list_pins, pipx_command
 from .report import write_reports
 from .results import CellResult, ResultStore, Status
 from .slots import default_platform, discover_gpus, slot_for_worker
 from .spec import Matrix, ModelSpec, PinSpec, load_matrix
+from .versions import parse_pin
 
 _RUN_DIR = pytest.StashKey[Path]()
 _MATRICES = pytest.StashKey[dict[str, Matrix]]()
@@ -91,6 +94,8 @@ class MatrixFile(pytest.File):
         platform = opt.pm_platform or default_platform(gpus)
         if platform not in matrix.platforms:
             raise SpecError(str(self.path), [f"platforms: no '{platform}' platform in this matrix (has: {', '.join(matrix.platforms)})"])
+        matrix = resolve_version_sets(matrix, platform, self.config)
+        self.config.stash[_MATRICES][matrix.backend] = matrix
         plat = matrix.platforms[platform]
         pins = sorted(plat.versions, key=lambda p: p.pin.text != plat.reference.text)  # reference first
         for model in plat.models:
@@ -103,6 +108,31 @@ class MatrixFile(pytest.File):
         if isinstance(excinfo.value, SpecError):
             return str(excinfo.value)
         return super().repr_failure(excinfo)
+
+
+def resolve_version_sets(matrix: Matrix, platform: str, config: pytest.Config) -> Matrix:
+    """Turn ranges and "installed" entries into concrete pins (deduplicated, in version order)."""
+    plat = matrix.platforms[platform]
+    if not plat.version_sets:
+        return matrix
+    opt = config.option
+    data_dir = Path(opt.pm_data_dir).expanduser() if opt.pm_data_dir else default_data_dir()
+    bin_dir = Path(opt.pm_bin_dir).expanduser() if opt.pm_bin_dir else data_dir / "bin"
+    pins = {p.pin.text: p for p in plat.versions}
+    for vs in plat.version_sets:
+        try:
+            if vs.installed:
+                paths = InstallPaths(data_dir=data_dir, bin_dir=bin_dir, pipx=("pipx",))
+                found = [b.version for b in list_pins(paths) if b.backend == matrix.backend]
+            else:
+                assert vs.spec is not None
+                found = index.resolve(plat.package, vs.spec, vs.newest, prereleases=vs.prereleases)
+        except index.IndexError_ as exc:
+            raise SpecError(str(matrix.path), [f"platforms.{platform}.versions: {exc}"]) from exc
+        for text in found:
+            pins.setdefault(text, PinSpec(pin=parse_pin(text), why=vs.describe()))
+    ordered = tuple(sorted(pins.values(), key=lambda p: p.pin.version))
+    return dataclasses.replace(matrix, platforms={**matrix.platforms, platform: dataclasses.replace(plat, versions=ordered)})
 
 
 class CellFailed(Exception):

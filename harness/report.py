@@ -223,10 +223,14 @@ def render_markdown(matrix: Matrix, run_id: str, cells: Sequence[CellResult], re
         out.append(f"- phases: {phases or '—'}" + (" (installed in this run)" if c.installed_now else ""))
         if c.executable:
             out.append(f"- executable: `{c.executable}`")
+        if c.fingerprint.get("selected_by"):
+            out.append(f"- selected by: {c.fingerprint['selected_by']}")
         for w in c.warnings:
             out.append(f"- warning: {w}")
         if c.checks:
-            out += ["", tabulate([[ch["group"], ch["name"], _verdict(ch["passed"], ch.get("waived")), ch["detail"] + (f" — waived: {ch['waived']}" if ch.get("waived") else "")] for ch in c.checks],
+            rows = [[ch["group"], ch["name"], _verdict(ch["passed"], ch.get("waived")),
+                     ch["detail"] + (f" — waived: {ch['waived']}" if ch.get("waived") else "")] for ch in c.checks]  # fmt: skip
+            out += ["", tabulate(rows,
                                  headers=["group", "check", "result", "detail"], tablefmt="github")]  # fmt: skip
         failed = [ch for ch in c.checks if ch["passed"] is False]
         for ch in failed:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
 from .accuracy import BUILTIN_TASKS
 from .errors import SpecError
 from .versions import InvalidPin, Pin, parse_pin
@@ -44,6 +46,23 @@ CHECK_GROUPS = ("conformance", "agreement", "accuracy")
 
 
 @dataclass(frozen=True, kw_only=True)
+class VersionSet:
+    """Versions found at run time: a PEP 440 range resolved against the index (``spec``, ``newest``),
+    or every pin already installed in the bin dir (``installed``)."""
+
+    spec: SpecifierSet | None = None
+    newest: int = 1
+    prereleases: bool = False
+    installed: bool = False
+
+    def describe(self) -> str:
+        if self.installed:
+            return "installed in the bin dir"
+        pre = ", pre-releases included" if self.prereleases else ""
+        return f"range {self.spec or 'any'} (newest {self.newest}{pre})"
+
+
+@dataclass(frozen=True, kw_only=True)
 class ModelSpec:
     name: str
     source: str
@@ -58,6 +77,7 @@ class PlatformSpec:
     package: str
     versions: tuple[PinSpec, ...]
     reference: Pin
+    version_sets: tuple[VersionSet, ...] = ()
     models: tuple[ModelSpec, ...]
     serve_args: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
@@ -266,7 +286,23 @@ def _pin(value: Any, path: str, errors: _Errors) -> Pin | None:
         return None
 
 
-def _pin_spec(value: Any, path: str, errors: _Errors) -> PinSpec | None:
+def _version_set(value: dict[str, Any], path: str, errors: _Errors) -> VersionSet | None:
+    t = _Table(value, path, errors, ("spec", "newest", "prereleases", "installed"))
+    if t.get_bool("installed", False):
+        return VersionSet(installed=True)
+    text = t.get_str("spec", required=True)
+    try:
+        spec = SpecifierSet(text) if text is not None else None
+    except InvalidSpecifier:
+        errors.add(_join(path, "spec"), f"invalid PEP 440 specifier {text!r}")
+        spec = None
+    newest, pre = t.get_int("newest", 1, minimum=1), t.get_bool("prereleases", False)
+    return VersionSet(spec=spec, newest=newest, prereleases=pre) if spec is not None else None
+
+
+def _pin_spec(value: Any, path: str, errors: _Errors) -> PinSpec | VersionSet | None:
+    if isinstance(value, dict) and ("spec" in value or "installed" in value):
+        return _version_set(value, path, errors)
     if isinstance(value, dict):
         t = _Table(value, path, errors, ("version", "expect", "why"))
         pin = _pin(value.get("version"), _join(path, "version"), errors) if "version" in value else None
@@ -313,17 +349,20 @@ def _platform(name: str, value: Any, path: str, errors: _Errors, flavours: tuple
     known = ("package", "versions", "reference", "models", "serve_args", "env", "extra_index_urls", "gpus_per_cell")
     t = _Table(value, path, errors, known)
     package = t.get_str("package", required=True)
-    pins = [_pin_spec(v, _join(_join(path, "versions"), i), errors) for i, v in enumerate(t.get_array("versions", required=True))]
+    entries = [_pin_spec(v, _join(_join(path, "versions"), i), errors) for i, v in enumerate(t.get_array("versions", required=True))]
+    pins = [e for e in entries if not isinstance(e, VersionSet)]
+    sets = tuple(e for e in entries if isinstance(e, VersionSet))
     seen: set[str] = set()
-    for i, p in enumerate(pins):
-        if p is not None and p.pin.text in seen:
+    for i, p in enumerate(entries):
+        if isinstance(p, PinSpec) and p.pin.text in seen:
             errors.add(_join(_join(path, "versions"), i), f"duplicate version {p.pin.text!r}")
-        elif p is not None:
+        elif isinstance(p, PinSpec):
             seen.add(p.pin.text)
     reference = _pin(value["reference"], _join(path, "reference"), errors) if "reference" in value else None
     if "reference" not in value:
         errors.add(_join(path, "reference"), "missing")
-    elif reference is not None and reference.text not in seen:
+    elif reference is not None and reference.text not in seen and not sets:
+        # with version sets the reference may come from them, or from outputs stored by an earlier run
         errors.add(_join(path, "reference"), f"{reference.text!r} is not one of versions")
     models = [_model(v, _join(_join(path, "models"), i), errors) for i, v in enumerate(t.get_array("models", required=True))]
     names = [m.name for m in models if m is not None]
@@ -339,12 +378,13 @@ def _platform(name: str, value: Any, path: str, errors: _Errors, flavours: tuple
             errors.add(_join(_join(path, "extra_index_urls"), i), f"expected an http(s) or file URL, got {url!r}")
     gpus = t.get_int("gpus_per_cell", 1 if name != "cpu" else 0)
     serve_args = t.get_str_list("serve_args")
-    if package is None or reference is None or None in pins or None in models:
+    if package is None or reference is None or None in entries or None in models:
         return None
     return PlatformSpec(
         name=name,
         package=package,
         versions=tuple(p for p in pins if p is not None),
+        version_sets=sets,
         reference=reference,
         models=tuple(m for m in models if m is not None),
         serve_args=serve_args,

@@ -142,3 +142,16 @@ def test_interrupt_stops_the_server_and_keeps_finished_cells(tmp_path: Path, ggu
     assert [json.loads(c)["status"] for c in cells] == ["passed"]
     assert (tmp_path / "reports" / "scripted" / "int" / "report.md").exists()
     assert os.path.exists(tmp_path / "reports" / "scripted" / "latest")
+
+
+def test_every_pin_installed_in_the_bin_dir(tmp_path: Path, gguf_model: Path) -> None:
+    install_manual_pin(tmp_path / "bin", "1.0.0")
+    install_manual_pin(tmp_path / "bin", "2.0.0")
+    install_manual_pin(tmp_path / "bin", "v3.0")  # a `v` kept as written, as GPUStack names it
+    (tmp_path / "bin" / "vllm_9.9.9").write_text("#!/bin/sh\n")  # another backend's pin: not ours
+    (tmp_path / "bin" / "vllm_9.9.9").chmod(0o755)
+    matrix = _matrix(tmp_path, "{ installed = true }", "1.0.0", gguf_model)
+    proc = _run(tmp_path, matrix, "--run-id", "inst", "--collect-only", "-q")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cells = [ln.split("::")[-1] for ln in proc.stdout.splitlines() if "::cell[" in ln]
+    assert cells == ["cell[scripted_1.0.0-tiny-cpu]", "cell[scripted_2.0.0-tiny-cpu]", "cell[scripted_v3.0-tiny-cpu]"]

@@ -155,3 +155,13 @@ def test_waived_checks_need_a_reason() -> None:
     assert _errors(data) == ["policy.waived_checks.error.bad_json: expected the reason as a non-empty str, got ''"]
     m = parse_matrix({**GOOD, "policy": {"waived_checks": {"completion.n": "one choice only"}}}, "m.toml")
     assert m.policy.waived_checks == {"completion.n": "one choice only"}
+
+
+def test_version_sets() -> None:
+    versions = ["0.31.0", {"spec": ">=0.27,<0.33", "newest": 3}, {"installed": True}, {"spec": ">=oops"}]
+    data = {**GOOD, "platforms": {"cpu": {**GOOD["platforms"]["cpu"], "versions": versions}}}
+    assert _errors(data) == ["platforms.cpu.versions[3].spec: invalid PEP 440 specifier '>=oops'"]
+    data["platforms"]["cpu"]["versions"] = versions[:3]
+    plat = parse_matrix(data, "m.toml").platforms["cpu"]
+    assert [p.pin.text for p in plat.versions] == ["0.31.0"]
+    assert [vs.describe() for vs in plat.version_sets] == ["range <0.33,>=0.27 (newest 3)", "installed in the bin dir"]
