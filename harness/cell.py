@@ -23,15 +23,16 @@ from typing import Any
 
 import httpx
 
-from . import accuracy, agreement, conformance, loadgen, models
+from . import accuracy, agreement, conformance, download, loadgen, models
 from .backends import LaunchContext, get_backend
 from .checks import Check, is_blocking
+from .download import DEFAULT_BASE_URL, Host, release_url
 from .errors import HarnessError, InstallError, LaunchError, ModelError, ProbeError
 from .install import InstallPaths, ensure_installed
 from .launch import HOST, Server, free_port, log_tail, parse_phases
 from .metrics import ClientLimits, Slo
 from .results import CellResult, FailureClass, Status
-from .slots import GpuMemorySampler, Slot
+from .slots import GpuMemorySampler, Slot, cuda_driver_version
 from .spec import Matrix, ModelSpec, PinSpec, Workload
 from .versions import path_safe, requirement
 
@@ -47,6 +48,8 @@ class RunContext:
     run_dir: Path
     slot: Slot
     progress: Progress = lambda _: None
+    download_base_url: str = DEFAULT_BASE_URL  # GPUStack's --tools-download-base-url
+    allow_http_mirror: bool = False
 
 
 def cell_id(backend: str, pin: str, model: str, platform: str) -> str:
@@ -82,8 +85,15 @@ def run_cell(ctx: RunContext, pin_spec: PinSpec, model: ModelSpec) -> CellResult
     t0 = time.monotonic()
     try:
         say("installing")
-        inst = ensure_installed(backend, flavour, plat.package, pin, ctx.paths,
-                                extra_index_urls=plat.extra_index_urls or flavour.default_extra_index_urls, progress=say)  # fmt: skip
+        if backend.installer == "download":
+            asset = flavour.asset(Host.detect(cuda_driver_version() if ctx.slot.gpus else None))  # type: ignore[attr-defined]
+            result.fingerprint["install_command"] = ["download", release_url(ctx.download_base_url, pin.text, f"{asset}.zip")]
+            inst = download.install_download(backend.name, pin, ctx.paths, asset=asset, base_url=ctx.download_base_url,
+                                             allow_http=ctx.allow_http_mirror, sha256=pin_spec.sha256, progress=say)  # fmt: skip
+        else:
+            inst = ensure_installed(backend, flavour, plat.package, pin, ctx.paths,
+                                    extra_index_urls=plat.extra_index_urls or flavour.default_extra_index_urls, progress=say)  # fmt: skip
+        result.fingerprint["venv_bytes" if inst.origin == "pipx" else "install_bytes"] = inst.size_bytes
         result.phases["install"] = inst.seconds
         result.installed_now, result.executable = inst.installed_now, str(inst.executable)
         result.warnings += list(inst.warnings)

@@ -46,6 +46,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="platform to run (default: cuda when an NVIDIA GPU is found, else cpu)")  # fmt: skip
     g.addoption("--reports-dir", dest="pm_reports_dir", default="reports", help="where reports/<backend>/<run-id>/ go")
     g.addoption("--run-id", dest="pm_run_id", default=None, help="run id (default: UTC timestamp)")
+    g.addoption("--tools-download-base-url", dest="pm_download_base", default="https://github.com",
+                help="mirror for prebuilt backends (GPUStack's option; default https://github.com)")  # fmt: skip
+    g.addoption("--allow-http-mirror", dest="pm_allow_http", action="store_true", help="allow a plain-http download mirror")
 
 
 def _new_run_id() -> str:
@@ -171,7 +174,7 @@ class CellItem(pytest.Item):
             matrix=self.matrix, platform=self.platform,
             paths=InstallPaths(data_dir=data_dir.resolve(), bin_dir=bin_dir.resolve(), pipx=pipx_command(opt.pm_pipx_path)),
             run_dir=run_dir(self.config, self.matrix.backend), slot=slot_for_worker(self.platform, self.gpus, per_cell, index),
-            progress=progress,
+            progress=progress, download_base_url=opt.pm_download_base, allow_http_mirror=opt.pm_allow_http,
         )  # fmt: skip
 
     def runtest(self) -> None:

@@ -130,3 +130,19 @@ class GpuMemorySampler:
             self._stop.set()
             self._thread.join()
             self._nvml.nvmlShutdown()
+
+
+def cuda_driver_version(nvml: Any = None) -> tuple[int, int] | None:
+    """The CUDA version the driver supports (picks llama-box's cuda-12.4 or cuda-12.8 asset)."""
+    try:
+        mod = nvml or importlib.import_module("pynvml")
+        mod.nvmlInit()
+    except Exception:
+        return None
+    try:
+        v = int(mod.nvmlSystemGetCudaDriverVersion())  # e.g. 12080
+        return (v // 1000, (v % 1000) // 10)
+    except Exception:
+        return None
+    finally:
+        mod.nvmlShutdown()

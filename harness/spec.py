@@ -39,6 +39,7 @@ class PinSpec:
     # recorded, but an outcome in this class is expected (xfail), anything else is a surprise.
     expect: str | None = None
     why: str = ""
+    sha256: str | None = None  # download pins: the asset's hash, instead of the release's sha256sum.txt
 
 
 MODEL_KINDS = ("chat", "embedding")
@@ -304,7 +305,7 @@ def _pin_spec(value: Any, path: str, errors: _Errors) -> PinSpec | VersionSet | 
     if isinstance(value, dict) and ("spec" in value or "installed" in value):
         return _version_set(value, path, errors)
     if isinstance(value, dict):
-        t = _Table(value, path, errors, ("version", "expect", "why"))
+        t = _Table(value, path, errors, ("version", "expect", "why", "sha256"))
         pin = _pin(value.get("version"), _join(path, "version"), errors) if "version" in value else None
         if "version" not in value:
             errors.add(_join(path, "version"), "missing")
@@ -312,7 +313,11 @@ def _pin_spec(value: Any, path: str, errors: _Errors) -> PinSpec | VersionSet | 
         if expect is not None and expect not in EXPECT_VALUES:
             errors.add(_join(path, "expect"), f"unknown value {expect!r} (expected one of: {', '.join(EXPECT_VALUES)})")
             expect = None
-        return PinSpec(pin=pin, expect=expect, why=t.get_str("why") or "") if pin else None
+        sha = t.get_str("sha256")
+        if sha is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha):
+            errors.add(_join(path, "sha256"), f"expected 64 hex digits, got {sha!r}")
+            sha = None
+        return PinSpec(pin=pin, expect=expect, why=t.get_str("why") or "", sha256=sha) if pin else None
     pin = _pin(value, path, errors)
     return PinSpec(pin=pin) if pin else None
 

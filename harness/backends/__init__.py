@@ -128,4 +128,4 @@ def get_backend(name: str) -> Backend:
 
 
 def _load_builtin() -> None:
-    from . import llama_cpp, vllm  # noqa: F401  (they register themselves)
+    from . import llama_box, llama_cpp, vllm  # noqa: F401  (they register themselves)

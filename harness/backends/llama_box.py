@@ -1,0 +1,57 @@
+"""llama-box (GPUStack's llama.cpp-based server): a prebuilt binary downloaded per pin (see harness.download).
+
+Launch line as GPUStack builds it: ``llama-box --host --port --model --alias --ctx-size --gpu-layers
+--parallel --no-mmap --no-warmup``; readiness is ``/health``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..download import Host, asset_name
+from . import Backend, InstalledVenv, LaunchContext, register
+
+
+@dataclass(frozen=True)
+class LlamaBoxFlavour:
+    platform: str
+    toolkit: str  # asset toolkit: cpu (avx2/neon) or cuda (12.4/12.8)
+    default_package: str = "llama-box"
+    default_extra_index_urls: tuple[str, ...] = ()
+    model_format: str = "gguf"
+    readiness_path: str = "/health"
+    ready_line: str | None = r"server is listening on|listening on"
+    startup_phases: Mapping[str, str] = field(default_factory=dict)
+    supports_ignore_eos: bool = True
+    pipx_app: str = ""  # not installed with pipx
+    install_env: Mapping[str, str] = field(default_factory=dict)
+    ctx_size: int = 2048
+    parallel: int = 4
+
+    def asset(self, host: Host) -> str:
+        return asset_name(host, self.toolkit)
+
+    def post_install(self, venv: InstalledVenv, version: str) -> None:
+        return None
+
+    def bin_target(self, venv: InstalledVenv) -> Path | None:
+        return None
+
+    def launch_argv(self, ctx: LaunchContext) -> list[str]:
+        return [str(ctx.executable), "--host", ctx.host, "--port", str(ctx.port), "--model", str(ctx.model_path),
+                "--alias", ctx.served_name, "--ctx-size", str(self.ctx_size), "--gpu-layers", "999" if ctx.gpus else "0",
+                "--parallel", str(self.parallel), "--no-mmap", "--no-warmup", *ctx.extra_args]  # fmt: skip
+
+    def launch_env(self, ctx: LaunchContext) -> dict[str, str]:
+        env = {"TMPDIR": str(ctx.cache_dir / "tmp")}
+        if ctx.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in ctx.gpus)
+        return env
+
+
+LLAMA_BOX = register(Backend(name="llama-box", installer="download", flavours={
+    "cpu": LlamaBoxFlavour(platform="cpu", toolkit="cpu"),
+    "cuda": LlamaBoxFlavour(platform="cuda", toolkit="cuda"),
+}))  # fmt: skip

@@ -1,0 +1,184 @@
+"""Prebuilt-binary pins (llama-box), downloaded the way GPUStack does, and verified.
+
+URL: ``{base}/gpustack/llama-box/releases/download/{version}/{asset}.zip``, ``base`` from
+``--tools-download-base-url`` (default https://github.com; plain http only when allowed). Releases publish
+``sha256sum.txt``; the zip must match it (or a sha256 given in the matrix) — GPUStack does not check,
+we do. Retries with backoff on transport errors and 5xx. The zip is unpacked into a temp dir beside
+the target (members escaping it, absolute or symlinks are refused), then renamed into place as
+``<bin_dir>/llama-box/llama-box-<version>/`` and linked as ``<bin_dir>/llama-box_<version>``: a
+failure at any step leaves nothing half-installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform as pyplatform
+import shutil
+import stat
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import httpx
+from filelock import FileLock
+
+from .errors import InstallError
+from .install import Installed, InstallPaths, _link, _tree_size
+from .versions import Pin, executable_name
+
+DEFAULT_BASE_URL = "https://github.com"
+RETRIES = 3
+BACKOFF_S = 0.5  # doubled after each failed try
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Host:
+    os: str  # linux | darwin | windows
+    arch: str  # amd64 | arm64
+    cuda_version: tuple[int, int] | None = None  # the driver's CUDA version, when there is one
+
+    @classmethod
+    def detect(cls, cuda_version: tuple[int, int] | None = None) -> Host:
+        machine = pyplatform.machine().lower()
+        arch = "arm64" if machine in ("arm64", "aarch64") else "amd64"
+        return cls(os=pyplatform.system().lower(), arch=arch, cuda_version=cuda_version)
+
+
+def asset_name(host: Host, toolkit: str, *, dynamic: bool = False) -> str:
+    """GPUStack's llama-box asset: ``[dl-]llama-box-{os}-{arch}-{toolkit}[-{toolkit_version}]``.
+
+    ``toolkit``: "cpu" (avx2 on amd64, neon on arm64: static CPU builds), "cuda" (12.4, or 12.8 when the
+    host's CUDA is >= 12.8), "hip" (6.2), "metal"."""
+    if toolkit == "cpu":
+        suffix = "neon" if host.arch == "arm64" else "avx2"
+    elif toolkit == "cuda":
+        suffix = "cuda-12.8" if host.cuda_version and host.cuda_version >= (12, 8) else "cuda-12.4"
+    elif toolkit == "hip":
+        suffix = "hip-6.2"
+    elif toolkit == "metal":
+        suffix = "metal"
+    else:
+        raise InstallError(f"unknown llama-box toolkit {toolkit!r} (expected one of: cpu, cuda, hip, metal)")
+    return f"{'dl-' if dynamic else ''}llama-box-{host.os}-{host.arch}-{suffix}"
+
+
+def release_url(base: str, version: str, filename: str) -> str:
+    return f"{base.rstrip('/')}/gpustack/llama-box/releases/download/{version}/{filename}"
+
+
+def _get(client: httpx.Client, url: str, dest: Path | None, progress: Progress) -> tuple[bytes, str]:
+    """GET with retries; streams to ``dest`` when given. Returns (body or b"", sha256 hex)."""
+    delay = BACKOFF_S
+    for attempt in range(1, RETRIES + 1):
+        try:
+            with client.stream("GET", url) as resp:
+                if resp.status_code == 404:
+                    raise InstallError(f"HTTP 404 Not Found: {url}")
+                if resp.status_code >= 500 and attempt < RETRIES:
+                    raise httpx.HTTPStatusError(f"HTTP {resp.status_code}", request=resp.request, response=resp)
+                if resp.status_code != 200:
+                    raise InstallError(f"HTTP {resp.status_code}: {url}")
+                digest = hashlib.sha256()
+                if dest is None:
+                    body = resp.read()
+                    digest.update(body)
+                    return body, digest.hexdigest()
+                with dest.open("wb") as out:
+                    for block in resp.iter_bytes(1 << 20):
+                        digest.update(block)
+                        out.write(block)
+                return b"", digest.hexdigest()
+        except (httpx.TransportError, httpx.HTTPStatusError) as exc:
+            if attempt == RETRIES:
+                raise InstallError(f"download failed after {RETRIES} tries: {url}: {type(exc).__name__}: {exc}") from exc
+            progress(f"retrying in {delay:g} s ({type(exc).__name__}: {exc})")
+            time.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
+
+
+def expected_sha256(sums: str, filename: str) -> str:
+    """The hash of ``filename`` in a ``sha256sum.txt`` (``<hex>  [*]<name>`` lines)."""
+    for line in sums.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].lstrip("*").rsplit("/", 1)[-1] == filename:
+            return parts[0].lower()
+    raise InstallError(f"sha256sum.txt has no entry for {filename}")
+
+
+def safe_extract(archive: Path, dest: Path) -> None:
+    """Unzip refusing absolute members, members that escape ``dest`` and symlinks."""
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            member = PurePosixPath(info.filename)
+            if member.is_absolute() or ".." in member.parts or info.filename.startswith("\\\\"):
+                raise InstallError(f"refusing archive member {info.filename!r}: it escapes the target directory")
+            if stat.S_ISLNK(info.external_attr >> 16):
+                raise InstallError(f"refusing archive member {info.filename!r}: symlinks are not allowed")
+        zf.extractall(dest)  # safe: every member was checked above
+
+
+def install_download(
+    backend: str,
+    pin: Pin,
+    paths: InstallPaths,
+    *,
+    asset: str,
+    base_url: str = DEFAULT_BASE_URL,
+    allow_http: bool = False,
+    sha256: str | None = None,
+    executable: str = "llama-box",
+    transport: httpx.BaseTransport | None = None,
+    progress: Progress = lambda _: None,
+) -> Installed:
+    exe = paths.bin_dir / executable_name(backend, pin)
+    home = paths.bin_dir / backend
+    target = home / f"{backend}-{pin.text}"
+    for d in (home, paths.lock_dir, paths.log_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with FileLock(str(paths.lock_dir / f"{exe.name}.lock")):
+        if exe.is_symlink() and not exe.exists():
+            progress(f"removing broken link {exe}")
+            exe.unlink()
+        if exe.exists():
+            origin = "download" if home.resolve() in exe.resolve().parents else "manual"
+            return Installed(executable=exe, origin=origin, installed_now=False, seconds=0.0, log=None,
+                             size_bytes=_tree_size(target) if target.exists() else 0)  # fmt: skip
+        scheme = base_url.split("://", 1)[0].lower()
+        if scheme != "https" and not (scheme == "http" and allow_http):
+            raise InstallError(f"refusing download base URL {base_url!r}: https only (allow an http mirror explicitly)")
+        url = release_url(base_url, pin.text, f"{asset}.zip")
+        with httpx.Client(transport=transport, timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=True) as client:
+            if sha256 is None:
+                progress(f"fetching {release_url(base_url, pin.text, 'sha256sum.txt')}")
+                sums, _ = _get(client, release_url(base_url, pin.text, "sha256sum.txt"), None, progress)
+                sha256 = expected_sha256(sums.decode("utf-8", "replace"), f"{asset}.zip")
+            tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=home))
+            try:
+                progress(f"downloading {url}")
+                _, got = _get(client, url, tmp / "asset.zip", progress)
+                if got != sha256.lower():
+                    raise InstallError(f"sha256 mismatch for {asset}.zip: expected {sha256.lower()}, got {got}")
+                unpacked = tmp / "unpacked"
+                try:
+                    safe_extract(tmp / "asset.zip", unpacked)
+                except zipfile.BadZipFile as exc:
+                    raise InstallError(f"{asset}.zip is not a valid zip archive: {exc}") from exc
+                found = [p for p in unpacked.rglob("*") if p.name in (executable, executable + ".exe") and p.is_file()]
+                if not found:
+                    raise InstallError(f"{asset}.zip holds no {executable!r} executable")
+                found[0].chmod(found[0].stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+                if target.exists():
+                    shutil.rmtree(target)
+                os.replace(unpacked, target)  # atomic: the version dir appears whole or not at all
+                _link(exe, target / found[0].relative_to(unpacked))
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    return Installed(executable=exe, origin="download", installed_now=True, seconds=time.monotonic() - started, log=None,
+                     size_bytes=_tree_size(target))  # fmt: skip
