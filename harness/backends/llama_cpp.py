@@ -17,7 +17,6 @@ from pathlib import Path
 from ..errors import InstallError
 from . import Backend, InstalledVenv, LaunchContext, register
 
-
 _CMAKE_ARGS = (
     "-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF "
     # No -march=native: on our CI VMs the CPU advertises AMX, ggml's AMX kernel then dies with SIGSEGV
