@@ -254,7 +254,9 @@ def _throughput(ctx: RunContext, result: CellResult, model: ModelSpec, base_url:
         warmup_requests=w.warmup_requests, slo=Slo(ttft_ms=slo.ttft_ms, tpot_ms=slo.tpot_ms, e2el_ms=slo.e2el_ms),
         limits=ClientLimits(cpu_util=t.client_cpu_util, loop_lag_p99_ms=t.client_loop_lag_ms),
     )  # fmt: skip
-    prompts = loadgen.make_prompts(w.requests_per_level, w.input_tokens, w.seed)
+    def prompts(point: int, repeat: int) -> list[str]:  # fresh per run: no answers out of a prompt cache
+        return loadgen.make_prompts(w.requests_per_level, w.input_tokens, w.seed * 1000 + point * 100 + repeat)
+
     what = "a rate sweep" if w.profile == "sweep" else f"{w.profile} [{', '.join(f'{x:g}' for x in (w.rates or w.concurrency))}]"
     ctx.progress(f"measuring throughput: {what}; {w.requests_per_level} requests per point x {w.repeats} repeat(s)")
 

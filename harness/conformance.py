@@ -235,8 +235,9 @@ def check_errors(client: httpx.Client, model: str) -> list[Check]:
     for name, kw in cases:
         ex = exchange(client, "POST", "/v1/completions", **kw)  # type: ignore[arg-type]
         ok = 400 <= ex.status < 500 and ex.is_json and isinstance(ex.data, dict) and ("error" in ex.data or "detail" in ex.data)
-        out.append(_check(name, ok, f"HTTP {ex.status}, JSON error body: {ex.is_json}", ex, expected="4xx with a JSON error",
-                          actual=ex.data))  # fmt: skip
+        got = f"HTTP {ex.status}" + ("" if 400 <= ex.status < 500 else " (expected 4xx)")
+        got += ", JSON error body" if ok or (ex.is_json and isinstance(ex.data, dict) and "error" in ex.data) else ", no JSON error body"
+        out.append(_check(name, ok, got, ex, expected="4xx with a JSON error", actual=ex.data))
     after = exchange(client, "GET", "/v1/models")
     out.append(_check("error.server_keeps_serving", after.status == 200, f"GET /v1/models after bad requests -> {after.status}", after))
     return out

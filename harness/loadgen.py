@@ -144,8 +144,8 @@ async def run_load(
 ) -> LevelSummary:
     """Send ``prompts`` under ``load``; duration = first send -> last end. Client CPU time and event-loop
     lag are recorded over the same window so a client-bound point can be flagged."""
-    for prompt in prompts[: opts.warmup_requests]:  # warm-up: not measured
-        await stream_completion(client, model, prompt, opts.max_tokens, opts.extra)
+    for prompt in prompts[: opts.warmup_requests]:  # warm-up: not measured, and prefixed so that no
+        await stream_completion(client, model, f"(warm-up) {prompt}", opts.max_tokens, opts.extra)  # measured prompt is cached
     lags: list[float] = []
     stop = asyncio.Event()
     watcher = asyncio.create_task(_watch_loop_lag(lags, stop))
@@ -186,24 +186,35 @@ def _client(base_url: str, transport: httpx.AsyncBaseTransport | None, width: in
     return httpx.AsyncClient(base_url=base_url, transport=transport, limits=limits, timeout=timeout_s)
 
 
+Prompts = Sequence[str] | Callable[[int, int], Sequence[str]]
+
+
 def run_points(
     base_url: str,
     model: str,
-    prompts: Sequence[str],
+    prompts: Prompts,
     loads: Sequence[Load],
     opts: Options,
     *,
     repeats: int = 1,
+    first_point: int = 0,
     transport: httpx.AsyncBaseTransport | None = None,
     on_point: Callable[[dict[str, Any]], None] = lambda _: None,
 ) -> list[dict[str, Any]]:
-    """Every load point ``repeats`` times; one aggregated dict per point (see metrics.aggregate)."""
+    """Every load point ``repeats`` times; one aggregated dict per point (see metrics.aggregate).
+
+    ``prompts`` may be a function of (point index, repeat): fresh prompts per run keep servers with
+    prompt/prefix caches (llama.cpp, vLLM) from answering later points out of their cache."""
+
+    def prompts_for(i: int, r: int) -> Sequence[str]:
+        return prompts(first_point + i, r) if callable(prompts) else prompts
 
     async def main() -> list[dict[str, Any]]:
         out = []
-        async with _client(base_url, transport, max(len(prompts), 1), opts.timeout_s) as client:
-            for load in loads:
-                reps = [await run_load(client, model, prompts, load, opts) for _ in range(repeats)]
+        width = max(len(prompts_for(0, 0)), 1)
+        async with _client(base_url, transport, width, opts.timeout_s) as client:
+            for i, load in enumerate(loads):
+                reps = [await run_load(client, model, prompts_for(i, r), load, opts) for r in range(repeats)]
                 point = aggregate(reps)
                 on_point(point)
                 out.append(point)
@@ -215,7 +226,7 @@ def run_points(
 def run_sweep(
     base_url: str,
     model: str,
-    prompts: Sequence[str],
+    prompts: Prompts,
     opts: Options,
     *,
     points: int = 3,
@@ -232,4 +243,5 @@ def run_sweep(
         return first
     rates = [lo + (hi - lo) * (i + 1) / (points + 1) for i in range(points)]
     loads = [Load(mode="rate", target=r, burstiness=burstiness) for r in rates]
-    return first + run_points(base_url, model, prompts, loads, opts, repeats=repeats, transport=transport, on_point=on_point)
+    return first + run_points(base_url, model, prompts, loads, opts, repeats=repeats, first_point=2, transport=transport,
+                              on_point=on_point)  # fmt: skip

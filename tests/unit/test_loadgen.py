@@ -152,3 +152,11 @@ def test_mismatch_between_chunks_and_usage_is_reported() -> None:
     (p,) = run_points("http://test", "m", ["p"], [Load(mode="concurrency", target=1)], Options(max_tokens=3),
                       transport=httpx.MockTransport(handler))  # fmt: skip
     assert p["token_count_mismatches"] == 1
+
+
+def test_fresh_prompts_per_point_and_repeat_and_prefixed_warmups() -> None:
+    seen: list[dict] = []
+    run_points("http://test", "m", lambda point, rep: [f"p{point}-r{rep}"], [Load(mode="concurrency", target=1)] * 2,
+               Options(max_tokens=1, warmup_requests=1), repeats=2, transport=httpx.MockTransport(_stream_handler(seen)))  # fmt: skip
+    assert [b["prompt"] for b in seen] == ["(warm-up) p0-r0", "p0-r0", "(warm-up) p0-r1", "p0-r1",
+                                           "(warm-up) p1-r0", "p1-r0", "(warm-up) p1-r1", "p1-r1"]  # fmt: skip
