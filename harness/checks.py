@@ -60,15 +60,22 @@ class Exchange:
 
 def exchange(client: httpx.Client, method: str, path: str, body: Any = None, *, raw: str | None = None) -> Exchange:
     """Send one request; transport failures (the server is gone) raise ProbeError, HTTP errors do not."""
-    try:
-        if raw is not None:
-            resp = client.request(method, path, content=raw, headers={"content-type": "application/json"})
-        elif body is None:
-            resp = client.request(method, path)
-        else:
-            resp = client.request(method, path, json=body)
-    except httpx.TransportError as exc:
-        raise ProbeError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+    for attempt in (1, 2):
+        try:
+            if raw is not None:
+                resp = client.request(method, path, content=raw, headers={"content-type": "application/json"})
+            elif body is None:
+                resp = client.request(method, path)
+            else:
+                resp = client.request(method, path, json=body)
+            break
+        except httpx.RemoteProtocolError as exc:
+            # A pooled keep-alive connection the server closed just before we reused it (cpp-httplib,
+            # llama.cpp's server, closes idle ones after 5 s): once more on a fresh connection.
+            if attempt == 2:
+                raise ProbeError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+        except httpx.TransportError as exc:
+            raise ProbeError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
     try:
         data: Any = resp.json()
     except ValueError:
