@@ -121,6 +121,10 @@ def safe_extract(archive: Path, dest: Path) -> None:
             if stat.S_ISLNK(info.external_attr >> 16):
                 raise InstallError(f"refusing archive member {info.filename!r}: symlinks are not allowed")
         zf.extractall(dest)  # safe: every member was checked above
+        for info in zf.infolist():  # zipfile drops permissions; keep the archive's rwx bits (never setuid/setgid)
+            mode = (info.external_attr >> 16) & 0o777
+            if mode and not info.is_dir():
+                (dest / info.filename).chmod(mode | stat.S_IRUSR | stat.S_IWUSR)
 
 
 def install_download(

@@ -38,6 +38,13 @@ def make_prompts(n: int, input_tokens: int, seed: int) -> list[str]:
 
 _USAGE, _USAGE_SPACED = b'"usage":{', b'"usage": {'
 _NO_CHOICES, _NO_CHOICES_SPACED = b'"choices":[]', b'"choices": []'
+_EMPTY_TEXT, _EMPTY_TEXT_SPACED = b'"text":""', b'"text": ""'
+
+
+def _empty_text(data: bytes) -> bool:
+    """A chunk that carries no text is no token (llama.cpp ends a stream with one holding finish_reason);
+    with n=1 there is one "text" per chunk, so the byte match is exact."""
+    return _EMPTY_TEXT in data or _EMPTY_TEXT_SPACED in data
 
 
 async def stream_completion(
@@ -78,9 +85,9 @@ async def stream_completion(
                     if _USAGE in data or _USAGE_SPACED in data:  # cannot match inside a JSON string: quotes are escaped there
                         payload = json.loads(data)
                         usage = payload.get("usage") or usage
-                        if payload.get("choices"):
+                        if any(c.get("text") for c in payload.get("choices") or []):
                             chunk_times.append(now)
-                    elif _NO_CHOICES not in data and _NO_CHOICES_SPACED not in data:
+                    elif _NO_CHOICES not in data and _NO_CHOICES_SPACED not in data and not _empty_text(data):
                         chunk_times.append(now)
                 if done:
                     break

@@ -68,6 +68,15 @@ def _run(matrix: Path, tmp_path: Path, *extra: str) -> tuple[subprocess.Complete
     return proc, cell
 
 
+LLAMA_BOX_SHIM = """#!/bin/sh
+here=$(dirname "$(readlink -f "$0")")
+for arg in "$@"; do
+  shift
+  [ "$arg" = "--no-mmap" ] || set -- "$@" "$arg"
+done
+exec "$here/llama-server" "$@"
+"""
+
 # Deviations of llama.cpp's server from the OpenAI API, found by the conformance probes (see the README).
 LLAMA_CPP_WAIVERS = {
     "completion.logprobs_shape": "chat-style content[] in /v1/completions",
@@ -95,7 +104,10 @@ def test_llama_box_through_the_real_download_path(llama_cpp_build: Installed, tm
     with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as zf:
         for f in sorted(bin_dir.iterdir()):
             if f.is_file():
-                zf.write(f, f"{asset}/{'llama-box' if f.name == 'llama-server' else f.name}")
+                zf.write(f, f"{asset}/{f.name}")
+        # llama.cpp b11434 no longer has --no-mmap, which GPUStack passes to llama-box (an older llama.cpp
+        # fork): the `llama-box` entry drops just that flag and execs the real server with the rest.
+        zf.writestr(f"{asset}/llama-box", LLAMA_BOX_SHIM)
     publish(tmp_path / "mirror", "v0.0.999", {zip_path.name: zip_path.read_bytes()})
     with serve(tmp_path / "mirror") as base:
         proc, cell = _run(_matrix(tmp_path / "llama-box.toml", "llama-box", "v0.0.999", LLAMA_CPP_WAIVERS), tmp_path,

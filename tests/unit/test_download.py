@@ -140,3 +140,15 @@ def test_transient_errors_are_retried(tmp_path: Path, monkeypatch: pytest.Monkey
     transport, seen = _mirror(_files(_zip({"llama-box": b"x"})), fail_first=2)
     assert _install(tmp_path, transport).installed_now
     assert len(seen) == 4  # two 503s, then sha256sum.txt and the zip
+
+
+def test_archive_permissions_are_kept(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("llama-box", b"x")
+        lib = zipfile.ZipInfo("rpc-server")
+        lib.external_attr = (stat.S_IFREG | 0o4755) << 16  # setuid requested: not honoured
+        zf.writestr(lib, b"y")
+    _install(tmp_path, _mirror(_files(buf.getvalue()))[0])
+    mode = (tmp_path / "bin" / "llama-box" / "llama-box-v0.0.140" / "rpc-server").stat().st_mode
+    assert mode & 0o111 and not mode & stat.S_ISUID

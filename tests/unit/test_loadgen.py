@@ -160,3 +160,16 @@ def test_fresh_prompts_per_point_and_repeat_and_prefixed_warmups() -> None:
                Options(max_tokens=1, warmup_requests=1), repeats=2, transport=httpx.MockTransport(_stream_handler(seen)))  # fmt: skip
     assert [b["prompt"] for b in seen] == ["(warm-up) p0-r0", "p0-r0", "(warm-up) p0-r1", "p0-r1",
                                            "(warm-up) p1-r0", "p1-r0", "(warm-up) p1-r1", "p1-r1"]  # fmt: skip
+
+
+def test_empty_text_chunks_are_not_tokens() -> None:
+    # llama.cpp's last content chunk carries only finish_reason, with empty text.
+    def handler(request: httpx.Request) -> httpx.Response:
+        chunks = [{"choices": [{"index": 0, "text": " a"}]}, {"choices": [{"index": 0, "text": " b"}]},
+                  {"choices": [{"index": 0, "text": "", "finish_reason": "length"}]},
+                  {"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}}]  # fmt: skip
+        return httpx.Response(200, content=_sse(*chunks, "[DONE]"))
+
+    (p,) = run_points("http://test", "m", ["p"], [Load(mode="concurrency", target=1)], Options(max_tokens=2),
+                      transport=httpx.MockTransport(handler))  # fmt: skip
+    assert (p["output_tokens"], p["token_count_mismatches"], p["itl_ms"]["n"]) == (2, 0, 1)
