@@ -109,9 +109,8 @@ def recommend(
         reasons.append(f"no throughput measured; chosen among {len(tied)} eligible pin(s) by policy '{tie_break}'")
     elif len(tied) > 1:
         others = ", ".join(f"{c.version} ({c.peak_output_tok_s() or 0.0:.1f})" for c in tied if c is not chosen)
-        reasons.append(
-            f"peak {tok:.1f} output tok/s, within {noise:.0%} of {others}: a tie, broken by policy '{tie_break}'"
-        )
+        how = "95% CIs overlap with" if chosen.peak_ci95() and all(c.peak_ci95() for c in tied) else f"within {noise:.0%} of"
+        reasons.append(f"peak {tok:.1f} output tok/s, {how} {others}: a tie, broken by policy '{tie_break}'")
     else:
         reasons.append(f"fastest eligible pin: peak {tok:.1f} output tok/s")
     for cell in ranked:

@@ -40,7 +40,7 @@ class LlamaCppFlavour:
     default_extra_index_urls: tuple[str, ...] = ()
     model_format: str = "gguf"
     readiness_path: str = "/health"
-    ready_line: str | None = r"server is listening on"
+    ready_line: str | None = r"listening on http"
     startup_phases: Mapping[str, str] = field(default_factory=dict)
     supports_ignore_eos: bool = True
     pipx_app: str = "llama-cpp-server"
