@@ -117,8 +117,8 @@ def run_cell(ctx: RunContext, pin_spec: PinSpec, model: ModelSpec) -> CellResult
         result.phases["model"] = time.monotonic() - t0
     except LaunchError as exc:
         _fail(result, FailureClass.STARTUP_FAILED, str(exc), exc.log)
-    except ProbeError as exc:
-        _fail(result, FailureClass.PROBE_FAILED, str(exc), None)
+    except ProbeError as exc:  # the server stopped answering: its log says why
+        _fail(result, FailureClass.PROBE_FAILED, str(exc), Path(result.log_path) if result.log_path else None)
     except HarnessError as exc:
         _fail(result, FailureClass.HARNESS_ERROR, f"{phase}: {exc}", None)
     except KeyboardInterrupt:
