@@ -63,12 +63,13 @@ def pins(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks (numbers, not tests): client capacity and agreement with `vllm bench serve`; JSON in reports/bench/."""
-    session.install("-e", ".")
-    which = session.posargs or ["client_capacity", "agreement"]
+    """Benchmarks (numbers, not tests): client capacity, agreement with `vllm bench serve`, pipx vs uv; JSON in reports/bench/."""
+    session.install("-e", ".", "uv")
+    known = ("client_capacity", "agreement", "installers")
+    which = session.posargs or ["client_capacity", "agreement"]  # installers: 7 GB of venvs, ask for it by name
     for name in which:
-        if name not in ("client_capacity", "agreement"):
-            session.error(f"unknown benchmark {name!r} (known: client_capacity, agreement)")
+        if name not in known:
+            session.error(f"unknown benchmark {name!r} (known: {', '.join(known)})")
         session.run("python", "-m", f"benchmarks.{name}")
 
 

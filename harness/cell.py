@@ -91,7 +91,7 @@ def run_cell(ctx: RunContext, pin_spec: PinSpec, model: ModelSpec) -> CellResult
             inst = download.install_download(backend.name, pin, ctx.paths, asset=asset, base_url=ctx.download_base_url,
                                              allow_http=ctx.allow_http_mirror, sha256=pin_spec.sha256, progress=say)  # fmt: skip
         else:
-            inst = ensure_installed(backend, flavour, plat.package, pin, ctx.paths,
+            inst = ensure_installed(backend, flavour, plat.package, pin, ctx.paths, installer=plat.installer,
                                     extra_index_urls=plat.extra_index_urls or flavour.default_extra_index_urls, progress=say)  # fmt: skip
         result.fingerprint["venv_bytes" if inst.origin == "pipx" else "install_bytes"] = inst.size_bytes
         result.phases["install"] = inst.seconds

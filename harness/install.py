@@ -43,6 +43,10 @@ class InstallPaths:
         return self.data_dir / "pipx"
 
     @property
+    def uv_venvs(self) -> Path:
+        return self.data_dir / "uv" / "venvs"
+
+    @property
     def log_dir(self) -> Path:
         return self.data_dir / "logs" / "install"
 
@@ -179,15 +183,62 @@ def reachable_indexes(urls: Sequence[str], *, timeout: float = 5.0) -> tuple[lis
 
 
 def _venv_of(executable: Path, paths: InstallPaths) -> Path | None:
-    """The pipx venv behind a bin-dir link, or None for a manual install."""
+    """The pipx or uv venv behind a bin-dir link, or None for a manual install."""
+    found = _venv_and_origin(executable, paths)
+    return found[0] if found else None
+
+
+def _venv_and_origin(executable: Path, paths: InstallPaths) -> tuple[Path, str] | None:
     try:
         target = executable.resolve(strict=True)
     except OSError:
         return None
-    venvs = (paths.pipx_home / "venvs").resolve()
-    if venvs in target.parents:
-        return venvs / target.relative_to(venvs).parts[0]
+    for root, origin in ((paths.pipx_home / "venvs", "pipx"), (paths.uv_venvs, "uv")):
+        venvs = root.resolve()
+        if venvs in target.parents:
+            return venvs / target.relative_to(venvs).parts[0], origin
     return None
+
+
+class UvVenv(PipxVenv):
+    """A venv made by uv; its pip is ``uv pip --python <venv python>``."""
+
+    def __init__(self, uv: str, root: Path, log: Path) -> None:
+        self.uv, self.root, self.log, self.name = uv, root, log, root.name
+
+    def runpip(self, args: Sequence[str]) -> str:
+        # `uv pip uninstall` never prompts and has no -y
+        argv = [self.uv, "pip", *[a for a in args if a != "-y"], "--python", str(self.python)]
+        return _run_logged(argv, dict(os.environ), self.log, what=f"uv pip {args[0] if args else ''}".strip())
+
+
+def _uv_install(flavour: Flavour, package: str, pin: Pin, paths: InstallPaths, exe: Path, urls: Sequence[str],
+                pip_args: Sequence[str], log: Path, progress: Progress) -> UvVenv:  # fmt: skip
+    """The same bin-dir layout as pipx, built with `uv venv` + `uv pip install`."""
+    uv = shutil.which("uv")
+    if uv is None:
+        raise InstallError("installer 'uv' asked for, but uv is not on PATH (pip install uv)", log)
+    root = paths.uv_venvs / f"{re.sub(r'[^A-Za-z0-9.]+', '-', package).lower()}-{pin.text}"
+    if root.exists():  # a previous attempt that did not finish
+        shutil.rmtree(root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **flavour.install_env}
+    _run_logged([uv, "venv", "--python", sys.executable, str(root)], env, log, what="uv venv")
+    venv = UvVenv(uv, root, log)
+    # uv reads no pip.conf: pass the find-links pip is configured with, so local wheels (torch) are seen.
+    find_links = [f"--find-links={x}" for x in os.environ.get("PIP_FIND_LINKS", "").split() if x]
+    argv = [uv, "pip", "install", "--python", str(venv.python), requirement(package, pin),
+            *[f"--extra-index-url={u}" for u in urls], *find_links, *pip_args]  # fmt: skip
+    progress(f"installing {requirement(package, pin)} with uv (log: {log})")
+    try:
+        _run_logged(argv, env, log, what="uv pip install")
+    except InstallError:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    app = root / "bin" / flavour.pipx_app
+    if flavour.bin_target(venv) is None:
+        _link(exe, app)
+    return venv
 
 
 def _link(link: Path, target: Path) -> None:
@@ -239,9 +290,10 @@ def ensure_installed(
     *,
     extra_index_urls: Sequence[str] = (),
     pip_args: Sequence[str] = (),
+    installer: str = "pipx",
     progress: Progress = lambda _: None,
 ) -> Installed:
-    """``<bin_dir>/<backend>_<version>``, installed with pipx unless it is already there.
+    """``<bin_dir>/<backend>_<version>``, installed with pipx (or uv) unless it is already there.
 
     ``pip_args`` (validated by the spec: no spaces) go to pip through pipx's ``--pip-args``, e.g.
     ``--constraint`` files or extra requirements, as GPUStack's backend deps do."""
@@ -258,28 +310,36 @@ def ensure_installed(
                 progress(f"removing broken link {link}")
                 link.unlink()
         if exe.exists():
-            venv_root = _venv_of(exe, paths)
-            if venv_root is None:
+            found = _venv_and_origin(exe, paths)
+            if found is None:
                 return Installed(executable=exe, origin="manual", installed_now=False, seconds=0.0, log=None)
+            venv_root, origin = found
             info = _marker(venv_root)
             if info is None:  # installed, but the fix-ups never finished (interrupted): finish them now
-                info = _finish(flavour, PipxVenv(paths, package, suffix, venv_root, log), exe, pin.text, progress)
-            return Installed(executable=exe, origin="pipx", installed_now=False, seconds=time.monotonic() - started, log=log,
+                existing = (PipxVenv(paths, package, suffix, venv_root, log) if origin == "pipx"
+                            else UvVenv(shutil.which("uv") or "uv", venv_root, log))  # fmt: skip
+                info = _finish(flavour, existing, exe, pin.text, progress)
+            return Installed(executable=exe, origin=origin, installed_now=False, seconds=time.monotonic() - started, log=log,
                              size_bytes=int(info.get("size_bytes", 0) or 0))  # type: ignore[call-overload]  # fmt: skip
         log.write_text("", encoding="utf-8")
         urls, warnings = reachable_indexes(extra_index_urls)
         for w in warnings:
             progress(f"warning: {w}")
+        if installer == "uv":
+            uv_venv = _uv_install(flavour, package, pin, paths, exe, urls, pip_args, log, progress)
+            info = _finish(flavour, uv_venv, exe, pin.text, progress)
+            return Installed(executable=exe, origin="uv", installed_now=True, seconds=time.monotonic() - started, log=log,
+                             warnings=tuple(warnings), size_bytes=int(info["size_bytes"]))  # type: ignore[call-overload]  # fmt: skip
         argv = [*paths.pipx, "install", "--force", "--suffix", suffix, requirement(package, pin)]
         all_pip_args = [f"--extra-index-url={u}" for u in urls] + list(pip_args)
         if all_pip_args:
             argv += ["--pip-args", " ".join(all_pip_args)]
         progress(f"installing {requirement(package, pin)} with pipx (log: {log})")
         _run_logged(argv, {**_pipx_env(paths), **flavour.install_env}, log, what="pipx install")
-        venv_root = _venv_of(app_link, paths)
-        if venv_root is None:
+        new_root = _venv_of(app_link, paths)
+        if new_root is None:
             raise InstallError(f"pipx install succeeded but {app_link} is missing or not a pipx link", log)
-        info = _finish(flavour, PipxVenv(paths, package, suffix, venv_root, log), exe, pin.text, progress)
+        info = _finish(flavour, PipxVenv(paths, package, suffix, new_root, log), exe, pin.text, progress)
         if not exe.exists():
             raise InstallError(f"{exe} is missing after install", log)
         return Installed(

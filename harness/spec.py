@@ -84,6 +84,7 @@ class PlatformSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     extra_index_urls: tuple[str, ...] = ()
     gpus_per_cell: int = 0
+    installer: str = "pipx"  # or "uv": the same bin-dir layout, built with uv
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -351,7 +352,7 @@ def _platform(name: str, value: Any, path: str, errors: _Errors, flavours: tuple
     if not isinstance(value, dict):
         errors.add(path, f"expected a table, got {value!r}")
         return None
-    known = ("package", "versions", "reference", "models", "serve_args", "env", "extra_index_urls", "gpus_per_cell")
+    known = ("package", "versions", "reference", "models", "serve_args", "env", "extra_index_urls", "gpus_per_cell", "installer")
     t = _Table(value, path, errors, known)
     package = t.get_str("package", required=True)
     entries = [_pin_spec(v, _join(_join(path, "versions"), i), errors) for i, v in enumerate(t.get_array("versions", required=True))]
@@ -382,6 +383,9 @@ def _platform(name: str, value: Any, path: str, errors: _Errors, flavours: tuple
         if not url.startswith(("https://", "http://", "file://")):
             errors.add(_join(_join(path, "extra_index_urls"), i), f"expected an http(s) or file URL, got {url!r}")
     gpus = t.get_int("gpus_per_cell", 1 if name != "cpu" else 0)
+    installer = t.get_str("installer") or "pipx"
+    if installer not in ("pipx", "uv"):
+        errors.add(_join(path, "installer"), f"unknown value {installer!r} (expected one of: pipx, uv)")
     serve_args = t.get_str_list("serve_args")
     if package is None or reference is None or None in entries or None in models:
         return None
@@ -396,6 +400,7 @@ def _platform(name: str, value: Any, path: str, errors: _Errors, flavours: tuple
         env={k: v for k, v in env.items() if isinstance(v, str)},
         extra_index_urls=urls,
         gpus_per_cell=gpus,
+        installer=installer,
     )
 
 

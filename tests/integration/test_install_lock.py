@@ -85,3 +85,46 @@ def test_pins_command_lists_origins(tmp_path: Path) -> None:
                           str(tmp_path / "data")], cwd=ROOT, capture_output=True, text=True, check=True).stdout  # fmt: skip
     rows = [line.split()[:3] for line in out.splitlines()]
     assert rows == [["llama-box", "v0.0.140", "download"], ["scripted", "1.0.0", "pipx"], ["vllm", "v0.7.3", "manual"]]
+
+
+FAKE_UV = r"""#!{python}
+import os, sys, pathlib
+args = sys.argv[1:]
+with open(os.environ["FAKE_UV_LOG"], "a") as fh:
+    fh.write(" ".join(args) + "\n")
+if args[0] == "venv":
+    root = pathlib.Path(args[-1])
+    (root / "bin").mkdir(parents=True)
+    (root / "bin" / "python").symlink_to(sys.executable)
+elif args[:2] == ["pip", "install"]:
+    python = pathlib.Path(args[args.index("--python") + 1])
+    app = python.parent / "scripted"
+    app.write_text("#!/bin/sh\n")
+    app.chmod(0o755)
+"""
+
+
+def test_uv_installer_makes_the_same_bin_dir_layout(tmp_path: Path, monkeypatch) -> None:
+    import tests.support.scripted_backend  # noqa: F401  (registers the backend)
+    from harness.backends import get_backend
+    from harness.install import InstallPaths, ensure_installed, list_pins
+    from harness.versions import parse_pin
+
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "uv").write_text(FAKE_UV.format(python=sys.executable))
+    (tools / "uv").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_UV_LOG", str(tmp_path / "uv.log"))
+    monkeypatch.setenv("PIP_FIND_LINKS", "/opt/wheels")
+    b = get_backend("scripted")
+    paths = InstallPaths(data_dir=tmp_path / "data", bin_dir=tmp_path / "bin", pipx=("false",))
+    got = ensure_installed(b, b.flavour("cpu"), "scripted-server", parse_pin("1.0.0"), paths, installer="uv")
+    assert (got.executable, got.origin, got.installed_now) == (tmp_path / "bin" / "scripted_1.0.0", "uv", True)
+    assert got.executable.resolve() == (tmp_path / "data" / "uv" / "venvs" / "scripted-server-1.0.0" / "bin" / "scripted").resolve()
+    calls = (tmp_path / "uv.log").read_text().splitlines()
+    assert calls[0].startswith("venv --python ")
+    assert calls[1].startswith("pip install --python ") and "scripted-server==1.0.0 --find-links=/opt/wheels" in calls[1]
+    again = ensure_installed(b, b.flavour("cpu"), "scripted-server", parse_pin("1.0.0"), paths, installer="uv")
+    assert (again.origin, again.installed_now) == ("uv", False)
+    assert [(p.backend, p.origin) for p in list_pins(paths)] == [("scripted", "uv")]
