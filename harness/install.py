@@ -357,7 +357,7 @@ def ensure_installed(
 class BinPin:
     backend: str
     version: str
-    origin: str  # pipx | download | manual
+    origin: str  # pipx | uv | download | manual
     path: Path
 
 
@@ -373,8 +373,9 @@ def list_pins(paths: InstallPaths) -> list[BinPin]:
         parsed = split_executable_name(entry.name)
         if parsed is None or not (entry.is_file() and os.access(entry, os.X_OK)):
             continue
-        if _venv_of(entry, paths) is not None:
-            origin = "pipx"
+        found = _venv_and_origin(entry, paths)
+        if found is not None:
+            origin = found[1]  # pipx or uv
         elif downloads in entry.resolve().parents:
             origin = "download"
         else:
