@@ -25,10 +25,11 @@ from pathlib import Path, PurePosixPath
 
 import httpx
 from filelock import FileLock
+from packaging.specifiers import SpecifierSet
 
 from .errors import InstallError
 from .install import Installed, InstallPaths, _link, _tree_size
-from .versions import Pin, executable_name
+from .versions import InvalidPin, Pin, executable_name, parse_pin
 
 DEFAULT_BASE_URL = "https://github.com"
 RETRIES = 3
@@ -69,6 +70,44 @@ def asset_name(host: Host, toolkit: str, *, dynamic: bool = False) -> str:
 
 def release_url(base: str, version: str, filename: str) -> str:
     return f"{base.rstrip('/')}/gpustack/llama-box/releases/download/{version}/{filename}"
+
+
+def releases_url(base: str) -> str:
+    """Where a mirror lists llama-box releases: GitHub's API for github.com, else the GitHub Enterprise
+    layout (``{base}/api/v3/repos/...``) that release mirrors commonly serve."""
+    base = base.rstrip("/")
+    if base in ("https://github.com", "http://github.com"):
+        return "https://api.github.com/repos/gpustack/llama-box/releases?per_page=100"
+    return f"{base}/api/v3/repos/gpustack/llama-box/releases?per_page=100"
+
+
+def resolve_releases(
+    base: str, spec: SpecifierSet, newest: int, *, prereleases: bool = False, transport: httpx.BaseTransport | None = None
+) -> list[str]:
+    """The newest ``newest`` release tags in ``spec`` (tags kept as written: "v0.0.140"), oldest first;
+    drafts always skipped, pre-releases unless asked."""
+    url = releases_url(base)
+    try:
+        with httpx.Client(transport=transport, timeout=30, follow_redirects=True) as client:
+            resp = client.get(url, headers={"Accept": "application/vnd.github+json"})
+    except httpx.HTTPError as exc:
+        raise InstallError(f"cannot list releases at {url}: {type(exc).__name__}: {exc}") from exc
+    if resp.status_code != 200:
+        raise InstallError(f"cannot list releases at {url}: HTTP {resp.status_code}")
+    found: list[Pin] = []
+    for rel in resp.json():
+        if not isinstance(rel, dict) or rel.get("draft") or (rel.get("prerelease") and not prereleases):
+            continue
+        try:
+            pin = parse_pin(str(rel.get("tag_name", "")))
+        except InvalidPin:
+            continue  # not a version tag
+        if spec.contains(pin.version, prereleases=prereleases):
+            found.append(pin)
+    found.sort(key=lambda p: p.version)
+    if not found:
+        raise InstallError(f"no llama-box release at {url} matches {spec or 'any version'}")
+    return [p.text for p in found[-newest:]]
 
 
 def _get(client: httpx.Client, url: str, dest: Path | None, progress: Progress) -> tuple[bytes, str]:

@@ -22,9 +22,10 @@ from typing import Any
 import pytest
 from _pytest._code.code import TerminalRepr
 
-from . import index
+from . import download, index
+from .backends import get_backend
 from .cell import RunContext, cell_id, run_cell
-from .errors import SpecError
+from .errors import InstallError, SpecError
 from .install import InstallPaths, default_data_dir, list_pins, pipx_command
 from .report import write_reports
 from .results import CellResult, ResultStore, Status
@@ -127,10 +128,13 @@ def resolve_version_sets(matrix: Matrix, platform: str, config: pytest.Config) -
             if vs.installed:
                 paths = InstallPaths(data_dir=data_dir, bin_dir=bin_dir, pipx=("pipx",))
                 found = [b.version for b in list_pins(paths) if b.backend == matrix.backend]
+            elif get_backend(matrix.backend).installer == "download":  # a release list, not a package index
+                assert vs.spec is not None
+                found = download.resolve_releases(opt.pm_download_base, vs.spec, vs.newest, prereleases=vs.prereleases)
             else:
                 assert vs.spec is not None
                 found = index.resolve(plat.package, vs.spec, vs.newest, prereleases=vs.prereleases)
-        except index.IndexError_ as exc:
+        except (index.IndexError_, InstallError) as exc:
             raise SpecError(str(matrix.path), [f"platforms.{platform}.versions: {exc}"]) from exc
         for text in found:
             pins.setdefault(text, PinSpec(pin=parse_pin(text), why=vs.describe()))

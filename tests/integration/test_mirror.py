@@ -50,3 +50,32 @@ def test_install_from_mirror_and_faults(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "bin").iterdir()) == ["llama-box", "llama-box_v1.0.0"]
     assert sorted(p.name for p in (tmp_path / "bin" / "llama-box").iterdir()) == ["llama-box-v1.0.0"]
     assert not (tmp_path / "escape").exists()
+
+
+def test_range_of_llama_box_releases_from_the_mirror(tmp_path: Path, gguf_model: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    root = tmp_path / "mirror"
+    api = root / "api" / "v3" / "repos" / "gpustack" / "llama-box"
+    api.mkdir(parents=True)
+    (api / "releases").write_text(json.dumps([{"tag_name": t, "draft": False, "prerelease": False}
+                                              for t in ("v0.0.138", "v0.0.139", "v0.0.140")]))  # fmt: skip
+    matrix = tmp_path / "llama-box.toml"
+    matrix.write_text(f"""
+backend = "llama-box"
+[platforms.cpu]
+package = "llama-box"
+versions = [{{ spec = ">=0.0.139", newest = 2 }}]
+reference = "v0.0.140"
+[[platforms.cpu.models]]
+name = "tiny"
+source = "file://{gguf_model}"
+""")
+    with serve(root) as base:
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", str(matrix), "--collect-only", "-q",
+                               "--platform", "cpu", "--tools-download-base-url", base, "--allow-http-mirror"],
+                              cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=60)  # fmt: skip
+    cells = [ln.split("::")[-1] for ln in proc.stdout.splitlines() if "::cell[" in ln]
+    assert cells == ["cell[llama-box_v0.0.140-tiny-cpu]", "cell[llama-box_v0.0.139-tiny-cpu]"], proc.stdout + proc.stderr

@@ -152,3 +152,31 @@ def test_archive_permissions_are_kept(tmp_path: Path) -> None:
     _install(tmp_path, _mirror(_files(buf.getvalue()))[0])
     mode = (tmp_path / "bin" / "llama-box" / "llama-box-v0.0.140" / "rpc-server").stat().st_mode
     assert mode & 0o111 and not mode & stat.S_ISUID
+
+
+def test_release_list_ranges() -> None:
+    from packaging.specifiers import SpecifierSet
+
+    from harness.download import releases_url, resolve_releases
+
+    releases = [
+        {"tag_name": "v0.0.138", "draft": False, "prerelease": False},
+        {"tag_name": "v0.0.139", "draft": False, "prerelease": False},
+        {"tag_name": "v0.0.140", "draft": False, "prerelease": False},
+        {"tag_name": "v0.0.141", "draft": True, "prerelease": False},  # drafts never
+        {"tag_name": "v0.0.142rc1", "draft": False, "prerelease": True},
+        {"tag_name": "nightly", "draft": False, "prerelease": False},  # not a version tag
+    ]
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(200, json=releases)
+
+    t = httpx.MockTransport(handler)
+    assert resolve_releases("https://mirror.test", SpecifierSet(">=0.0.139"), 5, transport=t) == ["v0.0.139", "v0.0.140"]
+    assert resolve_releases("https://mirror.test", SpecifierSet(">=0.0.139"), 1, prereleases=True, transport=t) == ["v0.0.142rc1"]
+    assert seen[0] == "https://mirror.test/api/v3/repos/gpustack/llama-box/releases?per_page=100"
+    assert releases_url("https://github.com") == "https://api.github.com/repos/gpustack/llama-box/releases?per_page=100"
+    with pytest.raises(InstallError, match=r"no llama-box release at .* matches >=1\.0"):
+        resolve_releases("https://mirror.test", SpecifierSet(">=1.0"), 1, transport=t)
