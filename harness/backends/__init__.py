@@ -8,7 +8,7 @@ backend is often a different package with different fix-ups per platform (vLLM: 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -90,6 +90,34 @@ class Flavour(Protocol):
     def launch_argv(self, ctx: LaunchContext) -> list[str]: ...
 
     def launch_env(self, ctx: LaunchContext) -> dict[str, str]: ...
+
+
+@dataclass(frozen=True)
+class BaseFlavour:
+    """The defaults and no-op hooks of a Flavour: a backend module subclasses it and overrides what differs."""
+
+    platform: str = "cpu"
+    default_package: str = ""
+    default_extra_index_urls: tuple[str, ...] = ()
+    model_format: str = "hf"
+    readiness_path: str = "/v1/models"
+    ready_line: str | None = None
+    startup_phases: Mapping[str, str] = field(default_factory=dict)
+    supports_ignore_eos: bool = True
+    pipx_app: str = ""
+    install_env: Mapping[str, str] = field(default_factory=dict)
+
+    def post_install(self, venv: InstalledVenv, version: str) -> None:
+        return None
+
+    def bin_target(self, venv: InstalledVenv) -> Path | None:
+        return None
+
+    def launch_argv(self, ctx: LaunchContext) -> list[str]:
+        raise NotImplementedError
+
+    def launch_env(self, ctx: LaunchContext) -> dict[str, str]:
+        return {"TMPDIR": str(ctx.cache_dir / "tmp")}
 
 
 @dataclass(frozen=True, kw_only=True)

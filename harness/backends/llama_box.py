@@ -6,38 +6,24 @@ Launch line as GPUStack builds it: ``llama-box --host --port --model --alias --c
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 from ..download import Host, asset_name
-from . import Backend, InstalledVenv, LaunchContext, register
+from . import Backend, BaseFlavour, LaunchContext, register
 
 
 @dataclass(frozen=True)
-class LlamaBoxFlavour:
-    platform: str
-    toolkit: str  # asset toolkit: cpu (avx2/neon) or cuda (12.4/12.8)
+class LlamaBoxFlavour(BaseFlavour):
+    toolkit: str = "cpu"  # asset toolkit: cpu (avx2/neon) or cuda (12.4/12.8)
     default_package: str = "llama-box"
-    default_extra_index_urls: tuple[str, ...] = ()
     model_format: str = "gguf"
     readiness_path: str = "/health"
-    ready_line: str | None = r"server is listening on|listening on"
-    startup_phases: Mapping[str, str] = field(default_factory=dict)
-    supports_ignore_eos: bool = True
-    pipx_app: str = ""  # not installed with pipx
-    install_env: Mapping[str, str] = field(default_factory=dict)
+    ready_line: str | None = r"listening on"
     ctx_size: int = 2048
     parallel: int = 4
 
     def asset(self, host: Host) -> str:
         return asset_name(host, self.toolkit)
-
-    def post_install(self, venv: InstalledVenv, version: str) -> None:
-        return None
-
-    def bin_target(self, venv: InstalledVenv) -> Path | None:
-        return None
 
     def launch_argv(self, ctx: LaunchContext) -> list[str]:
         return [str(ctx.executable), "--host", ctx.host, "--port", str(ctx.port), "--model", str(ctx.model_path),
@@ -45,7 +31,7 @@ class LlamaBoxFlavour:
                 "--parallel", str(self.parallel), "--no-mmap", "--no-warmup", *ctx.extra_args]  # fmt: skip
 
     def launch_env(self, ctx: LaunchContext) -> dict[str, str]:
-        env = {"TMPDIR": str(ctx.cache_dir / "tmp")}
+        env = super().launch_env(ctx)
         if ctx.gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in ctx.gpus)
         return env

