@@ -28,13 +28,13 @@ from .backends import LaunchContext, get_backend
 from .checks import Check, is_blocking
 from .download import DEFAULT_BASE_URL, Host, release_url
 from .errors import HarnessError, InstallError, LaunchError, ModelError, ProbeError
-from .install import InstallPaths, ensure_installed
+from .install import Installed, InstallPaths, ensure_installed
 from .launch import HOST, Server, free_port, log_tail, parse_phases
 from .metrics import ClientLimits, Slo
 from .results import CellResult, FailureClass, Status
 from .slots import GpuMemorySampler, Slot, cuda_driver_version
 from .spec import Matrix, ModelSpec, PinSpec, Workload
-from .versions import path_safe, requirement
+from .versions import executable_name, path_safe, requirement
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -90,6 +90,12 @@ def run_cell(ctx: RunContext, pin_spec: PinSpec, model: ModelSpec) -> CellResult
             result.fingerprint["install_command"] = ["download", release_url(ctx.download_base_url, pin.text, f"{asset}.zip")]
             inst = download.install_download(backend.name, pin, ctx.paths, asset=asset, base_url=ctx.download_base_url,
                                              allow_http=ctx.allow_http_mirror, sha256=pin_spec.sha256, progress=say)  # fmt: skip
+        elif backend.installer == "manual":  # a custom backend whose pins people put in the bin dir themselves
+            exe = ctx.paths.bin_dir / executable_name(backend.name, pin)
+            if not exe.exists():
+                raise InstallError(f"no {exe.name} in {ctx.paths.bin_dir}: put the pin's executable there (manual install)")
+            result.fingerprint["install_command"] = ["manual", str(exe)]
+            inst = Installed(executable=exe, origin="manual", installed_now=False, seconds=0.0, log=None)
         else:
             inst = ensure_installed(backend, flavour, plat.package, pin, ctx.paths, installer=plat.installer,
                                     extra_index_urls=plat.extra_index_urls or flavour.default_extra_index_urls, progress=say)  # fmt: skip

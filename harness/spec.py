@@ -17,7 +17,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from .accuracy import BUILTIN_TASKS
 from .errors import SpecError
-from .versions import InvalidPin, Pin, parse_pin
+from .versions import InvalidPin, Pin, parse_pin, valid_backend_name
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -345,7 +345,8 @@ def _model(value: Any, path: str, errors: _Errors) -> ModelSpec | None:
     return ModelSpec(name=name, source=source, serve_args=serve_args, kind=kind, normalized_embeddings=normalized)
 
 
-def _platform(name: str, value: Any, path: str, errors: _Errors, flavours: tuple[str, ...]) -> PlatformSpec | None:
+def _platform(name: str, value: Any, path: str, errors: _Errors, flavours: Mapping[str, str]) -> PlatformSpec | None:
+    """``flavours``: platform name -> the backend's default package for it."""
     if name not in flavours:
         errors.add(path, f"unknown platform {name!r} for this backend (expected one of: {', '.join(flavours)})")
         return None
@@ -354,7 +355,9 @@ def _platform(name: str, value: Any, path: str, errors: _Errors, flavours: tuple
         return None
     known = ("package", "versions", "reference", "models", "serve_args", "env", "extra_index_urls", "gpus_per_cell", "installer")
     t = _Table(value, path, errors, known)
-    package = t.get_str("package", required=True)
+    package = t.get_str("package") or flavours[name] or None
+    if package is None:
+        errors.add(_join(path, "package"), "missing (this backend has no default package)")
     entries = [_pin_spec(v, _join(_join(path, "versions"), i), errors) for i, v in enumerate(t.get_array("versions", required=True))]
     pins = [e for e in entries if not isinstance(e, VersionSet)]
     sets = tuple(e for e in entries if isinstance(e, VersionSet))
@@ -404,19 +407,39 @@ def _platform(name: str, value: Any, path: str, errors: _Errors, flavours: tuple
     )
 
 
+_CUSTOM: set[str] = set()  # backends this process registered from [custom] tables (re-parsing may replace them)
+
+
 def parse_matrix(data: Mapping[str, Any], source: str, path: Path | None = None) -> Matrix:
     """Validate a matrix already read from TOML; raise SpecError listing every problem."""
     from .backends import get_backend, known_backends  # the registry decides which backends/platforms exist
 
     errors = _Errors()
-    top = _Table(data, "", errors, ("backend", "platforms", "workload", "slo", "thresholds", "accuracy", "policy"))
+    top = _Table(data, "", errors, ("backend", "custom", "platforms", "workload", "slo", "thresholds", "accuracy", "policy"))
     backend_name = top.get_str("backend", required=True)
-    flavours: tuple[str, ...] = ()
-    if backend_name is not None:
-        if backend_name in known_backends():
-            flavours = tuple(get_backend(backend_name).flavours)
+    flavours: dict[str, str] = {}  # platform -> default package
+    if backend_name is not None and "custom" in data:
+        from .backends import register
+        from .backends.custom import parse_custom
+
+        if not valid_backend_name(backend_name):
+            errors.add("backend", f"invalid name {backend_name!r} for a custom backend (lower-case words joined by '-' or '.')")
+        elif backend_name in known_backends() and backend_name not in _CUSTOM:
+            errors.add("backend", f"{backend_name!r} is a built-in backend; a custom backend needs a name of its own")
         else:
-            errors.add("backend", f"unknown backend {backend_name!r} (known: {', '.join(known_backends())})")
+            custom, problems = parse_custom(backend_name, top.get_table("custom"))
+            for where, message in problems:
+                errors.add(where, message)
+            if custom is not None:
+                _CUSTOM.add(backend_name)
+                register(custom)
+                flavours = {p: f.default_package for p, f in custom.flavours.items()}
+    elif backend_name is not None:
+        if backend_name in known_backends():
+            flavours = {p: f.default_package for p, f in get_backend(backend_name).flavours.items()}
+        else:
+            errors.add("backend", f"unknown backend {backend_name!r} (known: {', '.join(known_backends())}; "
+                                  "or declare a [custom] one)")  # fmt: skip
     platforms = {}
     raw_platforms = top.get_table("platforms", required=True)
     if isinstance(data.get("platforms"), dict) and not raw_platforms:

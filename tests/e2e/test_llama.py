@@ -119,3 +119,39 @@ def test_llama_box_through_the_real_download_path(llama_cpp_build: Installed, tm
     assert (tmp_path / "bin" / "llama-box_v0.0.999").resolve().name == "llama-box"
     log = Path(cell["log_path"]).read_text()
     assert "--no-mmap" in log.splitlines()[0] and "--parallel" in log.splitlines()[0]  # GPUStack's llama-box arguments
+
+
+def test_llama_cpp_as_a_custom_backend(llama_cpp_build: Installed, tmp_path: Path) -> None:
+    # GPUStack v2's custom backend: a run command with placeholders and a health-check path; the pin is an
+    # executable a person put in the bin dir (here: a link to the llama.cpp build).
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / f"my-llama_{BUILD}").symlink_to(Path(llama_cpp_build.executable).resolve())
+    waivers = ", ".join(f'"{k}" = "{v}"' for k, v in LLAMA_CPP_WAIVERS.items())
+    matrix = tmp_path / "custom.toml"
+    matrix.write_text(f"""
+backend = "my-llama"
+[custom]
+run_command = "llama-server --host {{{{host}}}} --port {{{{port}}}} --model {{{{model_path}}}} --alias {{{{model_name}}}} --ctx-size 2048"
+health_check_path = "/health"
+model_format = "gguf"
+installer = "manual"
+[platforms.cpu]
+versions = ["{BUILD}"]
+reference = "{BUILD}"
+[[platforms.cpu.models]]
+name = "smollm2"
+source = "{SMOLLM2}"
+[workload]
+output_tokens = 16
+concurrency = [1]
+requests_per_level = 4
+[accuracy]
+items_per_task = 10
+[policy]
+waived_checks = {{ {waivers} }}
+""")
+    proc, cell = _run(matrix, tmp_path, "--bin-dir", str(tmp_path / "bin"))
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert cell["status"] == "passed" and cell["fingerprint"]["origin"] == "manual"
+    argv = Path(cell["log_path"]).read_text().splitlines()[0]
+    assert f"my-llama_{BUILD} --host 127.0.0.1 --port " in argv and "--alias smollm2 --ctx-size 2048" in argv

@@ -1,0 +1,83 @@
+"""Custom backends, as GPUStack v2 defines them: a run command with placeholders, a health-check path and
+an install source, declared in the matrix's ``[custom]`` table instead of a module.
+
+    [custom]
+    run_command = "llama-server --host {{host}} --port {{port}} --model {{model_path}} --alias {{model_name}}"
+    health_check_path = "/health"
+    model_format = "gguf"          # or "hf"
+    installer = "manual"           # the pin is <bin_dir>/<backend>_<version>; or "pipx" (package, pipx_app)
+
+The command is split into argv with shlex once, then placeholders are substituted inside each argument:
+nothing ever goes through a shell. Its first word names the program; the pin's executable replaces it.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from . import Backend, BaseFlavour, LaunchContext
+
+PLACEHOLDERS = ("model_path", "port", "model_name", "gpu_ids", "gpu_count", "host")
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_]+)\s*\}\}")
+INSTALLERS = ("manual", "pipx")
+
+
+def substitute(token: str, values: Mapping[str, str]) -> str:
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], token)
+
+
+@dataclass(frozen=True)
+class CustomFlavour(BaseFlavour):
+    run_command: tuple[str, ...] = ()
+
+    def launch_argv(self, ctx: LaunchContext) -> list[str]:
+        values = {"model_path": str(ctx.model_path), "port": str(ctx.port), "model_name": ctx.served_name,
+                  "gpu_ids": ",".join(str(g) for g in ctx.gpus), "gpu_count": str(len(ctx.gpus)), "host": ctx.host}  # fmt: skip
+        return [str(ctx.executable), *(substitute(t, values) for t in self.run_command[1:]), *ctx.extra_args]
+
+    def launch_env(self, ctx: LaunchContext) -> dict[str, str]:
+        env = super().launch_env(ctx)
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in ctx.gpus)
+        return env
+
+
+def parse_custom(name: str, table: Mapping[str, Any]) -> tuple[Backend | None, list[tuple[str, str]]]:
+    """A Backend from a matrix's ``[custom]`` table, or the (path, message) errors that prevent it."""
+    errors: list[tuple[str, str]] = []
+    known = ("run_command", "health_check_path", "model_format", "installer", "pipx_app")
+    for key in table:
+        if key not in known:
+            errors.append((f"custom.{key}", f"unknown key (expected one of: {', '.join(known)})"))
+    command = table.get("run_command")
+    argv: list[str] = []
+    if not isinstance(command, str) or not command.strip():
+        errors.append(("custom.run_command", f"expected a non-empty str, got {command!r}"))
+    else:
+        try:
+            # `{{ name }}` and `{{name}}` alike: tighten before splitting so a placeholder stays one word
+            argv = shlex.split(_PLACEHOLDER.sub(lambda m: "{{" + m.group(1) + "}}", command))
+        except ValueError as exc:
+            errors.append(("custom.run_command", f"cannot split into arguments: {exc}"))
+        for placeholder in sorted({m.group(1) for t in argv for m in _PLACEHOLDER.finditer(t)} - set(PLACEHOLDERS)):
+            errors.append(("custom.run_command", f"unknown placeholder {{{{{placeholder}}}}} (known: {', '.join(PLACEHOLDERS)})"))
+    health = table.get("health_check_path", "/v1/models")
+    if not isinstance(health, str) or not health.startswith("/"):
+        errors.append(("custom.health_check_path", f"expected a path starting with '/', got {health!r}"))
+    fmt = table.get("model_format", "gguf")
+    if fmt not in ("gguf", "hf"):
+        errors.append(("custom.model_format", f"unknown value {fmt!r} (expected one of: gguf, hf)"))
+    installer = table.get("installer", "manual")
+    if installer not in INSTALLERS:
+        errors.append(("custom.installer", f"unknown value {installer!r} (expected one of: {', '.join(INSTALLERS)})"))
+    pipx_app = table.get("pipx_app", argv[0] if argv else "")
+    if errors:
+        return None, errors
+    # A manual pin has no package; a pipx one names it in the matrix's platforms.<p>.package.
+    package = name if installer == "manual" else ""
+    flavours = {p: CustomFlavour(platform=p, default_package=package, readiness_path=health, model_format=fmt, pipx_app=pipx_app,
+                                 run_command=tuple(argv)) for p in ("cpu", "cuda")}  # fmt: skip
+    return Backend(name=name, installer=installer, flavours=flavours), []

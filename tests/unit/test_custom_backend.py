@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.backends import LaunchContext, get_backend
+from harness.errors import SpecError
+from harness.spec import parse_matrix
+
+BASE = {
+    "platforms": {"cpu": {"versions": ["11434.0.0"], "reference": "11434.0.0",
+                          "models": [{"name": "m", "source": "file:///m.gguf"}]}},
+}  # fmt: skip
+
+
+def test_custom_backend_argv_substitutes_placeholders_per_argument() -> None:
+    m = parse_matrix({**BASE, "backend": "my-llama", "custom": {
+        "run_command": "llama-server --host {{host}} --port {{port}} --model '{{model_path}}' --alias {{ model_name }} "
+                       "--tag gpu-{{gpu_ids}}-of-{{gpu_count}}",
+        "health_check_path": "/health"}}, "c.toml")  # fmt: skip
+    flavour = get_backend("my-llama").flavour("cpu")
+    assert (flavour.readiness_path, flavour.model_format, flavour.pipx_app) == ("/health", "gguf", "llama-server")
+    assert m.platforms["cpu"].package == "my-llama"  # a manual pin: no package to install
+    ctx = LaunchContext(executable=Path("/bin/my-llama_1"), model_path=Path("/models/a b; rm -rf x.gguf"), served_name="m",
+                        host="127.0.0.1", port=8080, gpus=(0, 1), extra_args=("--x",), cache_dir=Path("/tmp/c"))  # fmt: skip
+    assert flavour.launch_argv(ctx) == ["/bin/my-llama_1", "--host", "127.0.0.1", "--port", "8080", "--model",
+                                        "/models/a b; rm -rf x.gguf", "--alias", "m", "--tag", "gpu-0,1-of-2", "--x"]  # fmt: skip
+    assert flavour.launch_env(ctx)["CUDA_VISIBLE_DEVICES"] == "0,1"
+    assert get_backend("my-llama").installer == "manual"
+
+
+def test_custom_backend_errors() -> None:
+    with pytest.raises(SpecError) as info:
+        parse_matrix({**BASE, "backend": "vllm", "custom": {"run_command": "x"}}, "c.toml")
+    assert info.value.errors == ["backend: 'vllm' is a built-in backend; a custom backend needs a name of its own"]
+    with pytest.raises(SpecError) as info:
+        parse_matrix({**BASE, "backend": "mine", "custom": {"run_command": "srv --port {{prot}}", "installer": "curl",
+                                                            "health_check_path": "health", "shell": True}}, "c.toml")  # fmt: skip
+    assert info.value.errors == [
+        "custom.shell: unknown key (expected one of: run_command, health_check_path, model_format, installer, pipx_app)",
+        "custom.run_command: unknown placeholder {{prot}} (known: model_path, port, model_name, gpu_ids, gpu_count, host)",
+        "custom.health_check_path: expected a path starting with '/', got 'health'",
+        "custom.installer: unknown value 'curl' (expected one of: manual, pipx)",
+    ]
