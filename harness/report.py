@@ -18,7 +18,7 @@ from markupsafe import Markup, escape
 from tabulate import tabulate
 
 from .recommend import Recommendation, recommend
-from .results import CellResult, Status
+from .results import CellResult, Status, point_ci95, point_rate
 from .spec import Matrix
 
 
@@ -54,6 +54,8 @@ def _agreement(cell: CellResult) -> str:
         return "—"
     if a.get("reference"):
         return "reference"
+    if "clips" in a:  # speech-to-text: transcripts vs the reference pin's
+        return f"{a['identical']}/{a['clips']} transcripts identical (WER between {a['wer_vs_reference']:.1%})"
     if "prompts" not in a:
         return a.get("note", "—")
     return f"{a['identical']}/{a['prompts']} identical, {a['close']} close, {a['disagree']} differ"
@@ -74,8 +76,8 @@ def summary_rows(cells: Sequence[CellResult]) -> list[list[str]]:
             c.platform,
             _status(c),
             _fmt(c.startup_s),
-            _fmt(c.peak_output_tok_s()),
-            _fmt(c.ttft_p50_ms(), ".0f"),
+            "—" if c.peak_rate() is None else f"{c.peak_rate():.1f} {c.rate_unit}",
+            _first_p50(c),
             _agreement(c),
             _accuracy(c),
         ]
@@ -83,12 +85,23 @@ def summary_rows(cells: Sequence[CellResult]) -> list[list[str]]:
     ]
 
 
-SUMMARY_HEADERS = ["pin", "model", "platform", "status", "startup s", "peak out tok/s", "TTFT p50 ms", "agreement", "accuracy (95% CI)"]
+SUMMARY_HEADERS = ["pin", "model", "platform", "status", "startup s", "peak throughput", "p50 at lowest load", "agreement",
+                   "accuracy"]  # fmt: skip
+
+
+def _first_p50(cell: CellResult) -> str:
+    value = cell.first_p50_ms()
+    if value is None:
+        return "—"
+    return f"{'latency' if cell.rate_unit == 'audio s/s' else 'TTFT'} {value:.0f} ms"
 AGREEMENT_HEADERS = ["prompt", "result", "first divergence", "ours", "reference"]
 ACCURACY_HEADERS = ["task", "correct", "accuracy", "Wilson 95% CI"]
 
 
 def _accuracy(cell: CellResult) -> str:
+    if "wer" in cell.accuracy:  # speech: word error rate against the spoken (or synthesized) text
+        a = cell.accuracy
+        return f"WER {a['wer']:.1%}" + (f" ({a['edits']}/{a['words']} words)" if "words" in a else "")
     o = cell.accuracy.get("overall")
     return "—" if not o else f"{o['accuracy']:.1%} [{o['wilson_low']:.1%}, {o['wilson_high']:.1%}]"
 
@@ -106,6 +119,8 @@ def agreement_rows(cell: CellResult) -> list[list[str]]:
 
 
 def accuracy_rows(cell: CellResult) -> list[list[str]]:
+    if "wer" in cell.accuracy or not cell.accuracy:
+        return []
     scores = [("overall", cell.accuracy["overall"])] + sorted(cell.accuracy.get("tasks", {}).items()) if cell.accuracy else []
     return [[name, f"{s['correct']}/{s['n']}", f"{s['accuracy']:.1%}", f"[{s['wilson_low']:.1%}, {s['wilson_high']:.1%}]"]
             for name, s in scores]  # fmt: skip
@@ -122,6 +137,32 @@ def _spread(p: dict[str, Any]) -> str:
     if ci:
         return f"{ci[0]:.1f}–{ci[1]:.1f} (n={len(values)})"
     return f"{min(values):.1f}–{max(values):.1f}" if len(values) > 1 else "1 run"
+
+
+AUDIO_LEVEL_HEADERS = ["point", "req", "ok", "audio s/s", "spread (95% CI / range)", "req/s", "latency p50/p90/p99 ms",
+                       "RTF p50/p90", "audio s"]  # fmt: skip
+
+
+def level_table(cell: CellResult) -> tuple[list[str], list[list[str]]]:
+    """The load-point table for this cell's kind: text generation, or audio (latency, real-time factor)."""
+    if cell.rate_unit != "audio s/s":
+        return LEVEL_HEADERS, level_rows(cell)
+    rows = []
+    for p in cell.throughput:
+        lat, rtf, ci, values = p["latency_ms"], p["rtf"], p.get("audio_s_per_s_ci95"), p.get("audio_s_per_s_all") or []
+        spread = (f"{ci[0]:.2f}–{ci[1]:.2f} (n={len(values)})" if ci
+                  else f"{min(values):.2f}–{max(values):.2f}" if len(values) > 1 else "1 run")  # fmt: skip
+        rows.append([p.get("label", ""), str(p["requests"]), str(p["completed"]), _fmt(p.get("audio_s_per_s_median"), ".2f"), spread,
+                     _fmt(p["request_s"], ".2f"), f"{_fmt(lat['p50'], '.0f')}/{_fmt(lat['p90'], '.0f')}/{_fmt(lat['p99'], '.0f')}",
+                     f"{_fmt(rtf['p50'], '.2f')}/{_fmt(rtf['p90'], '.2f')}", _fmt(p.get("audio_s"), ".1f")])  # fmt: skip
+    return AUDIO_LEVEL_HEADERS, rows
+
+
+WER_HEADERS = ["spoken", "heard", "word edits"]
+
+
+def wer_rows(cell: CellResult) -> list[list[str]]:
+    return [[r["spoken"], r["heard"], str(r["edits"])] for r in cell.accuracy.get("per_clip", [])]
 
 
 def level_rows(cell: CellResult) -> list[list[str]]:
@@ -150,13 +191,13 @@ def startup_rows(cell: CellResult) -> list[list[str]]:
 
 
 def curve_svg(cells: Sequence[CellResult], width: int = 640, height: int = 260) -> Markup:
-    """Output tok/s per load point, one line per pin, CI whiskers where repeated (inline, self-contained)."""
+    """Throughput per load point, one line per pin, CI whiskers where repeated (inline, self-contained)."""
     series = [(c.version, c.throughput) for c in cells if c.throughput]
     if not series:
         return Markup("")
+    unit = next(c.rate_unit for c in cells if c.throughput)
     labels = [p.get("label", "") for p in max((t for _, t in series), key=len)]
-    top = max((p.get("output_tok_s_ci95") or [0, p.get("output_tok_s_median", p["output_tok_s"]) or 0])[1]
-              for _, t in series for p in t) or 1.0  # fmt: skip
+    top = max((point_ci95(p) or [0, point_rate(p) or 0])[1] for _, t in series for p in t) or 1.0
     left, bottom, right, topm = 50, 40, 110, 15
     w, h = width - left - right, height - bottom - topm
 
@@ -170,17 +211,17 @@ def curve_svg(cells: Sequence[CellResult], width: int = 640, height: int = 260) 
              f'<line x1="{left}" y1="{topm}" x2="{left}" y2="{topm + h}" stroke="#999"/>',
              f'<text x="5" y="{topm + 10}" font-size="11">{top:.0f}</text>',
              f'<text x="5" y="{topm + h}" font-size="11">0</text>',
-             f'<text x="{left}" y="{height - 5}" font-size="11">output tok/s per load point</text>']  # fmt: skip
+             f'<text x="{left}" y="{height - 5}" font-size="11">{escape(unit)} per load point</text>']  # fmt: skip
     for i, label in enumerate(labels):
         x, _ = xy(i, 0)
         parts.append(f'<text x="{x:.0f}" y="{topm + h + 14}" font-size="10" text-anchor="middle">{escape(label)}</text>')
     for n, (version, points) in enumerate(series):
         colour = colours[n % len(colours)]
-        coords = [xy(i, p.get("output_tok_s_median", p["output_tok_s"]) or 0.0) for i, p in enumerate(points)]
+        coords = [xy(i, point_rate(p) or 0.0) for i, p in enumerate(points)]
         parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="'
                      + " ".join(f"{x:.1f},{y:.1f}" for x, y in coords) + '"/>')  # fmt: skip
         for i, p in enumerate(points):
-            if ci := p.get("output_tok_s_ci95"):
+            if ci := point_ci95(p):
                 (x, y1), (_, y2) = xy(i, max(ci[0], 0.0)), xy(i, ci[1])
                 parts.append(f'<line x1="{x:.1f}" y1="{y1:.1f}" x2="{x:.1f}" y2="{y2:.1f}" stroke="{colour}"/>')
         parts.append(f'<text x="{left + w + 8}" y="{topm + 14 + 14 * n}" font-size="11" fill="{colour}">{escape(version)}</text>')
@@ -241,13 +282,16 @@ def render_markdown(matrix: Matrix, run_id: str, cells: Sequence[CellResult], re
                     tabulate(agreement_rows(c), headers=AGREEMENT_HEADERS, tablefmt="github")]  # fmt: skip
         if accuracy_rows(c):
             out += ["", "Task accuracy:", "", tabulate(accuracy_rows(c), headers=ACCURACY_HEADERS, tablefmt="github")]
+        if wer_rows(c):
+            out += ["", f"Transcripts ({_accuracy(c)}):", "", tabulate(wer_rows(c), headers=WER_HEADERS, tablefmt="github")]
         if c.startup:
             out += ["", "Startup:", "", tabulate(startup_rows(c), headers=STARTUP_HEADERS, tablefmt="github")]
         if c.gpu_memory_peak_mib:
             out.append("\n- GPU memory peak: " + ", ".join(f"GPU {g}: {v:.0f} MiB" for g, v in c.gpu_memory_peak_mib.items()))
         if c.throughput:
+            headers, rows = level_table(c)
             out += ["", "Load points (median of repeats; client-bound points are not used to recommend):", "",
-                    tabulate(level_rows(c), headers=LEVEL_HEADERS, tablefmt="github")]  # fmt: skip
+                    tabulate(rows, headers=headers, tablefmt="github")]  # fmt: skip
         out.append("")
     failures = [c for c in cells if c.status is not Status.PASSED]
     if failures:
@@ -273,7 +317,7 @@ def render_html(matrix: Matrix, run_id: str, cells: Sequence[CellResult], recs: 
     cells = sort_cells(cells)
     return _ENV.get_template("report.html.j2").render(
         matrix=matrix, run_id=run_id, recs=recs, cells=cells, summary_headers=SUMMARY_HEADERS,
-        summary=list(zip(cells, summary_rows(cells), strict=True)), level_headers=LEVEL_HEADERS, level_rows=level_rows,
+        summary=list(zip(cells, summary_rows(cells), strict=True)), level_table=level_table, wer_rows=wer_rows, wer_headers=WER_HEADERS,
         status=_status, verdict=_verdict, ordered_phases=ordered_phases, agreement_rows=agreement_rows,
         agreement_headers=AGREEMENT_HEADERS, accuracy_rows=accuracy_rows, accuracy_headers=ACCURACY_HEADERS,
         evidence_text=evidence_text, startup_rows=startup_rows, startup_headers=STARTUP_HEADERS,

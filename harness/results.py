@@ -14,6 +14,29 @@ from filelock import FileLock
 SCHEMA_VERSION = 1
 
 
+# A load point's throughput by kind: (median over repeats, single run, 95% CI, unit).
+_RATES = (("output_tok_s_median", "output_tok_s", "output_tok_s_ci95", "output tok/s"),
+          ("audio_s_per_s_median", "audio_s_per_s", "audio_s_per_s_ci95", "audio s/s"))  # fmt: skip
+
+
+def _rate_keys(point: dict[str, Any]) -> tuple[str, str, str, str]:
+    return next((r for r in _RATES if r[0] in point or r[1] in point), _RATES[0])
+
+
+def point_rate(point: dict[str, Any]) -> float | None:
+    median, single, _, _ = _rate_keys(point)
+    value = point.get(median, point.get(single))
+    return None if value is None else float(value)
+
+
+def point_ci95(point: dict[str, Any]) -> list[float] | None:
+    return point.get(_rate_keys(point)[2])
+
+
+def point_unit(point: dict[str, Any]) -> str:
+    return _rate_keys(point)[3]
+
+
 class Status(str, enum.Enum):
     PASSED = "passed"
     FAILED = "failed"  # the pin ran but a required check failed
@@ -67,22 +90,30 @@ class CellResult:
         """Load points a recommendation may use: not client-bound."""
         return [p for p in self.throughput if not p.get("saturated")]
 
-    def peak_output_tok_s(self) -> float | None:
-        raw = [p.get("output_tok_s_median", p.get("output_tok_s")) for p in self.usable_points()]
-        values = [float(v) for v in raw if v is not None]
+    @property
+    def rate_unit(self) -> str:
+        """What this cell's throughput counts: generated tokens, or seconds of audio handled."""
+        return point_unit(self.throughput[0]) if self.throughput else "output tok/s"
+
+    def peak_rate(self) -> float | None:
+        """The best usable load point's throughput, in ``rate_unit``."""
+        values = [v for v in (point_rate(p) for p in self.usable_points()) if v is not None]
         return max(values) if values else None
 
     def peak_ci95(self) -> list[float] | None:
-        """The 95% CI of the peak point's output tok/s, when it was repeated."""
-        peak = self.peak_output_tok_s()
+        """The 95% CI of the peak point's throughput, when it was repeated."""
+        peak = self.peak_rate()
         for p in self.usable_points():
-            if p.get("output_tok_s_median", p.get("output_tok_s")) == peak:
-                return p.get("output_tok_s_ci95")
+            if point_rate(p) == peak:
+                return point_ci95(p)
         return None
 
-    def ttft_p50_ms(self) -> float | None:
-        """TTFT p50 at the first load point (the lowest concurrency or rate: what a single user sees)."""
-        return self.throughput[0]["ttft_ms"]["p50"] if self.throughput else None
+    def first_p50_ms(self) -> float | None:
+        """At the first load point (what a single user sees): TTFT p50 for text, request latency p50 for audio."""
+        if not self.throughput:
+            return None
+        p = self.throughput[0]
+        return (p.get("ttft_ms") or p.get("latency_ms") or {}).get("p50")
 
     def to_dict(self) -> dict[str, Any]:
         data = _finite(asdict(self))

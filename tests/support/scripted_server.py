@@ -12,6 +12,13 @@ A test double for fault injection, never a backend. Modes:
   error-500        malformed requests get HTTP 500
   diverge          one agreement prompt diverges outside the top-k
   dumb             answers half of the accuracy items wrong
+Speech (/v1/audio/transcriptions, /v1/audio/speech):
+  error-200        audio errors come back as HTTP 200 {"status_code": 400, ...} (as vox-box does)
+  text-as-json     text/srt/vtt come back JSON-encoded (as vox-box does)
+  mishear          every clip loses its last word
+  tts-garbled      speech answers are not audio
+With --transcripts (a JSON map sha256 of a WAV -> its words) uploaded clips are "heard" as those words;
+the WAVs this server synthesizes carry their text in their samples, so it hears those back too.
 Greedy text is " w<k>" tokens derived from the prompt, so every count is exact; with --answers (a JSON
 map prompt -> answer) accuracy prompts get their answer.
 """
@@ -19,7 +26,9 @@ map prompt -> answer) accuracy prompts get their answer.
 from __future__ import annotations
 
 import argparse
+import email.parser
 import hashlib
+import io
 import json
 import os
 import random
@@ -27,12 +36,15 @@ import signal
 import subprocess
 import sys
 import time
+import wave
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 START = time.monotonic()
 ARGS = argparse.Namespace()
 ANSWERS: dict[str, str] = {}
+TRANSCRIPTS: dict[str, str] = {}
+SPEECH_MAGIC = b"SCRIPTED-SPEECH:"
 DIVERGE_PROMPT = "The capital of France is"
 
 
@@ -86,12 +98,82 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(200, {"object": "list", "data": [{"id": ARGS.served_model_name, "object": "model"}]})
         self._json(404, {"error": "not found"})
 
+    def _audio_error(self, code: int, detail: str) -> None:
+        if ARGS.mode == "error-200":
+            return self._json(200, {"status_code": code, "detail": detail, "headers": None})
+        self._json(code, {"error": {"message": detail, "code": code}})
+
+    def _send(self, code: int, body: bytes, ctype: str) -> None:
+        self.send_response(code)
+        self.send_header("content-type", ctype)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _transcribe(self, raw: bytes) -> None:
+        msg = email.parser.BytesParser().parsebytes(b"content-type: " + self.headers["content-type"].encode() + b"\r\n\r\n" + raw)
+        fields: dict[str, bytes] = {}
+        for part in msg.get_payload() if msg.is_multipart() else []:
+            fields[part.get_param("name", header="content-disposition")] = part.get_payload(decode=True)
+        fmt = fields.get("response_format", b"json").decode()
+        if "file" not in fields:
+            return self._audio_error(400, "Field file is required")
+        if fmt not in ("json", "text", "srt", "verbose_json", "vtt"):
+            return self._audio_error(400, f"Unsupported response_format: {fmt}")
+        audio = fields["file"]
+        try:
+            with wave.open(io.BytesIO(audio)) as w:
+                duration = w.getnframes() / w.getframerate()
+                frames = w.readframes(w.getnframes())
+        except (wave.Error, EOFError):
+            return self._audio_error(400, "Invalid data found when processing input")
+        if frames.startswith(SPEECH_MAGIC):  # speech this server synthesized
+            text = frames[len(SPEECH_MAGIC):].split(b"\0")[0].decode()
+        else:
+            digest = hashlib.sha256(audio).hexdigest()
+            text = TRANSCRIPTS.get(digest, "")
+            if ARGS.mode == "mishear":
+                text = text.rsplit(" ", 1)[0]
+        text = text[:1].upper() + text[1:] + "."
+        end = f"{int(duration) // 60:02d}:{duration % 60:06.3f}"
+        if fmt in ("text", "srt", "vtt"):
+            body = {"text": text, "srt": f"1\n00:00:00,000 --> 00:{end.replace('.', ',')}\n{text}\n",
+                    "vtt": f"WEBVTT\n\n00:00.000 --> {end}\n{text}\n"}[fmt]
+            if ARGS.mode == "text-as-json":
+                return self._json(200, text)
+            return self._send(200, body.encode(), "text/plain; charset=utf-8")
+        if fmt == "verbose_json":
+            return self._json(200, {"task": "transcribe", "language": "en", "duration": duration, "text": text,
+                                    "segments": [{"id": 0, "start": 0.0, "end": round(duration, 2), "text": " " + text}]})
+        return self._json(200, {"text": text})
+
+    def _speech(self, body: dict) -> None:
+        text = body.get("input")
+        if not isinstance(text, str) or not text.strip():
+            return self._audio_error(400, "input must be a non-empty string")
+        if ARGS.mode == "tts-garbled":
+            return self._send(200, b"\xff\xfb not audio", "audio/wav")
+        rate = 16000
+        payload = SPEECH_MAGIC + text.encode() + b"\0"
+        n = int(rate * 0.4 * len(text.split()))  # 2.5 words/s, like speech
+        out = io.BytesIO()
+        with wave.open(out, "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(rate)
+            w.writeframes(payload + b"\0" * (2 * n - len(payload)))
+        self._send(200, out.getvalue(), "audio/wav")
+
     def do_POST(self) -> None:
         raw = self.rfile.read(int(self.headers.get("content-length", 0)))
+        if self.path == "/v1/audio/transcriptions":
+            return self._transcribe(raw)
         try:
             body = json.loads(raw or b"{}")
         except json.JSONDecodeError:
             return self._error(400, "invalid JSON")
+        if self.path == "/v1/audio/speech":
+            return self._speech(body)
         if body.get("model") != ARGS.served_model_name:
             return self._error(404, f"model {body.get('model')!r} does not exist")
         max_tokens = body.get("max_tokens", 16)
@@ -197,12 +279,16 @@ def main() -> None:
     p.add_argument("--model", default="")
     p.add_argument("--pid-file", default="")
     p.add_argument("--answers", default="")
+    p.add_argument("--transcripts", default="")
     p.add_argument("--token-delay", type=float, default=0.002)
     global ARGS
     ARGS, _ = p.parse_known_args()
     if ARGS.answers:
         with open(ARGS.answers) as fh:
             ANSWERS.update(json.load(fh))
+    if ARGS.transcripts:
+        with open(ARGS.transcripts) as fh:
+            TRANSCRIPTS.update(json.load(fh))
     if ARGS.pid_file:
         with open(ARGS.pid_file, "a") as fh:
             fh.write(f"{os.getpid()}\n")

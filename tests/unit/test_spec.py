@@ -127,6 +127,26 @@ def test_missing_file() -> None:
     assert str(info.value) == "/nonexistent/m.toml: cannot read: No such file or directory"
 
 
+def test_a_model_kind_the_backend_does_not_serve_is_refused(tmp_path: Path) -> None:
+    data = {**GOOD, "platforms": {"cpu": {**GOOD["platforms"]["cpu"], "models": [{"name": "w", "source": "file:///w", "kind": "stt"}]}}}
+    with pytest.raises(SpecError) as info:
+        parse_matrix(data, "m.toml", tmp_path / "m.toml")
+    assert info.value.errors == ["platforms.cpu.models[0].kind: vllm does not serve 'stt' models (it serves: chat, embedding)"]
+
+
+def test_speech_fields(tmp_path: Path) -> None:
+    model = {"name": "w", "source": "file:///w", "kind": "stt"}
+    m = parse_matrix({"backend": "vox-box", "platforms": {"cpu": {"versions": ["0.0.21"], "reference": "0.0.21", "models": [model]}},
+                      "workload": {"speech_clips": 3}, "thresholds": {"max_wer": 0.1}}, "m.toml", tmp_path / "m.toml")  # fmt: skip
+    assert (m.workload.speech_clips, m.thresholds.max_wer, m.thresholds.wer_tolerance) == (3, 0.1, 0.05)
+    assert m.platforms["cpu"].package == "vox-box" and m.platforms["cpu"].models[0].kind == "stt"
+    bad = {**model, "kind": "tts", "stt_url": "ftp://x"}
+    with pytest.raises(SpecError) as info:
+        parse_matrix({"backend": "vox-box", "platforms": {"cpu": {"versions": ["0.0.21"], "reference": "0.0.21", "models": [bad]}}},
+                     "m.toml", tmp_path / "m.toml")  # fmt: skip
+    assert info.value.errors == ["platforms.cpu.models[0].stt_url: expected an http(s) URL, got 'ftp://x'"]
+
+
 def test_accuracy_and_model_kind_errors(tmp_path: Path) -> None:
     data = {
         **GOOD,
@@ -137,7 +157,7 @@ def test_accuracy_and_model_kind_errors(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as info:
         parse_matrix(data, "m.toml", tmp_path / "m.toml")
     assert info.value.errors == [
-        "platforms.cpu.models[0].kind: unknown value 'rerank' (expected one of: chat, embedding)",
+        "platforms.cpu.models[0].kind: unknown value 'rerank' (expected one of: chat, embedding, stt, tts)",
         "accuracy.tasks[1]: unknown task 'poetry' (expected one of: arithmetic, unit-conversion, copy, multiple-choice)",
         f"accuracy.files[0]: no such file: {tmp_path / 'missing.jsonl'}",
         "policy.required_checks[1]: unknown check 'vibes' (expected one of: conformance, agreement, accuracy)",
