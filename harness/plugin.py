@@ -26,7 +26,7 @@ from . import download, index
 from .backends import get_backend
 from .cell import RunContext, cell_id, run_cell
 from .errors import InstallError, SpecError
-from .install import InstallPaths, default_data_dir, list_pins, pipx_command
+from .install import InstallPaths, default_data_dir, list_pins, pipx_command, remove_pin
 from .report import write_reports
 from .results import CellResult, ResultStore, Status
 from .slots import default_platform, discover_gpus, slot_for_worker
@@ -50,6 +50,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--tools-download-base-url", dest="pm_download_base", default="https://github.com",
                 help="mirror for prebuilt backends (GPUStack's option; default https://github.com)")  # fmt: skip
     g.addoption("--allow-http-mirror", dest="pm_allow_http", action="store_true", help="allow a plain-http download mirror")
+    g.addoption("--remove-venvs", dest="pm_remove_venvs", action="store_true",
+                help="delete each pin's pipx/uv venv after its last cell (vox-box venvs are 7 GiB; cells run pin by pin)")
 
 
 def _new_run_id() -> str:
@@ -102,11 +104,12 @@ class MatrixFile(pytest.File):
         self.config.stash[_MATRICES][matrix.backend] = matrix
         plat = matrix.platforms[platform]
         pins = sorted(plat.versions, key=lambda p: p.pin.text != plat.reference.text)  # reference first
-        for model in plat.models:
-            for pin in pins:
-                # "cell[...]": pytest treats the bracket as a parameter id and leaves its dots alone.
-                name = f"cell[{cell_id(matrix.backend, pin.pin.text, model.name, platform)}]"
-                yield CellItem.from_parent(self, name=name, matrix=matrix, platform=platform, pin=pin, model=model, gpus=gpus)
+        # Model by model; pin by pin when venvs are removed after their cells, so each is installed once.
+        order = [(m, p) for p in pins for m in plat.models] if opt.pm_remove_venvs else [(m, p) for m in plat.models for p in pins]
+        for model, pin in order:
+            # "cell[...]": pytest treats the bracket as a parameter id and leaves its dots alone.
+            name = f"cell[{cell_id(matrix.backend, pin.pin.text, model.name, platform)}]"
+            yield CellItem.from_parent(self, name=name, matrix=matrix, platform=platform, pin=pin, model=model, gpus=gpus)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str | TerminalRepr:
         if isinstance(excinfo.value, SpecError):
@@ -190,6 +193,10 @@ class CellItem(pytest.Item):
         except KeyboardInterrupt:
             raise
         store.append(result)
+        if self.config.option.pm_remove_venvs and result.executable and self._last_cell_of_pin():
+            freed = remove_pin(Path(result.executable), ctx.paths)
+            if freed:
+                ctx.progress(f"removed {Path(result.executable).name}'s venv ({freed / 2**30:.2f} GiB freed; --remove-venvs)")
         summary = result.status.value.upper() + (f" [{result.failure_class.value}] {result.reason}" if result.failure_class else "")
         ctx.progress(f"done: {summary}")
         expect = self.pin.expect
@@ -199,6 +206,12 @@ class CellItem(pytest.Item):
             raise CellFailed(f"expected {expect} ({self.pin.why or 'see matrix'}), got {summary}")
         if result.status is not Status.PASSED:
             raise CellFailed(summary + (f"\nlog: {result.log_path}" if result.log_path else ""))
+
+    def _last_cell_of_pin(self) -> bool:
+        items = self.session.items
+        later = items[items.index(self) + 1 :] if self in items else []
+        return not any(isinstance(i, CellItem) and i.matrix.backend == self.matrix.backend and i.pin.pin == self.pin.pin
+                       for i in later)  # fmt: skip
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str | TerminalRepr:
         if isinstance(excinfo.value, CellFailed):

@@ -105,6 +105,13 @@ def recommend(
     else:
         chosen = max(tied, key=lambda c: Version(c.version))
     reasons = [f"passed {', '.join(required_checks)} and started in {chosen.startup_s:.1f} s"]
+    if "wer" in chosen.accuracy:  # speech: what a user hears, and how long a request takes
+        ref_wer = chosen.accuracy.get("reference_wer")
+        reasons.append(f"WER {chosen.accuracy['wer']:.1%}" + (f" (reference {ref_wer:.1%})" if ref_wer is not None else "")
+                       + (f", latency p50 {chosen.first_p50_ms():.0f} ms at the lowest load" if chosen.first_p50_ms() else ""))  # fmt: skip
+    waived = sorted({c["name"] for c in chosen.checks if c.get("waived")})
+    if waived:
+        reasons.append(f"{len(waived)} known deviation(s) waived by the matrix: {', '.join(waived)}")
     tok, unit = chosen.peak_rate() or 0.0, chosen.rate_unit
     if chosen.peak_rate() is None:  # e.g. an embedding model: no generation throughput to rank by
         reasons.append(f"no throughput measured; chosen among {len(tied)} eligible pin(s) by policy '{tie_break}'")

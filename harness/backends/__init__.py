@@ -168,4 +168,4 @@ def get_backend(name: str) -> Backend:
 
 
 def _load_builtin() -> None:
-    from . import llama_box, llama_cpp, vllm, vox_box  # noqa: F401  (they register themselves)
+    from . import llama_box, llama_cpp, sglang, vllm, vox_box  # noqa: F401  (they register themselves)

@@ -119,3 +119,31 @@ def test_pipx_is_told_to_use_pip(tmp_path: Path) -> None:
 
     env = _pipx_env(_paths(tmp_path, ("pipx",)))
     assert env["PIPX_DEFAULT_BACKEND"] == "pip"
+
+
+def test_build_constraints_reach_pip_and_uv_as_a_file(tmp_path: Path) -> None:
+    from harness.backends import get_backend
+    from harness.install import InstallPaths, _install_env
+
+    paths = InstallPaths(data_dir=tmp_path, bin_dir=tmp_path / "bin", pipx=("pipx",))
+    env = _install_env(get_backend("vox-box").flavour("cpu"), paths)
+    assert env["PIP_BUILD_CONSTRAINT"] == env["UV_BUILD_CONSTRAINT"]
+    assert Path(env["PIP_BUILD_CONSTRAINT"]).read_text() == "setuptools<81\n"
+    assert "PIP_BUILD_CONSTRAINT" not in _install_env(get_backend("vllm").flavour("cpu"), paths)
+
+
+def test_remove_pin_deletes_the_venv_and_its_links_but_never_a_manual_pin(tmp_path: Path) -> None:
+    from harness.install import InstallPaths, remove_pin
+
+    paths = InstallPaths(data_dir=tmp_path / "data", bin_dir=tmp_path / "bin", pipx=("pipx",))
+    app = paths.pipx_home / "venvs" / "vox-box-0-0-21" / "bin" / "vox-box"
+    app.parent.mkdir(parents=True)
+    app.write_bytes(b"x" * 1000)
+    paths.bin_dir.mkdir()
+    (paths.bin_dir / "vox-box_0.0.21").symlink_to(app)
+    (paths.bin_dir / "other_1.0").symlink_to(app.parent)  # also into the venv: goes too
+    manual = paths.bin_dir / "vox-box_0.0.20"
+    manual.write_text("#!/bin/sh\n")
+    assert remove_pin(paths.bin_dir / "vox-box_0.0.21", paths) == 1000
+    assert not app.parent.parent.exists() and sorted(p.name for p in paths.bin_dir.iterdir()) == ["vox-box_0.0.20"]
+    assert remove_pin(manual, paths) == 0 and manual.exists()

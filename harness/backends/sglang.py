@@ -1,0 +1,54 @@
+"""SGLang: PyPI ``sglang``, a GPU engine (no CPU build to run on our CI machines).
+
+Launch line as GPUStack builds it: ``sglang_<version> serve --model-path <dir> --host --port
+--served-model-name [--tp-size N]``. Releases before the ``sglang`` console script (0.4.x and older)
+have only ``python -m sglang.launch_server``: which line a pin gets is decided from what the pin
+provides, not from a guessed version boundary. When ``<bin_dir>/sglang_<version>`` is a Python
+interpreter (the venv's, linked because the release has no console script, or a manual pin), the
+module form is used; otherwise the ``serve`` subcommand. Readiness is ``/health``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import Backend, BaseFlavour, InstalledVenv, LaunchContext, register
+
+_PYTHON = re.compile(r"^python(\d+(\.\d+)?)?$")
+
+
+def is_python(executable: Path) -> bool:
+    """Whether the pin's executable is an interpreter (the old launch form) rather than the console script."""
+    return bool(_PYTHON.match(executable.resolve().name)) or bool(_PYTHON.match(executable.name))
+
+
+@dataclass(frozen=True)
+class SglangFlavour(BaseFlavour):
+    platform: str = "cuda"
+    default_package: str = "sglang"
+    readiness_path: str = "/health"
+    ready_line: str | None = r"The server is fired up and ready to roll"
+    pipx_app: str = "sglang"
+
+    def bin_target(self, venv: InstalledVenv) -> Path | None:
+        # With the console script, pipx's app link is the GPUStack executable; without it, the venv's python.
+        return None if (venv.python.parent / "sglang").exists() else venv.python
+
+    def launch_argv(self, ctx: LaunchContext) -> list[str]:
+        head = [str(ctx.executable), "-m", "sglang.launch_server"] if is_python(ctx.executable) else [str(ctx.executable), "serve"]
+        argv = head + ["--model-path", str(ctx.model_path), "--host", ctx.host, "--port", str(ctx.port),
+                       "--served-model-name", ctx.served_name]  # fmt: skip
+        if len(ctx.gpus) > 1:
+            argv += ["--tp-size", str(len(ctx.gpus))]
+        return argv + list(ctx.extra_args)
+
+    def launch_env(self, ctx: LaunchContext) -> dict[str, str]:
+        env = super().launch_env(ctx)
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in ctx.gpus)
+        env["HF_HUB_OFFLINE"] = "1"
+        return env
+
+
+SGLANG = register(Backend(name="sglang", installer="pipx", flavours={"cuda": SglangFlavour()}))

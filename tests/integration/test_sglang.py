@@ -1,0 +1,61 @@
+"""SGLang cannot run here (GPU only): its launch lines, both forms, drive the scripted server through
+run_cell, so the argv GPUStack would use and the text probes are exercised end to end on CPU."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.backends import Backend, register
+from harness.backends.sglang import SglangFlavour
+from harness.cell import RunContext, run_cell
+from harness.install import InstallPaths
+from harness.results import Status
+from harness.slots import Slot
+from harness.spec import parse_matrix
+from tests.support.scripted_backend import SERVER
+
+# SGLang's own flavour, on the CPU platform so a scripted stand-in can answer for it.
+register(Backend(name="sglang-on-cpu", installer="pipx", flavours={"cpu": SglangFlavour(platform="cpu")}))
+
+
+def _pin(tmp: Path, form: str) -> Path:
+    bin_dir = tmp / "bin"
+    bin_dir.mkdir()
+    exe = bin_dir / "sglang-on-cpu_0.5.0"
+    if form == "serve":  # the console script: `sglang serve --model-path ...`
+        exe.write_text(f"#!/bin/sh\n[ \"$1\" = serve ] || exit 64\nshift\nexec '{sys.executable}' '{SERVER}' \"$@\"\n")
+        exe.chmod(0o755)
+    else:  # an interpreter: `python -m sglang.launch_server --model-path ...`, the module a stand-in
+        pkg = tmp / "site" / "sglang"
+        pkg.mkdir(parents=True)
+        (pkg / "__init__.py").write_text("")
+        stand_in = f"import runpy, sys\nsys.argv[0] = {str(SERVER)!r}\nrunpy.run_path({str(SERVER)!r}, run_name='__main__')\n"
+        (pkg / "launch_server.py").write_text(stand_in)
+        exe.symlink_to(sys.executable)
+    return exe
+
+
+@pytest.mark.parametrize("form", ["serve", "module"])
+def test_sglang_launch_forms_serve_and_pass_the_text_probes(tmp_path: Path, form: str) -> None:
+    exe = _pin(tmp_path, form)
+    model = tmp_path / "model"
+    model.mkdir()
+    matrix = parse_matrix({
+        "backend": "sglang-on-cpu",
+        "platforms": {"cpu": {"versions": ["0.5.0"], "reference": "0.5.0", "env": {"PYTHONPATH": str(tmp_path / "site")},
+                              "models": [{"name": "qwen", "source": f"file://{model}"}]}},
+        "workload": {"output_tokens": 4, "concurrency": [1], "requests_per_level": 2, "agreement_prompts": 2},
+        "accuracy": {"tasks": []},
+        "thresholds": {"startup_deadline_s": 20},
+    }, "sglang.toml")  # fmt: skip
+    ctx = RunContext(matrix=matrix, platform="cpu", paths=InstallPaths(data_dir=tmp_path / "data", bin_dir=exe.parent, pipx=("false",)),
+                     run_dir=tmp_path / "run", slot=Slot(platform="cpu"))  # fmt: skip
+    plat = matrix.platforms["cpu"]
+    result = run_cell(ctx, plat.versions[0], plat.models[0])
+    assert result.status is Status.PASSED, (result.reason, result.log_excerpt)
+    assert result.fingerprint["origin"] == "manual" and result.throughput
+    log = Path(result.log_path).read_text()
+    assert "scripted: serving" in log
