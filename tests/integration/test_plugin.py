@@ -155,3 +155,50 @@ def test_every_pin_installed_in_the_bin_dir(tmp_path: Path, gguf_model: Path) ->
     assert proc.returncode == 0, proc.stdout + proc.stderr
     cells = [ln.split("::")[-1] for ln in proc.stdout.splitlines() if "::cell[" in ln]
     assert cells == ["cell[scripted_1.0.0-tiny-cpu]", "cell[scripted_2.0.0-tiny-cpu]", "cell[scripted_v3.0-tiny-cpu]"]
+
+
+FAKE_PIPX_INSTALL = """#!{python}
+# pipx at its boundary: `install --force --suffix _<v> <pkg>==<v>` makes a venv dir whose app runs the
+# scripted server, linked into PIPX_BIN_DIR, as pipx lays it out.
+import os, sys
+from pathlib import Path
+args = sys.argv[1:]
+assert args[0] == "install", args
+suffix = args[args.index("--suffix") + 1]
+pkg = args[-1].split("==")[0]
+venv = Path(os.environ["PIPX_HOME"]) / "venvs" / (pkg + suffix).replace("_", "-").replace(".", "-")
+(venv / "bin").mkdir(parents=True, exist_ok=True)
+app = venv / "bin" / "scripted"
+app.write_text("#!/bin/sh\\nexec '{python}' '{server}' \\"$@\\"\\n")
+app.chmod(0o755)
+(venv / "bin" / "python").write_text("")
+link = Path(os.environ["PIPX_BIN_DIR"]) / ("scripted" + suffix)
+link.parent.mkdir(parents=True, exist_ok=True)
+link.unlink(missing_ok=True)
+link.symlink_to(app)
+with open(os.environ["PIPX_HOME"] + "/installs.log", "a") as fh:
+    fh.write(suffix + "\\n")
+"""
+
+
+def test_remove_venvs_runs_pin_by_pin_and_deletes_each_venv_after_its_last_cell(tmp_path: Path, gguf_model: Path) -> None:
+    from tests.support.scripted_backend import SERVER
+
+    fake = tmp_path / "pipx-installs"
+    fake.write_text(FAKE_PIPX_INSTALL.format(python=sys.executable, server=SERVER))
+    fake.chmod(0o755)
+    matrix = _matrix(tmp_path, '"1.0.0", "2.0.0"', "1.0.0", gguf_model)
+    text = matrix.read_text() + f'[[platforms.cpu.models]]\nname = "tiny2"\nsource = "file://{gguf_model}"\n'
+    matrix.write_text(text)
+    argv = _pytest(tmp_path, matrix, "-v", "--remove-venvs")
+    argv[argv.index("--pipx-path") + 1] = str(fake)
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    cells = [ln.split("::")[1].split(" ")[0] for ln in proc.stdout.splitlines() if "::cell[" in ln]
+    assert cells == ["cell[scripted_1.0.0-tiny-cpu]", "cell[scripted_1.0.0-tiny2-cpu]",
+                     "cell[scripted_2.0.0-tiny-cpu]", "cell[scripted_2.0.0-tiny2-cpu]"]  # pin by pin  # fmt: skip
+    removed = [ln for ln in proc.stdout.splitlines() if "venv (" in ln and "freed; --remove-venvs)" in ln]
+    assert len(removed) == 2 and "[scripted_1.0.0-tiny2-cpu] removed scripted_1.0.0's venv" in removed[0]
+    assert list((tmp_path / "data" / "pipx" / "venvs").iterdir()) == []
+    assert not [p for p in (tmp_path / "bin").iterdir() if p.name.startswith("scripted_")]
+    assert (tmp_path / "data" / "pipx" / "installs.log").read_text().split() == ["_1.0.0", "_2.0.0"]
