@@ -78,6 +78,8 @@ def run_cell(ctx: RunContext, pin_spec: PinSpec, model: ModelSpec) -> CellResult
         "slot": ctx.slot.label,
         "model_source": model.source,
     }
+    if flavour.build_constraints:  # what pip needs to build this pin (GPUStack operators need it too)
+        result.fingerprint["build_constraints"] = list(flavour.build_constraints)
     if pin_spec.expect is None and pin_spec.why:
         result.fingerprint["selected_by"] = pin_spec.why
     say = ctx.progress

@@ -335,6 +335,8 @@ def pins_document(recs: Sequence[Recommendation], cells: Sequence[CellResult]) -
         if cell is not None:
             entry["executable"] = Path(cell.executable).name if cell.executable else None
             entry["install"] = cell.fingerprint.get("install_command")
+            if cell.fingerprint.get("build_constraints"):  # e.g. PIP_BUILD_CONSTRAINT=<file with these lines>
+                entry["build_constraints"] = cell.fingerprint["build_constraints"]
         models.append(entry)
     return {"schema_version": 1, "models": models}
 

@@ -103,3 +103,42 @@ def test_client_bound_points_are_flagged_and_not_used(tmp_path: Path, hostile: s
     md = paths.markdown.read_text()
     assert "CLIENT-BOUND: client CPU 95% of one core" in md
     assert "85.0–95.0 (n=2)" in md  # the spread of a repeated point
+
+
+VOX = parse_matrix({"backend": "vox-box", "platforms": {"cpu": {"versions": ["0.0.19", "0.0.21"], "reference": "0.0.21",
+                    "models": [{"name": "whisper", "source": "file:///w", "kind": "stt"}]}}}, "v.toml")  # fmt: skip
+
+
+def _audio_level(c: int, rate: float) -> dict:
+    lat = {"mean": 1500.0 * c, "p50": 1450.0 * c, "p90": 1600.0 * c, "p99": 1700.0 * c, "n": 8}
+    rtf = {"mean": 0.5 * c, "p50": 0.5 * c, "p90": 0.6 * c, "p99": 0.7 * c, "n": 8}
+    return {"label": f"c={c}", "mode": "concurrency", "target": c, "requests": 8, "completed": 8, "failed": 0, "errors": [],
+            "duration_s": 11.0, "audio_s": 22.3, "audio_s_per_s": rate, "audio_s_per_s_median": rate, "audio_s_per_s_all": [rate, rate],
+            "audio_s_per_s_ci95": [rate - 0.1, rate + 0.1], "request_s": 0.7, "latency_ms": lat, "rtf": rtf, "saturated": False}  # fmt: skip
+
+
+def test_speech_report_shows_wer_latency_rtf_and_escapes_transcripts(tmp_path: Path, hostile: str) -> None:
+    cells = []
+    for version, ref, wer in (("0.0.21", True, 0.266), ("0.0.19", False, 0.266)):
+        c = CellResult(cell_id=f"vox-box_{version}-whisper-cpu", backend="vox-box", version=version, model="whisper", platform="cpu",
+                       is_reference=ref, startup_s=5.5, throughput=[_audio_level(1, 1.93), _audio_level(2, 1.91)],
+                       executable=f"/bin/vox-box_{version}", fingerprint={"install_command": ["pipx"], "build_constraints": ["setuptools<81"]},
+                       accuracy={"wer": wer, "edits": 17, "words": 64, "clips": 1, "reference_wer": None if ref else 0.266,
+                                 "per_clip": [{"spoken": "the birch canoe", "heard": hostile, "edits": 3}]},
+                       agreement={"reference": True} if ref else {"clips": 8, "identical": 8, "differ": 0, "wer_vs_reference": 0.0})  # fmt: skip
+        c.checks = [{"group": "conformance", "name": "stt.error.missing_file", "passed": False, "waived": "errors as 200",
+                     "detail": "error returned as HTTP 200 with status_code 400 in the body (expected an HTTP 4xx)"}]  # fmt: skip
+        cells.append(c)
+    paths, recs = write_reports(VOX, tmp_path / "vox-box" / "r", "r", cells)
+    assert recs[0].version == "0.0.21"
+    assert any(r.startswith("WER 26.6%") and "latency p50 1450 ms" in r for r in recs[0].reasons)
+    assert any("1 known deviation(s) waived by the matrix: stt.error.missing_file" in r for r in recs[0].reasons)
+    md = paths.markdown.read_text()
+    assert "| 1.9 audio s/s" in md and "latency 1450 ms" in md and "WER 26.6% (17/64 words)" in md
+    assert "8/8 transcripts identical (WER between 0.0%)" in md
+    assert re.search(r"\| c=2 +\| +8 \| +8 \| +1\.91 \| 1\.81–2\.01 \(n=2\) +\| +0\.7 +\| 2900/3200/3400 +\| 1\.00/1\.20", md), md
+    html = paths.html.read_text()
+    assert "<script>" not in html and "audio s/s per load point" in html
+    pins = json.loads(paths.pins_json.read_text())
+    assert pins["models"][0]["build_constraints"] == ["setuptools<81"]
+    assert pins["models"][0]["ranking"][0]["unit"] == "audio s/s"
