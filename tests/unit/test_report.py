@@ -113,7 +113,8 @@ def _audio_level(c: int, rate: float) -> dict:
     lat = {"mean": 1500.0 * c, "p50": 1450.0 * c, "p90": 1600.0 * c, "p99": 1700.0 * c, "n": 8}
     rtf = {"mean": 0.5 * c, "p50": 0.5 * c, "p90": 0.6 * c, "p99": 0.7 * c, "n": 8}
     return {"label": f"c={c}", "mode": "concurrency", "target": c, "requests": 8, "completed": 8, "failed": 0, "errors": [],
-            "duration_s": 11.0, "audio_s": 22.3, "audio_s_per_s": rate, "audio_s_per_s_median": rate, "audio_s_per_s_all": [rate, rate],
+            "duration_s": 11.0, "audio_s": 22.3, "audio_s_per_s": rate, "audio_s_per_s_median": rate,
+            "audio_s_per_s_all": [rate, rate],
             "audio_s_per_s_ci95": [rate - 0.1, rate + 0.1], "request_s": 0.7, "latency_ms": lat, "rtf": rtf, "saturated": False}  # fmt: skip
 
 
@@ -122,8 +123,10 @@ def test_speech_report_shows_wer_latency_rtf_and_escapes_transcripts(tmp_path: P
     for version, ref, wer in (("0.0.21", True, 0.266), ("0.0.19", False, 0.266)):
         c = CellResult(cell_id=f"vox-box_{version}-whisper-cpu", backend="vox-box", version=version, model="whisper", platform="cpu",
                        is_reference=ref, startup_s=5.5, throughput=[_audio_level(1, 1.93), _audio_level(2, 1.91)],
-                       executable=f"/bin/vox-box_{version}", fingerprint={"install_command": ["pipx"], "build_constraints": ["setuptools<81"]},
-                       accuracy={"wer": wer, "edits": 17, "words": 64, "clips": 1, "reference_wer": None if ref else 0.266,
+                       executable=f"/bin/vox-box_{version}",
+                       fingerprint={"install_command": ["pipx"], "build_constraints": ["setuptools<81"]},
+                       accuracy={"wer": wer, "edits": 17, "words": 64, "clips": 1,
+                                 "reference_wer": None if ref else 0.266,
                                  "per_clip": [{"spoken": "the birch canoe", "heard": hostile, "edits": 3}]},
                        agreement={"reference": True} if ref else {"clips": 8, "identical": 8, "differ": 0, "wer_vs_reference": 0.0})  # fmt: skip
         c.checks = [{"group": "conformance", "name": "stt.error.missing_file", "passed": False, "waived": "errors as 200",
