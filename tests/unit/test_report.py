@@ -115,7 +115,8 @@ def _audio_level(c: int, rate: float) -> dict:
     return {"label": f"c={c}", "mode": "concurrency", "target": c, "requests": 8, "completed": 8, "failed": 0, "errors": [],
             "duration_s": 11.0, "audio_s": 22.3, "audio_s_per_s": rate, "audio_s_per_s_median": rate,
             "audio_s_per_s_all": [rate, rate],
-            "audio_s_per_s_ci95": [rate - 0.1, rate + 0.1], "request_s": 0.7, "latency_ms": lat, "rtf": rtf, "saturated": False}  # fmt: skip
+            "audio_s_per_s_ci95": [rate - 0.1, rate + 0.1], "request_s": 0.7, "latency_ms": lat, "rtf": rtf,
+            "saturated": False}  # fmt: skip
 
 
 def test_speech_report_shows_wer_latency_rtf_and_escapes_transcripts(tmp_path: Path, hostile: str) -> None:
@@ -128,7 +129,8 @@ def test_speech_report_shows_wer_latency_rtf_and_escapes_transcripts(tmp_path: P
                        accuracy={"wer": wer, "edits": 17, "words": 64, "clips": 1,
                                  "reference_wer": None if ref else 0.266,
                                  "per_clip": [{"spoken": "the birch canoe", "heard": hostile, "edits": 3}]},
-                       agreement={"reference": True} if ref else {"clips": 8, "identical": 8, "differ": 0, "wer_vs_reference": 0.0})  # fmt: skip
+                       agreement={"reference": True} if ref
+                       else {"clips": 8, "identical": 8, "differ": 0, "wer_vs_reference": 0.0})  # fmt: skip
         c.checks = [{"group": "conformance", "name": "stt.error.missing_file", "passed": False, "waived": "errors as 200",
                      "detail": "error returned as HTTP 200 with status_code 400 in the body (expected an HTTP 4xx)"}]  # fmt: skip
         cells.append(c)
