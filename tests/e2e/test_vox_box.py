@@ -56,3 +56,26 @@ waived_checks = {{ {waivers} }}
         assert p["completed"] == 4 and p["latency_ms"]["p50"] > 0 and p["rtf"]["p50"] > 0
     report = (tmp_path / "reports" / "vox-box" / "e2e" / "report.md").read_text()
     assert f"**{PIN}**" in report and "WER" in report and "FAIL (waived)" in report
+
+
+def test_a_model_vox_box_does_not_support_is_a_startup_failure_despite_exit_code_0(tmp_path: Path) -> None:
+    # vox-box logs "Model isn't supported" and exits 0: readiness comes from /health, never the exit code.
+    from harness.cell import RunContext, run_cell
+    from harness.install import InstallPaths, default_data_dir, pipx_command
+    from harness.results import FailureClass
+    from harness.slots import Slot
+    from harness.spec import parse_matrix
+
+    model = tmp_path / "not-a-speech-model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    matrix = parse_matrix({"backend": "vox-box", "platforms": {"cpu": {"versions": [PIN], "reference": PIN,
+                           "models": [{"name": "nope", "source": f"file://{model}", "kind": "stt"}]}},
+                           "thresholds": {"startup_deadline_s": 60}}, "nope.toml")  # fmt: skip
+    data = default_data_dir()
+    ctx = RunContext(matrix=matrix, platform="cpu", paths=InstallPaths(data_dir=data, bin_dir=data / "bin", pipx=pipx_command(None)),
+                     run_dir=tmp_path / "run", slot=Slot(platform="cpu"))  # fmt: skip
+    plat = matrix.platforms["cpu"]
+    result = run_cell(ctx, plat.versions[0], plat.models[0])
+    assert result.failure_class is FailureClass.STARTUP_FAILED
+    assert result.reason.startswith("server exited with code 0 before it was ready") and "Model isn't supported" in result.reason
