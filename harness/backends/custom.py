@@ -4,8 +4,9 @@ an install source, declared in the matrix's ``[custom]`` table instead of a modu
     [custom]
     run_command = "llama-server --host {{host}} --port {{port}} --model {{model_path}} --alias {{model_name}}"
     health_check_path = "/health"
-    model_format = "gguf"          # or "hf"
+    model_format = "gguf"          # or "hf" (safetensors dir), "dir" (any model directory as it is)
     installer = "manual"           # the pin is <bin_dir>/<backend>_<version>; or "pipx" (package, pipx_app)
+    api_kinds = ["chat"]           # the model kinds it serves (default: chat, embedding)
 
 The command is split into argv with shlex once, then placeholders are substituted inside each argument:
 nothing ever goes through a shell. Its first word names the program; the pin's executable replaces it.
@@ -24,6 +25,7 @@ from . import Backend, BaseFlavour, LaunchContext
 PLACEHOLDERS = ("model_path", "port", "model_name", "gpu_ids", "gpu_count", "host")
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_]+)\s*\}\}")
 INSTALLERS = ("manual", "pipx")
+API_KINDS = ("chat", "embedding", "stt", "tts")
 
 
 def substitute(token: str, values: Mapping[str, str]) -> str:
@@ -48,7 +50,7 @@ class CustomFlavour(BaseFlavour):
 def parse_custom(name: str, table: Mapping[str, Any]) -> tuple[Backend | None, list[tuple[str, str]]]:
     """A Backend from a matrix's ``[custom]`` table, or the (path, message) errors that prevent it."""
     errors: list[tuple[str, str]] = []
-    known = ("run_command", "health_check_path", "model_format", "installer", "pipx_app")
+    known = ("run_command", "health_check_path", "model_format", "installer", "pipx_app", "api_kinds")
     for key in table:
         if key not in known:
             errors.append((f"custom.{key}", f"unknown key (expected one of: {', '.join(known)})"))
@@ -68,16 +70,19 @@ def parse_custom(name: str, table: Mapping[str, Any]) -> tuple[Backend | None, l
     if not isinstance(health, str) or not health.startswith("/"):
         errors.append(("custom.health_check_path", f"expected a path starting with '/', got {health!r}"))
     fmt = table.get("model_format", "gguf")
-    if fmt not in ("gguf", "hf"):
-        errors.append(("custom.model_format", f"unknown value {fmt!r} (expected one of: gguf, hf)"))
+    if fmt not in ("gguf", "hf", "dir"):
+        errors.append(("custom.model_format", f"unknown value {fmt!r} (expected one of: gguf, hf, dir)"))
     installer = table.get("installer", "manual")
     if installer not in INSTALLERS:
         errors.append(("custom.installer", f"unknown value {installer!r} (expected one of: {', '.join(INSTALLERS)})"))
     pipx_app = table.get("pipx_app", argv[0] if argv else "")
+    kinds = table.get("api_kinds", ["chat", "embedding"])
+    if not isinstance(kinds, list) or not kinds or not all(k in API_KINDS for k in kinds):
+        errors.append(("custom.api_kinds", f"expected a non-empty list of {', '.join(API_KINDS)}, got {kinds!r}"))
     if errors:
         return None, errors
     # A manual pin has no package; a pipx one names it in the matrix's platforms.<p>.package.
     package = name if installer == "manual" else ""
     flavours = {p: CustomFlavour(platform=p, default_package=package, readiness_path=health, model_format=fmt, pipx_app=pipx_app,
-                                 run_command=tuple(argv)) for p in ("cpu", "cuda")}  # fmt: skip
+                                 run_command=tuple(argv), api_kinds=tuple(kinds)) for p in ("cpu", "cuda")}  # fmt: skip
     return Backend(name=name, installer=installer, flavours=flavours), []

@@ -38,8 +38,21 @@ def test_custom_backend_errors() -> None:
         parse_matrix({**BASE, "backend": "mine", "custom": {"run_command": "srv --port {{prot}}", "installer": "curl",
                                                             "health_check_path": "health", "shell": True}}, "c.toml")  # fmt: skip
     assert info.value.errors == [
-        "custom.shell: unknown key (expected one of: run_command, health_check_path, model_format, installer, pipx_app)",
+        "custom.shell: unknown key (expected one of: run_command, health_check_path, model_format, installer, pipx_app, api_kinds)",
         "custom.run_command: unknown placeholder {{prot}} (known: model_path, port, model_name, gpu_ids, gpu_count, host)",
         "custom.health_check_path: expected a path starting with '/', got 'health'",
         "custom.installer: unknown value 'curl' (expected one of: manual, pipx)",
     ]
+
+
+def test_custom_backend_declares_the_model_kinds_it_serves() -> None:
+    stt = {"platforms": {"cpu": {"versions": ["1.0"], "reference": "1.0", "models": [{"name": "w", "source": "file:///w", "kind": "stt"}]}}}
+    with pytest.raises(SpecError) as info:
+        parse_matrix({**stt, "backend": "my-stt", "custom": {"run_command": "srv --port {{port}}"}}, "c.toml")
+    assert info.value.errors == ["platforms.cpu.models[0].kind: my-stt does not serve 'stt' models (it serves: chat, embedding)"]
+    m = parse_matrix({**stt, "backend": "my-stt", "custom": {"run_command": "srv --port {{port}}", "api_kinds": ["stt"],
+                                                             "model_format": "hf"}}, "c.toml")  # fmt: skip
+    assert m.platforms["cpu"].models[0].kind == "stt"
+    with pytest.raises(SpecError) as info:
+        parse_matrix({**stt, "backend": "my-stt", "custom": {"run_command": "srv", "api_kinds": ["video"]}}, "c.toml")
+    assert info.value.errors == ["custom.api_kinds: expected a non-empty list of chat, embedding, stt, tts, got ['video']"]
