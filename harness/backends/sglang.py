@@ -4,13 +4,15 @@ Launch line as GPUStack builds it: ``sglang_<version> serve --model-path <dir> -
 --served-model-name [--tp-size N]``. Releases before the ``sglang`` console script (0.4.x and older)
 have only ``python -m sglang.launch_server``: which line a pin gets is decided from what the pin
 provides, not from a guessed version boundary. When ``<bin_dir>/sglang_<version>`` is a Python
-interpreter (the venv's, linked because the release has no console script, or a manual pin), the
-module form is used; otherwise the ``serve`` subcommand. Readiness is ``/health``.
+interpreter (a launcher of the venv's python, made because the release has no console script, or a
+manual pin), the module form is used; otherwise the ``serve`` subcommand. pipx refuses a package with
+no console script of its own; such releases install with ``installer = "uv"``. Readiness is ``/health``.
 """
 
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,9 +34,18 @@ class SglangFlavour(BaseFlavour):
     ready_line: str | None = r"The server is fired up and ready to roll"
     pipx_app: str = "sglang"
 
+    def post_install(self, venv: InstalledVenv, version: str) -> None:
+        if (launcher := self.bin_target(venv)) is not None:
+            # Not a link to the venv's python: Python finds its venv next to the path it was started by,
+            # and a link in the bin dir is outside it (measured: "No module named 'sglang'").
+            launcher.parent.mkdir(exist_ok=True)
+            launcher.write_text(f"#!/bin/sh\nexec {shlex.quote(str(venv.python))} \"$@\"\n", encoding="utf-8")
+            launcher.chmod(0o755)
+
     def bin_target(self, venv: InstalledVenv) -> Path | None:
-        # With the console script, pipx's app link is the GPUStack executable; without it, the venv's python.
-        return None if (venv.python.parent / "sglang").exists() else venv.python
+        # With the console script, pipx's app link is the GPUStack executable; without it, a launcher of
+        # the venv's python (named python, so the launch line takes the module form).
+        return None if (venv.python.parent / "sglang").exists() else venv.python.parent.parent / "pinmatrix-bin" / "python"
 
     def launch_argv(self, ctx: LaunchContext) -> list[str]:
         head = [str(ctx.executable), "-m", "sglang.launch_server"] if is_python(ctx.executable) else [str(ctx.executable), "serve"]

@@ -59,3 +59,51 @@ def test_sglang_launch_forms_serve_and_pass_the_text_probes(tmp_path: Path, form
     assert result.fingerprint["origin"] == "manual" and result.throughput
     log = Path(result.log_path).read_text()
     assert "scripted: serving" in log
+
+
+def _library_only_wheel(where: Path) -> None:
+    """An SGLang release as 0.4.x shipped: a library with no console script, served by
+    `python -m sglang.launch_server` (here a stand-in module that runs the scripted server)."""
+    import zipfile
+
+    where.mkdir(parents=True)
+    dist = "sglang-0.4.6.dist-info"
+    stand_in = f"import runpy, sys\nsys.argv[0] = {str(SERVER)!r}\nrunpy.run_path({str(SERVER)!r}, run_name='__main__')\n"
+    with zipfile.ZipFile(where / "sglang-0.4.6-py3-none-any.whl", "w") as zf:
+        zf.writestr("sglang/__init__.py", "")
+        zf.writestr("sglang/launch_server.py", stand_in)
+        zf.writestr(f"{dist}/METADATA", "Metadata-Version: 2.1\nName: sglang\nVersion: 0.4.6\n")
+        zf.writestr(f"{dist}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        zf.writestr(f"{dist}/RECORD", "")
+
+
+def test_a_release_without_the_console_script_installs_with_uv_and_launches_as_a_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pipx refuses a package with no console script of its own; uv does not. The pin's executable is then
+    # the venv's python, and the launch line follows: `sglang_0.4.6 -m sglang.launch_server ...`.
+    import shutil
+
+    assert shutil.which("uv"), "uv is not on PATH (pip install uv; `nox -s tests` installs it)"
+    _library_only_wheel(tmp_path / "wheels")
+    monkeypatch.setenv("UV_OFFLINE", "1")  # never the real sglang from PyPI
+    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "wheels"))  # passed to uv as --find-links
+    model = tmp_path / "model"
+    model.mkdir()
+    matrix = parse_matrix({
+        "backend": "sglang-on-cpu",
+        "platforms": {"cpu": {"versions": ["0.4.6"], "reference": "0.4.6", "installer": "uv",
+                              "models": [{"name": "qwen", "source": f"file://{model}"}]}},
+        "workload": {"output_tokens": 4, "concurrency": [1], "requests_per_level": 2, "agreement_prompts": 2},
+        "accuracy": {"tasks": []},
+        "thresholds": {"startup_deadline_s": 20},
+    }, "sglang.toml")  # fmt: skip
+    paths = InstallPaths(data_dir=tmp_path / "data", bin_dir=tmp_path / "bin", pipx=("false",))
+    ctx = RunContext(matrix=matrix, platform="cpu", paths=paths, run_dir=tmp_path / "run", slot=Slot(platform="cpu"))
+    plat = matrix.platforms["cpu"]
+    result = run_cell(ctx, plat.versions[0], plat.models[0])
+    assert result.status is Status.PASSED, (result.reason, result.log_excerpt)
+    assert result.installed_now and result.fingerprint["origin"] == "uv"
+    exe = paths.bin_dir / "sglang-on-cpu_0.4.6"
+    assert exe.resolve().name.startswith("python") and (paths.data_dir / "uv" / "venvs") in exe.resolve().parents

@@ -53,7 +53,10 @@ def test_sglang_bin_target_follows_what_the_release_ships(tmp_path: Path) -> Non
     flavour = get_backend("sglang").flavour("cuda")
     (tmp_path / "bin").mkdir()
     venv = _Venv(tmp_path)
-    assert flavour.bin_target(venv) == venv.python  # 0.4.x: no console script, link the interpreter
+    launcher = tmp_path / "pinmatrix-bin" / "python"
+    assert flavour.bin_target(venv) == launcher  # 0.4.x: no console script, a launcher of the interpreter
+    flavour.post_install(venv, "0.4.6")
+    assert launcher.read_text() == f"#!/bin/sh\nexec {venv.python} \"$@\"\n" and is_python(launcher)
     (tmp_path / "bin" / "sglang").write_text("")
     assert flavour.bin_target(venv) is None  # pipx's `sglang` app is the GPUStack executable
 
