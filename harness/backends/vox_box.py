@@ -19,6 +19,7 @@ class VoxBoxFlavour(BaseFlavour):
     default_package: str = "vox-box"
     model_format: str = "dir"  # a model directory used as it is (faster-whisper: model.bin + tokenizer.json)
     readiness_path: str = "/health"
+    ready_line: str | None = r"vox_box\.server\.server - INFO - Serving on "  # cross-checks the /health poll
     pipx_app: str = "vox-box"
     build_constraints: tuple[str, ...] = ("setuptools<81",)
     api_kinds: tuple[str, ...] = ("stt", "tts")

@@ -3,6 +3,7 @@ or whose flags matter (vox-box)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from harness.backends import LaunchContext, get_backend
@@ -72,3 +73,5 @@ def test_vox_box_start_line_and_build_constraint() -> None:
     assert "cuda:0" in cuda.launch_argv(_ctx(exe, gpus=(3,)))  # CUDA_VISIBLE_DEVICES=3 makes it device 0
     assert cuda.launch_env(_ctx(exe, gpus=(3,)))["CUDA_VISIBLE_DEVICES"] == "3"
     assert flavour.build_constraints == ("setuptools<81",) and flavour.api_kinds == ("stt", "tts")
+    line = "2026-11-27T19:54:41+00:00 - vox_box.server.server - INFO - Serving on 127.0.0.1:52111."  # 0.0.21's log
+    assert flavour.ready_line and re.search(flavour.ready_line, line)
