@@ -431,8 +431,9 @@ def stt_sender(model: str, clips: Sequence[Clip]) -> Send:
 
     async def send(client: httpx.AsyncClient, i: int) -> float:
         name, blob, seconds = blobs[i % len(blobs)]
-        resp = await client.post("/v1/audio/transcriptions", data={"model": model, "response_format": "json", "temperature": "0"},
-                                 files={"file": (name, blob, "audio/wav")})  # fmt: skip
+        # the same form as the scored transcriptions (language given: no detection pass)
+        form = {"model": model, "response_format": "json", "temperature": "0", "language": "en"}
+        resp = await client.post("/v1/audio/transcriptions", data=form, files={"file": (name, blob, "audio/wav")})
         resp.raise_for_status()
         data = resp.json()
         if not isinstance(data, dict) or not isinstance(data.get("text"), str):
