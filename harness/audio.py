@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import io
 import json
+import os
 import random
 import re
 import shutil
@@ -123,7 +124,7 @@ def make_clips(n: int, seed: int, cache_dir: Path, voice: str = "en-us") -> list
         key = hashlib.sha256(json.dumps([text, voice, wpm]).encode()).hexdigest()[:16]
         path = cache_dir / f"{key}.wav"
         if not path.exists():
-            tmp = path.with_suffix(".tmp.wav")
+            tmp = path.with_name(f".{key}.{os.getpid()}.wav")  # parallel workers may make the same clip
             # argv only; the text goes in on stdin so nothing in it can read as an option
             proc = subprocess.run([exe, "-v", voice, "-s", str(wpm), "-w", str(tmp), "--stdin"], input=text, text=True,
                                   capture_output=True)  # fmt: skip

@@ -258,7 +258,7 @@ def _speech_clips(ctx: RunContext) -> list[audio.Clip]:
 def _probe_stt(ctx: RunContext, result: CellResult, model: ModelSpec, base_url: str) -> None:
     """Speech-to-text: conformance, transcripts of seeded speech scored by WER (and against the reference
     pin's), then latency and real-time factor under concurrency."""
-    w, t = ctx.matrix.workload, ctx.matrix.thresholds
+    t = ctx.matrix.thresholds
     clips = _speech_clips(ctx)
     result.fingerprint["speech"] = {"generator": audio.espeak_version(), "clips": len(clips),
                                     "audio_s": round(sum(c.duration_s for c in clips), 2)}  # fmt: skip
@@ -282,8 +282,6 @@ def _probe_stt(ctx: RunContext, result: CellResult, model: ModelSpec, base_url: 
         check, result.agreement = audio.transcript_agreement(heard, reference["transcripts"], ref_store.ref_version,
                                                              t.max_disagreeing_prompts)  # fmt: skip
         result.checks.append(check.to_dict())
-    ctx.progress(f"measuring latency and real-time factor: concurrency [{', '.join(map(str, w.concurrency))}]; "
-                 f"{w.requests_per_level} requests per point x {w.repeats} repeat(s)")  # fmt: skip
     _audio_load(ctx, result, audio.stt_sender(model.name, clips), base_url)
 
 
@@ -303,12 +301,13 @@ def _probe_tts(ctx: RunContext, result: CellResult, model: ModelSpec, base_url: 
         per = [{"spoken": a, "heard": b, "edits": audio.edit_distance(audio.words(a), audio.words(b))}
                for a, b in zip(texts, heard, strict=True)]  # fmt: skip
         result.accuracy = {"wer": rate, "edits": edits, "words": total, "per_clip": per}
-    ctx.progress(f"measuring latency and real-time factor: concurrency [{', '.join(map(str, w.concurrency))}]")
     _audio_load(ctx, result, audio.tts_sender(model.name, model.voice, texts), base_url)
 
 
 def _audio_load(ctx: RunContext, result: CellResult, send: audio.Send, base_url: str) -> None:
     w = ctx.matrix.workload
+    ctx.progress(f"measuring latency and real-time factor: concurrency [{', '.join(map(str, w.concurrency))}]; "
+                 f"{w.requests_per_level} requests per point x {w.repeats} repeat(s)")  # fmt: skip
 
     def show(p: dict[str, Any]) -> None:
         ci = p["audio_s_per_s_ci95"]

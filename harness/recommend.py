@@ -113,20 +113,21 @@ def recommend(
     if waived:
         reasons.append(f"{len(waived)} known deviation(s) waived by the matrix: {', '.join(waived)}")
     tok, unit = chosen.peak_rate() or 0.0, chosen.rate_unit
+    spec = ".2f" if unit == "audio s/s" else ".1f"  # ~2 audio s/s on CPU: one decimal hides the differences
     if chosen.peak_rate() is None:  # e.g. an embedding model: no generation throughput to rank by
         reasons.append(f"no throughput measured; chosen among {len(tied)} eligible pin(s) by policy '{tie_break}'")
     elif len(tied) > 1:
-        others = ", ".join(f"{c.version} ({c.peak_rate() or 0.0:.1f})" for c in tied if c is not chosen)
+        others = ", ".join(f"{c.version} ({c.peak_rate() or 0.0:{spec}})" for c in tied if c is not chosen)
         how = "95% CIs overlap with" if chosen.peak_ci95() and all(c.peak_ci95() for c in tied) else f"within {noise:.0%} of"
-        reasons.append(f"peak {tok:.1f} {unit}, {how} {others}: a tie, broken by policy '{tie_break}'")
+        reasons.append(f"peak {tok:{spec}} {unit}, {how} {others}: a tie, broken by policy '{tie_break}'")
     else:
-        reasons.append(f"fastest eligible pin: peak {tok:.1f} {unit}")
+        reasons.append(f"fastest eligible pin: peak {tok:{spec}} {unit}")
     for cell in ranked:
         if cell is not chosen:
             rejected.setdefault(
                 cell.version,
-                f"eligible, not chosen: {cell.peak_rate() or 0.0:.1f} {unit}"
-                + (" (tie lost to policy)" if cell in tied else f" vs {tok:.1f}"),
+                f"eligible, not chosen: {cell.peak_rate() or 0.0:{spec}} {unit}"
+                + (" (tie lost to policy)" if cell in tied else f" vs {tok:{spec}}"),
             )
     return Recommendation(
         backend=first.backend, model=first.model, platform=first.platform, version=chosen.version,

@@ -76,7 +76,7 @@ def summary_rows(cells: Sequence[CellResult]) -> list[list[str]]:
             c.platform,
             _status(c),
             _fmt(c.startup_s),
-            "—" if c.peak_rate() is None else f"{c.peak_rate():.1f} {c.rate_unit}",
+            "—" if c.peak_rate() is None else f"{c.peak_rate():{'.2f' if c.rate_unit == 'audio s/s' else '.1f'}} {c.rate_unit}",
             _first_p50(c),
             _agreement(c),
             _accuracy(c),

@@ -139,7 +139,7 @@ def test_speech_report_shows_wer_latency_rtf_and_escapes_transcripts(tmp_path: P
     assert any(r.startswith("WER 26.6%") and "latency p50 1450 ms" in r for r in recs[0].reasons)
     assert any("1 known deviation(s) waived by the matrix: stt.error.missing_file" in r for r in recs[0].reasons)
     md = paths.markdown.read_text()
-    assert "| 1.9 audio s/s" in md and "latency 1450 ms" in md and "WER 26.6% (17/64 words)" in md
+    assert "| 1.93 audio s/s" in md and "latency 1450 ms" in md and "WER 26.6% (17/64 words)" in md
     assert "8/8 transcripts identical (WER between 0.0%)" in md
     assert re.search(r"\| c=2 +\| +8 \| +8 \| +1\.91 \| 1\.81–2\.01 \(n=2\) +\| +0\.7 +\| 2900/3200/3400 +\| 1\.00/1\.20", md), md
     html = paths.html.read_text()
