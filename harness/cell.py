@@ -26,7 +26,7 @@ import httpx
 from . import accuracy, agreement, audio, conformance, download, loadgen, models
 from .backends import LaunchContext, get_backend
 from .checks import Check, is_blocking
-from .download import DEFAULT_BASE_URL, Host, release_url
+from .download import DEFAULT_BASE_URL, Host
 from .errors import HarnessError, InstallError, LaunchError, ModelError, ProbeError
 from .install import Installed, InstallPaths, ensure_installed
 from .launch import HOST, Server, free_port, log_tail, parse_phases
@@ -88,10 +88,10 @@ def run_cell(ctx: RunContext, pin_spec: PinSpec, model: ModelSpec) -> CellResult
     try:
         say("installing")
         if backend.installer == "download":
-            asset = flavour.asset(Host.detect(cuda_driver_version() if ctx.slot.gpus else None))  # type: ignore[attr-defined]
-            result.fingerprint["install_command"] = ["download", release_url(ctx.download_base_url, pin.text, f"{asset}.zip")]
-            inst = download.install_download(backend.name, pin, ctx.paths, asset=asset, base_url=ctx.download_base_url,
-                                             allow_http=ctx.allow_http_mirror, sha256=pin_spec.sha256, progress=say)  # fmt: skip
+            plan = flavour.download_plan(pin.text, ctx.download_base_url, Host.detect(cuda_driver_version() if ctx.slot.gpus else None))
+            result.fingerprint["install_command"] = ["download", plan.url]
+            inst = download.install_archive(backend.name, pin, ctx.paths, plan, allow_http=ctx.allow_http_mirror, sha256=pin_spec.sha256,
+                                            progress=say)  # fmt: skip
         elif backend.installer == "manual":  # a custom backend whose pins people put in the bin dir themselves
             exe = ctx.paths.bin_dir / executable_name(backend.name, pin)
             if not exe.exists():

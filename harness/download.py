@@ -166,6 +166,22 @@ def safe_extract(archive: Path, dest: Path) -> None:
                 (dest / info.filename).chmod(mode | stat.S_IRUSR | stat.S_IWUSR)
 
 
+@dataclass(frozen=True, kw_only=True)
+class DownloadPlan:
+    """Where a pin's archive is and what is in it: a backend's flavour makes one per pin."""
+
+    url: str  # the zip archive
+    sums_url: str  # a sha256sum.txt that lists it (used when the matrix gives the pin no sha256)
+    filename: str  # the archive's name in sha256sum.txt
+    executable: str  # the executable inside the archive
+
+
+def llama_box_plan(base_url: str, version: str, asset: str) -> DownloadPlan:
+    """GPUStack's llama-box release layout."""
+    return DownloadPlan(url=release_url(base_url, version, f"{asset}.zip"), sums_url=release_url(base_url, version, "sha256sum.txt"),
+                        filename=f"{asset}.zip", executable="llama-box")  # fmt: skip
+
+
 def install_download(
     backend: str,
     pin: Pin,
@@ -175,10 +191,30 @@ def install_download(
     base_url: str = DEFAULT_BASE_URL,
     allow_http: bool = False,
     sha256: str | None = None,
-    executable: str = "llama-box",
     transport: httpx.BaseTransport | None = None,
     progress: Progress = lambda _: None,
 ) -> Installed:
+    """A llama-box release from ``base_url`` (GPUStack's ``--tools-download-base-url``)."""
+    scheme = base_url.split("://", 1)[0].lower()
+    if scheme != "https" and not (scheme == "http" and allow_http):
+        raise InstallError(f"refusing download base URL {base_url!r}: https only (allow an http mirror explicitly)")
+    return install_archive(backend, pin, paths, llama_box_plan(base_url, pin.text, asset), allow_http=allow_http, sha256=sha256,
+                           transport=transport, progress=progress)  # fmt: skip
+
+
+def install_archive(
+    backend: str,
+    pin: Pin,
+    paths: InstallPaths,
+    plan: DownloadPlan,
+    *,
+    allow_http: bool = False,
+    sha256: str | None = None,
+    transport: httpx.BaseTransport | None = None,
+    progress: Progress = lambda _: None,
+) -> Installed:
+    """Download, verify (sha256), unpack safely and atomically into ``<bin>/<backend>/<backend>-<version>/``,
+    and link ``<bin>/<backend>_<version>`` to the executable inside; nothing is left behind on failure."""
     exe = paths.bin_dir / executable_name(backend, pin)
     home = paths.bin_dir / backend
     target = home / f"{backend}-{pin.text}"
@@ -193,29 +229,30 @@ def install_download(
             origin = "download" if home.resolve() in exe.resolve().parents else "manual"
             return Installed(executable=exe, origin=origin, installed_now=False, seconds=0.0, log=None,
                              size_bytes=_tree_size(target) if target.exists() else 0)  # fmt: skip
-        scheme = base_url.split("://", 1)[0].lower()
-        if scheme != "https" and not (scheme == "http" and allow_http):
-            raise InstallError(f"refusing download base URL {base_url!r}: https only (allow an http mirror explicitly)")
-        url = release_url(base_url, pin.text, f"{asset}.zip")
+        for url in (plan.url, plan.sums_url):
+            scheme = url.split("://", 1)[0].lower()
+            if scheme != "https" and not (scheme == "http" and allow_http):
+                raise InstallError(f"refusing download URL {url!r}: https only (allow an http mirror explicitly)")
         with httpx.Client(transport=transport, timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=True) as client:
             if sha256 is None:
-                progress(f"fetching {release_url(base_url, pin.text, 'sha256sum.txt')}")
-                sums, _ = _get(client, release_url(base_url, pin.text, "sha256sum.txt"), None, progress)
-                sha256 = expected_sha256(sums.decode("utf-8", "replace"), f"{asset}.zip")
+                progress(f"fetching {plan.sums_url}")
+                sums, _ = _get(client, plan.sums_url, None, progress)
+                sha256 = expected_sha256(sums.decode("utf-8", "replace"), plan.filename)
             tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=home))
             try:
-                progress(f"downloading {url}")
-                _, got = _get(client, url, tmp / "asset.zip", progress)
+                progress(f"downloading {plan.url}")
+                _, got = _get(client, plan.url, tmp / "asset.zip", progress)
                 if got != sha256.lower():
-                    raise InstallError(f"sha256 mismatch for {asset}.zip: expected {sha256.lower()}, got {got}")
+                    raise InstallError(f"sha256 mismatch for {plan.filename}: expected {sha256.lower()}, got {got}")
                 unpacked = tmp / "unpacked"
                 try:
                     safe_extract(tmp / "asset.zip", unpacked)
                 except zipfile.BadZipFile as exc:
-                    raise InstallError(f"{asset}.zip is not a valid zip archive: {exc}") from exc
-                found = [p for p in unpacked.rglob("*") if p.name in (executable, executable + ".exe") and p.is_file()]
+                    raise InstallError(f"{plan.filename} is not a valid zip archive: {exc}") from exc
+                name = plan.executable
+                found = [p for p in unpacked.rglob("*") if p.name in (name, name + ".exe") and p.is_file()]
                 if not found:
-                    raise InstallError(f"{asset}.zip holds no {executable!r} executable")
+                    raise InstallError(f"{plan.filename} holds no {name!r} executable")
                 found[0].chmod(found[0].stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
                 if target.exists():
                     shutil.rmtree(target)

@@ -416,7 +416,6 @@ def list_pins(paths: InstallPaths) -> list[BinPin]:
     out: list[BinPin] = []
     if not paths.bin_dir.is_dir():
         return out
-    downloads = (paths.bin_dir / "llama-box").resolve()
     for entry in sorted(paths.bin_dir.iterdir()):
         parsed = split_executable_name(entry.name)
         if parsed is None or not (entry.is_file() and os.access(entry, os.X_OK)):
@@ -424,7 +423,7 @@ def list_pins(paths: InstallPaths) -> list[BinPin]:
         found = _venv_and_origin(entry, paths)
         if found is not None:
             origin = found[1]  # pipx or uv
-        elif downloads in entry.resolve().parents:
+        elif (paths.bin_dir / parsed[0]).resolve() in entry.resolve().parents:  # unpacked into <bin>/<backend>/
             origin = "download"
         else:
             origin = "manual"

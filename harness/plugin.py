@@ -133,6 +133,9 @@ def resolve_version_sets(matrix: Matrix, platform: str, config: pytest.Config) -
                 found = [b.version for b in list_pins(paths) if b.backend == matrix.backend]
             elif get_backend(matrix.backend).installer == "download":  # a release list, not a package index
                 assert vs.spec is not None
+                if not get_backend(matrix.backend).flavour(platform).release_list:
+                    raise InstallError(f"{vs.describe()}: {matrix.backend} downloads from a URL with no release list; "
+                                       "name its versions")  # fmt: skip
                 found = download.resolve_releases(opt.pm_download_base, vs.spec, vs.newest, prereleases=vs.prereleases)
             else:
                 assert vs.spec is not None

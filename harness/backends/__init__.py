@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..errors import HarnessError
+
+if TYPE_CHECKING:  # harness.download imports the installer, which imports this module
+    from ..download import DownloadPlan, Host
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,6 +100,13 @@ class Flavour(Protocol):
     def bin_target(self, venv: InstalledVenv) -> Path | None:
         """What ``<bin_dir>/<backend>_<version>`` must point at when pipx's app is not it (None: it is)."""
 
+    @property
+    def release_list(self) -> bool:
+        """Download backends: whether the mirror lists releases (GitHub's API layout), so version ranges resolve."""
+
+    def download_plan(self, version: str, base_url: str, host: Host) -> DownloadPlan:
+        """Download backends: where the pin's archive is, its sha256sum.txt, and the executable inside."""
+
     def launch_argv(self, ctx: LaunchContext) -> list[str]: ...
 
     def launch_env(self, ctx: LaunchContext) -> dict[str, str]: ...
@@ -118,6 +128,10 @@ class BaseFlavour:
     install_env: Mapping[str, str] = field(default_factory=dict)
     build_constraints: tuple[str, ...] = ()
     api_kinds: tuple[str, ...] = ("chat", "embedding")
+    release_list: bool = False
+
+    def download_plan(self, version: str, base_url: str, host: Host) -> DownloadPlan:
+        raise NotImplementedError(f"{type(self).__name__} is not a download backend")
 
     def post_install(self, venv: InstalledVenv, version: str) -> None:
         return None
@@ -135,7 +149,7 @@ class BaseFlavour:
 @dataclass(frozen=True, kw_only=True)
 class Backend:
     name: str
-    installer: str  # "pipx" today; "download" for prebuilt binaries later
+    installer: str  # "pipx", "download" (prebuilt archives), or "manual" (pins put in the bin dir by hand)
     flavours: Mapping[str, Flavour]
 
     def flavour(self, platform: str) -> Flavour:

@@ -5,7 +5,10 @@ an install source, declared in the matrix's ``[custom]`` table instead of a modu
     run_command = "llama-server --host {{host}} --port {{port}} --model {{model_path}} --alias {{model_name}}"
     health_check_path = "/health"
     model_format = "gguf"          # or "hf" (safetensors dir), "dir" (any model directory as it is)
-    installer = "manual"           # the pin is <bin_dir>/<backend>_<version>; or "pipx" (package, pipx_app)
+    installer = "manual"           # the pin is <bin_dir>/<backend>_<version>; or "pipx" (package, pipx_app);
+                                   # or "download": download_url = "https://host/{{version}}/srv.zip", verified
+                                   # against sha256sum.txt beside it (sha256sum_url) or a pin's sha256,
+                                   # archive_executable = the executable inside (default: the command's first word)
     api_kinds = ["chat"]           # the model kinds it serves (default: chat, embedding)
 
 The command is split into argv with shlex once, then placeholders are substituted inside each argument:
@@ -20,11 +23,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..download import DownloadPlan, Host
 from . import Backend, BaseFlavour, LaunchContext
 
 PLACEHOLDERS = ("model_path", "port", "model_name", "gpu_ids", "gpu_count", "host")
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_]+)\s*\}\}")
-INSTALLERS = ("manual", "pipx")
+INSTALLERS = ("manual", "pipx", "download")
 API_KINDS = ("chat", "embedding", "stt", "tts")
 
 
@@ -35,6 +39,14 @@ def substitute(token: str, values: Mapping[str, str]) -> str:
 @dataclass(frozen=True)
 class CustomFlavour(BaseFlavour):
     run_command: tuple[str, ...] = ()
+    download_url: str = ""  # with {{version}}
+    sha256sum_url: str = ""  # default: sha256sum.txt beside the archive
+    archive_executable: str = ""
+
+    def download_plan(self, version: str, base_url: str, host: Host) -> DownloadPlan:
+        url = substitute(self.download_url, {"version": version})
+        sums = substitute(self.sha256sum_url, {"version": version}) if self.sha256sum_url else url.rsplit("/", 1)[0] + "/sha256sum.txt"
+        return DownloadPlan(url=url, sums_url=sums, filename=url.rsplit("/", 1)[-1], executable=self.archive_executable)
 
     def launch_argv(self, ctx: LaunchContext) -> list[str]:
         values = {"model_path": str(ctx.model_path), "port": str(ctx.port), "model_name": ctx.served_name,
@@ -50,7 +62,8 @@ class CustomFlavour(BaseFlavour):
 def parse_custom(name: str, table: Mapping[str, Any]) -> tuple[Backend | None, list[tuple[str, str]]]:
     """A Backend from a matrix's ``[custom]`` table, or the (path, message) errors that prevent it."""
     errors: list[tuple[str, str]] = []
-    known = ("run_command", "health_check_path", "model_format", "installer", "pipx_app", "api_kinds")
+    known = ("run_command", "health_check_path", "model_format", "installer", "pipx_app", "api_kinds", "download_url",
+             "sha256sum_url", "archive_executable")
     for key in table:
         if key not in known:
             errors.append((f"custom.{key}", f"unknown key (expected one of: {', '.join(known)})"))
@@ -76,13 +89,26 @@ def parse_custom(name: str, table: Mapping[str, Any]) -> tuple[Backend | None, l
     if installer not in INSTALLERS:
         errors.append(("custom.installer", f"unknown value {installer!r} (expected one of: {', '.join(INSTALLERS)})"))
     pipx_app = table.get("pipx_app", argv[0] if argv else "")
+    urls = {key: table.get(key, "") for key in ("download_url", "sha256sum_url")}
+    for key, url in urls.items():
+        if not isinstance(url, str) or (url and not url.startswith(("https://", "http://"))):
+            errors.append((f"custom.{key}", f"expected an http(s) URL, got {url!r}"))
+        elif url and (bad := {m.group(1) for m in _PLACEHOLDER.finditer(url)} - {"version"}):
+            errors.append((f"custom.{key}", f"unknown placeholder {{{{{sorted(bad)[0]}}}}} (known: version)"))
+    if installer == "download" and "{{version}}" not in str(urls["download_url"]).replace(" ", ""):
+        errors.append(("custom.download_url", f"installer 'download' needs a URL with {{{{version}}}}, got {urls['download_url']!r}"))
+    elif installer != "download" and urls["download_url"]:
+        errors.append(("custom.download_url", f"only for installer = 'download' (installer is {installer!r})"))
+    archive_executable = table.get("archive_executable", argv[0].rsplit("/", 1)[-1] if argv else "")
     kinds = table.get("api_kinds", ["chat", "embedding"])
     if not isinstance(kinds, list) or not kinds or not all(k in API_KINDS for k in kinds):
         errors.append(("custom.api_kinds", f"expected a non-empty list of {', '.join(API_KINDS)}, got {kinds!r}"))
     if errors:
         return None, errors
     # A manual pin has no package; a pipx one names it in the matrix's platforms.<p>.package.
-    package = name if installer == "manual" else ""
+    package = name if installer in ("manual", "download") else ""
     flavours = {p: CustomFlavour(platform=p, default_package=package, readiness_path=health, model_format=fmt, pipx_app=pipx_app,
-                                 run_command=tuple(argv), api_kinds=tuple(kinds)) for p in ("cpu", "cuda")}  # fmt: skip
+                                 run_command=tuple(argv), api_kinds=tuple(kinds), download_url=urls["download_url"],
+                                 sha256sum_url=urls["sha256sum_url"], archive_executable=archive_executable)
+                 for p in ("cpu", "cuda")}  # fmt: skip
     return Backend(name=name, installer=installer, flavours=flavours), []

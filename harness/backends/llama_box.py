@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..download import Host, asset_name
+from ..download import DownloadPlan, Host, asset_name, llama_box_plan
 from . import Backend, BaseFlavour, LaunchContext, register
 
 
@@ -21,9 +21,13 @@ class LlamaBoxFlavour(BaseFlavour):
     ready_line: str | None = r"listening on"
     ctx_size: int = 2048
     parallel: int = 4
+    release_list: bool = True  # GitHub's releases API (or a mirror's copy of it)
 
     def asset(self, host: Host) -> str:
         return asset_name(host, self.toolkit)
+
+    def download_plan(self, version: str, base_url: str, host: Host) -> DownloadPlan:
+        return llama_box_plan(base_url, version, self.asset(host))
 
     def launch_argv(self, ctx: LaunchContext) -> list[str]:
         return [str(ctx.executable), "--host", ctx.host, "--port", str(ctx.port), "--model", str(ctx.model_path),

@@ -79,3 +79,51 @@ source = "file://{gguf_model}"
                               cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=60)  # fmt: skip
     cells = [ln.split("::")[-1] for ln in proc.stdout.splitlines() if "::cell[" in ln]
     assert cells == ["cell[llama-box_v0.0.140-tiny-cpu]", "cell[llama-box_v0.0.139-tiny-cpu]"], proc.stdout + proc.stderr
+
+
+def test_custom_backend_downloads_its_pin_from_a_url_with_the_version(tmp_path: Path, gguf_model: Path) -> None:
+    # GPUStack v2 custom backend with a download source: the archive holds a launcher of the scripted server.
+    import hashlib
+    import sys
+
+    from harness.cell import RunContext, run_cell
+    from harness.install import list_pins
+    from harness.results import FailureClass, Status
+    from harness.slots import Slot
+    from harness.spec import parse_matrix
+    from tests.support.scripted_backend import SERVER
+
+    launcher = f"#!/bin/sh\nexec '{sys.executable}' '{SERVER}' \"$@\"\n".encode()
+    archive = _zip({"srv-1.2.0/bin/scripted-srv": launcher, "srv-1.2.0/README": b"docs"})
+    rel = tmp_path / "mirror" / "builds" / "1.2.0"
+    rel.mkdir(parents=True)
+    (rel / "srv-1.2.0.zip").write_bytes(archive)
+    (rel / "sha256sum.txt").write_text(f"{hashlib.sha256(archive).hexdigest()}  srv-1.2.0.zip\n")
+    with serve(tmp_path / "mirror") as base:
+        matrix = parse_matrix({
+            "backend": "my-srv",
+            "custom": {"run_command": "scripted-srv --host {{host}} --port {{port}} --served-model-name {{model_name}}",
+                       "installer": "download", "download_url": base + "/builds/{{version}}/srv-{{version}}.zip",
+                       "health_check_path": "/health"},
+            "platforms": {"cpu": {"versions": ["1.2.0", {"version": "1.3.0", "sha256": "0" * 64}], "reference": "1.2.0",
+                                  "models": [{"name": "tiny", "source": f"file://{gguf_model}"}]}},
+            "workload": {"output_tokens": 4, "concurrency": [1], "requests_per_level": 2, "agreement_prompts": 2},
+            "accuracy": {"tasks": []},
+            "thresholds": {"startup_deadline_s": 20},
+        }, "dl.toml")  # fmt: skip
+        paths = InstallPaths(data_dir=tmp_path / "data", bin_dir=tmp_path / "bin", pipx=("false",))
+        ctx = RunContext(matrix=matrix, platform="cpu", paths=paths, run_dir=tmp_path / "run", slot=Slot(platform="cpu"),
+                         download_base_url=base, allow_http_mirror=True)  # fmt: skip
+        plat = matrix.platforms["cpu"]
+        good = run_cell(ctx, plat.versions[0], plat.models[0])
+        missing = run_cell(ctx, plat.versions[1], plat.models[0])  # not on the mirror: its sha256sum.txt is never needed
+        ctx_https_only = RunContext(matrix=matrix, platform="cpu", paths=paths, run_dir=tmp_path / "run", slot=Slot(platform="cpu"))
+        refused = run_cell(ctx_https_only, plat.versions[1], plat.models[0])
+    assert good.status is Status.PASSED, (good.reason, good.log_excerpt)
+    assert good.fingerprint["origin"] == "download"
+    assert good.fingerprint["install_command"] == ["download", f"{base}/builds/1.2.0/srv-1.2.0.zip"]
+    assert Path(good.executable).resolve() == paths.bin_dir / "my-srv" / "my-srv-1.2.0" / "srv-1.2.0" / "bin" / "scripted-srv"
+    assert [(p.backend, p.version, p.origin) for p in list_pins(paths)] == [("my-srv", "1.2.0", "download")]
+    assert missing.failure_class is FailureClass.INSTALL_FAILED
+    assert missing.reason == f"HTTP 404 Not Found: {base}/builds/1.3.0/srv-1.3.0.zip"
+    assert refused.failure_class is FailureClass.INSTALL_FAILED and refused.reason.startswith(f"refusing download URL '{base}/builds/1.3.0")

@@ -38,10 +38,11 @@ def test_custom_backend_errors() -> None:
         parse_matrix({**BASE, "backend": "mine", "custom": {"run_command": "srv --port {{prot}}", "installer": "curl",
                                                             "health_check_path": "health", "shell": True}}, "c.toml")  # fmt: skip
     assert info.value.errors == [
-        "custom.shell: unknown key (expected one of: run_command, health_check_path, model_format, installer, pipx_app, api_kinds)",
+        "custom.shell: unknown key (expected one of: run_command, health_check_path, model_format, installer, pipx_app, api_kinds, "
+        "download_url, sha256sum_url, archive_executable)",
         "custom.run_command: unknown placeholder {{prot}} (known: model_path, port, model_name, gpu_ids, gpu_count, host)",
         "custom.health_check_path: expected a path starting with '/', got 'health'",
-        "custom.installer: unknown value 'curl' (expected one of: manual, pipx)",
+        "custom.installer: unknown value 'curl' (expected one of: manual, pipx, download)",
     ]
 
 
@@ -56,3 +57,28 @@ def test_custom_backend_declares_the_model_kinds_it_serves() -> None:
     with pytest.raises(SpecError) as info:
         parse_matrix({**stt, "backend": "my-stt", "custom": {"run_command": "srv", "api_kinds": ["video"]}}, "c.toml")
     assert info.value.errors == ["custom.api_kinds: expected a non-empty list of chat, embedding, stt, tts, got ['video']"]
+
+
+def test_custom_download_backend_plan_and_errors() -> None:
+    from harness.download import Host
+
+    m = parse_matrix({**BASE, "backend": "my-dl", "custom": {
+        "run_command": "bin/llama-server --port {{port}}", "installer": "download",
+        "download_url": "https://mirror.example/llama/{{ version }}/llama-server-{{version}}.zip"}}, "c.toml")  # fmt: skip
+    assert m.platforms["cpu"].package == "my-dl" and get_backend("my-dl").installer == "download"
+    plan = get_backend("my-dl").flavour("cpu").download_plan("11434.0.0", "https://github.com", Host.detect())
+    assert plan.url == "https://mirror.example/llama/11434.0.0/llama-server-11434.0.0.zip"
+    assert plan.sums_url == "https://mirror.example/llama/11434.0.0/sha256sum.txt"
+    assert (plan.filename, plan.executable) == ("llama-server-11434.0.0.zip", "llama-server")
+    with pytest.raises(SpecError) as info:
+        parse_matrix({**BASE, "backend": "my-dl2", "custom": {"run_command": "srv", "installer": "download",
+                                                              "download_url": "ftp://x/srv.zip", "sha256sum_url": "https://x/{{build}}/s.txt"}},
+                     "c.toml")  # fmt: skip
+    assert info.value.errors == [
+        "custom.download_url: expected an http(s) URL, got 'ftp://x/srv.zip'",
+        "custom.sha256sum_url: unknown placeholder {{build}} (known: version)",
+        "custom.download_url: installer 'download' needs a URL with {{version}}, got 'ftp://x/srv.zip'",
+    ]
+    with pytest.raises(SpecError) as info:
+        parse_matrix({**BASE, "backend": "my-dl3", "custom": {"run_command": "srv", "download_url": "https://x/{{version}}.zip"}}, "c.toml")
+    assert info.value.errors == ["custom.download_url: only for installer = 'download' (installer is 'manual')"]
