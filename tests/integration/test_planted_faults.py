@@ -17,7 +17,7 @@ from harness.install import InstallPaths
 from harness.results import FailureClass, Status
 from harness.slots import Slot
 from harness.spec import parse_matrix
-from tests.support.scripted_backend import install_manual_pin
+from tests.support.scripted_backend import install_manual_pin, run_second_pin
 
 SEED = 5
 TASKS = ("arithmetic", "copy")
@@ -69,13 +69,7 @@ def reference_run(tmp_path_factory: pytest.TempPathFactory):
 )
 def test_planted_fault_fails_exactly_its_check(reference_run, mode: str, expected_failures: set[str]) -> None:
     ctx, answers = reference_run
-    exe = install_manual_pin(ctx.paths.bin_dir, "2.0.0", "--answers", str(answers), "--mode", mode)
-    try:
-        plat = ctx.matrix.platforms["cpu"]
-        result = run_cell(ctx, plat.versions[1], plat.models[0])
-    finally:
-        exe.unlink()
-    failed = {c["name"] for c in result.checks if c["passed"] is False}
+    result, failed = run_second_pin(ctx, "--answers", str(answers), "--mode", mode)
     assert failed == expected_failures, [c for c in result.checks if c["passed"] is not True]
     assert all(c["passed"] is True for c in result.checks if c["name"] not in expected_failures)
     if expected_failures:

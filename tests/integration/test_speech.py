@@ -23,7 +23,7 @@ from harness.launch import free_port
 from harness.results import FailureClass, Status
 from harness.slots import Slot
 from harness.spec import parse_matrix
-from tests.support.scripted_backend import SERVER, install_manual_pin
+from tests.support.scripted_backend import SERVER, install_manual_pin, run_second_pin
 
 SEED = 11
 CLIPS = 4
@@ -83,13 +83,7 @@ def test_reference_stt_cell_records_wer_latency_and_rtf(stt_reference) -> None:
 )
 def test_planted_speech_fault_fails_exactly_its_check(stt_reference, mode: str, expected_failures: set[str]) -> None:
     ctx, transcripts, _ = stt_reference
-    exe = install_manual_pin(ctx.paths.bin_dir, "2.0.0", "--transcripts", str(transcripts), "--mode", mode, backend="scripted-speech")
-    try:
-        plat = ctx.matrix.platforms["cpu"]
-        result = run_cell(ctx, plat.versions[1], plat.models[0])
-    finally:
-        exe.unlink()
-    failed = {c["name"] for c in result.checks if c["passed"] is False}
+    result, failed = run_second_pin(ctx, "--transcripts", str(transcripts), "--mode", mode, backend="scripted-speech")
     assert failed == expected_failures, [c for c in result.checks if c["passed"] is not True]
     if not expected_failures:
         assert result.status is Status.PASSED, result.reason

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.backends import Backend, BaseFlavour, LaunchContext, register
+from harness.cell import RunContext, run_cell
+from harness.results import CellResult
 
 SERVER = Path(__file__).with_name("scripted_server.py")
 
@@ -67,3 +69,15 @@ def pid_alive(pid: int) -> bool:
             return fh.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def run_second_pin(ctx: RunContext, *args: str, backend: str = "scripted") -> tuple[CellResult, set[str]]:
+    """Run the matrix's second pin (``2.0.0``) as a scripted server started with ``args``; the result and
+    the names of its failed checks. The pin is removed afterwards, so the next case installs its own."""
+    exe = install_manual_pin(ctx.paths.bin_dir, "2.0.0", *args, backend=backend)
+    try:
+        plat = ctx.matrix.platforms[ctx.platform]
+        result = run_cell(ctx, plat.versions[1], plat.models[0])
+    finally:
+        exe.unlink()
+    return result, {c["name"] for c in result.checks if c["passed"] is False}
