@@ -17,7 +17,7 @@ from pathlib import Path
 
 from harness.backends import LaunchContext, get_backend
 from harness.launch import HOST, Server, free_port
-from harness.loadgen import Load, Options, make_prompts, run_points
+from harness.load.text import Load, Options, make_prompts, run_points
 
 from .vllm_bench import PIN, prepare, run_vllm_bench
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 
 from harness.launch import free_port
-from harness.loadgen import Load, Options, run_points
+from harness.load.text import Load, Options, run_points
 
 from .vllm_bench import prepare, run_vllm_bench
 

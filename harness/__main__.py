@@ -1,19 +1,27 @@
 """Command line: pin management without running cells.
 
     python -m harness install <backend> <version>... [--bin-dir DIR] [--data-dir DIR] [--pipx-path P] [--platform cpu]
+                              [--installer pipx|uv] [--tools-download-base-url URL] [--allow-http-mirror]
+    python -m harness install --matrix matrices/my.toml <version>...   # a matrix's backend, package, installer, indexes
     python -m harness pins [--bin-dir DIR] [--data-dir DIR]
+
+Every kind installs through the one entry point (``harness.install.install_pin``): pipx, uv, a verified
+download (llama-box, custom backends with a ``download_url``), or a manual pin already in the bin dir.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from .backends import get_backend, known_backends
 from .errors import HarnessError, InstallError
-from .install import InstallPaths, default_data_dir, ensure_installed, list_pins, pipx_command
+from .install import DEFAULT_BASE_URL, InstallPaths, InstallRequest, default_data_dir, install_pin, list_pins, pipx_command
 from .slots import default_platform, discover_gpus
+from .spec import load_matrix
 from .versions import InvalidPin, parse_pin
 
 
@@ -23,25 +31,44 @@ def _paths(a: argparse.Namespace) -> InstallPaths:
     return InstallPaths(data_dir=data.resolve(), bin_dir=bin_dir.resolve(), pipx=pipx_command(getattr(a, "pipx_path", None)))
 
 
+def _request(a: argparse.Namespace) -> Callable[..., InstallRequest]:
+    """How to ask for one version: what a matrix (or the flags) say about backend, platform, package, indexes."""
+    platform = a.platform or default_platform(discover_gpus())
+    common = {"platform": platform, "download_base_url": a.tools_download_base_url, "allow_http": a.allow_http_mirror}
+    if a.matrix:
+        matrix = load_matrix(a.matrix)
+        if platform not in matrix.platforms:
+            raise HarnessError(f"{a.matrix}: no '{platform}' platform (has: {', '.join(matrix.platforms)})")
+        plat = matrix.platforms[platform]
+        return functools.partial(InstallRequest, backend=matrix.get_backend(), package=a.package or plat.package,
+                                 installer=a.installer or plat.installer, extra_index_urls=plat.extra_index_urls or None,
+                                 **common)  # fmt: skip
+    if not a.backend:
+        raise HarnessError(f"name a backend ({', '.join(known_backends())}) or a --matrix")
+    return functools.partial(InstallRequest, backend=get_backend(a.backend), package=a.package or "", installer=a.installer or "pipx",
+                             **common)  # fmt: skip
+
+
 def cmd_install(a: argparse.Namespace) -> int:
-    backend = get_backend(a.backend)
-    flavour = backend.flavour(a.platform or default_platform(discover_gpus()))
+    if a.matrix and a.backend:  # with --matrix every positional is a version
+        a.versions, a.backend = [a.backend, *a.versions], None
+    request = _request(a)
     paths, failed = _paths(a), 0
+    name = a.backend or Path(a.matrix).stem
     for text in a.versions:
 
         def progress(message: str, version: str = text) -> None:
-            print(f"[{a.backend} {version}] {message}", flush=True)
+            print(f"[{name} {version}] {message}", flush=True)
 
         try:
-            pin = parse_pin(text)
-            inst = ensure_installed(backend, flavour, a.package or flavour.default_package, pin, paths,
-                                    extra_index_urls=flavour.default_extra_index_urls, progress=progress)  # fmt: skip
+            rec = install_pin(request(pin=parse_pin(text)), paths, progress=progress)
         except (InvalidPin, InstallError) as exc:
-            print(f"[{a.backend} {text}] FAILED: {exc}", file=sys.stderr)
+            print(f"[{name} {text}] FAILED: {exc}", file=sys.stderr)
             failed += 1
             continue
-        state = "installed" if inst.installed_now else "already installed"
-        print(f"{inst.executable}  ({state}, {inst.origin}, {inst.seconds:.1f} s, {inst.size_bytes / 2**30:.2f} GiB)")
+        state = "installed" if rec.installed_now else "already installed"
+        extra = f", sha256 {rec.sha256}" if rec.sha256 else ""
+        print(f"{rec.executable}  ({state}, {rec.kind}, {rec.seconds:.1f} s, {rec.size_bytes / 2**30:.2f} GiB{extra})")
     return 1 if failed else 0
 
 
@@ -63,13 +90,19 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--bin-dir")
         p.add_argument("--data-dir")
         if name == "install":
-            p.add_argument("backend", help=f"one of: {', '.join(known_backends())}")
-            p.add_argument("versions", nargs="+")
+            p.add_argument("backend", nargs="?", help=f"one of: {', '.join(known_backends())} (or give --matrix)")
+            p.add_argument("versions", nargs="*")
+            p.add_argument("--matrix", help="take the backend (a [custom] one too), package, installer and indexes from a matrix file")
             p.add_argument("--pipx-path")
             p.add_argument("--platform", choices=("cpu", "cuda"))
-            p.add_argument("--package", help="PyPI package (default: the backend flavour's)")
+            p.add_argument("--package", help="PyPI package (default: the matrix's or the backend flavour's)")
+            p.add_argument("--installer", choices=("pipx", "uv"), help="for package backends (default: the matrix's, else pipx)")
+            p.add_argument("--tools-download-base-url", default=DEFAULT_BASE_URL, help="mirror for prebuilt backends (GPUStack's option)")
+            p.add_argument("--allow-http-mirror", action="store_true", help="allow a plain-http download mirror")
     a = ap.parse_args(argv)
     try:
+        if a.command == "install" and not (a.versions or (a.matrix and a.backend)):
+            ap.error("install: name at least one version")
         return cmd_install(a) if a.command == "install" else cmd_pins(a)
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)

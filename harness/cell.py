@@ -7,12 +7,13 @@ re-raised after the server is stopped and the partial result stored.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
 import os
-import platform as pyplatform
 import shutil
 import tempfile
 import time
@@ -23,18 +24,23 @@ from typing import Any
 
 import httpx
 
-from . import accuracy, agreement, audio, conformance, download, loadgen, models
-from .backends import LaunchContext, get_backend
-from .checks import Check, is_blocking
-from .download import DEFAULT_BASE_URL, Host
+from .backends import Host, LaunchContext
 from .errors import HarnessError, InstallError, LaunchError, ModelError, ProbeError
-from .install import Installed, InstallPaths, ensure_installed
+from .fingerprint import Fingerprint, Machine, distributions, gpu_facts, mask_argv, mask_env
+from .install import DEFAULT_BASE_URL, InstallPaths, InstallRequest, install_pin
+from .install.layout import venv_and_origin
 from .launch import HOST, Server, free_port, log_tail, parse_phases
-from .metrics import ClientLimits, Slo
-from .results import CellResult, FailureClass, Status
+from .load import audio as audio_load
+from .load import text as loadgen
+from .load.metrics import ClientLimits, Slo
+from .models import prepare as prepare_model
+from .probes import accuracy, agreement, conformance, speech, stt, tts
+from .probes.wer import edit_distance, wer, words
+from .results import Agreement, CellResult, Check, ClipScore, FailureClass, LoadPoint, SpeechAccuracy, Startup, Status, TextAccuracy
+from .serial import dump, load_record
 from .slots import GpuMemorySampler, Slot, cuda_driver_version
 from .spec import Matrix, ModelSpec, PinSpec, Workload
-from .versions import executable_name, path_safe, requirement
+from .versions import path_safe
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -60,63 +66,48 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+@functools.cache
+def this_machine() -> Machine:
+    return Machine.detect()
+
+
 def run_cell(ctx: RunContext, pin_spec: PinSpec, model: ModelSpec) -> CellResult:
     matrix, plat = ctx.matrix, ctx.matrix.platforms[ctx.platform]
-    backend = get_backend(matrix.backend)
-    flavour = backend.flavour(ctx.platform)
+    backend = matrix.get_backend()
     pin = pin_spec.pin
     result = CellResult(
         cell_id=cell_id(backend.name, pin.text, model.name, ctx.platform),
         backend=backend.name, version=pin.text, model=model.name, platform=ctx.platform,
         is_reference=pin.text == plat.reference.text, expected_failure=pin_spec.expect, started_at=_now(),
+        selected_by=pin_spec.why if pin_spec.expect is None else "",
     )  # fmt: skip
-    result.fingerprint = {
-        "package": plat.package,
-        "install_command": ["pipx", "install", "--force", "--suffix", f"_{pin.text}", requirement(plat.package, pin)],
-        "host": pyplatform.node(),
-        "machine": pyplatform.machine(),
-        "slot": ctx.slot.label,
-        "model_source": model.source,
-    }
-    if flavour.build_constraints:  # what pip needs to build this pin (GPUStack operators need it too)
-        result.fingerprint["build_constraints"] = list(flavour.build_constraints)
-    if pin_spec.expect is None and pin_spec.why:
-        result.fingerprint["selected_by"] = pin_spec.why
+    result.fingerprint = Fingerprint(machine=this_machine(), gpus=gpu_facts(ctx.slot.gpus), slot=ctx.slot.label, package=plat.package,
+                                     model_source=model.source)  # fmt: skip
     say = ctx.progress
     phase = "install"
     t0 = time.monotonic()
     try:
         say("installing")
-        if backend.installer == "download":
-            plan = flavour.download_plan(pin.text, ctx.download_base_url, Host.detect(cuda_driver_version() if ctx.slot.gpus else None))
-            result.fingerprint["install_command"] = ["download", plan.url]
-            inst = download.install_archive(backend.name, pin, ctx.paths, plan, allow_http=ctx.allow_http_mirror, sha256=pin_spec.sha256,
-                                            progress=say)  # fmt: skip
-        elif backend.installer == "manual":  # a custom backend whose pins people put in the bin dir themselves
-            exe = ctx.paths.bin_dir / executable_name(backend.name, pin)
-            if not exe.exists():
-                raise InstallError(f"no {exe.name} in {ctx.paths.bin_dir}: put the pin's executable there (manual install)")
-            result.fingerprint["install_command"] = ["manual", str(exe)]
-            inst = Installed(executable=exe, origin="manual", installed_now=False, seconds=0.0, log=None)
-        else:
-            inst = ensure_installed(backend, flavour, plat.package, pin, ctx.paths, installer=plat.installer,
-                                    extra_index_urls=plat.extra_index_urls or flavour.default_extra_index_urls, progress=say)  # fmt: skip
-        result.fingerprint["venv_bytes" if inst.origin == "pipx" else "install_bytes"] = inst.size_bytes
+        request = InstallRequest(backend=backend, platform=ctx.platform, pin=pin, package=plat.package, installer=plat.installer,
+                                 extra_index_urls=plat.extra_index_urls or None, download_base_url=ctx.download_base_url,
+                                 allow_http=ctx.allow_http_mirror, sha256=pin_spec.sha256,
+                                 host=Host.detect(cuda_driver_version() if ctx.slot.gpus else None))  # fmt: skip
+        inst = result.install = install_pin(request, ctx.paths, progress=say)
         result.phases["install"] = inst.seconds
-        result.installed_now, result.executable = inst.installed_now, str(inst.executable)
         result.warnings += list(inst.warnings)
-        result.fingerprint["origin"] = inst.origin
-        say(("installed" if inst.installed_now else "already installed") + f": {inst.executable}")
+        found = venv_and_origin(Path(inst.executable), ctx.paths)
+        if found is not None:  # what the pin's venv holds: torch and its build, the backend, everything else
+            result.fingerprint = dataclasses.replace(result.fingerprint, distributions=distributions(found[0] / "bin" / "python"))
+        say(("installed" if inst.installed_now else "already installed") + f": {inst.executable} ({inst.kind})")
 
         phase, t0 = "model", time.monotonic()
         say(f"preparing model {model.name}")
-        local = models.prepare(model.source, flavour.model_format, ctx.paths.data_dir, progress=say)
+        local = prepare_model(model.source, backend.flavour(ctx.platform).model_format, ctx.paths.data_dir, progress=say)
         result.phases["model"] = time.monotonic() - t0
-        result.fingerprint["model_path"] = str(local.path)
-        result.fingerprint["model_sha256"] = local.sha256
+        result.fingerprint = dataclasses.replace(result.fingerprint, model_path=str(local.path), model_sha256=local.sha256)
 
         phase, t0 = "startup", time.monotonic()
-        _serve_and_probe(ctx, result, model, local.path, inst.executable)
+        _serve_and_probe(ctx, result, model, local.path, Path(inst.executable))
     except InstallError as exc:
         _fail(result, FailureClass.INSTALL_FAILED, exc.reason, exc.log)
         result.phases["install"] = time.monotonic() - t0
@@ -166,7 +157,7 @@ def _serve_and_probe(ctx: RunContext, result: CellResult, model: ModelSpec, mode
 def _serve(ctx: RunContext, result: CellResult, model: ModelSpec, model_path: Path, exe: Path, cell_dir: Path,
            cache_dir: Path) -> None:  # fmt: skip
     matrix, plat = ctx.matrix, ctx.matrix.platforms[ctx.platform]
-    flavour = get_backend(matrix.backend).flavour(ctx.platform)
+    flavour = matrix.get_backend().flavour(ctx.platform)
     deadline = matrix.thresholds.startup_deadline_s
     log_path = cell_dir / "server.log"
     result.log_path = str(log_path)
@@ -177,23 +168,26 @@ def _serve(ctx: RunContext, result: CellResult, model: ModelSpec, model_path: Pa
             executable=exe, model_path=model_path, served_name=model.name, host=HOST, port=port,
             gpus=ctx.slot.gpus, extra_args=tuple(plat.serve_args) + tuple(model.serve_args), cache_dir=cache_dir,
         )  # fmt: skip
-        env = {**os.environ, **flavour.launch_env(lctx), **plat.env}
+        ours = {**flavour.launch_env(lctx), **plat.env}
+        argv = flavour.launch_argv(lctx)
+        if result.fingerprint is not None and not result.fingerprint.launch_argv:  # the effective launch line, secrets masked
+            result.fingerprint = dataclasses.replace(result.fingerprint, launch_argv=mask_argv(argv), launch_env=mask_env(ours))
         base_url = f"http://{HOST}:{port}"
-        return Server(flavour.launch_argv(lctx), env=env, log_path=log, base_url=base_url, readiness_path=flavour.readiness_path,
+        return Server(argv, env={**os.environ, **ours}, log_path=log, base_url=base_url, readiness_path=flavour.readiness_path,
                       ready_line=flavour.ready_line), base_url  # fmt: skip
 
-    def start(srv: Server, label: str) -> dict[str, Any]:
+    def start(srv: Server, label: str) -> Startup:
         ctx.progress(f"waiting for ready ({label} start) on {srv.base_url} (deadline {deadline:g} s, log: {srv.log_path})")
         seconds = srv.wait_ready(deadline)
         phases = parse_phases(srv.log_path.read_text(encoding="utf-8", errors="replace"), flavour.startup_phases)
         ctx.progress(f"ready in {seconds:.1f} s ({label})" + "".join(f", {k} {v:g}" for k, v in phases.items()))
-        return {"seconds": seconds, "log_ready_s": srv.log_ready_s, "phases": phases}
+        return Startup(seconds=seconds, log_ready_s=srv.log_ready_s, phases=phases)
 
     with GpuMemorySampler(ctx.slot.gpus) as gpu_memory:
         srv, base_url = server(log_path)
         with srv:
             result.startup["cold"] = start(srv, "cold")
-            result.startup_s = result.phases["startup"] = result.startup["cold"]["seconds"]
+            result.phases["startup"] = result.startup["cold"].seconds
             t0 = time.monotonic()
             try:
                 _probe(ctx, result, model, base_url)
@@ -205,13 +199,12 @@ def _serve(ctx: RunContext, result: CellResult, model: ModelSpec, model_path: Pa
             with warm:
                 result.startup["warm"] = start(warm, "warm")
     result.gpu_memory_peak_mib = {str(g): round(v, 1) for g, v in gpu_memory.peaks_mib.items()}
-    for c in result.checks:  # known, accepted deviations: still reported, no longer blocking
-        if c["passed"] is False and c["name"] in matrix.policy.waived_checks:
-            c["waived"] = matrix.policy.waived_checks[c["name"]]
-    failed = [c for c in result.checks if is_blocking(c, matrix.policy.required_checks)]
+    waived = matrix.policy.waived_checks  # known, accepted deviations: still reported, no longer blocking
+    result.checks = [dataclasses.replace(c, waived=waived[c.name]) if c.passed is False and c.name in waived else c for c in result.checks]
+    failed = [c for c in result.checks if c.blocking(matrix.policy.required_checks)]
     if failed:
         result.status, result.failure_class = Status.FAILED, FailureClass.CHECK_FAILED
-        result.reason = "failed: " + ", ".join(f"{c['name']} ({c['detail'][:120]})" for c in failed)
+        result.reason = "failed: " + ", ".join(f"{c.name} ({c.detail[:120]})" for c in failed)
         result.log_excerpt = log_tail(log_path, lines=25)
 
 
@@ -222,37 +215,42 @@ def _probe(ctx: RunContext, result: CellResult, model: ModelSpec, base_url: str)
         return _probe_tts(ctx, result, model, base_url)
     w, t, acc = ctx.matrix.workload, ctx.matrix.thresholds, ctx.matrix.accuracy
     items = _accuracy_items(ctx) if model.kind == "chat" else []
-    ref_store = ReferenceStore(ctx, model, items)
+    ref_store = ReferenceStore(ctx, model, items, numerics=_numerics(result))
     with httpx.Client(base_url=base_url, timeout=120.0) as client:
         ctx.progress("probing API conformance")
-        result.checks += [c.to_dict() for c in conformance.conformance(
-            client, model.name, kind=model.kind, normalized_embeddings=model.normalized_embeddings)]  # fmt: skip
+        result.checks += conformance.conformance(client, model.name, kind=model.kind, normalized_embeddings=model.normalized_embeddings)
         ctx.progress(f"probing agreement ({w.agreement_prompts} greedy prompts, top-{t.top_logprobs} logprobs)")
         if model.kind == "embedding":
             ours: dict[str, Any] = {"embeddings": agreement.embeddings(client, model.name)}
         else:
             prompts = list(agreement.PROMPTS[: w.agreement_prompts])
             ours = {"samples": agreement.greedy_samples(client, model.name, prompts, w.agreement_max_tokens, t.top_logprobs)}
+    scored: TextAccuracy | None = None
     if items:
         ctx.progress(f"probing task accuracy ({len(items)} items: {', '.join(acc.tasks) or 'files'})")
-        ours["accuracy"] = accuracy.run(base_url, model.name, items, max_tokens=acc.max_tokens, concurrency=acc.concurrency)
+        scored = accuracy.run(base_url, model.name, items, max_tokens=acc.max_tokens, concurrency=acc.concurrency)
+        ours["accuracy"] = dump(scored)
     ref_store.save(result.version, ours)
     reference = None if result.is_reference else ref_store.load()
     _agree(ctx, result, model, ours, reference)
-    if items:
-        check = accuracy.gate(ours["accuracy"], (reference or {}).get("accuracy"), ref_store.ref_version, t.accuracy_tolerance,
-                              is_reference=result.is_reference)  # fmt: skip
-        result.checks.append(check.to_dict())
-        result.accuracy = {k: v for k, v in ours["accuracy"].items() if k != "misses"} | {"misses": ours["accuracy"]["misses"][:10]}
+    if scored is not None:
+        ref_scored = load_record(TextAccuracy, reference["accuracy"]) if reference and reference.get("accuracy") else None
+        result.checks.append(accuracy.gate(scored, ref_scored, ref_store.ref_version, t.accuracy_tolerance,
+                                           is_reference=result.is_reference))  # fmt: skip
+        result.accuracy = dataclasses.replace(scored, misses=scored.misses[:10])
     if model.kind != "chat":
         return
     _throughput(ctx, result, model, base_url)
 
 
-def _speech_clips(ctx: RunContext) -> list[audio.Clip]:
+def _numerics(result: CellResult) -> str:
+    return result.fingerprint.numerics if result.fingerprint is not None else "unknown"
+
+
+def _speech_clips(ctx: RunContext) -> list[speech.Clip]:
     w = ctx.matrix.workload
     ctx.progress(f"making speech: {w.speech_clips} seeded sentences with espeak-ng (seed {w.seed})")
-    return audio.make_clips(w.speech_clips, w.seed, ctx.paths.data_dir / "audio" / "espeak")
+    return speech.make_clips(w.speech_clips, w.seed, ctx.paths.data_dir / "audio" / "espeak")
 
 
 def _probe_stt(ctx: RunContext, result: CellResult, model: ModelSpec, base_url: str) -> None:
@@ -260,66 +258,73 @@ def _probe_stt(ctx: RunContext, result: CellResult, model: ModelSpec, base_url: 
     pin's), then latency and real-time factor under concurrency."""
     t = ctx.matrix.thresholds
     clips = _speech_clips(ctx)
-    result.fingerprint["speech"] = {"generator": audio.espeak_version(), "clips": len(clips),
-                                    "audio_s": round(sum(c.duration_s for c in clips), 2)}  # fmt: skip
-    ref_store = ReferenceStore(ctx, model, [], extra=[c.path.name for c in clips])
+    result.notes["speech"] = f"{speech.espeak_version()}; {len(clips)} clips, {sum(c.duration_s for c in clips):.2f} s of audio"
+    ref_store = ReferenceStore(ctx, model, [], extra=[c.path.name for c in clips], numerics=_numerics(result))
     with httpx.Client(base_url=base_url, timeout=300.0) as client:
-        ctx.progress(f"probing API conformance (transcriptions: {', '.join(audio.RESPONSE_FORMATS)}, errors)")
-        checks, _ = audio.stt_conformance(client, model.name, clips[0])
-        result.checks += [c.to_dict() for c in checks]
+        ctx.progress(f"probing API conformance (transcriptions: {', '.join(stt.RESPONSE_FORMATS)}, errors)")
+        checks, _ = stt.stt_conformance(client, model.name, clips[0])
+        result.checks += checks
         ctx.progress(f"transcribing {len(clips)} clips ({sum(c.duration_s for c in clips):.1f} s of speech)")
-        heard = audio.transcribe_all(client, model.name, clips)
+        heard = stt.transcribe_all(client, model.name, clips)
     texts = [c.text for c in clips]
     reference = None if result.is_reference else ref_store.load()
-    ref_wer = audio.wer(texts, reference["transcripts"])[0] if reference else None
-    check, result.accuracy = audio.wer_check(texts, heard, ref_wer, ref_store.ref_version, max_wer=t.max_wer,
-                                             tolerance=t.wer_tolerance, is_reference=result.is_reference)  # fmt: skip
-    result.checks.append(check.to_dict())
+    ref_wer = wer(texts, reference["transcripts"])[0] if reference else None
+    check, result.accuracy = stt.wer_check(texts, heard, ref_wer, ref_store.ref_version, max_wer=t.max_wer,
+                                           tolerance=t.wer_tolerance, is_reference=result.is_reference)  # fmt: skip
+    result.checks.append(check)
     ref_store.save(result.version, {"transcripts": heard})
     if result.is_reference or reference is None:
         _agree(ctx, result, model, {}, None)
     else:
-        check, result.agreement = audio.transcript_agreement(heard, reference["transcripts"], ref_store.ref_version,
-                                                             t.max_disagreeing_prompts)  # fmt: skip
-        result.checks.append(check.to_dict())
-    _audio_load(ctx, result, audio.stt_sender(model.name, clips), base_url)
+        check, result.agreement = stt.transcript_agreement(heard, reference["transcripts"], ref_store.ref_version,
+                                                           t.max_disagreeing_prompts)  # fmt: skip
+        result.checks.append(check)
+    _audio_load(ctx, result, audio_load.stt_sender(model.name, clips), base_url)
 
 
 def _probe_tts(ctx: RunContext, result: CellResult, model: ModelSpec, base_url: str) -> None:
     """Text-to-speech: valid audio of a plausible length, bad input refused, the round trip through an STT
     server where the model names one, then latency and real-time factor under concurrency."""
     w = ctx.matrix.workload
-    texts = [s for s, _ in audio.pick_sentences(w.speech_clips, w.seed)]
-    stt = audio.remote_stt(model.stt_url, model.stt_model) if model.stt_url else None
+    texts = [s for s, _ in speech.pick_sentences(w.speech_clips, w.seed)]
+    stt_fn = tts.remote_stt(model.stt_url, model.stt_model) if model.stt_url else None
     with httpx.Client(base_url=base_url, timeout=300.0) as client:
         ctx.progress(f"probing speech synthesis ({len(texts)} sentences, voice {model.voice!r})"
-                     + (f", round trip through {model.stt_url}" if stt else ""))  # fmt: skip
-        checks, heard = audio.tts_checks(client, model.name, model.voice, texts, stt)
-    result.checks += [c.to_dict() for c in checks]
+                     + (f", round trip through {model.stt_url}" if stt_fn else ""))  # fmt: skip
+        checks, heard = tts.tts_checks(client, model.name, model.voice, texts, stt_fn)
+    result.checks += checks
     if heard:
-        rate, edits, total = audio.wer(texts, heard)
-        per = [{"spoken": a, "heard": b, "edits": audio.edit_distance(audio.words(a), audio.words(b))}
-               for a, b in zip(texts, heard, strict=True)]  # fmt: skip
-        result.accuracy = {"wer": rate, "edits": edits, "words": total, "per_clip": per}
-    _audio_load(ctx, result, audio.tts_sender(model.name, model.voice, texts), base_url)
+        rate, edits, total = wer(texts, heard)
+        per = tuple(ClipScore(spoken=a, heard=b, edits=edit_distance(words(a), words(b))) for a, b in zip(texts, heard, strict=True))
+        result.accuracy = SpeechAccuracy(wer=rate, edits=edits, words=total, clips=len(texts), per_clip=per)
+    _audio_load(ctx, result, audio_load.tts_sender(model.name, model.voice, texts), base_url)
 
 
-def _audio_load(ctx: RunContext, result: CellResult, send: audio.Send, base_url: str) -> None:
+def _failed_requests(points: list[LoadPoint]) -> None:
+    for p in points:
+        if p.run.failed:
+            raise ProbeError(f"{p.run.failed} of {p.run.requests} requests failed at {p.label}: {p.run.errors[0]}")
+
+
+def _audio_load(ctx: RunContext, result: CellResult, send: audio_load.Send, base_url: str) -> None:
     w = ctx.matrix.workload
     ctx.progress(f"measuring latency and real-time factor: concurrency [{', '.join(map(str, w.concurrency))}]; "
                  f"{w.requests_per_level} requests per point x {w.repeats} repeat(s)")  # fmt: skip
 
-    def show(p: dict[str, Any]) -> None:
-        ci = p["audio_s_per_s_ci95"]
-        spread = f" (95% CI {ci[0]:.2f}-{ci[1]:.2f})" if ci else ""
-        ctx.progress(f"{p['label']}: {p['audio_s_per_s_median']:.2f} audio s/s{spread}, latency p50 {p['latency_ms']['p50'] or 0:.0f} ms, "
-                     f"RTF p50 {p['rtf']['p50'] or 0:.2f}, {p['completed']}/{p['requests']} ok")  # fmt: skip
+    def show(p: LoadPoint) -> None:
+        spread = f" (95% CI {p.ci95[0]:.2f}-{p.ci95[1]:.2f})" if p.ci95 else ""
+        lat, rtf = p.dist("latency_ms"), p.dist("rtf")
+        ctx.progress(f"{p.label}: {p.median:.2f} audio s/s{spread}, latency p50 {_or0(lat)} ms, RTF p50 {_or0(rtf, '.2f')}, "
+                     f"{p.run.completed}/{p.run.requests} ok")  # fmt: skip
 
-    result.throughput = audio.run_levels(base_url, send, concurrency=w.concurrency, requests=w.requests_per_level, repeats=w.repeats,
-                                         warmup=w.warmup_requests, on_point=show)  # fmt: skip
-    for p in result.throughput:
-        if p["failed"]:
-            raise ProbeError(f"{p['failed']} of {p['requests']} requests failed at {p['label']}: {p['errors'][0]}")
+    result.throughput = audio_load.run_levels(base_url, send, concurrency=w.concurrency, requests=w.requests_per_level,
+                                              repeats=w.repeats, warmup=w.warmup_requests, on_point=show)  # fmt: skip
+    _failed_requests(result.throughput)
+
+
+def _or0(d: Any, spec: str = ".0f") -> str:
+    value = getattr(d, "p50", None)
+    return format(0.0 if value is None or value != value else value, spec)
 
 
 def _loads(w: Workload) -> list[loadgen.Load]:
@@ -330,27 +335,27 @@ def _loads(w: Workload) -> list[loadgen.Load]:
 
 def _throughput(ctx: RunContext, result: CellResult, model: ModelSpec, base_url: str) -> None:
     w, t, slo = ctx.matrix.workload, ctx.matrix.thresholds, ctx.matrix.slo
-    flavour = get_backend(ctx.matrix.backend).flavour(ctx.platform)
+    flavour = ctx.matrix.get_backend().flavour(ctx.platform)
     # ignore_eos keeps every request at exactly output_tokens, so pins are compared on equal work.
     enforced = w.ignore_eos and flavour.supports_ignore_eos
-    result.fingerprint["fixed_output_length"] = "enforced (ignore_eos)" if enforced else "not enforced"
+    result.notes["fixed_output_length"] = "enforced (ignore_eos)" if enforced else "not enforced"
     opts = loadgen.Options(
         max_tokens=w.output_tokens, extra={"ignore_eos": True} if enforced else {}, seed=w.seed,
         warmup_requests=w.warmup_requests, slo=Slo(ttft_ms=slo.ttft_ms, tpot_ms=slo.tpot_ms, e2el_ms=slo.e2el_ms),
         limits=ClientLimits(cpu_util=t.client_cpu_util, loop_lag_p99_ms=t.client_loop_lag_ms),
     )  # fmt: skip
+
     def prompts(point: int, repeat: int) -> list[str]:  # fresh per run: no answers out of a prompt cache
         return loadgen.make_prompts(w.requests_per_level, w.input_tokens, w.seed * 1000 + point * 100 + repeat)
 
     what = "a rate sweep" if w.profile == "sweep" else f"{w.profile} [{', '.join(f'{x:g}' for x in (w.rates or w.concurrency))}]"
     ctx.progress(f"measuring throughput: {what}; {w.requests_per_level} requests per point x {w.repeats} repeat(s)")
 
-    def show(p: dict[str, Any]) -> None:
-        ci = p["output_tok_s_ci95"]
-        spread = f" (95% CI {ci[0]:.1f}-{ci[1]:.1f})" if ci else ""
-        flag = f" [client-bound: {p['saturation_reason']}]" if p["saturated"] else ""
-        ctx.progress(f"{p['label']}: {p['output_tok_s_median']:.1f} out tok/s{spread}, TTFT p50 {p['ttft_ms']['p50'] or 0:.0f} ms, "
-                     f"{p['completed']}/{p['requests']} ok{flag}")  # fmt: skip
+    def show(p: LoadPoint) -> None:
+        spread = f" (95% CI {p.ci95[0]:.1f}-{p.ci95[1]:.1f})" if p.ci95 else ""
+        flag = f" [client-bound: {p.saturation_reason}]" if p.saturated else ""
+        ctx.progress(f"{p.label}: {p.median:.1f} out tok/s{spread}, TTFT p50 {_or0(p.dist('ttft_ms'))} ms, "
+                     f"{p.run.completed}/{p.run.requests} ok{flag}")  # fmt: skip
 
     if w.profile == "sweep":
         points = loadgen.run_sweep(base_url, model.name, prompts, opts, points=w.sweep_points, burstiness=w.burstiness,
@@ -358,9 +363,7 @@ def _throughput(ctx: RunContext, result: CellResult, model: ModelSpec, base_url:
     else:
         points = loadgen.run_points(base_url, model.name, prompts, _loads(w), opts, repeats=w.repeats, on_point=show)
     result.throughput = points
-    for p in points:
-        if p["failed"]:
-            raise ProbeError(f"{p['failed']} of {p['requests']} requests failed at {p['label']}: {p['errors'][0]}")
+    _failed_requests(points)
 
 
 def _accuracy_items(ctx: RunContext) -> list[accuracy.Item]:
@@ -376,12 +379,16 @@ def _accuracy_items(ctx: RunContext) -> list[accuracy.Item]:
 
 class ReferenceStore:
     """Each pin's probe outputs, keyed by everything that shapes them; the reference pin's are what
-    other pins compare against, so a run without the reference pin still has something to compare to."""
+    other pins compare against, so a run without the reference pin still has something to compare to.
 
-    def __init__(self, ctx: RunContext, model: ModelSpec, items: list[accuracy.Item], extra: list[str] | None = None) -> None:
+    The key includes what changes greedy numerics on this machine (the CPU's ISA, or the GPU model), so
+    a data dir restored on another kind of machine never compares outputs across machines."""
+
+    def __init__(self, ctx: RunContext, model: ModelSpec, items: list[accuracy.Item], extra: list[str] | None = None,
+                 numerics: str = "unknown") -> None:  # fmt: skip
         w, t = ctx.matrix.workload, ctx.matrix.thresholds
         key = json.dumps([model.source, model.kind, list(agreement.PROMPTS[: w.agreement_prompts]), w.agreement_max_tokens,
-                          t.top_logprobs, list(model.serve_args), accuracy.items_digest(items) if items else None]
+                          t.top_logprobs, list(model.serve_args), accuracy.items_digest(items) if items else None, numerics]
                          + ([extra] if extra else []))  # fmt: skip
         self.digest = hashlib.sha256(key.encode()).hexdigest()[:12]
         self.dir = ctx.paths.data_dir / "references" / ctx.matrix.backend / ctx.platform / model.name
@@ -398,32 +405,34 @@ class ReferenceStore:
 
     def load(self) -> dict[str, Any] | None:
         path = self._path(self.ref_version)
-        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+        data = json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+        return data if isinstance(data, dict) else None
 
 
 def _agree(ctx: RunContext, result: CellResult, model: ModelSpec, ours: dict[str, Any], reference: dict[str, Any] | None) -> None:
     t = ctx.matrix.thresholds
     ref_version = ctx.matrix.platforms[ctx.platform].reference.text
     if result.is_reference:
-        result.agreement = {"reference": True}
+        result.agreement = Agreement(kind="reference", reference_version=ref_version)
         result.checks.append(Check(group="agreement", name="agreement.reference", passed=True,
-                                   detail="this is the reference pin; its outputs are stored for the others").to_dict())  # fmt: skip
+                                   detail="this is the reference pin; its outputs are stored for the others"))  # fmt: skip
         return
     if reference is None:
         # Not a disagreement, so the cell does not fail; but an unevaluated required check keeps
         # the pin from being recommended (see recommend._rejection).
         note = f"not compared: reference pin {ref_version} has no stored outputs for these settings (run its cell first)"
-        result.agreement = {"note": "not compared"}
+        result.agreement = Agreement(kind="not-compared", reference_version=ref_version, note="not compared")
         result.warnings.append(note)
         name = "agreement.transcripts" if model.kind == "stt" else "agreement.greedy"
-        result.checks.append(Check(group="agreement", name=name, passed=None, detail=note).to_dict())
+        result.checks.append(Check(group="agreement", name=name, passed=None, detail=note))
         return
     if model.kind == "embedding":
-        result.checks.append(agreement.evaluate_embeddings(ours["embeddings"], reference["embeddings"], ref_version).to_dict())
+        result.checks.append(agreement.evaluate_embeddings(ours["embeddings"], reference["embeddings"], ref_version))
+        result.agreement = Agreement(kind="embeddings", reference_version=ref_version, compared=len(ours["embeddings"]))
         return
     thresholds = agreement.Thresholds(
         top_k=t.top_logprobs, max_disagreeing_prompts=t.max_disagreeing_prompts, max_diverging_prompts=t.max_diverging_prompts,
         min_divergence_position=t.min_divergence_position, prompt_logprob_tolerance=t.prompt_logprob_tolerance,
     )  # fmt: skip
     checks, result.agreement = agreement.evaluate(ours["samples"], reference["samples"], ref_version, thresholds)
-    result.checks += [c.to_dict() for c in checks]
+    result.checks += checks

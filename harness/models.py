@@ -21,7 +21,8 @@ from pathlib import Path, PurePosixPath
 from filelock import FileLock
 
 from .errors import ModelError
-from .install import Progress, decisive_error, reachable_indexes
+from .install import decisive_error, reachable_indexes
+from .install.layout import Progress
 from .spec import check_model_source
 
 # The converter venv's requirements, pinned so a conversion is reproducible: torch 2.13.0 is the CPU

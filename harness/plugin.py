@@ -22,11 +22,11 @@ from typing import Any
 import pytest
 from _pytest._code.code import TerminalRepr
 
-from . import download, index
-from .backends import get_backend
+from . import index
 from .cell import RunContext, cell_id, run_cell
 from .errors import InstallError, SpecError
 from .install import InstallPaths, default_data_dir, list_pins, pipx_command, remove_pin
+from .install.download import resolve_releases
 from .report import write_reports
 from .results import CellResult, ResultStore, Status
 from .slots import default_platform, discover_gpus, slot_for_worker
@@ -131,12 +131,13 @@ def resolve_version_sets(matrix: Matrix, platform: str, config: pytest.Config) -
             if vs.installed:
                 paths = InstallPaths(data_dir=data_dir, bin_dir=bin_dir, pipx=("pipx",))
                 found = [b.version for b in list_pins(paths) if b.backend == matrix.backend]
-            elif get_backend(matrix.backend).installer == "download":  # a release list, not a package index
+            elif matrix.get_backend().installer == "download":  # a release list, not a package index
                 assert vs.spec is not None
-                if not get_backend(matrix.backend).flavour(platform).release_list:
+                url = matrix.get_backend().flavour(platform).releases_url(opt.pm_download_base)
+                if url is None:
                     raise InstallError(f"{vs.describe()}: {matrix.backend} downloads from a URL with no release list; "
                                        "name its versions")  # fmt: skip
-                found = download.resolve_releases(opt.pm_download_base, vs.spec, vs.newest, prereleases=vs.prereleases)
+                found = resolve_releases(url, vs.spec, vs.newest, prereleases=vs.prereleases)
             else:
                 assert vs.spec is not None
                 found = index.resolve(plat.package, vs.spec, vs.newest, prereleases=vs.prereleases)
@@ -226,7 +227,7 @@ class CellItem(pytest.Item):
 
 
 def run_dir(config: pytest.Config, backend: str) -> Path:
-    return Path(config.option.pm_reports_dir).resolve() / backend / config.option.pm_run_id
+    return Path(config.option.pm_reports_dir).resolve() / backend / str(config.option.pm_run_id)
 
 
 @pytest.hookimpl(trylast=True)

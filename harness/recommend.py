@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 
 from packaging.version import Version
 
-from .checks import is_blocking
-from .results import CellResult, Status
+from .results import AUDIO_UNIT, CellResult, SpeechAccuracy, Status
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,7 +42,7 @@ def _rejection(cell: CellResult, required: Sequence[str]) -> str | None:
     if cell.status is not Status.PASSED:
         what = cell.failure_class.value if cell.failure_class else cell.status.value
         return f"{what}: {cell.reason}" if cell.reason else what
-    failed = [c["name"] for c in cell.checks if is_blocking(c, required)]
+    failed = [c.name for c in cell.checks if c.blocking(required)]
     if failed:
         return f"failed required checks: {', '.join(failed)}"
     if cell.throughput and not cell.usable_points():
@@ -51,9 +50,9 @@ def _rejection(cell: CellResult, required: Sequence[str]) -> str | None:
     # A required group that ran but could not judge anything (e.g. agreement with no reference
     # outputs) blocks; one unevaluable check among evaluated ones does not.
     for group in required:
-        ran = [c for c in cell.checks if c.get("group") == group]
-        if ran and all(c["passed"] is None for c in ran):
-            return f"required checks not evaluated: {', '.join(c['name'] for c in ran)}"
+        ran = [c for c in cell.checks if c.group == group]
+        if ran and all(c.passed is None for c in ran):
+            return f"required checks not evaluated: {', '.join(c.name for c in ran)}"
     return None
 
 
@@ -104,16 +103,16 @@ def recommend(
         chosen = min(tied, key=distance)
     else:
         chosen = max(tied, key=lambda c: Version(c.version))
-    reasons = [f"passed {', '.join(required_checks)} and started in {chosen.startup_s:.1f} s"]
-    if "wer" in chosen.accuracy:  # speech: what a user hears, and how long a request takes
-        ref_wer = chosen.accuracy.get("reference_wer")
-        reasons.append(f"WER {chosen.accuracy['wer']:.1%}" + (f" (reference {ref_wer:.1%})" if ref_wer is not None else "")
+    reasons = [f"passed {', '.join(required_checks)} and started in {chosen.startup_s or 0.0:.1f} s"]
+    if isinstance(chosen.accuracy, SpeechAccuracy):  # speech: what a user hears, and how long a request takes
+        ref_wer = chosen.accuracy.reference_wer
+        reasons.append(f"WER {chosen.accuracy.wer:.1%}" + (f" (reference {ref_wer:.1%})" if ref_wer is not None else "")
                        + (f", latency p50 {chosen.first_p50_ms():.0f} ms at the lowest load" if chosen.first_p50_ms() else ""))  # fmt: skip
-    waived = sorted({c["name"] for c in chosen.checks if c.get("waived")})
+    waived = sorted({c.name for c in chosen.checks if c.waived})
     if waived:
         reasons.append(f"{len(waived)} known deviation(s) waived by the matrix: {', '.join(waived)}")
     tok, unit = chosen.peak_rate() or 0.0, chosen.rate_unit
-    spec = ".2f" if unit == "audio s/s" else ".1f"  # ~2 audio s/s on CPU: one decimal hides the differences
+    spec = ".2f" if unit == AUDIO_UNIT else ".1f"  # ~2 audio s/s on CPU: one decimal hides the differences
     if chosen.peak_rate() is None:  # e.g. an embedding model: no generation throughput to rank by
         reasons.append(f"no throughput measured; chosen among {len(tied)} eligible pin(s) by policy '{tie_break}'")
     elif len(tied) > 1:

@@ -15,8 +15,10 @@ from typing import Any
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
-from .accuracy import BUILTIN_TASKS
+from .backends import Backend, get_backend, known_backends  # the registry decides which backends/platforms exist
+from .backends.custom import parse_custom
 from .errors import SpecError
+from .probes.accuracy import BUILTIN_TASKS
 from .versions import InvalidPin, Pin, parse_pin, valid_backend_name
 
 if sys.version_info >= (3, 11):
@@ -179,6 +181,11 @@ class Matrix:
     policy: Policy
     accuracy: Accuracy = field(default_factory=Accuracy)
     slo: SloSpec = field(default_factory=SloSpec)
+    custom: Backend | None = None  # a [custom] table's backend: it travels here, never into the global registry
+
+    def get_backend(self) -> Backend:
+        """This matrix's backend: its own [custom] one, or the registered one of that name."""
+        return self.custom if self.custom is not None else get_backend(self.backend)
 
 
 class _Errors:
@@ -225,7 +232,7 @@ class _Table:
         if value is not None and not value.strip():
             self.errors.add(_join(self.path, key), "must not be empty")
             return None
-        return value
+        return str(value) if value is not None else None
 
     def get_int(self, key: str, default: int, *, minimum: int = 0) -> int:
         value = self._get(key, int, "int", False)
@@ -422,32 +429,23 @@ def _platform(name: str, value: Any, path: str, errors: _Errors, flavours: Mappi
     )
 
 
-_CUSTOM: set[str] = set()  # backends this process registered from [custom] tables (re-parsing may replace them)
-
-
 def parse_matrix(data: Mapping[str, Any], source: str, path: Path | None = None) -> Matrix:
     """Validate a matrix already read from TOML; raise SpecError listing every problem."""
-    from .backends import get_backend, known_backends  # the registry decides which backends/platforms exist
-
     errors = _Errors()
     top = _Table(data, "", errors, ("backend", "custom", "platforms", "workload", "slo", "thresholds", "accuracy", "policy"))
     backend_name = top.get_str("backend", required=True)
     flavours: dict[str, str] = {}  # platform -> default package
+    custom: Backend | None = None
     if backend_name is not None and "custom" in data:
-        from .backends import register
-        from .backends.custom import parse_custom
-
         if not valid_backend_name(backend_name):
             errors.add("backend", f"invalid name {backend_name!r} for a custom backend (lower-case words joined by '-' or '.')")
-        elif backend_name in known_backends() and backend_name not in _CUSTOM:
+        elif backend_name in known_backends():
             errors.add("backend", f"{backend_name!r} is a built-in backend; a custom backend needs a name of its own")
         else:
             custom, problems = parse_custom(backend_name, top.get_table("custom"))
             for where, message in problems:
                 errors.add(where, message)
             if custom is not None:
-                _CUSTOM.add(backend_name)
-                register(custom)
                 flavours = {p: f.default_package for p, f in custom.flavours.items()}
     elif backend_name is not None:
         if backend_name in known_backends():
@@ -464,7 +462,7 @@ def parse_matrix(data: Mapping[str, Any], source: str, path: Path | None = None)
             spec = _platform(name, value, _join("platforms", name), errors, flavours)
             if spec is not None:
                 platforms[name] = spec
-                kinds = get_backend(backend_name).flavour(name).api_kinds if backend_name else ()
+                kinds = (custom or get_backend(backend_name)).flavour(name).api_kinds if backend_name else ()
                 for i, m in enumerate(spec.models):
                     if m.kind in MODEL_KINDS and m.kind not in kinds:
                         errors.add(_join(_join(_join("platforms", name), "models"), i) + ".kind",
@@ -564,6 +562,7 @@ def parse_matrix(data: Mapping[str, Any], source: str, path: Path | None = None)
         policy=Policy(tie_break=tie_break, required_checks=required, waived_checks=waived),
         accuracy=accuracy,
         slo=slo,
+        custom=custom,
     )
 
 

@@ -23,8 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..download import DownloadPlan, Host
-from . import Backend, BaseFlavour, LaunchContext
+from .contract import Backend, BaseFlavour, DownloadPlan, Host, LaunchContext
 
 PLACEHOLDERS = ("model_path", "port", "model_name", "gpu_ids", "gpu_count", "host")
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_]+)\s*\}\}")

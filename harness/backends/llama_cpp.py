@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InstallError
-from . import Backend, BaseFlavour, InstalledVenv, LaunchContext, register
+from .contract import Backend, BaseFlavour, InstalledVenv, LaunchContext
 
 _CMAKE_ARGS = (
     "-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF "
@@ -65,4 +65,4 @@ class LlamaCppFlavour(BaseFlavour):
         return env
 
 
-LLAMA_CPP = register(Backend(name="llama.cpp", installer="pipx", flavours={"cpu": LlamaCppFlavour()}))
+LLAMA_CPP = Backend(name="llama.cpp", installer="pipx", flavours={"cpu": LlamaCppFlavour()})

@@ -16,7 +16,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import Backend, BaseFlavour, InstalledVenv, LaunchContext, register
+from .contract import Backend, BaseFlavour, InstalledVenv, LaunchContext
 
 _PYTHON = re.compile(r"^python(\d+(\.\d+)?)?$")
 
@@ -62,4 +62,4 @@ class SglangFlavour(BaseFlavour):
         return env
 
 
-SGLANG = register(Backend(name="sglang", installer="pipx", flavours={"cuda": SglangFlavour()}))
+SGLANG = Backend(name="sglang", installer="pipx", flavours={"cuda": SglangFlavour()})

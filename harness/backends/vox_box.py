@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import Backend, BaseFlavour, LaunchContext, register
+from .contract import Backend, BaseFlavour, LaunchContext
 
 
 @dataclass(frozen=True)
@@ -37,4 +37,4 @@ class VoxBoxFlavour(BaseFlavour):
         return env
 
 
-VOX_BOX = register(Backend(name="vox-box", installer="pipx", flavours={"cpu": VoxBoxFlavour(), "cuda": VoxBoxFlavour(platform="cuda")}))
+VOX_BOX = Backend(name="vox-box", installer="pipx", flavours={"cpu": VoxBoxFlavour(), "cuda": VoxBoxFlavour(platform="cuda")})

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.download import install_download
+from harness.backends import Host
+from harness.backends.llama_box import LLAMA_BOX
 from harness.errors import InstallError
-from harness.install import InstallPaths
+from harness.install import InstallPaths, InstallRequest, install_pin
 from harness.versions import parse_pin
 from tests.support.mirror import publish, serve
 
@@ -27,7 +28,9 @@ def _zip(members: dict[str, bytes]) -> bytes:
 
 def _install(tmp_path: Path, base: str, version: str):
     paths = InstallPaths(data_dir=tmp_path / "data", bin_dir=tmp_path / "bin", pipx=("false",))
-    return install_download("llama-box", parse_pin(version), paths, asset=ASSET, base_url=base, allow_http=True)
+    req = InstallRequest(backend=LLAMA_BOX, platform="cpu", pin=parse_pin(version), download_base_url=base, allow_http=True,
+                         host=Host(os="linux", arch="amd64"))  # fmt: skip
+    return install_pin(req, paths)
 
 
 def test_install_from_mirror_and_faults(tmp_path: Path) -> None:
@@ -38,7 +41,7 @@ def test_install_from_mirror_and_faults(tmp_path: Path) -> None:
     publish(root, "v3.0.0", {f"{ASSET}.zip": _zip({"../../escape": b"x", "llama-box": b"x"})})
     with serve(root) as base:
         got = _install(tmp_path, base, "v1.0.0")
-        assert got.installed_now and got.executable.resolve().read_bytes().startswith(b"#!/bin/sh")
+        assert got.installed_now and Path(got.executable).resolve().read_bytes().startswith(b"#!/bin/sh")
         failures = {}
         for version in ("v2.0.0", "v3.0.0", "v9.9.9"):
             with pytest.raises(InstallError) as info:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.accuracy import builtin_items
+from harness.probes.accuracy import builtin_items
 from harness.cell import RunContext, run_cell
 from harness.install import InstallPaths
 from harness.results import FailureClass, Status

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness import audio
+from harness.probes import speech
 from harness.cell import RunContext, run_cell
 from harness.install import InstallPaths
 from harness.launch import free_port
@@ -48,7 +48,7 @@ def stt_reference(tmp_path_factory: pytest.TempPathFactory):
     model.mkdir()
     data = tmp / "data"
     # The clips the cells will make (same seed, same cache): the server "hears" them by their hash.
-    clips = audio.make_clips(CLIPS, SEED, data / "audio" / "espeak")
+    clips = speech.make_clips(CLIPS, SEED, data / "audio" / "espeak")
     transcripts = tmp / "transcripts.json"
     transcripts.write_text(json.dumps({hashlib.sha256(c.audio).hexdigest(): c.text for c in clips}))
     install_manual_pin(tmp / "bin", "1.0.0", "--transcripts", str(transcripts), backend="scripted-speech")

@@ -6,7 +6,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness.accuracy import BUILTIN_TASKS, builtin_items, gate, load_jsonl, normalise, run, wilson
+from harness.probes.accuracy import BUILTIN_TASKS, builtin_items, gate, load_jsonl, normalise, run, wilson
 
 
 def test_wilson_matches_hand_computed_values() -> None:

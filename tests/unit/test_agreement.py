@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.agreement import Thresholds, compare, cosine, evaluate, evaluate_embeddings, normalise_logprobs, prompt_logprob_delta
+from harness.probes.agreement import Thresholds, compare, cosine, evaluate, evaluate_embeddings, normalise_logprobs, prompt_logprob_delta
 
 
 def _s(prompt: str, tokens: list[str], tops: list[dict[str, float]], plp: list[dict[str, float]] | None = None) -> dict:

@@ -3,7 +3,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from harness.checks import exchange, is_blocking
+from harness.probes.checks import exchange
+from harness.results import Check
 from harness.errors import ProbeError
 
 
@@ -36,7 +37,7 @@ def test_non_json_answers_are_kept_as_text() -> None:
 
 def test_blocking_rule() -> None:
     req = ("conformance", "agreement")
-    assert is_blocking({"group": "conformance", "passed": False}, req)
-    assert not is_blocking({"group": "conformance", "passed": False, "waived": "known"}, req)
-    assert not is_blocking({"group": "conformance", "passed": None}, req)
-    assert not is_blocking({"group": "accuracy", "passed": False}, req)
+    assert Check(group="conformance", name="c", passed=False).blocking(req)
+    assert not Check(group="conformance", name="c", passed=False, waived="known").blocking(req)
+    assert not Check(group="conformance", name="c", passed=None).blocking(req)
+    assert not Check(group="accuracy", name="c", passed=False).blocking(req)

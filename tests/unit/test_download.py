@@ -9,7 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness.download import Host, asset_name, expected_sha256, install_download, release_url
+from harness.backends import Host
+from harness.backends.llama_box import LLAMA_BOX, asset_name, release_url, releases_url
+from harness.install import InstallRequest, install_pin
+from harness.install.download import expected_sha256, resolve_releases
 from harness.errors import InstallError
 from harness.install import InstallPaths
 from harness.versions import parse_pin
@@ -77,8 +80,9 @@ def _files(zip_bytes: bytes, sha: str | None = None) -> dict[str, bytes]:
 
 def _install(tmp_path: Path, transport: httpx.MockTransport, **kw):
     paths = InstallPaths(data_dir=tmp_path / "data", bin_dir=tmp_path / "bin", pipx=("false",))
-    return install_download("llama-box", parse_pin("v0.0.140"), paths, asset=ASSET, base_url="https://mirror.test",
-                            transport=transport, **kw)  # fmt: skip
+    req = InstallRequest(backend=LLAMA_BOX, platform="cpu", pin=parse_pin("v0.0.140"), download_base_url="https://mirror.test",
+                         host=Host(os="linux", arch="amd64"), **kw)  # fmt: skip
+    return install_pin(req, paths, transport=transport)
 
 
 def _leftovers(tmp_path: Path) -> list[str]:
@@ -89,13 +93,15 @@ def _leftovers(tmp_path: Path) -> list[str]:
 def test_verified_download_is_unpacked_and_linked(tmp_path: Path) -> None:
     transport, seen = _mirror(_files(_zip({"dist/llama-box": b"#!/bin/sh\necho box\n", "dist/libllama.so": b"lib"})))
     got = _install(tmp_path, transport)
-    assert got.executable == tmp_path / "bin" / "llama-box_v0.0.140" and got.installed_now and got.origin == "download"
+    assert got.executable == str(tmp_path / "bin" / "llama-box_v0.0.140") and got.installed_now and got.kind == "download"
     target = tmp_path / "bin" / "llama-box" / "llama-box-v0.0.140" / "dist" / "llama-box"
-    assert got.executable.resolve() == target.resolve() and target.stat().st_mode & stat.S_IXUSR
+    assert Path(got.executable).resolve() == target.resolve() and target.stat().st_mode & stat.S_IXUSR
+    zip_sha = hashlib.sha256(_zip({"dist/llama-box": b"#!/bin/sh\necho box\n", "dist/libllama.so": b"lib"})).hexdigest()
+    assert (got.url, got.sha256) == (f"https://mirror.test/gpustack/llama-box/releases/download/v0.0.140/{ASSET}.zip", zip_sha)
     assert seen == ["/gpustack/llama-box/releases/download/v0.0.140/sha256sum.txt",
                     f"/gpustack/llama-box/releases/download/v0.0.140/{ASSET}.zip"]  # fmt: skip
     again = _install(tmp_path, _mirror({})[0])  # nothing to download a second time
-    assert (again.installed_now, again.origin) == (False, "download")
+    assert (again.installed_now, again.kind, again.sha256) == (False, "download", zip_sha)  # what was verified, remembered
     assert _leftovers(tmp_path) == ["llama-box-v0.0.140"]
 
 
@@ -131,12 +137,14 @@ def test_faults_fail_cleanly(tmp_path: Path, files: dict[str, bytes], message: s
 
 def test_http_mirror_needs_permission(tmp_path: Path) -> None:
     paths = InstallPaths(data_dir=tmp_path / "d", bin_dir=tmp_path / "b", pipx=("false",))
-    with pytest.raises(InstallError, match="refusing download base URL 'http://mirror.test': https only"):
-        install_download("llama-box", parse_pin("v1"), paths, asset=ASSET, base_url="http://mirror.test")
+    req = InstallRequest(backend=LLAMA_BOX, platform="cpu", pin=parse_pin("v1"), download_base_url="http://mirror.test",
+                         host=Host(os="linux", arch="amd64"))  # fmt: skip
+    with pytest.raises(InstallError, match=f"refusing download URL 'http://mirror.test/gpustack/llama-box/releases/download/v1/{ASSET}.zip': https only"):
+        install_pin(req, paths)
 
 
 def test_transient_errors_are_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("harness.download.BACKOFF_S", 0.01)
+    monkeypatch.setattr("harness.install.download.BACKOFF_S", 0.01)
     transport, seen = _mirror(_files(_zip({"llama-box": b"x"})), fail_first=2)
     assert _install(tmp_path, transport).installed_now
     assert len(seen) == 4  # two 503s, then sha256sum.txt and the zip
@@ -157,8 +165,6 @@ def test_archive_permissions_are_kept(tmp_path: Path) -> None:
 def test_release_list_ranges() -> None:
     from packaging.specifiers import SpecifierSet
 
-    from harness.download import releases_url, resolve_releases
-
     releases = [
         {"tag_name": "v0.0.138", "draft": False, "prerelease": False},
         {"tag_name": "v0.0.139", "draft": False, "prerelease": False},
@@ -174,9 +180,10 @@ def test_release_list_ranges() -> None:
         return httpx.Response(200, json=releases)
 
     t = httpx.MockTransport(handler)
-    assert resolve_releases("https://mirror.test", SpecifierSet(">=0.0.139"), 5, transport=t) == ["v0.0.139", "v0.0.140"]
-    assert resolve_releases("https://mirror.test", SpecifierSet(">=0.0.139"), 1, prereleases=True, transport=t) == ["v0.0.142rc1"]
+    url = releases_url("https://mirror.test")
+    assert resolve_releases(url, SpecifierSet(">=0.0.139"), 5, transport=t) == ["v0.0.139", "v0.0.140"]
+    assert resolve_releases(url, SpecifierSet(">=0.0.139"), 1, prereleases=True, transport=t) == ["v0.0.142rc1"]
     assert seen[0] == "https://mirror.test/api/v3/repos/gpustack/llama-box/releases?per_page=100"
     assert releases_url("https://github.com") == "https://api.github.com/repos/gpustack/llama-box/releases?per_page=100"
-    with pytest.raises(InstallError, match=r"no llama-box release at .* matches >=1\.0"):
-        resolve_releases("https://mirror.test", SpecifierSet(">=1.0"), 1, transport=t)
+    with pytest.raises(InstallError, match=r"no release at .*/gpustack/llama-box/releases\?per_page=100 matches >=1\.0"):
+        resolve_releases(url, SpecifierSet(">=1.0"), 1, transport=t)

@@ -8,8 +8,8 @@ import time
 import httpx
 import pytest
 
-from harness.loadgen import Load, Options, arrival_gaps, make_prompts, run_points, run_sweep
-from harness.metrics import ClientLimits, Slo
+from harness.load.text import Load, Options, arrival_gaps, make_prompts, run_points, run_sweep
+from harness.load.metrics import ClientLimits, Slo
 
 
 def _sse(*payloads: object) -> bytes:

@@ -4,7 +4,9 @@ import math
 
 import pytest
 
-from harness.metrics import ClientLimits, RequestRecord, Slo, aggregate, percentile, summarize
+from harness.load.metrics import ClientLimits, RequestRecord, Slo, aggregate, summarize
+from harness.serial import dump
+from harness.stats import percentile
 
 
 def test_percentile_interpolates_like_numpy() -> None:
@@ -25,18 +27,18 @@ def test_summary_matches_hand_computed_definitions() -> None:
     s = summarize([a, b, failed], 1.0, mode="concurrency", target=2, client_cpu_s=0.05)
     assert (s.requests, s.completed, s.failed) == (3, 2, 1)
     assert s.output_tokens == 5
-    assert s.output_tok_s == 5.0
+    assert s.rate == 5.0  # output tok/s
     assert s.request_s == 2.0
     # TTFT: A 100 ms, B 300 ms
-    assert s.ttft_ms.p50 == pytest.approx(200.0)
-    assert s.ttft_ms.mean == pytest.approx(200.0)
+    assert s.distributions["ttft_ms"].p50 == pytest.approx(200.0)
+    assert s.distributions["ttft_ms"].mean == pytest.approx(200.0)
     # TPOT: A (600-100)/(3-1) = 250 ms; B (600-300)/(2-1) = 300 ms
-    assert s.tpot_ms.mean == pytest.approx(275.0)
+    assert s.distributions["tpot_ms"].mean == pytest.approx(275.0)
     # ITL pooled: A 200, 300; B 200
-    assert s.itl_ms.n == 3
-    assert s.itl_ms.p50 == pytest.approx(200.0)
+    assert s.distributions["itl_ms"].n == 3
+    assert s.distributions["itl_ms"].p50 == pytest.approx(200.0)
     # E2EL: A 600, B 600
-    assert s.e2el_ms.p99 == pytest.approx(600.0)
+    assert s.distributions["e2el_ms"].p99 == pytest.approx(600.0)
     assert s.errors == ("HTTP 500: boom",)
     assert s.token_count_mismatches == 0
 
@@ -45,13 +47,13 @@ def test_tpot_skips_single_token_requests_and_counts_mismatches() -> None:
     one = RequestRecord(sent=0.0, chunk_times=(0.1,), end=0.1, output_tokens=1, chunk_count=1)
     off = RequestRecord(sent=0.0, chunk_times=(0.1, 0.2), end=0.2, output_tokens=3, chunk_count=2)
     s = summarize([one, off], 0.2)
-    assert s.tpot_ms.n == 1
+    assert s.distributions["tpot_ms"].n == 1
     assert s.token_count_mismatches == 1
 
 
 def test_distribution_to_dict_turns_nan_into_none() -> None:
     s = summarize([RequestRecord(sent=0, error="x")], 1.0)
-    assert s.to_dict()["ttft_ms"] == {"mean": None, "p50": None, "p90": None, "p99": None, "n": 0}
+    assert dump(s)["distributions"]["ttft_ms"] == {"mean": None, "p50": None, "p90": None, "p99": None, "n": 0}
 
 
 def test_goodput_and_saturation_from_hand_computed_timelines() -> None:
@@ -71,10 +73,11 @@ def test_goodput_and_saturation_from_hand_computed_timelines() -> None:
 def test_aggregate_repeats() -> None:
     reps = [summarize([RequestRecord(sent=0, chunk_times=(0.1,), end=d, output_tokens=10, chunk_count=10)], d)
             for d in (1.0, 2.0, 4.0)]  # 10, 5, 2.5 tok/s
-    point = aggregate(reps)
-    assert point["output_tok_s_all"] == [10.0, 5.0, 2.5]
-    assert point["output_tok_s_median"] == 5.0 and point["output_tok_s"] == 5.0
+    point = aggregate(reps, mode="concurrency", target=4)
+    assert [r.rate for r in point.runs] == [10.0, 5.0, 2.5]
+    assert (point.label, point.unit, point.median, point.run.rate) == ("c=4", "output tok/s", 5.0, 5.0)
     # mean 5.833, sd 3.819, t(2) = 4.303: half-width 9.49
-    lo, hi = point["output_tok_s_ci95"]
+    assert point.ci95 is not None
+    lo, hi = point.ci95
     assert lo == pytest.approx(5.8333 - 9.4876, abs=1e-3) and hi == pytest.approx(5.8333 + 9.4876, abs=1e-3)
-    assert aggregate(reps[:1])["output_tok_s_ci95"] is None
+    assert aggregate(reps[:1]).ci95 is None

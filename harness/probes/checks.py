@@ -1,42 +1,20 @@
-"""A check is data: a name, a verdict and the evidence a person needs to act on it.
+"""Asking a server one question and keeping the exchange as evidence for a ``Check`` (harness.results).
 
-``passed`` is True, False, or None (could not be evaluated: not a failure, but a required check that
-was not evaluated keeps a pin from being recommended). Evidence holds the request sent and, where it
-applies, what was expected and what came back.
+Evidence holds the request sent and, where it applies, what was expected and what came back.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from .errors import ProbeError
+from ..errors import ProbeError
+from ..results import Check
 
-_EVIDENCE_CHARS = 600  # per field: enough to read, small enough for a report
+__all__ = ["Check", "Exchange", "exchange"]
 
-
-@dataclass(frozen=True, kw_only=True)
-class Check:
-    group: str  # conformance | agreement | accuracy
-    name: str
-    passed: bool | None
-    detail: str = ""
-    evidence: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"group": self.group, "name": self.name, "passed": self.passed, "detail": self.detail,
-                "evidence": {k: _short(v) for k, v in self.evidence.items()}}  # fmt: skip
-
-
-def _short(value: Any) -> Any:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-    if len(text) <= _EVIDENCE_CHARS:
-        return value
-    return text[:_EVIDENCE_CHARS] + f"… ({len(text)} chars)"
 
 
 @dataclass(frozen=True)
@@ -91,8 +69,3 @@ def exchange(client: httpx.Client, method: str, path: str, body: Any = None, *, 
     if files is not None:  # evidence names the file, never carries its bytes
         sent = {**(body or {}), **{k: f"<{name}: {len(blob)} bytes {ctype}>" for k, (name, blob, ctype) in files.items()}}
     return Exchange(method, path, sent, resp.status_code, data, resp.content, resp.headers.get("content-type", ""))
-
-
-def is_blocking(check: dict[str, Any], required: Sequence[str]) -> bool:
-    """A failed check in a required group that the matrix has not waived."""
-    return check.get("group") in required and check.get("passed") is False and not check.get("waived")

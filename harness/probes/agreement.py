@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from .checks import Check, exchange
-from .errors import ProbeError
+from ..errors import ProbeError
+from ..results import Agreement, Check, ItemAgreement
+from .checks import exchange
 
 PROMPTS = (
     "The capital of France is",
@@ -90,23 +91,11 @@ def greedy_samples(client: httpx.Client, model: str, prompts: Sequence[str], max
     return out
 
 
-@dataclass(frozen=True, kw_only=True)
-class PromptResult:
-    prompt: str
-    identical: bool
-    position: int | None = None  # first divergence
-    ours: str = ""
-    reference: str = ""
-    close: bool = True  # each side's token in the other's top-k there
-    ours_text: str = ""
-    reference_text: str = ""
-
-
-def compare(ours: Sequence[dict[str, Any]], reference: Sequence[dict[str, Any]]) -> list[PromptResult]:
+def compare(ours: Sequence[dict[str, Any]], reference: Sequence[dict[str, Any]]) -> list[ItemAgreement]:
     results = []
     for a, b in zip(ours, reference, strict=False):
         ta, tb = a["tokens"], b["tokens"]
-        result = PromptResult(prompt=a["prompt"], identical=True, ours_text=a.get("text", ""), reference_text=b.get("text", ""))
+        result = ItemAgreement(prompt=a["prompt"], identical=True, ours_text=a.get("text", ""), reference_text=b.get("text", ""))
         for i in range(max(len(ta), len(tb))):
             x = ta[i] if i < len(ta) else "<end>"
             y = tb[i] if i < len(tb) else "<end>"
@@ -114,7 +103,7 @@ def compare(ours: Sequence[dict[str, Any]], reference: Sequence[dict[str, Any]])
                 continue
             tops_a = a["top_logprobs"][i] if i < len(a["top_logprobs"]) else {}
             tops_b = b["top_logprobs"][i] if i < len(b["top_logprobs"]) else {}
-            result = PromptResult(prompt=a["prompt"], identical=False, position=i, ours=x, reference=y,
+            result = ItemAgreement(prompt=a["prompt"], identical=False, position=i, ours=x, reference=y,
                                   close=x in tops_b and y in tops_a, ours_text=result.ours_text,
                                   reference_text=result.reference_text)  # fmt: skip
             break
@@ -135,26 +124,20 @@ def prompt_logprob_delta(ours: Sequence[dict[str, Any]], reference: Sequence[dic
 
 
 def evaluate(ours: Sequence[dict[str, Any]], reference: Sequence[dict[str, Any]], ref_version: str,
-             t: Thresholds) -> tuple[list[Check], dict[str, Any]]:  # fmt: skip
+             t: Thresholds) -> tuple[list[Check], Agreement]:  # fmt: skip
     per_prompt = compare(ours, reference)
     diverging = [r for r in per_prompt if not r.identical]
     disagreeing = [r for r in diverging if not r.close or (r.position or 0) < t.min_divergence_position]
     delta = prompt_logprob_delta(ours, reference)
-    summary = {
-        "reference_version": ref_version,
-        "prompts": len(per_prompt),
-        "identical": len(per_prompt) - len(diverging),
-        "close": len(diverging) - len(disagreeing),
-        "disagree": len(disagreeing),
-        "prompt_logprob_max_delta": delta,
-        "per_prompt": [asdict(r) for r in per_prompt],
-    }
+    summary = Agreement(kind="greedy", reference_version=ref_version, compared=len(per_prompt), identical=len(per_prompt) - len(diverging),
+                        close=len(diverging) - len(disagreeing), differ=len(disagreeing), prompt_logprob_max_delta=delta,
+                        items=tuple(per_prompt))  # fmt: skip
     first = disagreeing[0] if disagreeing else (diverging[0] if diverging else None)
     evidence: dict[str, Any] = {"reference_version": ref_version}
     if first is not None:
         evidence.update(prompt=first.prompt, position=first.position, expected=first.reference_text, actual=first.ours_text,
                         tokens={"ours": first.ours, "reference": first.reference})  # fmt: skip
-    detail = (f"vs {ref_version}: {summary['identical']}/{len(per_prompt)} identical, {summary['close']} close, "
+    detail = (f"vs {ref_version}: {summary.identical}/{len(per_prompt)} identical, {summary.close} close, "
               f"{len(disagreeing)} outside top-{t.top_k}"
               + (f" or before token {t.min_divergence_position}" if t.min_divergence_position else ""))  # fmt: skip
     ok = len(disagreeing) <= t.max_disagreeing_prompts and (t.max_diverging_prompts < 0 or len(diverging) <= t.max_diverging_prompts)

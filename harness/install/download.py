@@ -1,92 +1,45 @@
-"""Prebuilt-binary pins (llama-box), downloaded the way GPUStack does, and verified.
+"""Prebuilt-archive pins (llama-box, custom download backends), downloaded the way GPUStack does, and verified.
 
-URL: ``{base}/gpustack/llama-box/releases/download/{version}/{asset}.zip``, ``base`` from
-``--tools-download-base-url`` (default https://github.com; plain http only when allowed). Releases publish
-``sha256sum.txt``; the zip must match it (or a sha256 given in the matrix) — GPUStack does not check,
-we do. Retries with backoff on transport errors and 5xx. The zip is unpacked into a temp dir beside
-the target (members escaping it, absolute or symlinks are refused), then renamed into place as
-``<bin_dir>/llama-box/llama-box-<version>/`` and linked as ``<bin_dir>/llama-box_<version>``: a
-failure at any step leaves nothing half-installed.
+The backend's flavour says where the archive is (a ``DownloadPlan``; llama-box's release layout lives in
+its backend module). The archive must match the ``sha256sum.txt`` published beside it (or a sha256 given
+in the matrix) — GPUStack does not check, we do. Retries with backoff on transport errors and 5xx. The
+zip is unpacked into a temp dir beside the target (members escaping it, absolute or symlinks are
+refused), then renamed into place as ``<bin_dir>/<backend>/<backend>-<version>/`` and linked as
+``<bin_dir>/<backend>_<version>``: a failure at any step leaves nothing half-installed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-import platform as pyplatform
 import shutil
 import stat
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import httpx
 from filelock import FileLock
 from packaging.specifiers import SpecifierSet
 
-from .errors import InstallError
-from .install import Installed, InstallPaths, _link, _tree_size
-from .versions import InvalidPin, Pin, executable_name, parse_pin
+from ..backends import DownloadPlan
+from ..errors import InstallError
+from ..versions import InvalidPin, Pin, executable_name, parse_pin
+from .layout import InstallPaths, Progress, download_home, link, origin_of, tree_size
+from .record import InstallRecord
 
 DEFAULT_BASE_URL = "https://github.com"
 RETRIES = 3
 BACKOFF_S = 0.5  # doubled after each failed try
-Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True, kw_only=True)
-class Host:
-    os: str  # linux | darwin | windows
-    arch: str  # amd64 | arm64
-    cuda_version: tuple[int, int] | None = None  # the driver's CUDA version, when there is one
-
-    @classmethod
-    def detect(cls, cuda_version: tuple[int, int] | None = None) -> Host:
-        machine = pyplatform.machine().lower()
-        arch = "arm64" if machine in ("arm64", "aarch64") else "amd64"
-        return cls(os=pyplatform.system().lower(), arch=arch, cuda_version=cuda_version)
-
-
-def asset_name(host: Host, toolkit: str, *, dynamic: bool = False) -> str:
-    """GPUStack's llama-box asset: ``[dl-]llama-box-{os}-{arch}-{toolkit}[-{toolkit_version}]``.
-
-    ``toolkit``: "cpu" (avx2 on amd64, neon on arm64: static CPU builds), "cuda" (12.4, or 12.8 when the
-    host's CUDA is >= 12.8), "hip" (6.2), "metal"."""
-    if toolkit == "cpu":
-        suffix = "neon" if host.arch == "arm64" else "avx2"
-    elif toolkit == "cuda":
-        suffix = "cuda-12.8" if host.cuda_version and host.cuda_version >= (12, 8) else "cuda-12.4"
-    elif toolkit == "hip":
-        suffix = "hip-6.2"
-    elif toolkit == "metal":
-        suffix = "metal"
-    else:
-        raise InstallError(f"unknown llama-box toolkit {toolkit!r} (expected one of: cpu, cuda, hip, metal)")
-    return f"{'dl-' if dynamic else ''}llama-box-{host.os}-{host.arch}-{suffix}"
-
-
-def release_url(base: str, version: str, filename: str) -> str:
-    return f"{base.rstrip('/')}/gpustack/llama-box/releases/download/{version}/{filename}"
-
-
-def releases_url(base: str) -> str:
-    """Where a mirror lists llama-box releases: GitHub's API for github.com, else the GitHub Enterprise
-    layout (``{base}/api/v3/repos/...``) that release mirrors commonly serve."""
-    base = base.rstrip("/")
-    if base in ("https://github.com", "http://github.com"):
-        return "https://api.github.com/repos/gpustack/llama-box/releases?per_page=100"
-    return f"{base}/api/v3/repos/gpustack/llama-box/releases?per_page=100"
 
 
 def resolve_releases(
-    base: str, spec: SpecifierSet, newest: int, *, prereleases: bool = False, transport: httpx.BaseTransport | None = None
+    url: str, spec: SpecifierSet, newest: int, *, prereleases: bool = False, transport: httpx.BaseTransport | None = None
 ) -> list[str]:
-    """The newest ``newest`` release tags in ``spec`` (tags kept as written: "v0.0.140"), oldest first;
-    drafts always skipped, pre-releases unless asked."""
-    url = releases_url(base)
+    """The newest ``newest`` release tags in ``spec`` from a release list in GitHub's API layout at ``url``
+    (tags kept as written: "v0.0.140"), oldest first; drafts always skipped, pre-releases unless asked."""
     try:
         with httpx.Client(transport=transport, timeout=30, follow_redirects=True) as client:
             resp = client.get(url, headers={"Accept": "application/vnd.github+json"})
@@ -106,7 +59,7 @@ def resolve_releases(
             found.append(pin)
     found.sort(key=lambda p: p.version)
     if not found:
-        raise InstallError(f"no llama-box release at {url} matches {spec or 'any version'}")
+        raise InstallError(f"no release at {url} matches {spec or 'any version'}")
     return [p.text for p in found[-newest:]]
 
 
@@ -166,42 +119,6 @@ def safe_extract(archive: Path, dest: Path) -> None:
                 (dest / info.filename).chmod(mode | stat.S_IRUSR | stat.S_IWUSR)
 
 
-@dataclass(frozen=True, kw_only=True)
-class DownloadPlan:
-    """Where a pin's archive is and what is in it: a backend's flavour makes one per pin."""
-
-    url: str  # the zip archive
-    sums_url: str  # a sha256sum.txt that lists it (used when the matrix gives the pin no sha256)
-    filename: str  # the archive's name in sha256sum.txt
-    executable: str  # the executable inside the archive
-
-
-def llama_box_plan(base_url: str, version: str, asset: str) -> DownloadPlan:
-    """GPUStack's llama-box release layout."""
-    return DownloadPlan(url=release_url(base_url, version, f"{asset}.zip"), sums_url=release_url(base_url, version, "sha256sum.txt"),
-                        filename=f"{asset}.zip", executable="llama-box")  # fmt: skip
-
-
-def install_download(
-    backend: str,
-    pin: Pin,
-    paths: InstallPaths,
-    *,
-    asset: str,
-    base_url: str = DEFAULT_BASE_URL,
-    allow_http: bool = False,
-    sha256: str | None = None,
-    transport: httpx.BaseTransport | None = None,
-    progress: Progress = lambda _: None,
-) -> Installed:
-    """A llama-box release from ``base_url`` (GPUStack's ``--tools-download-base-url``)."""
-    scheme = base_url.split("://", 1)[0].lower()
-    if scheme != "https" and not (scheme == "http" and allow_http):
-        raise InstallError(f"refusing download base URL {base_url!r}: https only (allow an http mirror explicitly)")
-    return install_archive(backend, pin, paths, llama_box_plan(base_url, pin.text, asset), allow_http=allow_http, sha256=sha256,
-                           transport=transport, progress=progress)  # fmt: skip
-
-
 def install_archive(
     backend: str,
     pin: Pin,
@@ -212,12 +129,13 @@ def install_archive(
     sha256: str | None = None,
     transport: httpx.BaseTransport | None = None,
     progress: Progress = lambda _: None,
-) -> Installed:
+) -> InstallRecord:
     """Download, verify (sha256), unpack safely and atomically into ``<bin>/<backend>/<backend>-<version>/``,
     and link ``<bin>/<backend>_<version>`` to the executable inside; nothing is left behind on failure."""
     exe = paths.bin_dir / executable_name(backend, pin)
-    home = paths.bin_dir / backend
+    home = download_home(paths, backend)
     target = home / f"{backend}-{pin.text}"
+    marker = paths.data_dir / "downloads" / f"{exe.name}.json"  # what was fetched: url and verified sha256
     for d in (home, paths.lock_dir, paths.log_dir):
         d.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -226,9 +144,15 @@ def install_archive(
             progress(f"removing broken link {exe}")
             exe.unlink()
         if exe.exists():
-            origin = "download" if home.resolve() in exe.resolve().parents else "manual"
-            return Installed(executable=exe, origin=origin, installed_now=False, seconds=0.0, log=None,
-                             size_bytes=_tree_size(target) if target.exists() else 0)  # fmt: skip
+            if origin_of(exe, paths, backend) != "download":
+                return InstallRecord(kind="manual", executable=str(exe))
+            try:
+                fetched = json.loads(marker.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                fetched = {}
+            return InstallRecord(kind="download", executable=str(exe), url=str(fetched.get("url", plan.url)),
+                                 sha256=str(fetched.get("sha256", "")), size_bytes=tree_size(target) if target.exists() else 0,
+                                 seconds=time.monotonic() - started)  # fmt: skip
         for url in (plan.url, plan.sums_url):
             scheme = url.split("://", 1)[0].lower()
             if scheme != "https" and not (scheme == "http" and allow_http):
@@ -257,8 +181,10 @@ def install_archive(
                 if target.exists():
                     shutil.rmtree(target)
                 os.replace(unpacked, target)  # atomic: the version dir appears whole or not at all
-                _link(exe, target / found[0].relative_to(unpacked))
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.write_text(json.dumps({"url": plan.url, "sha256": got}) + "\n", encoding="utf-8")
+                link(exe, target / found[0].relative_to(unpacked))
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
-    return Installed(executable=exe, origin="download", installed_now=True, seconds=time.monotonic() - started, log=None,
-                     size_bytes=_tree_size(target))  # fmt: skip
+    return InstallRecord(kind="download", executable=str(exe), installed_now=True, seconds=time.monotonic() - started,
+                         size_bytes=tree_size(target), url=plan.url, sha256=got)  # fmt: skip

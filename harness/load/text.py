@@ -18,7 +18,8 @@ from typing import Any
 
 import httpx
 
-from .metrics import ClientLimits, LevelSummary, RequestRecord, Slo, aggregate, summarize
+from ..results import LoadPoint, Run
+from .metrics import ClientLimits, RequestRecord, Slo, aggregate, summarize
 
 # Seeded prompt vocabulary: plain English words so token counts stay predictable (~1.3 tokens/word).
 # One string of prose reads better than a list of 45 literals.
@@ -148,7 +149,7 @@ def arrival_gaps(n: int, rate: float, burstiness: float, seed: int) -> list[floa
 
 async def run_load(
     client: httpx.AsyncClient, model: str, prompts: Sequence[str], load: Load, opts: Options
-) -> LevelSummary:
+) -> Run:
     """Send ``prompts`` under ``load``; duration = first send -> last end. Client CPU time and event-loop
     lag are recorded over the same window so a client-bound point can be flagged."""
     for prompt in prompts[: opts.warmup_requests]:  # warm-up: not measured, and prefixed so that no
@@ -206,9 +207,9 @@ def run_points(
     repeats: int = 1,
     first_point: int = 0,
     transport: httpx.AsyncBaseTransport | None = None,
-    on_point: Callable[[dict[str, Any]], None] = lambda _: None,
-) -> list[dict[str, Any]]:
-    """Every load point ``repeats`` times; one aggregated dict per point (see metrics.aggregate).
+    on_point: Callable[[LoadPoint], None] = lambda _: None,
+) -> list[LoadPoint]:
+    """Every load point ``repeats`` times, aggregated (see metrics.aggregate).
 
     ``prompts`` may be a function of (point index, repeat): fresh prompts per run keep servers with
     prompt/prefix caches (llama.cpp, vLLM) from answering later points out of their cache."""
@@ -216,13 +217,13 @@ def run_points(
     def prompts_for(i: int, r: int) -> Sequence[str]:
         return prompts(first_point + i, r) if callable(prompts) else prompts
 
-    async def main() -> list[dict[str, Any]]:
+    async def main() -> list[LoadPoint]:
         out = []
         width = max(len(prompts_for(0, 0)), 1)
         async with _client(base_url, transport, width, opts.timeout_s) as client:
             for i, load in enumerate(loads):
                 reps = [await run_load(client, model, prompts_for(i, r), load, opts) for r in range(repeats)]
-                point = aggregate(reps)
+                point = aggregate(reps, mode=load.mode, target=load.target)
                 on_point(point)
                 out.append(point)
         return out
@@ -240,12 +241,12 @@ def run_sweep(
     burstiness: float = 1.0,
     repeats: int = 1,
     transport: httpx.AsyncBaseTransport | None = None,
-    on_point: Callable[[dict[str, Any]], None] = lambda _: None,
-) -> list[dict[str, Any]]:
+    on_point: Callable[[LoadPoint], None] = lambda _: None,
+) -> list[LoadPoint]:
     """Synchronous (c=1) -> max throughput (all at once) -> ``points`` rates evenly between their req/s."""
     first = run_points(base_url, model, prompts, [Load(mode="concurrency", target=1),
                        Load(mode="rate", target=math.inf)], opts, repeats=repeats, transport=transport, on_point=on_point)  # fmt: skip
-    lo, hi = first[0]["request_s"], first[1]["request_s"]
+    lo, hi = first[0].run.request_s, first[1].run.request_s
     if not (lo and hi and hi > lo):
         return first
     rates = [lo + (hi - lo) * (i + 1) / (points + 1) for i in range(points)]

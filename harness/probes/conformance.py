@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 
+from ..errors import ProbeError
 from .checks import Check, Exchange, exchange
-from .errors import ProbeError
 
 # Raw chat-template markers that must never reach a user: their presence means the template was not
 # applied, or special tokens were not skipped when detokenizing.

@@ -1,0 +1,1 @@
+"""Load: sending requests at a concurrency or rate and turning what came back into measurements."""

@@ -1,0 +1,61 @@
+"""report.html from the view model: a jinja2 template with autoescaping on, so nothing a server or a
+matrix says is ever markup; throughput curves as inline SVG."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jinja2
+from markupsafe import Markup, escape
+
+from ..results import CellResult
+from .view import ReportView
+
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("harness.report", "templates"),
+    autoescape=True,  # everything is escaped: versions, server text, log excerpts, matrix strings
+    undefined=jinja2.StrictUndefined,
+)
+
+
+def curve_svg(cells: Sequence[CellResult], width: int = 640, height: int = 260) -> Markup:
+    """Throughput per load point, one line per pin, CI whiskers where repeated (inline, self-contained)."""
+    series = [(c.version, c.throughput) for c in cells if c.throughput]
+    if not series:
+        return Markup("")
+    unit = series[0][1][0].unit
+    labels = [p.label for p in max((t for _, t in series), key=len)]
+    top = max((p.ci95 or (0.0, p.median if p.median == p.median else 0.0))[1] for _, t in series for p in t) or 1.0
+    left, bottom, right, topm = 50, 40, 110, 15
+    w, h = width - left - right, height - bottom - topm
+
+    def xy(i: int, v: float) -> tuple[float, float]:
+        x = left + (w * i / max(len(labels) - 1, 1))
+        return x, topm + h - h * v / top
+
+    colours = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
+             f'<line x1="{left}" y1="{topm + h}" x2="{left + w}" y2="{topm + h}" stroke="#999"/>',
+             f'<line x1="{left}" y1="{topm}" x2="{left}" y2="{topm + h}" stroke="#999"/>',
+             f'<text x="5" y="{topm + 10}" font-size="11">{top:.0f}</text>',
+             f'<text x="5" y="{topm + h}" font-size="11">0</text>',
+             f'<text x="{left}" y="{height - 5}" font-size="11">{escape(unit)} per load point</text>']  # fmt: skip
+    for i, label in enumerate(labels):
+        x, _ = xy(i, 0)
+        parts.append(f'<text x="{x:.0f}" y="{topm + h + 14}" font-size="10" text-anchor="middle">{escape(label)}</text>')
+    for n, (version, points) in enumerate(series):
+        colour = colours[n % len(colours)]
+        coords = [xy(i, p.median if p.median == p.median else 0.0) for i, p in enumerate(points)]
+        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="'
+                     + " ".join(f"{x:.1f},{y:.1f}" for x, y in coords) + '"/>')  # fmt: skip
+        for i, p in enumerate(points):
+            if p.ci95:
+                (x, y1), (_, y2) = xy(i, max(p.ci95[0], 0.0)), xy(i, p.ci95[1])
+                parts.append(f'<line x1="{x:.1f}" y1="{y1:.1f}" x2="{x:.1f}" y2="{y2:.1f}" stroke="{colour}"/>')
+        parts.append(f'<text x="{left + w + 8}" y="{topm + 14 + 14 * n}" font-size="11" fill="{colour}">{escape(version)}</text>')
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def render(view: ReportView) -> str:
+    return _ENV.get_template("report.html.j2").render(view=view, curves=[(m, curve_svg(cells)) for m, cells in view.curves])

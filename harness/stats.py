@@ -1,0 +1,57 @@
+"""The statistics every figure shares: percentiles (numpy's default interpolation), a distribution summary
+with its sample count, and the 95% confidence interval of a mean over repeats."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default), q in [0, 100]."""
+    if not values:
+        return math.nan
+    data = sorted(values)
+    if len(data) == 1:
+        return float(data[0])
+    pos = (len(data) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(data) - 1)
+    return float(data[lo] + (data[hi] - data[lo]) * (pos - lo))
+
+
+def mean(values: Sequence[float]) -> float:
+    return float(sum(values) / len(values)) if values else math.nan
+
+
+def t_critical_95(df: int) -> float:
+    """Two-sided 95% Student t critical values (df 1..30; normal beyond)."""
+    table = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+             2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # fmt: skip
+    return table[df - 1] if 1 <= df <= len(table) else 1.96
+
+
+def ci95_of_mean(values: Sequence[float]) -> tuple[float, float] | None:
+    """t-based 95% CI of the mean; None below 2 values."""
+    if len(values) < 2:
+        return None
+    m = mean(values)
+    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+    half = t_critical_95(len(values) - 1) * sd / math.sqrt(len(values))
+    return (m - half, m + half)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Distribution:
+    """Mean and percentiles of a sample, with its size (a p99 of 8 samples says little)."""
+
+    mean: float
+    p50: float
+    p90: float
+    p99: float
+    n: int
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Distribution:
+        return cls(mean=mean(values), p50=percentile(values, 50), p90=percentile(values, 90), p99=percentile(values, 99), n=len(values))
