@@ -14,6 +14,7 @@ import enum
 import json
 import logging
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,12 +50,13 @@ class FailureClass(str, enum.Enum):
 
 
 _EVIDENCE_CHARS = 600  # per evidence field: enough to read, small enough for a report
+_SHORTENED = re.compile(r"… \(\d+ chars\)$")
 
 
 def _short(value: Any) -> Any:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-    if len(text) <= _EVIDENCE_CHARS:
-        return value
+    if len(text) <= _EVIDENCE_CHARS or (isinstance(value, str) and _SHORTENED.search(text) and len(text) < _EVIDENCE_CHARS + 30):
+        return value  # short, or already shortened (read back from a results file)
     return text[:_EVIDENCE_CHARS] + f"… ({len(text)} chars)"
 
 

@@ -143,7 +143,7 @@ def load_table(cell: CellResult) -> Table:
     if cell.rate_unit == AUDIO_UNIT:
         rows = tuple((p.label, str(p.run.requests), str(p.run.completed), fmt(p.median, ".2f"), _spread(p), fmt(p.run.request_s, ".2f"),
                       _dist3(p.dist("latency_ms")), "/".join(_dist3(p.dist("rtf"), ".2f").split("/")[:2]), fmt(p.run.audio_s, ".1f"),
-                      str(p.run.completed))  # fmt: skip
+                      str(getattr(p.dist("latency_ms"), "n", 0)))  # fmt: skip
                      for p in cell.throughput)
         return Table(title=title, headers=("point", "req", "ok", "audio s/s", "spread (95% CI / range)", "req/s", "latency p50/p90/p99 ms",
                                            "RTF p50/p90", "audio s", "latency samples"), rows=rows)  # fmt: skip

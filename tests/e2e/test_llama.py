@@ -13,9 +13,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from harness.download import Host
 
 from harness.backends import get_backend
-from harness.download import Host
 from harness.install import Installed, InstallPaths, default_data_dir, ensure_installed, pipx_command
 from harness.versions import parse_pin
 from tests.support.mirror import publish, serve

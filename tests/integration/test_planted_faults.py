@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.probes.accuracy import builtin_items
 from harness.cell import RunContext, run_cell
 from harness.install import InstallPaths
+from harness.probes.accuracy import builtin_items
 from harness.results import FailureClass, Status
 from harness.slots import Slot
 from harness.spec import parse_matrix

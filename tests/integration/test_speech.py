@@ -16,10 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness.probes import speech
 from harness.cell import RunContext, run_cell
 from harness.install import InstallPaths
 from harness.launch import free_port
+from harness.probes import speech
 from harness.results import FailureClass, Status
 from harness.slots import Slot
 from harness.spec import parse_matrix

@@ -7,6 +7,7 @@ import httpx
 import pytest
 
 from harness.probes.accuracy import BUILTIN_TASKS, builtin_items, gate, load_jsonl, normalise, run, wilson
+from harness.results import TaskScore, TextAccuracy
 
 
 def test_wilson_matches_hand_computed_values() -> None:
@@ -50,15 +51,14 @@ def test_run_scores_with_mock_server() -> None:
         return httpx.Response(200, json={"choices": [{"text": text}]})
 
     result = run("http://t", "m", items, transport=httpx.MockTransport(handler))
-    assert result["overall"]["correct"] == 10 - n_wrong and result["overall"]["n"] == 10
-    assert result["tasks"]["copy"]["accuracy"] == (10 - n_wrong) / 10
-    assert len(result["misses"]) == n_wrong and result["misses"][0]["actual"] == " nope"
+    assert result.overall.correct == 10 - n_wrong and result.overall.n == 10
+    assert result.tasks["copy"].accuracy == (10 - n_wrong) / 10
+    assert len(result.misses) == n_wrong and result.misses[0].actual == " nope"
 
 
-def _result(correct: int, n: int, digest: str = "d") -> dict:
+def _result(correct: int, n: int, digest: str = "d") -> TextAccuracy:
     lo, hi = wilson(correct, n)
-    return {"digest": digest, "overall": {"correct": correct, "n": n, "accuracy": correct / n, "wilson_low": lo, "wilson_high": hi},
-            "misses": []}  # fmt: skip
+    return TextAccuracy(digest=digest, overall=TaskScore(correct=correct, n=n, accuracy=correct / n, wilson_low=lo, wilson_high=hi))
 
 
 def test_gate_rule() -> None:

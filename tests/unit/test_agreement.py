@@ -31,7 +31,7 @@ def test_check_logprobs_close_rule() -> None:
     got = [(r.prompt, r.identical, r.position, r.ours, r.reference, r.close) for r in compare(ours, ref)]
     assert got == [("p1", False, 1, "x", "b", True), ("p2", False, 1, "z", "b", False), ("p3", True, None, "", "", True)]
     checks, summary = evaluate(ours, ref, "1.0", T)
-    assert (summary["identical"], summary["close"], summary["disagree"]) == (1, 1, 1)
+    assert (summary.kind, summary.compared, summary.identical, summary.close, summary.differ) == ("greedy", 3, 1, 1, 1)
     assert checks[0].passed is False
     assert checks[0].detail == "vs 1.0: 1/3 identical, 1 close, 1 outside top-5"
     assert checks[0].evidence["prompt"] == "p2" and checks[0].evidence["tokens"] == {"ours": "z", "reference": "b"}

@@ -3,9 +3,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from harness.errors import ProbeError
 from harness.probes.checks import exchange
 from harness.results import Check
-from harness.errors import ProbeError
 
 
 def test_a_closed_keepalive_connection_is_retried_once() -> None:

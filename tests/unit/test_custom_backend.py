@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.backends import LaunchContext, get_backend
+from harness.backends import LaunchContext, known_backends
 from harness.errors import SpecError
 from harness.spec import parse_matrix
 
@@ -19,7 +19,7 @@ def test_custom_backend_argv_substitutes_placeholders_per_argument() -> None:
         "run_command": "llama-server --host {{host}} --port {{port}} --model '{{model_path}}' --alias {{ model_name }} "
                        "--tag gpu-{{gpu_ids}}-of-{{gpu_count}}",
         "health_check_path": "/health"}}, "c.toml")  # fmt: skip
-    flavour = get_backend("my-llama").flavour("cpu")
+    flavour = m.get_backend().flavour("cpu")
     assert (flavour.readiness_path, flavour.model_format, flavour.pipx_app) == ("/health", "gguf", "llama-server")
     assert m.platforms["cpu"].package == "my-llama"  # a manual pin: no package to install
     ctx = LaunchContext(executable=Path("/bin/my-llama_1"), model_path=Path("/models/a b; rm -rf x.gguf"), served_name="m",
@@ -27,7 +27,8 @@ def test_custom_backend_argv_substitutes_placeholders_per_argument() -> None:
     assert flavour.launch_argv(ctx) == ["/bin/my-llama_1", "--host", "127.0.0.1", "--port", "8080", "--model",
                                         "/models/a b; rm -rf x.gguf", "--alias", "m", "--tag", "gpu-0,1-of-2", "--x"]  # fmt: skip
     assert flavour.launch_env(ctx)["CUDA_VISIBLE_DEVICES"] == "0,1"
-    assert get_backend("my-llama").installer == "manual"
+    assert m.get_backend().installer == "manual"
+    assert "my-llama" not in known_backends()  # parsing is pure: the custom backend travels on the matrix
 
 
 def test_custom_backend_errors() -> None:
@@ -60,13 +61,13 @@ def test_custom_backend_declares_the_model_kinds_it_serves() -> None:
 
 
 def test_custom_download_backend_plan_and_errors() -> None:
-    from harness.download import Host
+    from harness.backends import Host
 
     m = parse_matrix({**BASE, "backend": "my-dl", "custom": {
         "run_command": "bin/llama-server --port {{port}}", "installer": "download",
         "download_url": "https://mirror.example/llama/{{ version }}/llama-server-{{version}}.zip"}}, "c.toml")  # fmt: skip
-    assert m.platforms["cpu"].package == "my-dl" and get_backend("my-dl").installer == "download"
-    plan = get_backend("my-dl").flavour("cpu").download_plan("11434.0.0", "https://github.com", Host.detect())
+    assert m.platforms["cpu"].package == "my-dl" and m.get_backend().installer == "download"
+    plan = m.get_backend().flavour("cpu").download_plan("11434.0.0", "https://github.com", Host.detect())
     assert plan.url == "https://mirror.example/llama/11434.0.0/llama-server-11434.0.0.zip"
     assert plan.sums_url == "https://mirror.example/llama/11434.0.0/sha256sum.txt"
     assert (plan.filename, plan.executable) == ("llama-server-11434.0.0.zip", "llama-server")

@@ -11,10 +11,9 @@ import pytest
 
 from harness.backends import Host
 from harness.backends.llama_box import LLAMA_BOX, asset_name, release_url, releases_url
-from harness.install import InstallRequest, install_pin
-from harness.install.download import expected_sha256, resolve_releases
 from harness.errors import InstallError
-from harness.install import InstallPaths
+from harness.install import InstallPaths, InstallRequest, install_pin
+from harness.install.download import expected_sha256, resolve_releases
 from harness.versions import parse_pin
 
 ASSET = "llama-box-linux-amd64-avx2"

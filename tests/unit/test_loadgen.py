@@ -8,8 +8,9 @@ import time
 import httpx
 import pytest
 
-from harness.load.text import Load, Options, arrival_gaps, make_prompts, run_points, run_sweep
 from harness.load.metrics import ClientLimits, Slo
+from harness.load.text import Load, Options, arrival_gaps, make_prompts, run_points, run_sweep
+from harness.stats import ci95_of_mean
 
 
 def _sse(*payloads: object) -> bytes:
@@ -65,10 +66,12 @@ def test_concurrency_points_count_tokens_from_usage() -> None:
     points = run_points("http://test", "m", ["a", "b", "c"], [Load(mode="concurrency", target=1), Load(mode="concurrency", target=2)],
                         Options(max_tokens=4, extra={"ignore_eos": True}, warmup_requests=1),
                         transport=httpx.MockTransport(_stream_handler(seen)))  # fmt: skip
-    assert [p["label"] for p in points] == ["c=1", "c=2"]
+    assert [p.label for p in points] == ["c=1", "c=2"]
     for p in points:
-        assert (p["requests"], p["completed"], p["failed"], p["output_tokens"]) == (3, 3, 0, 12)
-        assert p["token_count_mismatches"] == 0 and p["itl_ms"]["n"] == 9
+        r = p.run
+        assert (r.requests, r.completed, r.failed, r.output_tokens) == (3, 3, 0, 12)
+        assert r.token_count_mismatches == 0 and r.distributions["itl_ms"].n == 9 and r.distributions["ttft_ms"].n == 3
+        assert p.unit == "output tok/s" and p.median == r.rate
     assert len(seen) == 2 * (1 + 3)  # one warm-up request per point, not measured
     assert seen[0]["stream_options"] == {"include_usage": True}
     assert seen[0]["ignore_eos"] is True and seen[0]["temperature"] == 0.0
@@ -78,9 +81,10 @@ def test_repeats_store_every_run_median_and_ci() -> None:
     points = run_points("http://test", "m", ["a", "b"], [Load(mode="concurrency", target=2)], Options(max_tokens=2),
                         repeats=3, transport=httpx.MockTransport(_stream_handler()))  # fmt: skip
     (p,) = points
-    assert len(p["repeats"]) == 3 and len(p["output_tok_s_all"]) == 3
-    lo, hi = p["output_tok_s_ci95"]
-    assert lo <= p["output_tok_s_median"] <= hi or lo <= sum(p["output_tok_s_all"]) / 3 <= hi
+    rates = [r.rate for r in p.runs]
+    assert len(rates) == 3 and p.median == sorted(rates)[1] and p.run.rate == p.median
+    assert p.ci95 == ci95_of_mean(rates)  # the one aggregation, over exactly these runs
+    assert p.ci95 is not None and p.ci95[0] < sum(rates) / 3 < p.ci95[1]
 
 
 def test_rate_point_and_duration_stop() -> None:
@@ -88,19 +92,19 @@ def test_rate_point_and_duration_stop() -> None:
     (p,) = run_points("http://test", "m", ["x"] * 50, [Load(mode="rate", target=20.0, max_duration_s=0.5)], Options(max_tokens=1),
                       transport=httpx.MockTransport(_stream_handler()))  # fmt: skip
     assert time.monotonic() - t0 < 2.0
-    assert 3 <= p["requests"] < 50  # stopped by duration, not by count
-    assert p["label"] == "rate=20/s"
+    assert 3 <= p.run.requests < 50  # stopped by duration, not by count
+    assert p.label == "rate=20/s"
 
 
 def test_sweep_goes_sync_max_then_rates_between() -> None:
+    # Each request takes 50 ms without blocking the loop: one at a time is ~20 req/s, all at once ~4x that.
     points = run_sweep("http://test", "m", ["a", "b", "c", "d"], Options(max_tokens=2), points=2,
-                       transport=httpx.MockTransport(_stream_handler()))  # fmt: skip
-    labels = [p["label"] for p in points]
-    assert labels[:2] == ["c=1", "rate=max"]
-    assert len(points) == 4 or len(points) == 2  # 2 when sync and max measured the same req/s
-    if len(points) == 4:
-        lo, hi = points[0]["request_s"], points[1]["request_s"]
-        assert all(lo < p["target"] < hi for p in points[2:])
+                       transport=httpx.MockTransport(_slow_server(0.05)))  # fmt: skip
+    assert [p.label for p in points][:2] == ["c=1", "rate=max"] and len(points) == 4
+    lo, hi = points[0].run.request_s, points[1].run.request_s
+    assert points[1].target is None and hi > 2 * lo
+    targets = [p.target for p in points[2:]]
+    assert targets == pytest.approx([lo + (hi - lo) / 3, lo + 2 * (hi - lo) / 3])  # evenly between
 
 
 def test_saturation_flag_trips_when_the_client_is_starved() -> None:
@@ -110,26 +114,26 @@ def test_saturation_flag_trips_when_the_client_is_starved() -> None:
     limits = ClientLimits(cpu_util=0.9, loop_lag_p99_ms=150)
     starved = run_points("http://test", "m", ["a"] * 4, [Load(mode="concurrency", target=4)], Options(max_tokens=2, limits=limits),
                          transport=httpx.MockTransport(_stream_handler(block_s=0.4)))  # fmt: skip
-    assert starved[0]["saturated"] is True
-    assert "event-loop lag p99" in starved[0]["saturation_reason"]
+    assert starved[0].saturated is True
+    assert "event-loop lag p99" in starved[0].saturation_reason
     # A server that takes its time leaves the client idle: not flagged.
     healthy = run_points("http://test", "m", ["a"] * 4, [Load(mode="concurrency", target=4)], Options(max_tokens=2, limits=limits),
                          transport=httpx.MockTransport(_slow_server(0.2)))  # fmt: skip
-    assert healthy[0]["saturated"] is False, healthy[0]["saturation_reason"]
+    assert healthy[0].saturated is False, healthy[0].saturation_reason
 
 
 def test_goodput_counts_requests_meeting_every_slo() -> None:
     opts = Options(max_tokens=2, slo=Slo(ttft_ms=10_000, e2el_ms=10_000))
     (ok,) = run_points("http://test", "m", ["a", "b"], [Load(mode="concurrency", target=1)], opts,
                        transport=httpx.MockTransport(_stream_handler()))  # fmt: skip
-    assert ok["goodput_req_s"] == pytest.approx(ok["request_s"])
+    assert ok.run.goodput_req_s == pytest.approx(ok.run.request_s)
     strict = Options(max_tokens=2, slo=Slo(ttft_ms=0.0))
     (none,) = run_points("http://test", "m", ["a", "b"], [Load(mode="concurrency", target=1)], strict,
                          transport=httpx.MockTransport(_stream_handler(block_s=0.01)))  # fmt: skip
-    assert none["goodput_req_s"] == 0.0
+    assert none.run.goodput_req_s == 0.0
     (no_slo,) = run_points("http://test", "m", ["a"], [Load(mode="concurrency", target=1)], Options(max_tokens=2),
                            transport=httpx.MockTransport(_stream_handler()))  # fmt: skip
-    assert no_slo["goodput_req_s"] is None
+    assert no_slo.run.goodput_req_s is None
 
 
 def test_errors_and_missing_usage_are_failures() -> None:
@@ -140,8 +144,8 @@ def test_errors_and_missing_usage_are_failures() -> None:
 
     (p,) = run_points("http://test", "m", ["bad", "ok"], [Load(mode="concurrency", target=1)], Options(max_tokens=1),
                       transport=httpx.MockTransport(handler))  # fmt: skip
-    assert (p["completed"], p["failed"]) == (0, 2)
-    assert p["errors"] == ["HTTP 500: engine died", "no usage in the stream"]
+    assert (p.run.completed, p.run.failed) == (0, 2)
+    assert p.run.errors == ("HTTP 500: engine died", "no usage in the stream")
 
 
 def test_mismatch_between_chunks_and_usage_is_reported() -> None:
@@ -151,7 +155,7 @@ def test_mismatch_between_chunks_and_usage_is_reported() -> None:
 
     (p,) = run_points("http://test", "m", ["p"], [Load(mode="concurrency", target=1)], Options(max_tokens=3),
                       transport=httpx.MockTransport(handler))  # fmt: skip
-    assert p["token_count_mismatches"] == 1
+    assert p.run.token_count_mismatches == 1
 
 
 def test_fresh_prompts_per_point_and_repeat_and_prefixed_warmups() -> None:
@@ -172,4 +176,4 @@ def test_empty_text_chunks_are_not_tokens() -> None:
 
     (p,) = run_points("http://test", "m", ["p"], [Load(mode="concurrency", target=1)], Options(max_tokens=2),
                       transport=httpx.MockTransport(handler))  # fmt: skip
-    assert (p["output_tokens"], p["token_count_mismatches"], p["itl_ms"]["n"]) == (2, 0, 1)
+    assert (p.run.output_tokens, p.run.token_count_mismatches, p.run.distributions["itl_ms"].n) == (2, 0, 1)

