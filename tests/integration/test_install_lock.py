@@ -43,7 +43,7 @@ from harness.versions import parse_pin
 b = get_backend("scripted")
 paths = InstallPaths(data_dir=Path({data!r}), bin_dir=Path({bin!r}), pipx=(sys.executable, {pipx!r}))
 got = ensure_installed(b, b.flavour("cpu"), "scripted-server", parse_pin("1.0.0"), paths)
-print(json.dumps({{"exe": str(got.executable), "now": got.installed_now, "origin": got.origin}}))
+print(json.dumps({{"exe": str(got.executable), "now": got.installed_now, "origin": got.kind}}))
 """
 
 
@@ -120,11 +120,12 @@ def test_uv_installer_makes_the_same_bin_dir_layout(tmp_path: Path, monkeypatch)
     b = get_backend("scripted")
     paths = InstallPaths(data_dir=tmp_path / "data", bin_dir=tmp_path / "bin", pipx=("false",))
     got = ensure_installed(b, b.flavour("cpu"), "scripted-server", parse_pin("1.0.0"), paths, installer="uv")
-    assert (got.executable, got.origin, got.installed_now) == (tmp_path / "bin" / "scripted_1.0.0", "uv", True)
-    assert got.executable.resolve() == (tmp_path / "data" / "uv" / "venvs" / "scripted-server-1.0.0" / "bin" / "scripted").resolve()
+    assert (got.executable, got.kind, got.installed_now) == (str(tmp_path / "bin" / "scripted_1.0.0"), "uv", True)
+    assert Path(got.executable).resolve() == (tmp_path / "data" / "uv" / "venvs" / "scripted-server-1.0.0" / "bin" / "scripted").resolve()
     calls = (tmp_path / "uv.log").read_text().splitlines()
     assert calls[0].startswith("venv --python ")
     assert calls[1].startswith("pip install --python ") and "scripted-server==1.0.0 --find-links=/opt/wheels" in calls[1]
     again = ensure_installed(b, b.flavour("cpu"), "scripted-server", parse_pin("1.0.0"), paths, installer="uv")
-    assert (again.origin, again.installed_now) == ("uv", False)
+    assert (again.kind, again.installed_now) == ("uv", False)
+    assert again.ran == got.ran and got.ran[1][:3] == (str(tools / "uv"), "pip", "install")  # what made it, remembered
     assert [(p.backend, p.origin) for p in list_pins(paths)] == [("scripted", "uv")]

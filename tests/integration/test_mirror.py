@@ -123,8 +123,8 @@ def test_custom_backend_downloads_its_pin_from_a_url_with_the_version(tmp_path: 
         ctx_https_only = RunContext(matrix=matrix, platform="cpu", paths=paths, run_dir=tmp_path / "run", slot=Slot(platform="cpu"))
         refused = run_cell(ctx_https_only, plat.versions[1], plat.models[0])
     assert good.status is Status.PASSED, (good.reason, good.log_excerpt)
-    assert good.fingerprint["origin"] == "download"
-    assert good.fingerprint["install_command"] == ["download", f"{base}/builds/1.2.0/srv-1.2.0.zip"]
+    assert good.install is not None and (good.install.kind, good.install.url) == ("download", f"{base}/builds/1.2.0/srv-1.2.0.zip")
+    assert len(good.install.sha256) == 64 and good.install.export()["sha256"] == good.install.sha256
     assert Path(good.executable).resolve() == paths.bin_dir / "my-srv" / "my-srv-1.2.0" / "srv-1.2.0" / "bin" / "scripted-srv"
     assert [(p.backend, p.version, p.origin) for p in list_pins(paths)] == [("my-srv", "1.2.0", "download")]
     assert missing.failure_class is FailureClass.INSTALL_FAILED

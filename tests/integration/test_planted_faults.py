@@ -14,7 +14,7 @@ import pytest
 from harness.cell import RunContext, run_cell
 from harness.install import InstallPaths
 from harness.probes.accuracy import builtin_items
-from harness.results import FailureClass, Status
+from harness.results import FailureClass, Status, TextAccuracy
 from harness.slots import Slot
 from harness.spec import parse_matrix
 from tests.support.scripted_backend import install_manual_pin, run_second_pin
@@ -70,18 +70,18 @@ def reference_run(tmp_path_factory: pytest.TempPathFactory):
 def test_planted_fault_fails_exactly_its_check(reference_run, mode: str, expected_failures: set[str]) -> None:
     ctx, answers = reference_run
     result, failed = run_second_pin(ctx, "--answers", str(answers), "--mode", mode)
-    assert failed == expected_failures, [c for c in result.checks if c["passed"] is not True]
-    assert all(c["passed"] is True for c in result.checks if c["name"] not in expected_failures)
+    assert failed == expected_failures, [c for c in result.checks if c.passed is not True]
+    assert all(c.passed is True for c in result.checks if c.name not in expected_failures)
     if expected_failures:
         assert (result.status, result.failure_class) == (Status.FAILED, FailureClass.CHECK_FAILED)
         for name in expected_failures:
             assert name in result.reason
-            check = next(c for c in result.checks if c["name"] == name)
-            assert check["detail"] and check["evidence"], check
+            check = next(c for c in result.checks if c.name == name)
+            assert check.detail and check.evidence, check
     else:
         assert result.status is Status.PASSED, result.reason
-        assert result.agreement["identical"] == 4
-        assert result.accuracy["overall"]["accuracy"] == 1.0
+        assert result.agreement is not None and result.agreement.identical == 4
+        assert isinstance(result.accuracy, TextAccuracy) and result.accuracy.overall.accuracy == 1.0
 
 
 @pytest.mark.parametrize(("mode", "agrees"), [("ok", True), ("diverge", False)])
@@ -102,7 +102,7 @@ def test_embedding_model_probes(tmp_path: Path, mode: str, agrees: bool) -> None
     plat = matrix.platforms["cpu"]
     ref = run_cell(ctx, plat.versions[0], plat.models[0])
     got = run_cell(ctx, plat.versions[1], plat.models[0])
-    names = {c["name"]: c["passed"] for c in got.checks}
+    names = {c.name: c.passed for c in got.checks}
     assert ref.status is Status.PASSED, ref.reason
     assert names["embeddings.dimension_stable"] is True and names["embeddings.unit_norm"] is True
     assert names["agreement.embeddings"] is agrees
@@ -129,10 +129,10 @@ def test_warm_start_and_phases_are_recorded(tmp_path: Path) -> None:
     assert result.status is Status.PASSED, result.reason
     assert set(result.startup) == {"cold", "warm"}
     for start in result.startup.values():
-        assert start["seconds"] > 0 and "boot_s" in start["phases"]
+        assert start.seconds > 0 and "boot_s" in start.phases
         # the server's own "serving" line was seen at a poll no later than the first ready answer
-        assert start["log_ready_s"] is not None and start["log_ready_s"] <= start["seconds"] + 0.15
+        assert start.log_ready_s is not None and start.log_ready_s <= start.seconds + 0.15
     (point,) = result.throughput
-    assert point["label"] == "rate=50/s" and len(point["repeats"]) == 2 and point["output_tok_s_ci95"] is not None
-    assert point["goodput_req_s"] == pytest.approx(point["request_s"])
+    assert point.label == "rate=50/s" and len(point.runs) == 2 and point.ci95 is not None
+    assert point.run.goodput_req_s == pytest.approx(point.run.request_s)
     assert (tmp_path / "run" / "cells" / result.cell_id / "server-warm.log").exists()

@@ -10,8 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import jsonschema
 import pytest
 
+from harness.results import SCHEMA_FILE
 from tests.support.scripted_backend import install_manual_pin, pid_alive
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,11 +75,14 @@ def test_matrix_run_records_every_cell_and_recommends(tmp_path: Path, gguf_model
     lines = [json.loads(ln) for ln in (run_dir / "results.jsonl").read_text().splitlines()]
     by_version = {c["version"]: c for c in lines}
     assert lines[0]["version"] == "1.0.0"  # the reference pin runs first
-    assert by_version["1.0.0"]["status"] == "passed" and by_version["1.0.0"]["startup_s"] > 0
+    assert by_version["1.0.0"]["status"] == "passed" and by_version["1.0.0"]["startup"]["cold"]["seconds"] > 0
     assert by_version["2.0.0"]["agreement"]["identical"] == 3
     for lvl in by_version["2.0.0"]["throughput"]:
-        assert lvl["output_tokens"] == 6 * lvl["completed"] == 24
-        assert lvl["label"] in ("c=1", "c=2")
+        (run,) = lvl["runs"]
+        assert run["output_tokens"] == 6 * run["completed"] == 24
+        assert lvl["label"] in ("c=1", "c=2") and lvl["unit"] == "output tok/s"
+    machine = by_version["2.0.0"]["fingerprint"]["machine"]
+    assert machine["cores"] > 0 and machine["cpu_model"] and by_version["2.0.0"]["fingerprint"]["launch_argv"][0].endswith("scripted_2.0.0")
     assert by_version["3.0.0"]["failure_class"] == "failed"
     assert "chat.shape" in by_version["3.0.0"]["reason"]
     assert by_version["4.0.0"]["failure_class"] == "install-failed"
@@ -89,6 +94,10 @@ def test_matrix_run_records_every_cell_and_recommends(tmp_path: Path, gguf_model
     pins = json.loads((run_dir / "pins.json").read_text())
     assert pins["models"][0]["backend_version"] == "2.0.0"
     assert pins["models"][0]["executable"] == "scripted_2.0.0"
+    # a pin put in the bin dir by hand is exported as exactly that, never as a pipx command
+    assert pins["models"][0]["install"] == {"kind": "manual", "executable": "scripted_2.0.0", "path": str(bin_dir / "scripted_2.0.0")}
+    results = json.loads((run_dir / "results.json").read_text())
+    jsonschema.validate(results, json.loads(SCHEMA_FILE.read_text()))
     md = (run_dir / "report.md").read_text()
     for v in ("1.0.0", "2.0.0", "3.0.0", "4.0.0", "5.0.0"):
         assert f"scripted_{v}" in md

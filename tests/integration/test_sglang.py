@@ -56,7 +56,7 @@ def test_sglang_launch_forms_serve_and_pass_the_text_probes(tmp_path: Path, form
     plat = matrix.platforms["cpu"]
     result = run_cell(ctx, plat.versions[0], plat.models[0])
     assert result.status is Status.PASSED, (result.reason, result.log_excerpt)
-    assert result.fingerprint["origin"] == "manual" and result.throughput
+    assert result.install is not None and result.install.kind == "manual" and result.throughput
     log = Path(result.log_path).read_text()
     assert "scripted: serving" in log
 
@@ -104,6 +104,6 @@ def test_a_release_without_the_console_script_installs_with_uv_and_launches_as_a
     plat = matrix.platforms["cpu"]
     result = run_cell(ctx, plat.versions[0], plat.models[0])
     assert result.status is Status.PASSED, (result.reason, result.log_excerpt)
-    assert result.installed_now and result.fingerprint["origin"] == "uv"
+    assert result.installed_now and result.install is not None and result.install.kind == "uv"
     exe = paths.bin_dir / "sglang-on-cpu_0.4.6"
     assert exe.resolve().name.startswith("python") and (paths.data_dir / "uv" / "venvs") in exe.resolve().parents

@@ -20,7 +20,7 @@ from harness.cell import RunContext, run_cell
 from harness.install import InstallPaths
 from harness.launch import free_port
 from harness.probes import speech
-from harness.results import FailureClass, Status
+from harness.results import FailureClass, SpeechAccuracy, Status
 from harness.slots import Slot
 from harness.spec import parse_matrix
 from tests.support.scripted_backend import SERVER, install_manual_pin, run_second_pin
@@ -57,19 +57,21 @@ def stt_reference(tmp_path_factory: pytest.TempPathFactory):
                      run_dir=tmp / "run", slot=Slot(platform="cpu"))  # fmt: skip
     plat = matrix.platforms["cpu"]
     ref = run_cell(ctx, plat.versions[0], plat.models[0])
-    assert ref.status is Status.PASSED, (ref.reason, [c for c in ref.checks if c["passed"] is not True])
+    assert ref.status is Status.PASSED, (ref.reason, [c for c in ref.checks if c.passed is not True])
     return ctx, transcripts, ref
 
 
 def test_reference_stt_cell_records_wer_latency_and_rtf(stt_reference) -> None:
     _, _, ref = stt_reference
-    assert ref.accuracy["wer"] == 0.0 and ref.accuracy["clips"] == CLIPS and ref.accuracy["words"] > 0
-    assert [p["label"] for p in ref.throughput] == ["c=1", "c=2"]
+    assert isinstance(ref.accuracy, SpeechAccuracy)
+    assert ref.accuracy.wer == 0.0 and ref.accuracy.clips == CLIPS and ref.accuracy.words > 0
+    assert [p.label for p in ref.throughput] == ["c=1", "c=2"]
     for p in ref.throughput:
-        assert p["completed"] == 4 and len(p["audio_s_per_s_all"]) == 2 and p["audio_s_per_s_ci95"] is not None
-        assert p["latency_ms"]["p50"] > 0 and 0 < p["rtf"]["p50"] < 1
+        assert p.run.completed == 4 and len(p.runs) == 2 and p.ci95 is not None and p.unit == "audio s/s"
+        lat, rtf = p.dist("latency_ms"), p.dist("rtf")
+        assert lat is not None and rtf is not None and lat.p50 > 0 and 0 < rtf.p50 < 1 and lat.n == 4
     assert ref.peak_rate() and ref.rate_unit == "audio s/s"
-    assert ref.fingerprint["speech"]["generator"].startswith("eSpeak NG")
+    assert ref.notes["speech"].startswith("eSpeak NG")
 
 
 @pytest.mark.parametrize(
@@ -84,19 +86,19 @@ def test_reference_stt_cell_records_wer_latency_and_rtf(stt_reference) -> None:
 def test_planted_speech_fault_fails_exactly_its_check(stt_reference, mode: str, expected_failures: set[str]) -> None:
     ctx, transcripts, _ = stt_reference
     result, failed = run_second_pin(ctx, "--transcripts", str(transcripts), "--mode", mode, backend="scripted-speech")
-    assert failed == expected_failures, [c for c in result.checks if c["passed"] is not True]
+    assert failed == expected_failures, [c for c in result.checks if c.passed is not True]
     if not expected_failures:
         assert result.status is Status.PASSED, result.reason
-        assert result.agreement["identical"] == CLIPS
+        assert result.agreement is not None and result.agreement.identical == CLIPS
         return
     assert (result.status, result.failure_class) == (Status.FAILED, FailureClass.CHECK_FAILED)
     if mode == "error-200":
-        check = next(c for c in result.checks if c["name"] == "stt.error.missing_file")
-        assert check["detail"] == "error returned as HTTP 200 with status_code 400 in the body (expected an HTTP 4xx)"
-        assert check["evidence"]["actual"]["status_code"] == 400
+        check = next(c for c in result.checks if c.name == "stt.error.missing_file")
+        assert check.detail == "error returned as HTTP 200 with status_code 400 in the body (expected an HTTP 4xx)"
+        assert check.evidence["actual"]["status_code"] == 400
     if mode == "mishear":
-        assert result.accuracy["wer"] > 0 and result.accuracy["reference_wer"] == 0.0
-        assert result.agreement["differ"] >= 1
+        assert isinstance(result.accuracy, SpeechAccuracy) and result.accuracy.wer > 0 and result.accuracy.reference_wer == 0.0
+        assert result.agreement is not None and result.agreement.differ >= 1
 
 
 @pytest.fixture
@@ -127,13 +129,13 @@ def test_tts_cell_checks_audio_duration_and_round_trip(tmp_path: Path, stt_serve
                      pipx=("false",)), run_dir=tmp_path / "run", slot=Slot(platform="cpu"))  # fmt: skip
     plat = matrix.platforms["cpu"]
     result = run_cell(ctx, plat.versions[0], plat.models[0])
-    verdicts = {c["name"]: c["passed"] for c in result.checks}
+    verdicts = {c.name: c.passed for c in result.checks}
     if passes:
         assert result.status is Status.PASSED, result.reason
         assert all(verdicts[f"tts.audio[{i}]"] and verdicts[f"tts.duration[{i}]"] for i in range(CLIPS))
         assert verdicts["tts.round_trip_wer"] is True and verdicts["tts.error.empty_input"] is True
-        assert result.accuracy["wer"] == 0.0
-        assert result.rate_unit == "audio s/s" and all(p["rtf"]["p50"] < 1 for p in result.throughput)
+        assert isinstance(result.accuracy, SpeechAccuracy) and result.accuracy.wer == 0.0
+        assert result.rate_unit == "audio s/s" and all((p.dist("rtf") or pytest.fail("no rtf")).p50 < 1 for p in result.throughput)
     else:
         # not audio: every synthesis fails its check, and the load run cannot measure a thing
         assert all(verdicts[f"tts.audio[{i}]"] is False for i in range(CLIPS))

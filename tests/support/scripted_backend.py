@@ -80,4 +80,4 @@ def run_second_pin(ctx: RunContext, *args: str, backend: str = "scripted") -> tu
         result = run_cell(ctx, plat.versions[1], plat.models[0])
     finally:
         exe.unlink()
-    return result, {c["name"] for c in result.checks if c["passed"] is False}
+    return result, {c.name for c in result.checks if c.passed is False}
