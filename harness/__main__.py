@@ -4,6 +4,7 @@
                               [--installer pipx|uv] [--tools-download-base-url URL] [--allow-http-mirror]
     python -m harness install --matrix matrices/my.toml <version>...   # a matrix's backend, package, installer, indexes
     python -m harness pins [--bin-dir DIR] [--data-dir DIR]
+    python -m harness schema [--write]     # the results JSON Schema the types describe
 
 Every kind installs through the one entry point (``harness.install.install_pin``): pipx, uv, a verified
 download (llama-box, custom backends with a ``download_url``), or a manual pin already in the bin dir.
@@ -13,14 +14,16 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .backends import get_backend, known_backends
+from .backends import Host, get_backend, known_backends
 from .errors import HarnessError, InstallError
 from .install import DEFAULT_BASE_URL, InstallPaths, InstallRequest, default_data_dir, install_pin, list_pins, pipx_command
-from .slots import default_platform, discover_gpus
+from .results import SCHEMA_FILE, results_schema
+from .slots import cuda_driver_version, default_platform, discover_gpus
 from .spec import load_matrix
 from .versions import InvalidPin, parse_pin
 
@@ -34,7 +37,8 @@ def _paths(a: argparse.Namespace) -> InstallPaths:
 def _request(a: argparse.Namespace) -> Callable[..., InstallRequest]:
     """How to ask for one version: what a matrix (or the flags) say about backend, platform, package, indexes."""
     platform = a.platform or default_platform(discover_gpus())
-    common = {"platform": platform, "download_base_url": a.tools_download_base_url, "allow_http": a.allow_http_mirror}
+    host = Host.detect(cuda_driver_version() if platform == "cuda" else None)  # llama-box's asset follows the driver's CUDA
+    common = {"platform": platform, "download_base_url": a.tools_download_base_url, "allow_http": a.allow_http_mirror, "host": host}
     if a.matrix:
         matrix = load_matrix(a.matrix)
         if platform not in matrix.platforms:
@@ -82,6 +86,17 @@ def cmd_pins(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schema(a: argparse.Namespace) -> int:
+    """Print the results JSON Schema the types describe, or write it where the package ships it."""
+    text = json.dumps(results_schema(), indent=1) + "\n"
+    if a.write:
+        SCHEMA_FILE.write_text(text, encoding="utf-8")
+        print(f"wrote {SCHEMA_FILE}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m harness", description="Pin management for GPUStack bin dirs.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -99,7 +114,11 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--installer", choices=("pipx", "uv"), help="for package backends (default: the matrix's, else pipx)")
             p.add_argument("--tools-download-base-url", default=DEFAULT_BASE_URL, help="mirror for prebuilt backends (GPUStack's option)")
             p.add_argument("--allow-http-mirror", action="store_true", help="allow a plain-http download mirror")
+    sub.add_parser("schema", help="the results JSON Schema (results.json, results.jsonl lines)").add_argument(
+        "--write", action="store_true", help=f"write it to {SCHEMA_FILE.name} in the package")
     a = ap.parse_args(argv)
+    if a.command == "schema":
+        return cmd_schema(a)
     try:
         if a.command == "install" and not (a.versions or (a.matrix and a.backend)):
             ap.error("install: name at least one version")

@@ -143,8 +143,9 @@ def evaluate(ours: Sequence[dict[str, Any]], reference: Sequence[dict[str, Any]]
     ok = len(disagreeing) <= t.max_disagreeing_prompts and (t.max_diverging_prompts < 0 or len(diverging) <= t.max_diverging_prompts)
     checks = [Check(group="agreement", name="agreement.greedy", passed=ok, detail=detail, evidence=evidence)]
     if delta is not None or t.prompt_logprob_tolerance is not None:
-        gated = t.prompt_logprob_tolerance is not None
-        passed = None if delta is None else (delta <= t.prompt_logprob_tolerance if gated else True)  # type: ignore[operator]
+        tolerance = t.prompt_logprob_tolerance
+        gated = tolerance is not None
+        passed = None if delta is None else (delta <= tolerance if tolerance is not None else True)
         tol = f" (tolerance {t.prompt_logprob_tolerance})" if gated else " (reported, not gated)"
         checks.append(Check(group="agreement", name="agreement.prompt_logprobs", passed=passed,
                             detail=f"max |Δ| over prompt tokens: {delta if delta is None else round(delta, 4)}{tol}"))  # fmt: skip

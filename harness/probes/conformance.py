@@ -226,14 +226,14 @@ def check_logprobs_shapes(client: httpx.Client, model: str, k: int = 3) -> list[
 
 
 def check_errors(client: httpx.Client, model: str) -> list[Check]:
-    cases = [
-        ("error.negative_max_tokens", dict(body={"model": model, "prompt": "x", "max_tokens": -1})),
-        ("error.unknown_model", dict(body={"model": model + "-does-not-exist", "prompt": "x", "max_tokens": 2})),
-        ("error.bad_json", dict(raw='{"model": "x", "prompt": ')),
+    cases: list[tuple[str, dict[str, Any] | None, str | None]] = [  # (name, JSON body, or raw text)
+        ("error.negative_max_tokens", {"model": model, "prompt": "x", "max_tokens": -1}, None),
+        ("error.unknown_model", {"model": model + "-does-not-exist", "prompt": "x", "max_tokens": 2}, None),
+        ("error.bad_json", None, '{"model": "x", "prompt": '),
     ]
     out = []
-    for name, kw in cases:
-        ex = exchange(client, "POST", "/v1/completions", **kw)  # type: ignore[arg-type]
+    for name, body, raw in cases:
+        ex = exchange(client, "POST", "/v1/completions", body, raw=raw)
         ok = 400 <= ex.status < 500 and ex.is_json and isinstance(ex.data, dict) and ("error" in ex.data or "detail" in ex.data)
         got = f"HTTP {ex.status}" + ("" if 400 <= ex.status < 500 else " (expected 4xx)")
         got += ", JSON error body" if ok or (ex.is_json and isinstance(ex.data, dict) and "error" in ex.data) else ", no JSON error body"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from packaging.version import Version
@@ -68,7 +68,8 @@ def status_label(cell: CellResult) -> str:
     if cell.status is Status.PASSED:
         return "PASSED"
     cls = cell.failure_class.value if cell.failure_class else None
-    return (cls or cell.status.value).upper() + (" (expected)" if cell.expected_failure is not None and cell.expected_failure == cls else "")
+    expected = cell.expected_failure is not None and cell.expected_failure == cls
+    return (cls or cell.status.value).upper() + (" (expected)" if expected else "")
 
 
 def verdict(passed: bool | None, waived: str = "") -> str:
@@ -150,7 +151,8 @@ def load_table(cell: CellResult) -> Table:
     out = []
     for p in cell.throughput:
         r = p.run
-        out.append((p.label, str(r.requests), str(r.completed), fmt(p.median), _spread(p), fmt(r.request_s, ".2f"), fmt(r.goodput_req_s, ".2f"),
+        out.append((p.label, str(r.requests), str(r.completed), fmt(p.median), _spread(p), fmt(r.request_s, ".2f"),
+                    fmt(r.goodput_req_s, ".2f"),
                     _dist3(p.dist("ttft_ms")), fmt(getattr(p.dist("tpot_ms"), "p50", None)), fmt(getattr(p.dist("itl_ms"), "p50", None)),
                     fmt(getattr(p.dist("e2el_ms"), "p50", None), ".0f"), fmt(r.output_tokens / r.completed if r.completed else None),
                     str(getattr(p.dist("ttft_ms"), "n", 0)), f"{r.client_cpu_util:.0%}", fmt(getattr(p.dist("loop_lag_ms"), "p99", None)),
@@ -189,6 +191,10 @@ def _facts(c: CellResult) -> list[tuple[str, str]]:
     return facts
 
 
+def _phases(phases: Mapping[str, float]) -> str:
+    return ", ".join(f"{k} {v:g}" for k, v in phases.items()) or "—"
+
+
 def _tables(c: CellResult) -> list[Table]:
     tables = []
     a = c.agreement
@@ -199,7 +205,8 @@ def _tables(c: CellResult) -> list[Table]:
         tables.append(Table(title=f"Agreement with the reference {a.reference_version}, per prompt",
                             headers=("prompt", "result", "first divergence", "ours", "reference"), rows=rows))  # fmt: skip
     if a is not None and a.kind == "transcripts" and a.items:
-        tables.append(Table(title=f"Transcripts that differ from the reference {a.reference_version}'s", headers=("clip", "ours", "reference"),
+        tables.append(Table(title=f"Transcripts that differ from the reference {a.reference_version}'s",
+                            headers=("clip", "ours", "reference"),
                             rows=tuple((r.prompt, r.ours_text, r.reference_text) for r in a.items)))  # fmt: skip
     acc = c.accuracy
     if isinstance(acc, TextAccuracy):
@@ -212,8 +219,7 @@ def _tables(c: CellResult) -> list[Table]:
                             rows=tuple((r.spoken, r.heard, str(r.edits)) for r in acc.per_clip)))  # fmt: skip
     if c.startup:
         tables.append(Table(title="Startup", headers=("start", "ready s", "log ready line s", "phases (from the server log)"),
-                            rows=tuple((kind, fmt(s.seconds), fmt(s.log_ready_s), ", ".join(f"{k} {v:g}" for k, v in s.phases.items()) or "—")
-                                       for kind, s in c.startup.items())))  # fmt: skip
+                            rows=tuple((kind, fmt(s.seconds), fmt(s.log_ready_s), _phases(s.phases)) for kind, s in c.startup.items())))
     if c.throughput:
         tables.append(load_table(c))
     return tables
@@ -223,14 +229,15 @@ def cell_view(c: CellResult) -> CellView:
     checks = None
     if c.checks:
         checks = Table(title="Checks", headers=("group", "check", "result", "detail"),
-                       rows=tuple((ch.group, ch.name, verdict(ch.passed, ch.waived), ch.detail + (f" — waived: {ch.waived}" if ch.waived else ""))
-                                  for ch in c.checks))  # fmt: skip
+                       rows=tuple((ch.group, ch.name, verdict(ch.passed, ch.waived),
+                                   ch.detail + (f" — waived: {ch.waived}" if ch.waived else "")) for ch in c.checks))  # fmt: skip
     evidence = tuple(Evidence(check=ch.name, text=json.dumps(dump(ch.evidence), ensure_ascii=False, indent=1, default=str))
                      for ch in c.checks if ch.passed is False)  # fmt: skip
     failed = c.status is not Status.PASSED
     return CellView(anchor=c.cell_id, title=f"{c.label} · {c.model} · {c.platform}", status=status_label(c), ok=not failed,
                     reason=c.reason, facts=tuple(_facts(c)), warnings=tuple(c.warnings), checks=checks, evidence=evidence,
-                    tables=tuple(_tables(c)), log_path=c.log_path if failed else "", log_excerpt=c.log_excerpt if failed else "")  # fmt: skip
+                    tables=tuple(_tables(c)), log_path=c.log_path if failed else "",
+                    log_excerpt=c.log_excerpt if failed else "")  # fmt: skip
 
 
 def sort_cells(cells: Sequence[CellResult]) -> list[CellResult]:

