@@ -236,10 +236,13 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         return
     for backend, matrix in config.stash.get(_MATRICES, {}).items():
         directory = run_dir(config, backend)
-        cells = ResultStore(directory / "results.jsonl").load()
+        store = ResultStore(directory / "results.jsonl")
+        cells = store.load()
         if not cells:
             continue
         tr = terminalreporter
+        for note in store.notes:  # e.g. lines of an older results schema, converted
+            tr.write_line(f"pinmatrix: {note}", yellow=True)
         try:
             paths, recs = write_reports(matrix, directory, config.option.pm_run_id, cells)
         except Exception as exc:  # the results are safe in results.jsonl; say so instead of a traceback
