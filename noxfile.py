@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 from pathlib import Path
@@ -37,17 +36,19 @@ def _espeak_ng(session: nox.Session) -> None:
 @nox.session
 def matrix(session: nox.Session) -> None:
     """Run a pin matrix: `nox -s matrix -- vllm [-k 0.32.0] [--bin-dir DIR] [--data-dir DIR] [--platform cpu]`."""
-    parser = argparse.ArgumentParser(prog="nox -s matrix --")
-    parser.add_argument("backends", nargs="*", default=["vllm"], help=f"matrix names ({', '.join(_known_matrices())})")
-    args, pytest_args = parser.parse_known_args(session.posargs)
+    # Matrix names come first; everything from the first option on is pytest's, values included
+    # (`--run-id nightly`, `-k 0.32.0`): argparse would take an option's value for a matrix name.
+    posargs = list(session.posargs)
+    split = next((i for i, arg in enumerate(posargs) if arg.startswith("-")), len(posargs))
+    backends, pytest_args = posargs[:split] or ["vllm"], posargs[split:]
     files = []
-    for name in args.backends:
+    for name in backends:
         # backend names may hold dots (llama.cpp); matrix files use dashes (llama-cpp.toml)
         path = MATRICES / f"{name.replace('.', '-')}.toml"
         if not path.exists():
             session.error(f"unknown matrix {name!r}: no {path.relative_to(ROOT)} (known: {', '.join(_known_matrices())})")
         files.append(str(path.relative_to(ROOT)))
-    if any(name in ("vox-box",) for name in args.backends):
+    if any(name in ("vox-box",) for name in backends):
         _espeak_ng(session)
     session.install("-e", ".")
     # -W default: the suite's filterwarnings=error is for our tests; a library warning must not fail a cell.
