@@ -100,6 +100,14 @@ class MatrixFile(pytest.File):
         platform = opt.pm_platform or default_platform(gpus)
         if platform not in matrix.platforms:
             raise SpecError(str(self.path), [f"platforms: no '{platform}' platform in this matrix (has: {', '.join(matrix.platforms)})"])
+        # What a run would only find out after installing every pin: checked now, one line each.
+        problems = [f"{where}: plain http needs --allow-http-mirror, got {url!r}" for where, url in matrix.plain_http_urls()
+                    if not opt.pm_allow_http]  # fmt: skip
+        reports = Path(opt.pm_reports_dir).resolve()
+        if (why := _unwritable(run_dir(self.config, matrix.backend))) is not None:
+            problems.append(f"--reports-dir {reports}: cannot write reports there ({why})")
+        if problems:
+            raise SpecError(str(self.path), problems)
         matrix = resolve_version_sets(matrix, platform, self.config)
         self.config.stash[_MATRICES][matrix.backend] = matrix
         plat = matrix.platforms[platform]
@@ -115,6 +123,20 @@ class MatrixFile(pytest.File):
         if isinstance(excinfo.value, SpecError):
             return str(excinfo.value)
         return super().repr_failure(excinfo)
+
+
+def _unwritable(directory: Path) -> str | None:
+    """Why reports cannot be written under ``directory`` (None: they can), without creating anything."""
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        if existing.is_symlink():
+            return f"{existing} is a broken link"
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
 
 
 def resolve_version_sets(matrix: Matrix, platform: str, config: pytest.Config) -> Matrix:

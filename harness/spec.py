@@ -183,6 +183,12 @@ class Matrix:
     slo: SloSpec = field(default_factory=SloSpec)
     custom: Backend | None = None  # a [custom] table's backend: it travels here, never into the global registry
 
+    def plain_http_urls(self) -> list[tuple[str, str]]:
+        """(path, url) of every plain-http URL the matrix names: a run refuses them unless http is allowed."""
+        flavour = next(iter(self.custom.flavours.values()), None) if self.custom is not None else None
+        urls = [("custom.download_url", getattr(flavour, "download_url", "")), ("custom.sha256sum_url", getattr(flavour, "sha256sum_url", ""))]
+        return [(where, url) for where, url in urls if url.lower().startswith("http://")]
+
     def get_backend(self) -> Backend:
         """This matrix's backend: its own [custom] one, or the registered one of that name."""
         return self.custom if self.custom is not None else get_backend(self.backend)
@@ -288,6 +294,8 @@ def check_model_source(source: str) -> str | None:
         return f"unknown scheme {scheme!r} (expected one of: {', '.join(MODEL_SCHEMES)})"
     if scheme == "pypi" and not _PYPI_SOURCE.match(source):
         return f"expected pypi://<dist>==<version>/<path in wheel>[,<dist>==<version>/<path>...], got {source!r}"
+    if scheme == "pypi" and any(".." in part.split("/") for part in source.removeprefix("pypi://").split(",")):
+        return "a path inside the wheel may not contain '..'"  # it would reach outside the unpacked wheel
     if scheme == "hf" and not _HF_SOURCE.match(source):
         return f"expected hf://<org>/<name>@<revision>, got {source!r}"
     if scheme == "file" and source == "file://":
@@ -353,6 +361,10 @@ def _model(value: Any, path: str, errors: _Errors) -> ModelSpec | None:
     if source is not None and (problem := check_model_source(source)):
         errors.add(_join(path, "source"), problem)
         source = None
+    elif source is not None and source.startswith("file://") and not Path(source.removeprefix("file://")).exists():
+        # found now, not after every pin has been installed
+        errors.add(_join(path, "source"), f"no such file or directory: {source.removeprefix('file://')}")
+        source = None
     serve_args = t.get_str_list("serve_args")
     kind = t.get_str("kind") or "chat"
     if kind not in MODEL_KINDS:
@@ -392,7 +404,8 @@ def _platform(name: str, value: Any, path: str, errors: _Errors, flavours: Mappi
     reference = _pin(value["reference"], _join(path, "reference"), errors) if "reference" in value else None
     if "reference" not in value:
         errors.add(_join(path, "reference"), "missing")
-    elif reference is not None and reference.text not in seen and not sets:
+    elif reference is not None and reference.text not in seen and not sets and isinstance(value.get("versions"), list) and value["versions"]:
+        # only when versions is a list that parsed: otherwise its own error says what is wrong
         # with version sets the reference may come from them, or from outputs stored by an earlier run
         errors.add(_join(path, "reference"), f"{reference.text!r} is not one of versions")
     models = [_model(v, _join(_join(path, "models"), i), errors) for i, v in enumerate(t.get_array("models", required=True))]
@@ -569,9 +582,11 @@ def parse_matrix(data: Mapping[str, Any], source: str, path: Path | None = None)
 def load_matrix(path: Path | str) -> Matrix:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")
     except OSError as exc:
         raise SpecError(str(path), [f"cannot read: {exc.strerror or exc}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise SpecError(str(path), [f"cannot read: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"]) from exc
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

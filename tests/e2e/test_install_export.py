@@ -18,7 +18,7 @@ from harness.versions import parse_pin
 
 MATRIX = {"backend": "cowsay", "custom": {"run_command": "cowsay -t {{model_name}}", "installer": "pipx", "pipx_app": "cowsay"},
           "platforms": {"cpu": {"package": "cowsay", "versions": ["6.1"], "reference": "6.1",
-                                "models": [{"name": "m", "source": "file:///m"}]}}}  # fmt: skip
+                                "models": [{"name": "m", "source": f"file://{Path(__file__).resolve()}"}]}}}  # fmt: skip
 
 
 def test_exported_pipx_command_installs_the_pin_on_a_fresh_machine(tmp_path: Path) -> None:

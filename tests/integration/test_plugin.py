@@ -125,6 +125,51 @@ def test_spec_errors_are_reported_whole(tmp_path: Path, gguf_model: Path) -> Non
     assert f"{matrix}: platforms.cpu.reference: '9.9' is not one of versions" in proc.stdout
 
 
+@pytest.mark.parametrize("kind", ["a-file", "read-only"])
+def test_an_unusable_reports_dir_is_one_line_before_any_install(tmp_path: Path, gguf_model: Path, kind: str) -> None:
+    install_manual_pin(tmp_path / "bin", "1.0.0")
+    reports = tmp_path / "reports"
+    if kind == "a-file":
+        reports.write_text("not a directory")
+    else:
+        reports.mkdir()
+        reports.chmod(0o500)
+    matrix = _matrix(tmp_path, '"1.0.0"', "1.0.0", gguf_model)
+    try:
+        proc = _run(tmp_path, matrix, "--run-id", "x")
+    finally:
+        reports.chmod(0o700)
+    if kind == "read-only" and os.geteuid() == 0 and not proc.returncode:  # root writes anywhere
+        pytest.skip("root ignores directory permissions")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = [ln for ln in proc.stdout.splitlines() if "--reports-dir" in ln]
+    assert lines and lines[0].startswith(f"{matrix}: --reports-dir {reports}: cannot write reports there ("), proc.stdout
+    assert "Traceback" not in proc.stdout and "installing" not in proc.stdout
+    assert len(proc.stdout.splitlines()) < 40
+
+
+def test_a_plain_http_download_url_is_refused_at_collection_unless_allowed(tmp_path: Path) -> None:
+    matrix = tmp_path / "dl.toml"
+    matrix.write_text(f"""backend = "my-dl"
+[custom]
+run_command = "srv --port {{{{port}}}}"
+installer = "download"
+download_url = "http://mirror.invalid/{{{{version}}}}/srv.zip"
+[platforms.cpu]
+versions = ["1.0"]
+reference = "1.0"
+[[platforms.cpu.models]]
+name = "m"
+source = "file://{matrix}"
+""")
+    refused = _run(tmp_path, matrix, "--collect-only")
+    assert refused.returncode == 2
+    assert (f"{matrix}: custom.download_url: plain http needs --allow-http-mirror, got 'http://mirror.invalid/{{{{version}}}}/srv.zip'"
+            in refused.stdout), refused.stdout  # fmt: skip
+    allowed = _run(tmp_path, matrix, "--collect-only", "--allow-http-mirror")
+    assert allowed.returncode == 0 and "cell[my-dl_1.0-m-cpu]" in allowed.stdout, allowed.stdout
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_interrupt_stops_the_server_and_keeps_finished_cells(tmp_path: Path, gguf_model: Path, sig: signal.Signals) -> None:
     pids = tmp_path / "pids"

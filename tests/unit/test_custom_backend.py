@@ -10,7 +10,7 @@ from harness.spec import parse_matrix
 
 BASE = {
     "platforms": {"cpu": {"versions": ["11434.0.0"], "reference": "11434.0.0",
-                          "models": [{"name": "m", "source": "file:///m.gguf"}]}},
+                          "models": [{"name": "m", "source": f"file://{Path(__file__).resolve()}"}]}},
 }  # fmt: skip
 
 
@@ -48,7 +48,7 @@ def test_custom_backend_errors() -> None:
 
 
 def test_custom_backend_declares_the_model_kinds_it_serves() -> None:
-    stt = {"platforms": {"cpu": {"versions": ["1.0"], "reference": "1.0", "models": [{"name": "w", "source": "file:///w", "kind": "stt"}]}}}
+    stt = {"platforms": {"cpu": {"versions": ["1.0"], "reference": "1.0", "models": [{"name": "w", "source": f"file://{Path(__file__).resolve()}", "kind": "stt"}]}}}
     with pytest.raises(SpecError) as info:
         parse_matrix({**stt, "backend": "my-stt", "custom": {"run_command": "srv --port {{port}}"}}, "c.toml")
     assert info.value.errors == ["platforms.cpu.models[0].kind: my-stt does not serve 'stt' models (it serves: chat, embedding)"]

