@@ -41,7 +41,9 @@ class Recommendation:
 def _rejection(cell: CellResult, required: Sequence[str]) -> str | None:
     if cell.status is not Status.PASSED:
         what = cell.failure_class.value if cell.failure_class else cell.status.value
-        return f"{what}: {cell.reason}" if cell.reason else what
+        if not cell.reason:
+            return what
+        return cell.reason if cell.reason.startswith(f"{what}:") else f"{what}: {cell.reason}"  # never "failed: failed: ..."
     failed = [c.name for c in cell.checks if c.blocking(required)]
     if failed:
         return f"failed required checks: {', '.join(failed)}"

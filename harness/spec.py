@@ -186,7 +186,7 @@ class Matrix:
     def plain_http_urls(self) -> list[tuple[str, str]]:
         """(path, url) of every plain-http URL the matrix names: a run refuses them unless http is allowed."""
         flavour = next(iter(self.custom.flavours.values()), None) if self.custom is not None else None
-        urls = [("custom.download_url", getattr(flavour, "download_url", "")), ("custom.sha256sum_url", getattr(flavour, "sha256sum_url", ""))]
+        urls = [(f"custom.{key}", str(getattr(flavour, key, ""))) for key in ("download_url", "sha256sum_url")]
         return [(where, url) for where, url in urls if url.lower().startswith("http://")]
 
     def get_backend(self) -> Backend:
@@ -404,7 +404,7 @@ def _platform(name: str, value: Any, path: str, errors: _Errors, flavours: Mappi
     reference = _pin(value["reference"], _join(path, "reference"), errors) if "reference" in value else None
     if "reference" not in value:
         errors.add(_join(path, "reference"), "missing")
-    elif reference is not None and reference.text not in seen and not sets and isinstance(value.get("versions"), list) and value["versions"]:
+    elif reference is not None and reference.text not in seen and not sets and isinstance(value.get("versions"), list) and seen:
         # only when versions is a list that parsed: otherwise its own error says what is wrong
         # with version sets the reference may come from them, or from outputs stored by an earlier run
         errors.add(_join(path, "reference"), f"{reference.text!r} is not one of versions")

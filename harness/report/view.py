@@ -120,9 +120,11 @@ SUMMARY_HEADERS = ("pin", "model", "platform", "status", "startup s", "peak thro
 
 
 def summary_row(c: CellResult) -> tuple[str, ...]:
-    peak = c.peak_rate()
+    measured = c.status is not Status.ERROR  # a cell that could not be measured has no numbers to show, partial or not
+    peak = c.peak_rate() if measured else None
     return (c.version + (" (ref)" if c.is_reference else ""), c.model, c.platform, status_label(c), fmt(c.startup_s),
-            "—" if peak is None else f"{peak:{_rate_spec(c.rate_unit)}} {c.rate_unit}", first_p50(c), agreement_text(c),
+            "—" if peak is None else f"{peak:{_rate_spec(c.rate_unit)}} {c.rate_unit}", first_p50(c) if measured else "—",
+            agreement_text(c),
             accuracy_text(c), c.fingerprint.numerics if c.fingerprint else "—")  # fmt: skip
 
 

@@ -48,7 +48,8 @@ def test_custom_backend_errors() -> None:
 
 
 def test_custom_backend_declares_the_model_kinds_it_serves() -> None:
-    stt = {"platforms": {"cpu": {"versions": ["1.0"], "reference": "1.0", "models": [{"name": "w", "source": f"file://{Path(__file__).resolve()}", "kind": "stt"}]}}}
+    model = {"name": "w", "source": f"file://{Path(__file__).resolve()}", "kind": "stt"}
+    stt = {"platforms": {"cpu": {"versions": ["1.0"], "reference": "1.0", "models": [model]}}}
     with pytest.raises(SpecError) as info:
         parse_matrix({**stt, "backend": "my-stt", "custom": {"run_command": "srv --port {{port}}"}}, "c.toml")
     assert info.value.errors == ["platforms.cpu.models[0].kind: my-stt does not serve 'stt' models (it serves: chat, embedding)"]

@@ -73,3 +73,8 @@ def test_waived_failures_do_not_block() -> None:
     c.checks[1] = dataclasses.replace(c.checks[1], waived="known: llama.cpp answers chat-style logprobs")
     r = rec([c])
     assert r.version == "0.32.0"
+
+
+def test_a_check_failure_reason_is_not_doubled() -> None:
+    c = cell("0.32.0", 100.0, status=Status.FAILED, failure=FailureClass.CHECK_FAILED, reason="failed: chat.shape (no choices)")
+    assert rec([cell("0.31.0"), c]).rejected["0.32.0"] == "failed: chat.shape (no choices)"

@@ -13,6 +13,7 @@ from harness.results import SCHEMA_FILE, Agreement, CellResult, Check, FailureCl
 from harness.spec import parse_matrix
 from tests.support import cells
 
+HERE = Path(__file__).resolve()
 MATRIX = parse_matrix(
     {
         "backend": "vllm",
@@ -105,7 +106,7 @@ def test_client_bound_points_are_flagged_and_not_used(tmp_path: Path, hostile: s
 
 
 VOX = parse_matrix({"backend": "vox-box", "platforms": {"cpu": {"versions": ["0.0.19", "0.0.21"], "reference": "0.0.21",
-                    "models": [{"name": "whisper", "source": f"file://{Path(__file__).resolve()}", "kind": "stt"}]}}}, "v.toml")  # fmt: skip
+                    "models": [{"name": "whisper", "source": f"file://{HERE}", "kind": "stt"}]}}}, "v.toml")  # fmt: skip
 
 
 def test_speech_report_shows_wer_latency_rtf_and_escapes_transcripts(tmp_path: Path, hostile: str) -> None:
@@ -140,3 +141,12 @@ def test_speech_report_shows_wer_latency_rtf_and_escapes_transcripts(tmp_path: P
     pins = json.loads(paths.pins_json.read_text())
     assert pins["models"][0]["build_constraints"] == ["setuptools<81"]
     assert pins["models"][0]["ranking"][0]["unit"] == "audio s/s"
+
+
+def test_a_cell_that_could_not_be_measured_shows_no_peak(tmp_path: Path, hostile: str) -> None:
+    made = _cells(hostile)
+    made[0].status, made[0].failure_class = Status.ERROR, FailureClass.PROBE_FAILED
+    made[0].reason = "2 of 8 requests failed at c=4: server exited with signal 9 (SIGKILL)"
+    paths, _ = write_reports(MATRIX, tmp_path / "vllm" / "r", "r", made)
+    row = next(ln for ln in paths.markdown.read_text().splitlines() if ln.startswith("| 0.32.0 "))
+    assert "PROBE-FAILED" in row and "output tok/s" not in row and "TTFT" not in row
