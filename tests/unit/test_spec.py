@@ -225,3 +225,15 @@ def test_plain_http_urls_are_listed_for_the_run_to_refuse() -> None:
                       "platforms": {"cpu": {**GOOD["platforms"]["cpu"], "package": "my-srv"}}}, "m.toml")  # fmt: skip
     assert m.plain_http_urls() == [("custom.download_url", "http://h/{{version}}/s.zip")]
     assert parse_matrix(GOOD, "m.toml").plain_http_urls() == []
+
+
+def test_model_sha256_as_one_hash_or_per_file() -> None:
+    one = {"name": "smol", "source": EXISTING, "sha256": "A" * 64}
+    per_file = {"name": "w", "source": EXISTING, "sha256": {"model.bin": "b" * 64}}
+    m = parse_matrix({**GOOD, "platforms": {"cpu": {**GOOD["platforms"]["cpu"], "models": [one, per_file]}}}, "m.toml")
+    assert [x.sha256 for x in m.platforms["cpu"].models] == [{"": "a" * 64}, {"model.bin": "b" * 64}]
+    bad = [{"name": "a", "source": EXISTING, "sha256": "abc"}, {"name": "b", "source": EXISTING, "sha256": {"../x": "c" * 64}}]
+    assert _errors({**GOOD, "platforms": {"cpu": {**GOOD["platforms"]["cpu"], "models": bad}}}) == [
+        "platforms.cpu.models[0].sha256: expected 64 hex digits, got 'abc'",
+        "platforms.cpu.models[1].sha256.../x: a file name inside the model may not leave it",
+    ]
