@@ -58,6 +58,14 @@ class RunContext:
     allow_http_mirror: bool = False
 
 
+class CellInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM mid-cell: carries the cell's partial result so it is recorded before the run stops."""
+
+    def __init__(self, result: CellResult) -> None:
+        super().__init__(result.reason)
+        self.result = result
+
+
 def cell_id(backend: str, pin: str, model: str, platform: str) -> str:
     return f"{backend}_{pin}-{model}-{platform}"
 
@@ -121,11 +129,11 @@ def run_cell(ctx: RunContext, pin_spec: PinSpec, model: ModelSpec) -> CellResult
         _fail(result, FailureClass.PROBE_FAILED, str(exc), Path(result.log_path) if result.log_path else None)
     except HarnessError as exc:
         _fail(result, FailureClass.HARNESS_ERROR, f"{phase}: {exc}", None)
-    except KeyboardInterrupt:
-        _fail(result, FailureClass.HARNESS_ERROR, f"interrupted during {phase}", None)
+    except KeyboardInterrupt as exc:
+        _fail(result, FailureClass.INTERRUPTED, f"interrupted during {phase}", None)
         result.status = Status.SKIPPED
         result.finished_at = _now()
-        raise
+        raise CellInterrupted(result) from exc
     except Exception as exc:  # a harness bug: record it with the traceback, keep the run going
         log.exception("cell %s crashed in %s", result.cell_id, phase)
         _fail(result, FailureClass.HARNESS_ERROR, f"{phase}: {type(exc).__name__}: {exc}", None)

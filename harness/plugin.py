@@ -23,7 +23,7 @@ import pytest
 from _pytest._code.code import TerminalRepr
 
 from . import index
-from .cell import RunContext, cell_id, run_cell
+from .cell import CellInterrupted, RunContext, cell_id, run_cell
 from .errors import InstallError, SpecError
 from .install import InstallPaths, default_data_dir, list_pins, pipx_command, remove_pin
 from .install.download import resolve_releases
@@ -35,6 +35,16 @@ from .versions import parse_pin
 
 _RUN_DIR = pytest.StashKey[Path]()
 _MATRICES = pytest.StashKey[dict[str, Matrix]]()
+_EXPECTED = pytest.StashKey[dict[str, list[str]]]()  # backend -> the cell ids this run was asked to run
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Which cells this run is to run (after -k): a report written before all of them ran says so."""
+    expected: dict[str, list[str]] = {}
+    for item in session.items:
+        if isinstance(item, CellItem):
+            expected.setdefault(item.matrix.backend, []).append(item.cell_id)
+    session.config.stash[_EXPECTED] = expected
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -171,6 +181,10 @@ def resolve_version_sets(matrix: Matrix, platform: str, config: pytest.Config) -
     return dataclasses.replace(matrix, platforms={**matrix.platforms, platform: dataclasses.replace(plat, versions=ordered)})
 
 
+def _summary(result: CellResult) -> str:
+    return result.status.value.upper() + (f" [{result.failure_class.value}] {result.reason}" if result.failure_class else "")
+
+
 class CellFailed(Exception):
     """A cell's outcome was not 'passed' (carried to pytest's report)."""
 
@@ -181,6 +195,7 @@ class CellItem(pytest.Item):
         self.matrix, self.platform, self.pin, self.model, self.gpus = matrix, platform, pin, model, gpus
         self.add_marker(pytest.mark.pinmatrix)
         self.result: CellResult | None = None
+        self.cell_id = cell_id(matrix.get_backend().name, pin.pin.text, model.name, platform)
 
     def _ctx(self) -> RunContext:
         opt = self.config.option
@@ -214,17 +229,28 @@ class CellItem(pytest.Item):
         ctx = self._ctx()
         ctx.progress("")  # start on a fresh line after pytest's item name
         store = ResultStore(ctx.run_dir / "results.jsonl")
+        earlier = next((r for r in store.load() if r.cell_id == self.cell_id and r.final), None)
+        if earlier is not None:  # the same run id again: resume, never run (or record) a finished cell twice
+            ctx.progress(f"already recorded in this run: {earlier.status.value.upper()}")
+            self.result = earlier
+            self._outcome(earlier)
+            return
         try:
             self.result = result = run_cell(ctx, self.pin, self.model)
-        except KeyboardInterrupt:
+        except CellInterrupted as exc:  # recorded as interrupted, so the report can say what did not run
+            store.append(exc.result)
             raise
         store.append(result)
         if self.config.option.pm_remove_venvs and result.executable and self._last_cell_of_pin():
             freed = remove_pin(Path(result.executable), ctx.paths)
             if freed:
                 ctx.progress(f"removed {Path(result.executable).name}'s venv ({freed / 2**30:.2f} GiB freed; --remove-venvs)")
-        summary = result.status.value.upper() + (f" [{result.failure_class.value}] {result.reason}" if result.failure_class else "")
-        ctx.progress(f"done: {summary}")
+        ctx.progress("done: " + _summary(result))
+        self._outcome(result)
+
+    def _outcome(self, result: CellResult) -> None:
+        """The pytest outcome of a cell's result (an expected failure is an xfail)."""
+        summary = _summary(result)
         expect = self.pin.expect
         if expect is not None:
             if result.failure_class is not None and result.failure_class.value == expect:
@@ -265,8 +291,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         tr = terminalreporter
         for note in store.notes:  # e.g. lines of an older results schema, converted
             tr.write_line(f"pinmatrix: {note}", yellow=True)
+        expected = config.stash.get(_EXPECTED, {}).get(backend, [])
         try:
-            paths, recs = write_reports(matrix, directory, config.option.pm_run_id, cells)
+            paths, recs = write_reports(matrix, directory, config.option.pm_run_id, cells, expected=expected)
         except Exception as exc:  # the results are safe in results.jsonl; say so instead of a traceback
             tr.write_line(f"pinmatrix: could not write the {backend} report ({type(exc).__name__}: {exc}); "
                           f"results are kept in {directory / 'results.jsonl'}", red=True)  # fmt: skip

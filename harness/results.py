@@ -14,6 +14,7 @@ import enum
 import json
 import logging
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ class FailureClass(str, enum.Enum):
     PROBE_FAILED = "probe-failed"  # the server stopped answering mid-probe
     CHECK_FAILED = "failed"  # answered, but wrongly (conformance or agreement)
     HARNESS_ERROR = "harness-error"  # a bug in the harness itself
+    INTERRUPTED = "interrupted"  # Ctrl-C / SIGTERM mid-cell: recorded, and run again when the run is resumed
 
 
 _EVIDENCE_CHARS = 600  # per evidence field: enough to read, small enough for a report
@@ -265,6 +267,11 @@ class CellResult:
         return f"{self.backend}_{self.version}"
 
     @property
+    def final(self) -> bool:
+        """An outcome the cell reached itself; an interrupted cell is not final and runs again on resume."""
+        return self.status is not Status.SKIPPED
+
+    @property
     def executable(self) -> str:
         return self.install.executable if self.install else ""
 
@@ -429,6 +436,14 @@ def convert_v1(data: Mapping[str, Any]) -> dict[str, Any]:
                   "throughput": [_v1_point(p) for p in data.get("throughput") or []]}  # fmt: skip
 
 
+def _is_json(line: str) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
+
+
 class ResultStore:
     """Append-only JSONL, safe across pytest-xdist workers (file lock around each append)."""
 
@@ -440,9 +455,17 @@ class ResultStore:
     def append(self, result: CellResult) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         line = json.dumps(result.to_dict(), sort_keys=True, allow_nan=False)
-        with self._lock, self.path.open("a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
+        with self._lock, self.path.open("a+b") as fh:
+            fh.seek(0, 2)
+            if fh.tell():  # a line torn by a killed run: the next one still starts on its own line
+                fh.seek(-1, 2)
+                torn = fh.read(1) != b"\n"
+                fh.seek(0, 2)
+                if torn:
+                    fh.write(b"\n")
+            fh.write(line.encode("utf-8") + b"\n")
             fh.flush()
+            os.fsync(fh.fileno())
 
     def load(self) -> list[CellResult]:
         """Every stored result; a later line for the same cell replaces an earlier one (re-runs)."""
@@ -450,8 +473,15 @@ class ResultStore:
             return []
         by_cell: dict[str, CellResult] = {}
         converted = 0
-        for n, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), start=1):
+        text = self.path.read_text(encoding="utf-8", errors="replace")
+        lines = text.splitlines()
+        for n, line in enumerate(lines, start=1):
             if not line.strip():
+                continue
+            if not _is_json(line):  # torn: a run killed while writing it (later runs append after it)
+                self.notes.append(f"{self.path}:{n}: a torn line (the run was killed while writing it) was skipped; "
+                                  "that cell runs again on resume")  # fmt: skip
+                log.warning(self.notes[-1])
                 continue
             try:
                 data = json.loads(line)

@@ -16,7 +16,7 @@ from ..recommend import Recommendation, recommend
 from ..results import SCHEMA_VERSION, CellResult
 from ..spec import Matrix
 from . import html, markdown
-from .view import build, sort_cells
+from .view import build, partial_run, sort_cells
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,7 +58,11 @@ def pins_document(recs: Sequence[Recommendation], cells: Sequence[CellResult]) -
     return {"schema_version": 2, "models": models}
 
 
-def write_reports(matrix: Matrix, run_dir: Path, run_id: str, cells: Sequence[CellResult]) -> tuple[ReportPaths, list[Recommendation]]:
+def write_reports(matrix: Matrix, run_dir: Path, run_id: str, cells: Sequence[CellResult], *,
+                  expected: Sequence[str] = ()) -> tuple[ReportPaths, list[Recommendation]]:  # fmt: skip
+    """``expected``: the cell ids the run was asked to run; a report written before all of them reached a
+    final result says it is partial, and which did not run."""
+    partial = partial_run(cells, expected)
     recs = recommendations(matrix, cells)
     paths = ReportPaths(
         run_dir=run_dir,
@@ -68,13 +72,16 @@ def write_reports(matrix: Matrix, run_dir: Path, run_id: str, cells: Sequence[Ce
         pins_json=run_dir / "pins.json",
     )
     run_dir.mkdir(parents=True, exist_ok=True)
-    view = build(matrix.backend, str(matrix.path), run_id, cells, recs)
+    view = build(matrix.backend, str(matrix.path), run_id, cells, recs, partial=partial)
     _atomic_write(paths.markdown, markdown.render(view))
     _atomic_write(paths.html, html.render(view))
     results = {"schema_version": SCHEMA_VERSION, "run_id": run_id, "backend": matrix.backend, "matrix": str(matrix.path),
                "cells": [c.to_dict() for c in sort_cells(cells)]}  # fmt: skip
     _atomic_write(paths.results_json, json.dumps(results, indent=2, sort_keys=True) + "\n")
-    _atomic_write(paths.pins_json, json.dumps(pins_document(recs, cells), indent=2) + "\n")
+    pins = pins_document(recs, cells)
+    if partial is not None:
+        pins["partial"] = partial.to_dict()
+    _atomic_write(paths.pins_json, json.dumps(pins, indent=2) + "\n")
     _point_latest(run_dir)
     return paths, recs
 

@@ -26,7 +26,10 @@ def _cell(v: CellView) -> list[str]:
 
 
 def render(view: ReportView) -> str:
-    out = [f"# {view.title}", "", f"Matrix: `{view.matrix_path}`", "", "## Recommendation", ""]
+    out = [f"# {view.title}", ""]
+    if view.partial is not None:  # first, before any recommendation it qualifies
+        out += [f"**{view.partial.line}**", ""]
+    out += [f"Matrix: `{view.matrix_path}`", "", "## Recommendation", ""]
     for r in view.recommendations:
         head = f"**{r.version}**" if r.version else "**none**"
         out.append(f"- {r.model} on {r.platform}: {head} — " + "; ".join(r.reasons))

@@ -50,6 +50,34 @@ class CellView:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Partial:
+    """A run whose report was written before every cell it was asked to run reached a final result."""
+
+    ran: int
+    of: int
+    not_run: tuple[str, ...]
+    why: tuple[str, ...]  # per not-run cell: "interrupted", or "" (never started)
+
+    @property
+    def line(self) -> str:
+        names = ", ".join(f"{c} ({w})" if w else c for c, w in zip(self.not_run, self.why, strict=True))
+        return f"Partial run: {self.ran} of {self.of} cells ran; not run: {names}."
+
+    def to_dict(self) -> dict[str, object]:
+        return {"ran": self.ran, "of": self.of, "not_run": list(self.not_run)}
+
+
+def partial_run(cells: Sequence[CellResult], expected: Sequence[str]) -> Partial | None:
+    final = {c.cell_id for c in cells if c.final}
+    missing = [cid for cid in dict.fromkeys(expected) if cid not in final]
+    if not missing:
+        return None
+    interrupted = {c.cell_id for c in cells if not c.final}
+    return Partial(ran=len(set(expected) & final), of=len(set(expected)), not_run=tuple(missing),
+                   why=tuple("interrupted" if cid in interrupted else "" for cid in missing))
+
+
+@dataclass(frozen=True, kw_only=True)
 class ReportView:
     title: str
     matrix_path: str
@@ -58,6 +86,7 @@ class ReportView:
     cells: tuple[CellView, ...]
     failures: tuple[CellView, ...]
     curves: tuple[tuple[str, tuple[CellResult, ...]], ...] = field(default_factory=tuple)  # per model, for the HTML chart
+    partial: Partial | None = None
 
 
 def fmt(value: float | None, spec: str = ".1f") -> str:
@@ -246,11 +275,12 @@ def sort_cells(cells: Sequence[CellResult]) -> list[CellResult]:
     return sorted(cells, key=lambda c: (c.model, c.platform, not c.is_reference, Version(c.version)))
 
 
-def build(backend: str, matrix_path: str, run_id: str, cells: Sequence[CellResult], recs: Sequence[Recommendation]) -> ReportView:
+def build(backend: str, matrix_path: str, run_id: str, cells: Sequence[CellResult], recs: Sequence[Recommendation], *,
+          partial: Partial | None = None) -> ReportView:  # fmt: skip
     ordered = sort_cells(cells)
     views = tuple(cell_view(c) for c in ordered)
     models = dict.fromkeys(c.model for c in ordered)
     return ReportView(title=f"{backend} pin matrix — run {run_id}", matrix_path=matrix_path, recommendations=tuple(recs),
                       summary=Table(title="Summary", headers=SUMMARY_HEADERS, rows=tuple(summary_row(c) for c in ordered)),
                       cells=views, failures=tuple(v for v in views if not v.ok),
-                      curves=tuple((m, tuple(c for c in ordered if c.model == m)) for m in models))  # fmt: skip
+                      curves=tuple((m, tuple(c for c in ordered if c.model == m)) for m in models), partial=partial)  # fmt: skip

