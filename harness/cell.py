@@ -29,7 +29,7 @@ from .errors import HarnessError, InstallError, LaunchError, ModelError, ProbeEr
 from .fingerprint import Fingerprint, Machine, distributions, gpu_facts, mask_argv, mask_env
 from .install import DEFAULT_BASE_URL, InstallPaths, InstallRequest, install_pin
 from .install.layout import venv_and_origin
-from .launch import HOST, Server, free_port, log_tail, parse_phases
+from .launch import HOST, Server, decisive_line, free_port, log_tail, parse_phases
 from .load import audio as audio_load
 from .load import text as loadgen
 from .load.metrics import ClientLimits, Slo
@@ -198,8 +198,18 @@ def _serve(ctx: RunContext, result: CellResult, model: ModelSpec, model_path: Pa
             result.startup["cold"] = start(srv, "cold")
             result.phases["startup"] = result.startup["cold"].seconds
             t0 = time.monotonic()
+
+            def alive(during: str) -> None:
+                """A server that died is named as such, not as the connection errors its death causes."""
+                if (how := srv.exit_description()) is not None:
+                    raise ProbeError(f"server {how} during {during}: {decisive_line(srv.log_path)}")
+
             try:
-                _probe(ctx, result, model, base_url)
+                _probe(ctx, result, model, base_url, alive)
+            except ProbeError as exc:
+                if (how := srv.exit_description()) is not None and not str(exc).startswith("server "):
+                    raise ProbeError(f"server {how} during probes: {decisive_line(srv.log_path)}") from exc
+                raise
             finally:
                 result.phases["probes"] = time.monotonic() - t0
         if "warm" in matrix.workload.startup:
@@ -217,11 +227,14 @@ def _serve(ctx: RunContext, result: CellResult, model: ModelSpec, model_path: Pa
         result.log_excerpt = log_tail(log_path, lines=25)
 
 
-def _probe(ctx: RunContext, result: CellResult, model: ModelSpec, base_url: str) -> None:
+Alive = Callable[[str], None]  # raises ProbeError when the server has died (the argument says during what)
+
+
+def _probe(ctx: RunContext, result: CellResult, model: ModelSpec, base_url: str, alive: Alive) -> None:
     if model.kind == "stt":
-        return _probe_stt(ctx, result, model, base_url)
+        return _probe_stt(ctx, result, model, base_url, alive)
     if model.kind == "tts":
-        return _probe_tts(ctx, result, model, base_url)
+        return _probe_tts(ctx, result, model, base_url, alive)
     w, t, acc = ctx.matrix.workload, ctx.matrix.thresholds, ctx.matrix.accuracy
     items = _accuracy_items(ctx) if model.kind == "chat" else []
     ref_store = ReferenceStore(ctx, model, items, numerics=_numerics(result))
@@ -249,7 +262,7 @@ def _probe(ctx: RunContext, result: CellResult, model: ModelSpec, base_url: str)
         result.accuracy = dataclasses.replace(scored, misses=scored.misses[:10])
     if model.kind != "chat":
         return
-    _throughput(ctx, result, model, base_url)
+    _throughput(ctx, result, model, base_url, alive)
 
 
 def _numerics(result: CellResult) -> str:
@@ -262,7 +275,7 @@ def _speech_clips(ctx: RunContext) -> list[speech.Clip]:
     return speech.make_clips(w.speech_clips, w.seed, ctx.paths.data_dir / "audio" / "espeak")
 
 
-def _probe_stt(ctx: RunContext, result: CellResult, model: ModelSpec, base_url: str) -> None:
+def _probe_stt(ctx: RunContext, result: CellResult, model: ModelSpec, base_url: str, alive: Alive) -> None:
     """Speech-to-text: conformance, transcripts of seeded speech scored by WER (and against the reference
     pin's), then latency and real-time factor under concurrency."""
     t = ctx.matrix.thresholds
@@ -288,10 +301,10 @@ def _probe_stt(ctx: RunContext, result: CellResult, model: ModelSpec, base_url: 
         check, result.agreement = stt.transcript_agreement(heard, reference["transcripts"], ref_store.ref_version,
                                                            t.max_disagreeing_prompts)  # fmt: skip
         result.checks.append(check)
-    _audio_load(ctx, result, audio_load.stt_sender(model.name, clips), base_url)
+    _audio_load(ctx, result, audio_load.stt_sender(model.name, clips), base_url, alive)
 
 
-def _probe_tts(ctx: RunContext, result: CellResult, model: ModelSpec, base_url: str) -> None:
+def _probe_tts(ctx: RunContext, result: CellResult, model: ModelSpec, base_url: str, alive: Alive) -> None:
     """Text-to-speech: valid audio of a plausible length, bad input refused, the round trip through an STT
     server where the model names one, then latency and real-time factor under concurrency."""
     w = ctx.matrix.workload
@@ -306,7 +319,7 @@ def _probe_tts(ctx: RunContext, result: CellResult, model: ModelSpec, base_url: 
         rate, edits, total = wer(texts, heard)
         per = tuple(ClipScore(spoken=a, heard=b, edits=edit_distance(words(a), words(b))) for a, b in zip(texts, heard, strict=True))
         result.accuracy = SpeechAccuracy(wer=rate, edits=edits, words=total, clips=len(texts), per_clip=per)
-    _audio_load(ctx, result, audio_load.tts_sender(model.name, model.voice, texts), base_url)
+    _audio_load(ctx, result, audio_load.tts_sender(model.name, model.voice, texts), base_url, alive)
 
 
 def _failed_requests(points: list[LoadPoint]) -> None:
@@ -315,13 +328,14 @@ def _failed_requests(points: list[LoadPoint]) -> None:
             raise ProbeError(f"{p.run.failed} of {p.run.requests} requests failed at {p.label}: {p.run.errors[0]}")
 
 
-def _audio_load(ctx: RunContext, result: CellResult, send: audio_load.Send, base_url: str) -> None:
+def _audio_load(ctx: RunContext, result: CellResult, send: audio_load.Send, base_url: str, alive: Alive) -> None:
     w = ctx.matrix.workload
     ctx.progress(f"measuring latency and real-time factor: concurrency [{', '.join(map(str, w.concurrency))}]; "
                  f"{w.requests_per_level} requests per point x {w.repeats} repeat(s)")  # fmt: skip
 
     def show(p: LoadPoint) -> None:
         spread = f" (95% CI {p.ci95[0]:.2f}-{p.ci95[1]:.2f})" if p.ci95 else ""
+        alive(f"load point {p.label}")  # stop here, before the next point runs against a dead server
         lat, rtf = p.dist("latency_ms"), p.dist("rtf")
         ctx.progress(f"{p.label}: {p.median:.2f} audio s/s{spread}, latency p50 {_or0(lat)} ms, RTF p50 {_or0(rtf, '.2f')}, "
                      f"{p.run.completed}/{p.run.requests} ok")  # fmt: skip
@@ -342,7 +356,7 @@ def _loads(w: Workload) -> list[loadgen.Load]:
     return [loadgen.Load(mode="concurrency", target=c, max_duration_s=w.max_duration_s) for c in w.concurrency]
 
 
-def _throughput(ctx: RunContext, result: CellResult, model: ModelSpec, base_url: str) -> None:
+def _throughput(ctx: RunContext, result: CellResult, model: ModelSpec, base_url: str, alive: Alive) -> None:
     w, t, slo = ctx.matrix.workload, ctx.matrix.thresholds, ctx.matrix.slo
     flavour = ctx.matrix.get_backend().flavour(ctx.platform)
     # ignore_eos keeps every request at exactly output_tokens, so pins are compared on equal work.
@@ -361,6 +375,7 @@ def _throughput(ctx: RunContext, result: CellResult, model: ModelSpec, base_url:
     ctx.progress(f"measuring throughput: {what}; {w.requests_per_level} requests per point x {w.repeats} repeat(s)")
 
     def show(p: LoadPoint) -> None:
+        alive(f"load point {p.label}")  # stop here, before the next point runs against a dead server
         spread = f" (95% CI {p.ci95[0]:.1f}-{p.ci95[1]:.1f})" if p.ci95 else ""
         flag = f" [client-bound: {p.saturation_reason}]" if p.saturated else ""
         ctx.progress(f"{p.label}: {p.median:.1f} out tok/s{spread}, TTFT p50 {_or0(p.dist('ttft_ms'))} ms, "

@@ -153,6 +153,17 @@ class Server:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def exit_description(self) -> str | None:
+        """How the server ended ("exited with code 1", "exited on signal 9 (SIGKILL)"), or None while it runs."""
+        code = self.proc.poll() if self.proc is not None else None
+        if code is None:
+            return None
+        if code < 0:
+            with contextlib.suppress(ValueError):
+                return f"exited on signal {-code} ({signal.Signals(-code).name})"
+            return f"exited on signal {-code}"
+        return f"exited with code {code}"
+
     def stop(self) -> None:
         proc = self.proc
         if proc is None:

@@ -136,3 +136,26 @@ def test_warm_start_and_phases_are_recorded(tmp_path: Path) -> None:
     assert point.label == "rate=50/s" and len(point.runs) == 2 and point.ci95 is not None
     assert point.run.goodput_req_s == pytest.approx(point.run.request_s)
     assert (tmp_path / "run" / "cells" / result.cell_id / "server-warm.log").exists()
+
+
+def test_a_server_killed_mid_throughput_is_named_and_stops_the_load(tmp_path: Path) -> None:
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    matrix = parse_matrix({
+        "backend": "scripted",
+        "platforms": {"cpu": {"package": "scripted-server", "versions": ["1.0.0"], "reference": "1.0.0",
+                              "models": [{"name": "tiny", "source": f"file://{model}"}]}},
+        "workload": {"output_tokens": 3, "concurrency": [1, 2], "requests_per_level": 4, "agreement_prompts": 2, "warmup_requests": 0},
+        "accuracy": {"tasks": []},
+        "thresholds": {"startup_deadline_s": 20},
+    }, "die.toml")  # fmt: skip
+    install_manual_pin(tmp_path / "bin", "1.0.0", "--mode", "die-in-load:2")
+    said: list[str] = []
+    ctx = RunContext(matrix=matrix, platform="cpu", paths=InstallPaths(data_dir=tmp_path / "data", bin_dir=tmp_path / "bin",
+                     pipx=("false",)), run_dir=tmp_path / "run", slot=Slot(platform="cpu"), progress=said.append)  # fmt: skip
+    plat = matrix.platforms["cpu"]
+    result = run_cell(ctx, plat.versions[0], plat.models[0])
+    assert (result.status, result.failure_class) == (Status.ERROR, FailureClass.PROBE_FAILED)
+    assert result.reason == "server exited on signal 9 (SIGKILL) during load point c=1: scripted: killed during load"
+    assert result.log_path.endswith("server.log") and "killed during load" in result.log_excerpt
+    assert not any(line.startswith("c=2") for line in said)  # the next point never ran against a dead server

@@ -43,6 +43,7 @@ from typing import Any
 START = time.monotonic()
 ARGS = argparse.Namespace()
 ANSWERS: dict[str, str] = {}
+LOAD_REQUESTS: list[int] = []  # streamed load requests seen (die-in-load:N)
 TRANSCRIPTS: dict[str, str] = {}
 SPEECH_MAGIC = b"SCRIPTED-SPEECH:"
 DIVERGE_PROMPT = "The capital of France is"
@@ -210,6 +211,11 @@ class Handler(BaseHTTPRequestHandler):
         usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": n_out}
         usage["total_tokens"] = usage["prompt_tokens"] + n_out + (1 if ARGS.mode == "wrong-usage" else 0)
         if body.get("stream"):
+            if ARGS.mode.startswith("die-in-load:") and body.get("ignore_eos"):  # killed mid-throughput (the OOM killer does this)
+                LOAD_REQUESTS.append(1)
+                if len(LOAD_REQUESTS) > int(ARGS.mode.split(":")[1]):
+                    print("scripted: killed during load", file=sys.stderr, flush=True)
+                    os.kill(os.getpid(), signal.SIGKILL)
             return self._stream(choices[0][0], usage, body)
         out = []
         for i, (toks, finish) in enumerate(choices):
