@@ -183,7 +183,7 @@ def _serve(ctx: RunContext, result: CellResult, model: ModelSpec, model_path: Pa
             result.fingerprint = dataclasses.replace(result.fingerprint, launch_argv=mask_argv(argv), launch_env=mask_env(ours))
         base_url = f"http://{HOST}:{port}"
         return Server(argv, env={**os.environ, **ours}, log_path=log, base_url=base_url, readiness_path=flavour.readiness_path,
-                      ready_line=flavour.ready_line), base_url  # fmt: skip
+                      ready_line=flavour.ready_line, records=ctx.paths.data_dir / "servers"), base_url  # fmt: skip
 
     def start(srv: Server, label: str) -> Startup:
         ctx.progress(f"waiting for ready ({label} start) on {srv.base_url} (deadline {deadline:g} s, log: {srv.log_path})")

@@ -2,16 +2,23 @@
 
 Output goes to a log file (never an unread pipe). Readiness is a poll every ``POLL_S`` under one
 deadline that also checks the process is alive, so a crash at start fails in well under a second.
+
+A server never outlives its harness: on Linux it gets SIGKILL when the harness dies (PR_SET_PDEATHSIG,
+even when the harness itself is SIGKILLed), and every server group is recorded in ``<data-dir>/servers/``
+while it runs, so the next run reaps a group a killed run left (its engine workers included).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import json
 import os
 import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -77,6 +84,7 @@ class Server:
         base_url: str,
         readiness_path: str,
         ready_line: str | None = None,
+        records: Path | None = None,
     ) -> None:
         self.argv, self.env, self.log_path = list(argv), dict(env), log_path
         self.base_url, self.readiness_path = base_url.rstrip("/"), readiness_path
@@ -88,6 +96,7 @@ class Server:
         # a cross-check of startup_s that does not depend on our HTTP probe.
         self.log_ready_s: float | None = None
         self._log_offset = 0
+        self.records = records  # where the running group is recorded for the reaper of a later run
 
     def __enter__(self) -> Server:
         self.start()
@@ -110,7 +119,10 @@ class Server:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # own process group: one signal reaches every engine worker
+                preexec_fn=_die_with_parent,  # one prctl call: safe between fork and exec
             )
+        if self.records is not None:
+            record_server(self.records, self.proc.pid, self.argv)
 
     def wait_ready(self, deadline_s: float) -> float:
         """Seconds from spawn to the first successful readiness response."""
@@ -180,7 +192,54 @@ class Server:
         _killpg(pgid, signal.SIGKILL)  # orphans of a leader that already exited
         with contextlib.suppress(subprocess.TimeoutExpired):  # SIGKILL cannot be ignored; a D-state process can
             proc.wait(timeout=TERMINATE_TIMEOUT_S)
+        if self.records is not None:
+            (self.records / f"{pgid}.json").unlink(missing_ok=True)
         self.proc = None
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the harness (the thread that started it) dies."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _start_ticks(pid: int) -> int | None:
+    """A process's start time (clock ticks since boot): tells a live server from a reused pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def record_server(records: Path, pgid: int, argv: Sequence[str]) -> None:
+    records.mkdir(parents=True, exist_ok=True)
+    data = {"pgid": pgid, "start_ticks": _start_ticks(pgid), "argv0": argv[0] if argv else "", "harness_pid": os.getpid()}
+    (records / f"{pgid}.json").write_text(json.dumps(data) + "\n", encoding="utf-8")
+
+
+def reap_leftovers(records: Path) -> list[int]:
+    """Kill the server groups a killed run left (their records outlived the run); the groups killed."""
+    reaped = []
+    for path in sorted(records.glob("*.json")) if records.is_dir() else []:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            pgid, ticks, harness = int(data["pgid"]), data.get("start_ticks"), int(data.get("harness_pid", 0))
+        except (OSError, ValueError, KeyError, TypeError):
+            path.unlink(missing_ok=True)
+            continue
+        if harness and harness != os.getpid() and _start_ticks(harness) is not None and _group_alive(pgid):
+            continue  # its harness still runs (another run on this data dir): not left behind
+        leader = _start_ticks(pgid)
+        if _group_alive(pgid) and (leader is None or leader == ticks):  # a live leader with other ticks: a reused pid
+            _killpg(pgid, signal.SIGKILL)
+            reaped.append(pgid)
+        path.unlink(missing_ok=True)
+    return reaped
 
 
 def _killpg(pgid: int, sig: int) -> None:

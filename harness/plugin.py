@@ -27,6 +27,7 @@ from .cell import CellInterrupted, RunContext, cell_id, run_cell
 from .errors import InstallError, SpecError
 from .install import InstallPaths, default_data_dir, list_pins, pipx_command, remove_pin
 from .install.download import resolve_releases
+from .launch import reap_leftovers
 from .report import write_reports
 from .results import CellResult, ResultStore, Status
 from .slots import default_platform, discover_gpus, slot_for_worker
@@ -35,7 +36,8 @@ from .versions import parse_pin
 
 _RUN_DIR = pytest.StashKey[Path]()
 _MATRICES = pytest.StashKey[dict[str, Matrix]]()
-_EXPECTED = pytest.StashKey[dict[str, list[str]]]()  # backend -> the cell ids this run was asked to run
+_EXPECTED = pytest.StashKey[dict[str, list[str]]]()
+_REAPED = pytest.StashKey[bool]()  # backend -> the cell ids this run was asked to run
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -110,6 +112,11 @@ class MatrixFile(pytest.File):
         platform = opt.pm_platform or default_platform(gpus)
         if platform not in matrix.platforms:
             raise SpecError(str(self.path), [f"platforms: no '{platform}' platform in this matrix (has: {', '.join(matrix.platforms)})"])
+        if not self.config.stash.get(_REAPED, False):  # servers a killed run left behind hold ports, memory, GPUs
+            self.config.stash[_REAPED] = True
+            data_dir = Path(opt.pm_data_dir).expanduser() if opt.pm_data_dir else default_data_dir()
+            for pgid in reap_leftovers(data_dir / "servers"):
+                self.config.get_terminal_writer().line(f"pinmatrix: stopped server group {pgid}, left running by a killed run")
         # What a run would only find out after installing every pin: checked now, one line each.
         problems = [f"{where}: plain http needs --allow-http-mirror, got {url!r}" for where, url in matrix.plain_http_urls()
                     if not opt.pm_allow_http]  # fmt: skip

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -10,6 +11,8 @@ import pytest
 from harness.errors import ReadinessTimeout, ServerExited
 from harness.launch import HOST, Server, free_port
 from tests.support.scripted_backend import SERVER, pid_alive
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _server(tmp_path: Path, mode: str) -> tuple[Server, Path]:
@@ -66,3 +69,52 @@ def test_server_output_goes_to_the_log(tmp_path: Path) -> None:
     text = (tmp_path / "server.log").read_text()
     assert text.startswith("$ ")
     assert "GET /v1/models" in text
+
+
+def test_a_server_dies_with_a_harness_killed_by_sigkill(tmp_path: Path) -> None:
+    # The harness is a process that starts a server and is then SIGKILLed (an OOM killer, a CI timeout).
+    pid_file = tmp_path / "pids"
+    code = f"""
+import sys, time
+from pathlib import Path
+sys.path.insert(0, {str(ROOT)!r})
+from harness.launch import Server, free_port
+port = free_port()
+srv = Server([sys.executable, {str(SERVER)!r}, "--port", str(port), "--mode", "hang", "--pid-file", {str(pid_file)!r}],
+             env=dict(__import__("os").environ), log_path=Path({str(tmp_path / "s.log")!r}), base_url=f"http://127.0.0.1:{{port}}",
+             readiness_path="/v1/models", records=Path({str(tmp_path / "servers")!r}))
+srv.start()
+time.sleep(600)
+"""
+    harness = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.monotonic() + 30
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    server_pid = int(pid_file.read_text().split()[0])
+    assert pid_alive(server_pid) and len(list((tmp_path / "servers").iterdir())) == 1
+    harness.kill()
+    harness.wait()
+    deadline = time.monotonic() + 10
+    while pid_alive(server_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_alive(server_pid), "the server outlived its harness"
+
+
+def test_a_new_run_reaps_what_a_killed_run_left(tmp_path: Path) -> None:
+    from harness.launch import reap_leftovers
+
+    records = tmp_path / "servers"
+    # A server group a killed run left (started without a parent-death signal, as on a system without one)
+    left = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
+    try:
+        from harness.launch import record_server
+
+        record_server(records, left.pid, [sys.executable, "-c", "..."])
+        (records / "99999999.json").write_text('{"pgid": 99999999, "start_ticks": 1, "argv0": "gone"}')  # long gone
+        reaped = reap_leftovers(records)
+        assert reaped == [left.pid]
+        assert left.wait(timeout=10) == -9
+        assert list(records.iterdir()) == []
+    finally:
+        if left.poll() is None:
+            left.kill()

@@ -216,6 +216,38 @@ def test_interrupt_stops_the_server_and_keeps_finished_cells(tmp_path: Path, ggu
     assert "Partial run" not in (run / "report.md").read_text()
 
 
+def test_sigkill_of_the_harness_takes_its_server_along_and_the_run_resumes(tmp_path: Path, gguf_model: Path) -> None:
+    pids = tmp_path / "pids"
+    install_manual_pin(tmp_path / "bin", "1.0.0")
+    install_manual_pin(tmp_path / "bin", "2.0.0", "--mode", "hang", "--pid-file", str(pids))
+    matrix = _matrix(tmp_path, '"1.0.0", "2.0.0"', "1.0.0", gguf_model, deadline=120)
+    proc = subprocess.Popen(_pytest(tmp_path, matrix, "--run-id", "killed"), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not pids.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        server_pid = int(pids.read_text().split()[0])
+        proc.kill()  # what an OOM killer or a CI timeout does: no handler runs
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    deadline = time.monotonic() + 10
+    while pid_alive(server_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_alive(server_pid), "the server outlived the harness"
+    run = tmp_path / "reports" / "scripted" / "killed"
+    assert [json.loads(c)["version"] for c in (run / "results.jsonl").read_text().splitlines()] == ["1.0.0"]
+
+    install_manual_pin(tmp_path / "bin", "2.0.0")
+    again = _run(tmp_path, matrix, "--run-id", "killed")
+    assert again.returncode == 0, again.stdout + again.stderr
+    results = json.loads((run / "results.json").read_text())
+    assert sorted((c["version"], c["status"]) for c in results["cells"]) == [("1.0.0", "passed"), ("2.0.0", "passed")]
+    assert not list((tmp_path / "data" / "servers").glob("*.json"))  # every record removed or reaped
+
+
 def test_every_pin_installed_in_the_bin_dir(tmp_path: Path, gguf_model: Path) -> None:
     install_manual_pin(tmp_path / "bin", "1.0.0")
     install_manual_pin(tmp_path / "bin", "2.0.0")
