@@ -30,6 +30,7 @@ from .install.download import resolve_releases
 from .launch import reap_leftovers
 from .report import write_reports
 from .results import CellResult, ResultStore, Status
+from .safe import terminal
 from .slots import default_platform, discover_gpus, slot_for_worker
 from .spec import Matrix, ModelSpec, PinSpec, load_matrix
 from .versions import parse_pin
@@ -218,11 +219,12 @@ class CellItem(pytest.Item):
 
         def progress(message: str) -> None:
             # Progress must reach the user live, even while pytest captures the cell's output.
+            line = f"{prefix} {terminal(message)}"  # server text in a message: escapes shown, never obeyed
             if capman is None:
-                tw.line(f"{prefix} {message}")
+                tw.line(line)
                 return
             with capman.global_and_fixture_disabled():
-                tw.line(f"{prefix} {message}")
+                tw.line(line)
                 tw.flush()
 
         return RunContext(
@@ -274,7 +276,7 @@ class CellItem(pytest.Item):
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str | TerminalRepr:
         if isinstance(excinfo.value, CellFailed):
-            return str(excinfo.value)
+            return "\n".join(terminal(line) for line in str(excinfo.value).splitlines())
         return super().repr_failure(excinfo)
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
@@ -308,11 +310,11 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         tr.section(f"pinmatrix: {backend}", sep="=", bold=True)
         for rec in recs:
             head = rec.version or "none"
-            tr.write_line(f"recommended pin for {rec.model} on {rec.platform}: {backend} {head}", bold=True)
+            tr.write_line(terminal(f"recommended pin for {rec.model} on {rec.platform}: {backend} {head}"), bold=True)
             for reason in rec.reasons:
-                tr.write_line(f"  - {reason}")
+                tr.write_line(terminal(f"  - {reason}"))
             for version, why in rec.rejected.items():
-                tr.write_line(f"  x {version}: {why}")
+                tr.write_line(terminal(f"  x {version}: {why}"))
         for label, path in (("markdown", paths.markdown), ("html", paths.html), ("results", paths.results_json),
                             ("pins", paths.pins_json)):  # fmt: skip
             tr.write_line(f"{label:>9}: {os.path.relpath(path)}")

@@ -9,12 +9,20 @@ import jinja2
 from markupsafe import Markup, escape
 
 from ..results import CellResult
+from ..safe import visible_controls
 from .view import ReportView
+
+
+def _finalize(value: object) -> object:
+    """Terminal escape sequences in server text are shown, not written (autoescaping does the rest)."""
+    return visible_controls(value) if isinstance(value, str) and not isinstance(value, Markup) else value
+
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("harness.report", "templates"),
     autoescape=True,  # everything is escaped: versions, server text, log excerpts, matrix strings
     undefined=jinja2.StrictUndefined,
+    finalize=_finalize,
 )
 
 

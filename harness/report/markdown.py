@@ -1,24 +1,40 @@
-"""report.md from the view model (tables by tabulate)."""
+"""report.md from the view model (tables by tabulate).
+
+Every string that came from a server, a model or a matrix goes through ``harness.safe``: inline text is
+HTML-escaped and markup-escaped (a common renderer shows it, never runs it), code blocks get a fence no
+log line can close, and terminal escape sequences are shown, not written.
+"""
 
 from __future__ import annotations
 
 from tabulate import tabulate
 
+from ..safe import fence, markdown_text, visible_controls
 from .view import CellView, ReportView, Table
 
 
+def _rows(t: Table) -> list[list[str]]:
+    return [[markdown_text(v) for v in row] for row in t.rows]
+
+
 def _table(t: Table) -> list[str]:
-    return ["", f"{t.title}:", "", tabulate([list(r) for r in t.rows], headers=list(t.headers), tablefmt="github")]
+    return ["", f"{markdown_text(t.title)}:", "", tabulate(_rows(t), headers=list(t.headers), tablefmt="github")]
+
+
+def _block(text: str, info: str = "") -> list[str]:
+    body = visible_controls(text)
+    mark = fence(body)
+    return [mark + info, body, mark]
 
 
 def _cell(v: CellView) -> list[str]:
-    out = [f"### {v.title}", "", f"- status: {v.status}" + (f" — {v.reason}" if v.reason else "")]
-    out += [f"- {label}: {value}" for label, value in v.facts]
-    out += [f"- warning: {w}" for w in v.warnings]
+    out = [f"### {markdown_text(v.title)}", "", f"- status: {v.status}" + (f" — {markdown_text(v.reason)}" if v.reason else "")]
+    out += [f"- {label}: {markdown_text(value)}" for label, value in v.facts]
+    out += [f"- warning: {markdown_text(w)}" for w in v.warnings]
     if v.checks is not None:
-        out += ["", tabulate([list(r) for r in v.checks.rows], headers=list(v.checks.headers), tablefmt="github")]
+        out += ["", tabulate(_rows(v.checks), headers=list(v.checks.headers), tablefmt="github")]
     for e in v.evidence:
-        out += ["", f"Evidence for failed check `{e.check}`:", "", "```json", e.text, "```"]
+        out += ["", f"Evidence for failed check `{markdown_text(e.check).replace('`', '')}`:", "", *_block(e.text, "json")]
     for t in v.tables:
         out += _table(t)
     out.append("")
@@ -26,25 +42,25 @@ def _cell(v: CellView) -> list[str]:
 
 
 def render(view: ReportView) -> str:
-    out = [f"# {view.title}", ""]
+    out = [f"# {markdown_text(view.title)}", ""]
     if view.partial is not None:  # first, before any recommendation it qualifies
-        out += [f"**{view.partial.line}**", ""]
-    out += [f"Matrix: `{view.matrix_path}`", "", "## Recommendation", ""]
+        out += [f"**{markdown_text(view.partial.line)}**", ""]
+    out += [f"Matrix: {markdown_text(view.matrix_path)}", "", "## Recommendation", ""]
     for r in view.recommendations:
-        head = f"**{r.version}**" if r.version else "**none**"
-        out.append(f"- {r.model} on {r.platform}: {head} — " + "; ".join(r.reasons))
-        out += [f"  - {version}: {why}" for version, why in r.rejected.items()]
-    out += ["", "## Summary", "", tabulate([list(r) for r in view.summary.rows], headers=list(view.summary.headers), tablefmt="github"), ""]
+        head = f"**{markdown_text(r.version)}**" if r.version else "**none**"
+        out.append(f"- {markdown_text(r.model)} on {markdown_text(r.platform)}: {head} — " + "; ".join(markdown_text(x) for x in r.reasons))
+        out += [f"  - {markdown_text(version)}: {markdown_text(why)}" for version, why in r.rejected.items()]
+    out += ["", "## Summary", "", tabulate(_rows(view.summary), headers=list(view.summary.headers), tablefmt="github"), ""]
     out += ["## Details", ""]
     for v in view.cells:
         out += _cell(v)
     if view.failures:
         out += ["## Failures", ""]
         for v in view.failures:
-            out += [f"### {v.title}: {v.status}", "", v.reason, ""]
+            out += [f"### {markdown_text(v.title)}: {v.status}", "", markdown_text(v.reason), ""]
             if v.log_path:
-                out.append(f"Log: `{v.log_path}`")
+                out.append(f"Log: {markdown_text(v.log_path)}")
             if v.log_excerpt:
-                out += ["", "```", v.log_excerpt, "```"]
+                out += ["", *_block(v.log_excerpt)]
             out.append("")
     return "\n".join(out) + "\n"

@@ -10,7 +10,7 @@ GRAPH = grimp.build_graph("harness")
 
 # Lowest first. A module may import from its own layer or any layer before it, never from a later one.
 LAYERS = (
-    ("harness.errors", "harness.versions", "harness.serial", "harness.stats", "harness.convert_gguf"),
+    ("harness.errors", "harness.versions", "harness.serial", "harness.stats", "harness.convert_gguf", "harness.safe"),
     ("harness.backends",),
     ("harness.install",),
     ("harness.fingerprint", "harness.results"),

@@ -63,7 +63,7 @@ def test_reports_name_every_pin_and_recommend(tmp_path: Path, hostile: str) -> N
     assert "- phases: install 1.0 s, model 0.1 s, startup 31.5 s, probes 40.0 s" in md
     assert "55.0% [47.3%, 62.5%]" in md  # accuracy with its Wilson interval in the summary
     assert "| copy    | 40/40     | 100.0%     | [91.2%, 100.0%]" in md
-    assert "close (in top-k) | token 3: '<b>' vs 'x'" in md
+    assert "close (in top-k) | token 3: '&lt;b&gt;' vs 'x'" in md  # server text is text, never markup
     assert "- installed by: pipx" in md and "Task accuracy:" in md  # the same facts as the HTML
     results = json.loads(paths.results_json.read_text())
     schema = json.loads(SCHEMA_FILE.read_text())
