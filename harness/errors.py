@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .safe import terminal
+
 
 class HarnessError(Exception):
     """Base of every error the harness raises on purpose."""
@@ -26,7 +28,8 @@ class SpecError(HarnessError):
 
     def __init__(self, source: str, errors: list[str]) -> None:
         self.source = source
-        self.errors = list(errors)
+        # one line each, whatever a key or value in the file held (newlines, escape sequences)
+        self.errors = [terminal(e) for e in errors]
         super().__init__("\n".join(f"{source}: {e}" for e in self.errors))
 
 

@@ -209,6 +209,8 @@ class _Errors:
 def _join(path: str, key: str | int) -> str:
     if isinstance(key, int):
         return f"{path}[{key}]"
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", key):  # a key with spaces, quotes or newlines: quoted, on one line
+        return f"{path}[{key!r}]"
     return f"{path}.{key}" if path else key
 
 
