@@ -235,5 +235,5 @@ def test_model_sha256_as_one_hash_or_per_file() -> None:
     bad = [{"name": "a", "source": EXISTING, "sha256": "abc"}, {"name": "b", "source": EXISTING, "sha256": {"../x": "c" * 64}}]
     assert _errors({**GOOD, "platforms": {"cpu": {**GOOD["platforms"]["cpu"], "models": bad}}}) == [
         "platforms.cpu.models[0].sha256: expected 64 hex digits, got 'abc'",
-        "platforms.cpu.models[1].sha256.../x: a file name inside the model may not leave it",
+        "platforms.cpu.models[1].sha256['../x']: a file name inside the model may not leave it",
     ]
