@@ -238,7 +238,7 @@ def _probe(ctx: RunContext, result: CellResult, model: ModelSpec, base_url: str,
     w, t, acc = ctx.matrix.workload, ctx.matrix.thresholds, ctx.matrix.accuracy
     items = _accuracy_items(ctx) if model.kind == "chat" else []
     ref_store = ReferenceStore(ctx, model, items, numerics=_numerics(result))
-    with httpx.Client(base_url=base_url, timeout=120.0) as client:
+    with httpx.Client(base_url=base_url, timeout=t.request_timeout_s) as client:
         ctx.progress("probing API conformance")
         result.checks += conformance.conformance(client, model.name, kind=model.kind, normalized_embeddings=model.normalized_embeddings)
         ctx.progress(f"probing agreement ({w.agreement_prompts} greedy prompts, top-{t.top_logprobs} logprobs)")
@@ -365,7 +365,7 @@ def _throughput(ctx: RunContext, result: CellResult, model: ModelSpec, base_url:
     opts = loadgen.Options(
         max_tokens=w.output_tokens, extra={"ignore_eos": True} if enforced else {}, seed=w.seed,
         warmup_requests=w.warmup_requests, slo=Slo(ttft_ms=slo.ttft_ms, tpot_ms=slo.tpot_ms, e2el_ms=slo.e2el_ms),
-        limits=ClientLimits(cpu_util=t.client_cpu_util, loop_lag_p99_ms=t.client_loop_lag_ms),
+        limits=ClientLimits(cpu_util=t.client_cpu_util, loop_lag_p99_ms=t.client_loop_lag_ms), timeout_s=t.request_timeout_s,
     )  # fmt: skip
 
     def prompts(point: int, repeat: int) -> list[str]:  # fresh per run: no answers out of a prompt cache

@@ -154,6 +154,8 @@ class Thresholds:
     # (absolute) of the reference pin's.
     max_wer: float = 0.25
     wer_tolerance: float = 0.05
+    # A request that waits this long for its next byte (a stream stalled mid-response) fails.
+    request_timeout_s: float = 120.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -564,6 +566,7 @@ def parse_matrix(data: Mapping[str, Any], source: str, path: Path | None = None)
         client_loop_lag_ms=th.get_float("client_loop_lag_ms", 50.0),
         max_wer=th.get_float("max_wer", 0.25),
         wer_tolerance=th.get_float("wer_tolerance", 0.05),
+        request_timeout_s=th.get_float("request_timeout_s", 120.0, minimum=0.1),
     )
     ac = _Table(top.get_table("accuracy"), "accuracy", errors, ("tasks", "items_per_task", "max_tokens", "concurrency", "files"))
     tasks = ac.get_str_list("tasks") if "tasks" in ac.data else Accuracy().tasks

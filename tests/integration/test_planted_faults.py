@@ -7,6 +7,7 @@ installed as manual bin-dir pins: 1.0.0 behaves (the reference), 2.0.0 misbehave
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -159,3 +160,25 @@ def test_a_server_killed_mid_throughput_is_named_and_stops_the_load(tmp_path: Pa
     assert result.reason == "server exited on signal 9 (SIGKILL) during load point c=1: scripted: killed during load"
     assert result.log_path.endswith("server.log") and "killed during load" in result.log_excerpt
     assert not any(line.startswith("c=2") for line in said)  # the next point never ran against a dead server
+
+
+def test_a_stream_that_stalls_mid_response_is_ended_by_the_request_timeout(tmp_path: Path) -> None:
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    matrix = parse_matrix({
+        "backend": "scripted",
+        "platforms": {"cpu": {"package": "scripted-server", "versions": ["1.0.0"], "reference": "1.0.0",
+                              "models": [{"name": "tiny", "source": f"file://{model}"}]}},
+        "workload": {"output_tokens": 3, "concurrency": [1], "requests_per_level": 2, "agreement_prompts": 2, "warmup_requests": 0},
+        "accuracy": {"tasks": []},
+        "thresholds": {"startup_deadline_s": 20, "request_timeout_s": 1.5},
+    }, "stall.toml")  # fmt: skip
+    install_manual_pin(tmp_path / "bin", "1.0.0", "--mode", "stall-stream")
+    ctx = RunContext(matrix=matrix, platform="cpu", paths=InstallPaths(data_dir=tmp_path / "data", bin_dir=tmp_path / "bin",
+                     pipx=("false",)), run_dir=tmp_path / "run", slot=Slot(platform="cpu"))  # fmt: skip
+    t0 = time.monotonic()
+    plat = matrix.platforms["cpu"]
+    result = run_cell(ctx, plat.versions[0], plat.models[0])
+    assert time.monotonic() - t0 < 30  # not the hour the server would keep it open
+    assert (result.status, result.failure_class) == (Status.ERROR, FailureClass.PROBE_FAILED)
+    assert result.reason.startswith("2 of 2 requests failed at c=1: ReadTimeout"), result.reason

@@ -267,7 +267,9 @@ class Handler(BaseHTTPRequestHandler):
 
         if ARGS.mode == "stream-differs":
             toks = toks[:-1] + [" different"]
-        for t in toks:
+        for i, t in enumerate(toks):
+            if ARGS.mode == "stall-stream" and body.get("ignore_eos") and i == 1:
+                time.sleep(3600)  # a stream that stops mid-response: the client's per-request timeout must end it
             time.sleep(ARGS.token_delay)
             send(json.dumps({"object": "text_completion", "choices": [{"index": 0, "text": t, "finish_reason": None}]}))
         if (body.get("stream_options") or {}).get("include_usage"):
