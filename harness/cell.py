@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from .backends import Host, LaunchContext
-from .errors import HarnessError, InstallError, LaunchError, ModelError, ProbeError
+from .errors import HarnessError, InstallError, LaunchError, ModelError, ProbeError, ServerExited
 from .fingerprint import Fingerprint, Machine, distributions, gpu_facts, mask_argv, mask_env
 from .install import DEFAULT_BASE_URL, InstallPaths, InstallRequest, install_pin
 from .install.layout import venv_and_origin
@@ -43,6 +43,7 @@ from .spec import Matrix, ModelSpec, PinSpec, Workload
 from .versions import path_safe
 
 log = logging.getLogger(__name__)
+PORT_ATTEMPTS = 3  # a port taken between choosing it and the server binding it: start again, at most this often
 Progress = Callable[[str], None]
 
 
@@ -192,10 +193,29 @@ def _serve(ctx: RunContext, result: CellResult, model: ModelSpec, model_path: Pa
         ctx.progress(f"ready in {seconds:.1f} s ({label})" + "".join(f", {k} {v:g}" for k, v in phases.items()))
         return Startup(seconds=seconds, log_ready_s=srv.log_ready_s, phases=phases)
 
+    def launch(log: Path, label: str) -> tuple[Server, str]:
+        """Start and wait for ready; a port another process took between our choosing and the server's
+        binding is a race of this machine, not a backend failure: start again on another port."""
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            srv, base = server(log)
+            srv.start()
+            try:
+                result.startup[label] = start(srv, label)
+                return srv, base
+            except ServerExited:
+                srv.stop()
+                if attempt < PORT_ATTEMPTS and srv.port_was_taken():
+                    ctx.progress(f"{base} was taken before the server bound it; starting again on another port")
+                    continue
+                raise
+            except BaseException:
+                srv.stop()
+                raise
+        raise AssertionError("unreachable")
+
     with GpuMemorySampler(ctx.slot.gpus) as gpu_memory:
-        srv, base_url = server(log_path)
-        with srv:
-            result.startup["cold"] = start(srv, "cold")
+        srv, base_url = launch(log_path, "cold")
+        try:
             result.phases["startup"] = result.startup["cold"].seconds
             t0 = time.monotonic()
 
@@ -212,11 +232,12 @@ def _serve(ctx: RunContext, result: CellResult, model: ModelSpec, model_path: Pa
                 raise
             finally:
                 result.phases["probes"] = time.monotonic() - t0
+        finally:
+            srv.stop()
         if "warm" in matrix.workload.startup:
             # Same cache dirs as the cold start: what a restart of an already-deployed pin costs.
-            warm, _ = server(cell_dir / "server-warm.log")
-            with warm:
-                result.startup["warm"] = start(warm, "warm")
+            warm, _ = launch(cell_dir / "server-warm.log", "warm")
+            warm.stop()
     result.gpu_memory_peak_mib = {str(g): round(v, 1) for g, v in gpu_memory.peaks_mib.items()}
     waived = matrix.policy.waived_checks  # known, accepted deviations: still reported, no longer blocking
     result.checks = [dataclasses.replace(c, waived=waived[c.name]) if c.passed is False and c.name in waived else c for c in result.checks]

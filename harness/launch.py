@@ -42,6 +42,7 @@ def free_port(host: str = HOST) -> int:
         return int(s.getsockname()[1])
 
 
+_PORT_TAKEN = re.compile(r"address already in use|EADDRINUSE|\[Errno 98\]|bind\(\) failed", re.I)
 _ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Exit)\b.*|.*\b(ERROR|FATAL|CRITICAL)\b.*)$")
 
 
@@ -95,7 +96,7 @@ class Server:
         # When the server's own "ready" line showed up in its log, seen at the same 0.1 s polls:
         # a cross-check of startup_s that does not depend on our HTTP probe.
         self.log_ready_s: float | None = None
-        self._log_offset = 0
+        self._log_offset = self.log_start = 0
         self.records = records  # where the running group is recorded for the reaper of a later run
 
     def __enter__(self) -> Server:
@@ -110,7 +111,7 @@ class Server:
         with self.log_path.open("ab") as log:
             log.write(f"$ {' '.join(self.argv)}\n".encode())
             log.flush()
-            self._log_offset = log.tell()
+            self._log_offset = self.log_start = log.tell()
             self.started_at = time.monotonic()
             self.proc = subprocess.Popen(
                 self.argv,
@@ -161,6 +162,16 @@ class Server:
         self._log_offset += cut
         if self.ready_line.search(chunk[:cut].decode("utf-8", "replace")):
             self.log_ready_s = time.monotonic() - self.started_at
+
+    def port_was_taken(self) -> bool:
+        """Whether this start's log says the port was already in use (a race with another process)."""
+        try:
+            with self.log_path.open("rb") as fh:
+                fh.seek(self.log_start)
+                text = fh.read().decode("utf-8", "replace")
+        except OSError:
+            return False
+        return _PORT_TAKEN.search(text) is not None
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -182,3 +182,37 @@ def test_a_stream_that_stalls_mid_response_is_ended_by_the_request_timeout(tmp_p
     assert time.monotonic() - t0 < 30  # not the hour the server would keep it open
     assert (result.status, result.failure_class) == (Status.ERROR, FailureClass.PROBE_FAILED)
     assert result.reason.startswith("2 of 2 requests failed at c=1: ReadTimeout"), result.reason
+
+
+def test_a_port_taken_before_the_server_binds_it_is_retried_on_another(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    import harness.cell
+    from harness.launch import free_port
+
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    matrix = parse_matrix({
+        "backend": "scripted",
+        "platforms": {"cpu": {"package": "scripted-server", "versions": ["1.0.0"], "reference": "1.0.0",
+                              "models": [{"name": "tiny", "source": f"file://{model}"}]}},
+        "workload": {"output_tokens": 3, "concurrency": [1], "requests_per_level": 2, "agreement_prompts": 2},
+        "accuracy": {"tasks": []},
+        "thresholds": {"startup_deadline_s": 20},
+    }, "port.toml")  # fmt: skip
+    install_manual_pin(tmp_path / "bin", "1.0.0")
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    ports = iter([squatter.getsockname()[1]])  # the first port handed out is taken by someone else by then
+    monkeypatch.setattr(harness.cell, "free_port", lambda: next(ports, None) or free_port())
+    said: list[str] = []
+    ctx = RunContext(matrix=matrix, platform="cpu", paths=InstallPaths(data_dir=tmp_path / "data", bin_dir=tmp_path / "bin",
+                     pipx=("false",)), run_dir=tmp_path / "run", slot=Slot(platform="cpu"), progress=said.append)  # fmt: skip
+    try:
+        plat = matrix.platforms["cpu"]
+        result = run_cell(ctx, plat.versions[0], plat.models[0])
+    finally:
+        squatter.close()
+    assert result.status is Status.PASSED, result.reason
+    assert any("was taken before the server bound it; starting again on another port" in line for line in said)
