@@ -29,7 +29,7 @@ from .errors import HarnessError, InstallError, LaunchError, ModelError, ProbeEr
 from .fingerprint import Fingerprint, Machine, distributions, gpu_facts, mask_argv, mask_env
 from .install import DEFAULT_BASE_URL, InstallPaths, InstallRequest, install_pin
 from .install.layout import venv_and_origin
-from .launch import HOST, Server, decisive_line, free_port, log_tail, parse_phases
+from .launch import HOST, Server, decisive_line, free_port, log_tail, out_of_memory, parse_phases
 from .load import audio as audio_load
 from .load import text as loadgen
 from .load.metrics import ClientLimits, Slo
@@ -125,9 +125,12 @@ def run_cell(ctx: RunContext, pin_spec: PinSpec, model: ModelSpec) -> CellResult
         _fail(result, FailureClass.MODEL_FAILED, str(exc), None)
         result.phases["model"] = time.monotonic() - t0
     except LaunchError as exc:
-        _fail(result, FailureClass.STARTUP_FAILED, str(exc), exc.log)
+        oom = isinstance(exc, ServerExited) and out_of_memory(str(exc), exc.log)
+        _fail(result, FailureClass.OUT_OF_MEMORY if oom else FailureClass.STARTUP_FAILED, str(exc), exc.log)
     except ProbeError as exc:  # the server stopped answering: its log says why
-        _fail(result, FailureClass.PROBE_FAILED, str(exc), Path(result.log_path) if result.log_path else None)
+        log_file = Path(result.log_path) if result.log_path else None
+        oom = str(exc).startswith("server ") and out_of_memory(str(exc), log_file)  # it died: of what?
+        _fail(result, FailureClass.OUT_OF_MEMORY if oom else FailureClass.PROBE_FAILED, str(exc), log_file)
     except HarnessError as exc:
         _fail(result, FailureClass.HARNESS_ERROR, f"{phase}: {exc}", None)
     except KeyboardInterrupt as exc:

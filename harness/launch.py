@@ -43,6 +43,7 @@ def free_port(host: str = HOST) -> int:
 
 
 _PORT_TAKEN = re.compile(r"address already in use|EADDRINUSE|\[Errno 98\]|bind\(\) failed", re.I)
+_OUT_OF_MEMORY = re.compile(r"out of memory|OutOfMemoryError|\bMemoryError\b|Cannot allocate memory|\bOOM\b|std::bad_alloc")
 _ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Exit)\b.*|.*\b(ERROR|FATAL|CRITICAL)\b.*)$")
 
 
@@ -53,6 +54,14 @@ def decisive_line(path: Path) -> str:
         if _ERROR_LINE.match(line.strip()):
             return line.strip()[:300]
     return next((ln.strip()[:300] for ln in reversed(tail) if ln.strip()), "")
+
+
+def out_of_memory(reason: str, log: Path | None) -> bool:
+    """A server death that was running out of memory: its log says so, or it got SIGKILL from outside
+    (the kernel's OOM killer sends SIGKILL; the harness itself only sends it after SIGINT and SIGTERM)."""
+    if "signal 9 (SIGKILL)" in reason or _OUT_OF_MEMORY.search(reason):
+        return True
+    return log is not None and _OUT_OF_MEMORY.search(log_tail(log, lines=200, max_chars=100_000)) is not None
 
 
 def parse_phases(log_text: str, patterns: Mapping[str, str]) -> dict[str, float]:

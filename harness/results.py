@@ -48,6 +48,7 @@ class FailureClass(str, enum.Enum):
     PROBE_FAILED = "probe-failed"  # the server stopped answering mid-probe
     CHECK_FAILED = "failed"  # answered, but wrongly (conformance or agreement)
     HARNESS_ERROR = "harness-error"  # a bug in the harness itself
+    OUT_OF_MEMORY = "out-of-memory"  # the server's log says so, or it got SIGKILL (what the OOM killer sends)
     INTERRUPTED = "interrupted"  # Ctrl-C / SIGTERM mid-cell: recorded, and run again when the run is resumed
 
 

@@ -156,7 +156,8 @@ def test_a_server_killed_mid_throughput_is_named_and_stops_the_load(tmp_path: Pa
                      pipx=("false",)), run_dir=tmp_path / "run", slot=Slot(platform="cpu"), progress=said.append)  # fmt: skip
     plat = matrix.platforms["cpu"]
     result = run_cell(ctx, plat.versions[0], plat.models[0])
-    assert (result.status, result.failure_class) == (Status.ERROR, FailureClass.PROBE_FAILED)
+    # SIGKILL out of the blue is what the kernel's OOM killer sends: its own class, the signal in the reason
+    assert (result.status, result.failure_class) == (Status.ERROR, FailureClass.OUT_OF_MEMORY)
     assert result.reason == "server exited on signal 9 (SIGKILL) during load point c=1: scripted: killed during load"
     assert result.log_path.endswith("server.log") and "killed during load" in result.log_excerpt
     assert not any(line.startswith("c=2") for line in said)  # the next point never ran against a dead server
@@ -216,3 +217,22 @@ def test_a_port_taken_before_the_server_binds_it_is_retried_on_another(tmp_path:
         squatter.close()
     assert result.status is Status.PASSED, result.reason
     assert any("was taken before the server bound it; starting again on another port" in line for line in said)
+
+
+def test_out_of_memory_at_start_is_its_own_class(tmp_path: Path) -> None:
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    matrix = parse_matrix({
+        "backend": "scripted",
+        "platforms": {"cpu": {"package": "scripted-server", "versions": ["1.0.0"], "reference": "1.0.0",
+                              "models": [{"name": "tiny", "source": f"file://{model}"}]}},
+        "thresholds": {"startup_deadline_s": 20},
+    }, "oom.toml")  # fmt: skip
+    install_manual_pin(tmp_path / "bin", "1.0.0", "--mode", "oom")
+    ctx = RunContext(matrix=matrix, platform="cpu", paths=InstallPaths(data_dir=tmp_path / "data", bin_dir=tmp_path / "bin",
+                     pipx=("false",)), run_dir=tmp_path / "run", slot=Slot(platform="cpu"))  # fmt: skip
+    plat = matrix.platforms["cpu"]
+    result = run_cell(ctx, plat.versions[0], plat.models[0])
+    assert (result.status, result.failure_class) == (Status.ERROR, FailureClass.OUT_OF_MEMORY)
+    assert result.reason == ("server exited with code 1 before it was ready: torch.OutOfMemoryError: CUDA out of memory. "
+                             "Tried to allocate 20.00 GiB")  # fmt: skip

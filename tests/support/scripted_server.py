@@ -300,6 +300,9 @@ def main() -> None:
     if ARGS.pid_file:
         with open(ARGS.pid_file, "a") as fh:
             fh.write(f"{os.getpid()}\n")
+    if ARGS.mode == "oom":
+        print("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 GiB", file=sys.stderr)
+        sys.exit(1)
     if ARGS.mode == "exit":
         print("RuntimeError: scripted failure at start", file=sys.stderr)
         sys.exit(3)
