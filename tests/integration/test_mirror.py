@@ -173,7 +173,7 @@ versions = ["2.0.0"]
 reference = "2.0.0"
 [[platforms.cpu.models]]
 name = "m"
-source = "file:///m.gguf"
+source = "file://{matrix}"
 """)
         proc = subprocess.run([sys.executable, "-m", "harness", "install", "--matrix", str(matrix), "2.0.0", "--platform", "cpu",
                                "--bin-dir", str(tmp_path / "bin"), "--data-dir", str(tmp_path / "data"), "--allow-http-mirror"],
