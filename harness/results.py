@@ -26,7 +26,7 @@ from filelock import FileLock
 from .fingerprint import Fingerprint, Machine
 from .install.record import InstallRecord
 from .serial import LoadError, dump, load_record
-from .stats import Distribution, ci95_of_mean, percentile
+from .stats import Distribution, ci95_positive, percentile
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 2
@@ -98,6 +98,7 @@ class Run:
     duration_s: float
     request_s: float
     distributions: Mapping[str, Distribution] = field(default_factory=dict)
+    samples: Mapping[str, tuple[float, ...]] = field(default_factory=dict)  # per request, for verdicts (bootstrap)
     output_tokens: int = 0
     audio_s: float = 0.0
     goodput_req_s: float | None = None  # requests meeting every SLO target / duration
@@ -128,7 +129,7 @@ class LoadPoint:
         """The one aggregation over repeats, for text and speech alike."""
         rates = [r.rate for r in runs]
         return cls(label=label, mode=mode, target=None if target is None or math.isinf(target) else target, unit=unit,
-                   runs=tuple(runs), median=percentile(rates, 50), ci95=ci95_of_mean(rates), saturated=any(r.saturated for r in runs),
+                   runs=tuple(runs), median=percentile(rates, 50), ci95=ci95_positive(rates), saturated=any(r.saturated for r in runs),
                    saturation_reason="; ".join(sorted({r.saturation_reason for r in runs if r.saturation_reason})))  # fmt: skip
 
     @property

@@ -42,6 +42,24 @@ def ci95_of_mean(values: Sequence[float]) -> tuple[float, float] | None:
     return (m - half, m + half)
 
 
+def ci95_positive(values: Sequence[float]) -> tuple[float, float] | None:
+    """95% CI of a positive quantity's (geometric) mean, from a t-interval on log values: it never goes
+    below zero, however wide (measured: a t-interval on raw tok/s once read [-77.9, 1037.3])."""
+    if len(values) < 2 or any(not v > 0 for v in values):  # a zero (nothing completed) or NaN: no interval
+        return None
+    lo, hi = ci95_of_mean([math.log(v) for v in values]) or (math.nan, math.nan)
+    return (math.exp(lo), math.exp(hi))
+
+
+# MLPerf loadgen's early-stopping minimum sample count for a percentile claim at 99% confidence with no
+# sample over it: below these, a percentile is "n too small" (and never drives a verdict).
+MIN_SAMPLES = {50: 7, 90: 44, 95: 90, 99: 459}
+
+
+def enough_for(q: int, n: int) -> bool:
+    return n >= MIN_SAMPLES.get(q, 1)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Distribution:
     """Mean and percentiles of a sample, with its size (a p99 of 8 samples says little)."""

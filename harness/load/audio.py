@@ -45,7 +45,8 @@ async def _level(base_url: str, send: Send, n: int, concurrency: int, timeout_s:
         wall = time.perf_counter() - start
     return Run(rate=audio_s / wall if wall > 0 else 0.0, requests=n, completed=len(latencies), failed=len(errors), duration_s=wall,
                request_s=len(latencies) / wall if wall > 0 else 0.0, audio_s=audio_s, errors=tuple(sorted(set(errors))[:5]),
-               distributions={"latency_ms": Distribution.of(latencies), "rtf": Distribution.of([r for r in rtfs if r == r])})  # fmt: skip
+               distributions={"latency_ms": Distribution.of(latencies), "rtf": Distribution.of([r for r in rtfs if r == r])},
+               samples={"latency_ms": tuple(latencies)})  # fmt: skip
 
 
 def run_levels(base_url: str, send: Send, *, concurrency: Sequence[int], requests: int, repeats: int, warmup: int = 1,

@@ -105,6 +105,10 @@ def summarize(
         good = sum(1 for r in ok if slo.met(r)) / duration_s
     distributions = {"ttft_ms": Distribution.of(ttft), "tpot_ms": Distribution.of(tpot), "itl_ms": Distribution.of(itl),
                      "e2el_ms": Distribution.of(e2el)}  # fmt: skip
+    # Per request, in order: what a verdict resamples (bootstrap over requests). tok_s: output tokens over
+    # the request's own time, the per-request share of the point's throughput.
+    samples = {"ttft_ms": tuple(ttft), "tpot_ms": tuple(tpot), "e2el_ms": tuple(e2el),
+               "tok_s": tuple(r.output_tokens / (r.end - r.sent) for r in ok if r.end > r.sent)}  # fmt: skip
     if lag is not None:
         distributions["loop_lag_ms"] = lag
     return Run(
@@ -115,6 +119,7 @@ def summarize(
         duration_s=duration_s,
         request_s=len(ok) / duration_s if duration_s > 0 else math.nan,
         distributions=distributions,
+        samples=samples,
         output_tokens=total_out,
         goodput_req_s=good,
         token_count_mismatches=sum(1 for r in ok if r.chunk_count != r.output_tokens),

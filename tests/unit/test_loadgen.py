@@ -10,7 +10,7 @@ import pytest
 
 from harness.load.metrics import ClientLimits, Slo
 from harness.load.text import Load, Options, arrival_gaps, make_prompts, run_points, run_sweep
-from harness.stats import ci95_of_mean
+from harness.stats import ci95_positive
 
 
 def _sse(*payloads: object) -> bytes:
@@ -83,7 +83,7 @@ def test_repeats_store_every_run_median_and_ci() -> None:
     (p,) = points
     rates = [r.rate for r in p.runs]
     assert len(rates) == 3 and p.median == sorted(rates)[1] and p.run.rate == p.median
-    assert p.ci95 == ci95_of_mean(rates)  # the one aggregation, over exactly these runs
+    assert p.ci95 == ci95_positive(rates)  # the one aggregation, over exactly these runs
     assert p.ci95 is not None and p.ci95[0] < sum(rates) / 3 < p.ci95[1]
 
 

@@ -76,8 +76,10 @@ def test_aggregate_repeats() -> None:
     point = aggregate(reps, mode="concurrency", target=4)
     assert [r.rate for r in point.runs] == [10.0, 5.0, 2.5]
     assert (point.label, point.unit, point.median, point.run.rate) == ("c=4", "output tok/s", 5.0, 5.0)
-    # mean 5.833, sd 3.819, t(2) = 4.303: half-width 9.49
+    # on log scale: logs 2.3026, 1.6094, 0.9163: mean 1.6094 (geometric mean 5.0), sd 0.6931, t(2) = 4.303:
+    # half-width 1.7221 -> [5.0 / e^1.7221, 5.0 * e^1.7221] = [0.894, 27.98]: positive however wide (a t-interval
+    # on the raw values reads [-3.65, 15.32])
     assert point.ci95 is not None
     lo, hi = point.ci95
-    assert lo == pytest.approx(5.8333 - 9.4876, abs=1e-3) and hi == pytest.approx(5.8333 + 9.4876, abs=1e-3)
+    assert lo == pytest.approx(0.8935, abs=1e-3) and hi == pytest.approx(27.979, abs=1e-2)
     assert aggregate(reps[:1]).ci95 is None

@@ -102,7 +102,7 @@ def test_client_bound_points_are_flagged_and_not_used(tmp_path: Path, hostile: s
     assert recs[0].ranking[0] == ("0.32.0", 94.0)  # median of 95 and 93  # the client-bound 500 tok/s is not its peak
     md = paths.markdown.read_text()
     assert "CLIENT-BOUND: client CPU 95% of one core" in md
-    assert "81.3–106.7 (n=2)" in md  # the spread of a repeated point: t-based 95% CI of 95 and 93
+    assert "82.1–107.6 (n=2)" in md  # the spread of a repeated point: 95% CI of 95 and 93 (log scale)
 
 
 VOX = parse_matrix({"backend": "vox-box", "platforms": {"cpu": {"versions": ["0.0.19", "0.0.21"], "reference": "0.0.21",
