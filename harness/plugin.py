@@ -28,6 +28,7 @@ from .errors import InstallError, SpecError
 from .install import InstallPaths, default_data_dir, list_pins, pipx_command, remove_pin
 from .install.download import resolve_releases
 from .launch import reap_leftovers
+from .report import verdicts as report_verdicts
 from .report import write_reports
 from .results import CellResult, ResultStore, Status
 from .safe import terminal
@@ -303,6 +304,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         expected = config.stash.get(_EXPECTED, {}).get(backend, [])
         try:
             paths, recs = write_reports(matrix, directory, config.option.pm_run_id, cells, expected=expected)
+            verdicts = report_verdicts(matrix, cells)
         except Exception as exc:  # the results are safe in results.jsonl; say so instead of a traceback
             tr.write_line(f"pinmatrix: could not write the {backend} report ({type(exc).__name__}: {exc}); "
                           f"results are kept in {directory / 'results.jsonl'}", red=True)  # fmt: skip
@@ -315,6 +317,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
                 tr.write_line(terminal(f"  - {reason}"))
             for version, why in rec.rejected.items():
                 tr.write_line(terminal(f"  x {version}: {why}"))
+        for verdict in verdicts:
+            tr.write_line(terminal(f"verdict: {verdict.line}"), red=verdict.word == "slower")
         for label, path in (("markdown", paths.markdown), ("html", paths.html), ("results", paths.results_json),
                             ("pins", paths.pins_json)):  # fmt: skip
             tr.write_line(f"{label:>9}: {os.path.relpath(path)}")

@@ -15,6 +15,7 @@ from pathlib import Path
 from ..recommend import Recommendation, recommend
 from ..results import SCHEMA_VERSION, CellResult
 from ..spec import Matrix
+from ..verdict import Verdict, compare
 from . import html, markdown
 from .view import build, partial_run, sort_cells
 
@@ -37,6 +38,16 @@ def recommendations(matrix: Matrix, cells: Sequence[CellResult]) -> list[Recomme
         ref = matrix.platforms[platform].reference.text if platform in matrix.platforms else group[0].version
         out.append(recommend(group, required_checks=matrix.policy.required_checks, noise=matrix.thresholds.throughput_noise,
                              tie_break=matrix.policy.tie_break, reference=ref))  # fmt: skip
+    return out
+
+
+def verdicts(matrix: Matrix, cells: Sequence[CellResult]) -> list[Verdict]:
+    """Each pin against the reference pin of its model and platform, in this run, point by point."""
+    out = []
+    for c in sort_cells(cells):
+        ref = next((r for r in cells if r.is_reference and r.model == c.model and r.platform == c.platform and r.throughput), None)
+        if ref is not None and c is not ref and c.throughput:
+            out += compare(c, ref, noise=matrix.thresholds.throughput_noise, seed=matrix.workload.seed)
     return out
 
 
@@ -72,13 +83,15 @@ def write_reports(matrix: Matrix, run_dir: Path, run_id: str, cells: Sequence[Ce
         pins_json=run_dir / "pins.json",
     )
     run_dir.mkdir(parents=True, exist_ok=True)
-    view = build(matrix.backend, str(matrix.path), run_id, cells, recs, partial=partial)
+    found = verdicts(matrix, cells)
+    view = build(matrix.backend, str(matrix.path), run_id, cells, recs, partial=partial, verdicts=found)
     _atomic_write(paths.markdown, markdown.render(view))
     _atomic_write(paths.html, html.render(view))
     results = {"schema_version": SCHEMA_VERSION, "run_id": run_id, "backend": matrix.backend, "matrix": str(matrix.path),
                "cells": [c.to_dict() for c in sort_cells(cells)]}  # fmt: skip
     _atomic_write(paths.results_json, json.dumps(results, indent=2, sort_keys=True) + "\n")
     pins = pins_document(recs, cells)
+    pins["verdicts"] = [v.to_dict() for v in found]
     if partial is not None:
         pins["partial"] = partial.to_dict()
     _atomic_write(paths.pins_json, json.dumps(pins, indent=2) + "\n")

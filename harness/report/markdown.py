@@ -50,6 +50,10 @@ def render(view: ReportView) -> str:
         head = f"**{markdown_text(r.version)}**" if r.version else "**none**"
         out.append(f"- {markdown_text(r.model)} on {markdown_text(r.platform)}: {head} — " + "; ".join(markdown_text(x) for x in r.reasons))
         out += [f"  - {markdown_text(version)}: {markdown_text(why)}" for version, why in r.rejected.items()]
+    if view.verdicts:
+        out += ["", "## Verdicts against the deployed pin", "",
+                "Ratio pin / deployed with a 95% bootstrap interval; a difference inside the noise margin is none.", ""]
+        out += [f"- {markdown_text(v.line)}" for v in view.verdicts]
     out += ["", "## Summary", "", tabulate(_rows(view.summary), headers=list(view.summary.headers), tablefmt="github"), ""]
     out += ["## Details", ""]
     for v in view.cells:

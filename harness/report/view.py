@@ -16,6 +16,7 @@ from ..recommend import Recommendation
 from ..results import AUDIO_UNIT, CellResult, LoadPoint, SpeechAccuracy, Status, TextAccuracy
 from ..serial import dump
 from ..stats import Distribution
+from ..verdict import Verdict
 
 PHASES = ("install", "model", "startup", "probes")
 
@@ -87,6 +88,7 @@ class ReportView:
     failures: tuple[CellView, ...]
     curves: tuple[tuple[str, tuple[CellResult, ...]], ...] = field(default_factory=tuple)  # per model, for the HTML chart
     partial: Partial | None = None
+    verdicts: tuple[Verdict, ...] = ()  # each pin against the deployed (reference) pin, like with like
 
 
 def fmt(value: float | None, spec: str = ".1f") -> str:
@@ -276,11 +278,12 @@ def sort_cells(cells: Sequence[CellResult]) -> list[CellResult]:
 
 
 def build(backend: str, matrix_path: str, run_id: str, cells: Sequence[CellResult], recs: Sequence[Recommendation], *,
-          partial: Partial | None = None) -> ReportView:  # fmt: skip
+          partial: Partial | None = None, verdicts: Sequence[Verdict] = ()) -> ReportView:  # fmt: skip
     ordered = sort_cells(cells)
     views = tuple(cell_view(c) for c in ordered)
     models = dict.fromkeys(c.model for c in ordered)
     return ReportView(title=f"{backend} pin matrix — run {run_id}", matrix_path=matrix_path, recommendations=tuple(recs),
                       summary=Table(title="Summary", headers=SUMMARY_HEADERS, rows=tuple(summary_row(c) for c in ordered)),
                       cells=views, failures=tuple(v for v in views if not v.ok),
-                      curves=tuple((m, tuple(c for c in ordered if c.model == m)) for m in models), partial=partial)  # fmt: skip
+                      curves=tuple((m, tuple(c for c in ordered if c.model == m)) for m in models), partial=partial,
+                      verdicts=tuple(verdicts))  # fmt: skip

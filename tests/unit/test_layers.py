@@ -15,7 +15,7 @@ LAYERS = (
     ("harness.install",),
     ("harness.fingerprint", "harness.results"),
     ("harness.probes", "harness.load", "harness.index", "harness.launch", "harness.slots"),
-    ("harness.spec", "harness.models", "harness.recommend"),
+    ("harness.spec", "harness.models", "harness.recommend", "harness.verdict"),
     ("harness.cell", "harness.report"),
     ("harness.plugin", "harness.__main__"),
 )

@@ -1,0 +1,125 @@
+"""A verdict per pin against the reference (deployed) pin in the same run: like with like.
+
+Per model and load point (the same label on both sides, neither client-bound), for output tok/s, TTFT p50
+and TPOT p50 (speech: latency p50): the ratio pin / reference with a 95% percentile-bootstrap interval, and
+a word. Resampled are requests (per-request samples kept in each ``Run``), or the repeats' rates when a
+point has three or more. "slower"/"faster" only when the whole interval lies beyond the matrix's noise
+margin (``throughput_noise``, 5%: two runs of one pin differ by that much on this kind of machine);
+"no detectable difference" otherwise; "too few samples" below the 7 a median needs (MLPerf's
+early-stopping minimum for p50). The bootstrap is seeded: the same results give the same verdicts.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from .results import CellResult, LoadPoint
+from .stats import MIN_SAMPLES, mean, percentile
+
+RESAMPLES = 2000
+MIN_REPEATS_FOR_RUNS = 3  # from three repeats on, throughput is resampled over runs rather than requests
+
+
+@dataclass(frozen=True, kw_only=True)
+class Metric:
+    name: str  # what the report says: "output tok/s", "TTFT p50"
+    sample: str  # Run.samples key
+    higher_is_better: bool
+    statistic: Callable[[Sequence[float]], float]
+
+
+def _median(xs: Sequence[float]) -> float:
+    return percentile(xs, 50)
+
+
+TEXT_METRICS = (Metric(name="output tok/s", sample="tok_s", higher_is_better=True, statistic=mean),
+                Metric(name="TTFT p50", sample="ttft_ms", higher_is_better=False, statistic=_median),
+                Metric(name="TPOT p50", sample="tpot_ms", higher_is_better=False, statistic=_median))  # fmt: skip
+SPEECH_METRICS = (Metric(name="latency p50", sample="latency_ms", higher_is_better=False, statistic=_median),)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Verdict:
+    version: str
+    reference: str
+    model: str
+    point: str
+    metric: str
+    ratio: float | None  # pin / reference
+    low: float | None
+    high: float | None
+    n: int  # samples on the pin's side
+    n_reference: int
+    word: str  # slower | faster | no detectable difference | too few samples | client-bound
+
+    @property
+    def line(self) -> str:
+        what = f"{self.version} vs {self.reference} (deployed): {self.metric}"
+        if self.ratio is None or self.low is None or self.high is None:
+            return f"{what} at {self.point} — {self.word} (n={self.n} vs {self.n_reference})"
+        return (f"{what} ×{self.ratio:.2f} [{self.low:.2f}, {self.high:.2f}] at {self.point} — {self.word} "
+                f"(n={self.n} vs {self.n_reference})")  # fmt: skip
+
+    def to_dict(self) -> dict[str, object]:
+        return {"version": self.version, "reference": self.reference, "model": self.model, "point": self.point, "metric": self.metric,
+                "ratio": self.ratio, "ci95": None if self.low is None else [self.low, self.high], "n": self.n,
+                "n_reference": self.n_reference, "verdict": self.word}  # fmt: skip
+
+
+def bootstrap_ratio(ours: Sequence[float], theirs: Sequence[float], statistic: Callable[[Sequence[float]], float], *,
+                    seed: int = 0, resamples: int = RESAMPLES) -> tuple[float, float, float]:  # fmt: skip
+    """statistic(ours) / statistic(theirs) and its 95% percentile-bootstrap interval (each side resampled)."""
+    rng = random.Random(seed)
+    ratio = statistic(ours) / statistic(theirs)
+    draws = []
+    for _ in range(resamples):
+        a = statistic([ours[rng.randrange(len(ours))] for _ in ours])
+        b = statistic([theirs[rng.randrange(len(theirs))] for _ in theirs])
+        if b > 0:
+            draws.append(a / b)
+    return ratio, percentile(draws, 2.5), percentile(draws, 97.5)
+
+
+def _samples(point: LoadPoint, metric: Metric) -> list[float]:
+    if metric.sample == "tok_s" and len(point.runs) >= MIN_REPEATS_FOR_RUNS:
+        return [r.rate for r in point.runs]
+    return [x for r in point.runs for x in r.samples.get(metric.sample, ())]
+
+
+def compare(cell: CellResult, reference: CellResult, *, noise: float = 0.05, seed: int = 0) -> list[Verdict]:
+    """Every metric at every load point the two cells share."""
+    metrics = SPEECH_METRICS if cell.rate_unit == "audio s/s" else TEXT_METRICS
+    theirs_by_label = {p.label: p for p in reference.throughput}
+    out = []
+    for point in cell.throughput:
+        ref_point = theirs_by_label.get(point.label)
+        if ref_point is None:
+            continue
+        for metric in metrics:
+            ours, theirs = _samples(point, metric), _samples(ref_point, metric)
+
+            def verdict(word: str, ratio: float | None = None, low: float | None = None, high: float | None = None, *,
+                        point: LoadPoint = point, metric: Metric = metric, n: int = len(ours),
+                        n_ref: int = len(theirs)) -> Verdict:  # fmt: skip
+                return Verdict(version=cell.version, reference=reference.version, model=cell.model, point=point.label,
+                               metric=metric.name, ratio=ratio, low=low, high=high, n=n, n_reference=n_ref, word=word)  # fmt: skip
+
+            if point.saturated or ref_point.saturated:
+                out.append(verdict("client-bound"))
+                continue
+            needed = MIN_REPEATS_FOR_RUNS if metric.sample == "tok_s" and len(point.runs) >= MIN_REPEATS_FOR_RUNS else MIN_SAMPLES[50]
+            if min(len(ours), len(theirs)) < needed or metric.statistic(theirs) <= 0:
+                out.append(verdict("too few samples"))
+                continue
+            ratio, low, high = bootstrap_ratio(ours, theirs, metric.statistic, seed=seed)
+            worse_low, better_high = (low, high) if metric.higher_is_better else (1 / high, 1 / low)  # as "goodness" ratios
+            if better_high < 1 - noise:
+                word = "slower"
+            elif worse_low > 1 + noise:
+                word = "faster"
+            else:
+                word = "no detectable difference"
+            out.append(verdict(word, ratio, low, high))
+    return out

@@ -1,0 +1,53 @@
+"""Verdicts on scripted pins, real processes and real timing: an A/A pair never differs, a slower pin is slower."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.cell import RunContext, run_cell
+from harness.install import InstallPaths
+from harness.results import CellResult, Status
+from harness.slots import Slot
+from harness.spec import parse_matrix
+from harness.verdict import compare
+from tests.support.scripted_backend import install_manual_pin
+
+
+def _pair(tmp_path: Path, seed: int, slow_delay: float) -> tuple[CellResult, CellResult]:
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    matrix = parse_matrix({
+        "backend": "scripted",
+        "platforms": {"cpu": {"package": "scripted-server", "versions": ["1.0.0", "2.0.0"], "reference": "1.0.0",
+                              "models": [{"name": "tiny", "source": f"file://{model}"}]}},
+        # 10 ms per token: the pin's own pace dominates the machine's jitter, as a real server's does
+        "workload": {"seed": seed, "output_tokens": 8, "concurrency": [2], "requests_per_level": 10, "agreement_prompts": 1,
+                     "warmup_requests": 1},
+        "accuracy": {"tasks": []},
+        "thresholds": {"startup_deadline_s": 20},
+    }, "aa.toml")  # fmt: skip
+    install_manual_pin(tmp_path / "bin", "1.0.0", "--token-delay", "0.01")
+    install_manual_pin(tmp_path / "bin", "2.0.0", "--token-delay", str(slow_delay))
+    ctx = RunContext(matrix=matrix, platform="cpu", paths=InstallPaths(data_dir=tmp_path / "data", bin_dir=tmp_path / "bin",
+                     pipx=("false",)), run_dir=tmp_path / "run", slot=Slot(platform="cpu"))  # fmt: skip
+    plat = matrix.platforms["cpu"]
+    ref, other = run_cell(ctx, plat.versions[0], plat.models[0]), run_cell(ctx, plat.versions[1], plat.models[0])
+    assert ref.status is Status.PASSED and other.status is Status.PASSED, (ref.reason, other.reason)
+    return ref, other
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_an_aa_pair_shows_no_detectable_difference(tmp_path: Path, seed: int) -> None:
+    ref, same = _pair(tmp_path, seed, 0.01)
+    found = compare(same, ref, seed=seed)
+    assert len(found) == 3 and {v.word for v in found} == {"no detectable difference"}, [v.line for v in found]
+
+
+def test_a_pin_20_percent_slower_is_called_slower(tmp_path: Path) -> None:
+    ref, slow = _pair(tmp_path, 0, 0.0125)  # 25% more time per token: 20% fewer tokens per second
+    by_metric = {v.metric: v for v in compare(slow, ref)}
+    assert by_metric["output tok/s"].word == "slower", by_metric["output tok/s"].line
+    assert (by_metric["output tok/s"].high or 1.0) < 1.0
+    assert by_metric["TPOT p50"].word == "slower", by_metric["TPOT p50"].line
