@@ -170,6 +170,7 @@ class TextAccuracy:
     overall: TaskScore
     tasks: Mapping[str, TaskScore] = field(default_factory=dict)
     misses: tuple[Miss, ...] = ()  # the first few
+    outcomes: str = ""  # "1"/"0" per item, in item order: what the paired test against the reference compares
 
 
 @dataclass(frozen=True, kw_only=True)

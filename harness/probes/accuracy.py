@@ -5,8 +5,10 @@ and multiple choice from facts stated in the prompt. Each item is a few-shot com
 ("Question: ...\\nAnswer:") answered greedily up to the first newline and scored by exact match. An
 external lm-eval-style JSONL file (``{"prompt": ..., "answer": ...}`` per line) can add items.
 
-Gate (vLLM's accuracy-gate rule): a pin fails when the Wilson 95% lower bound of its accuracy falls
-below the reference pin's accuracy x (1 - tolerance).
+Gate: both pins answer the same items, so they are compared paired: the exact McNemar test on the
+items where they disagree (an identical pin can never fail; a pin that loses k items net fails once k
+clears the test at 5%). Against a reference stored without per-item outcomes (an older harness), the
+unpaired rule decides: the pin's Wilson 95% lower bound against the reference's accuracy x (1 - tolerance).
 """
 
 from __future__ import annotations
@@ -171,8 +173,19 @@ def run(base_url: str, model: str, items: Sequence[Item], *, max_tokens: int = 8
         lo, hi = wilson(sum(xs), len(xs))
         return TaskScore(correct=sum(xs), n=len(xs), accuracy=sum(xs) / len(xs) if xs else 0.0, wilson_low=lo, wilson_high=hi)
 
+    outcomes = "".join("1" if normalise(got) == normalise(item.answer) else "0" for item, got in zip(items, answers, strict=True))
     return TextAccuracy(digest=items_digest(items), overall=score([x for xs in per_task.values() for x in xs]),
-                        tasks={t: score(xs) for t, xs in per_task.items()}, misses=tuple(misses))  # fmt: skip
+                        tasks={t: score(xs) for t, xs in per_task.items()}, misses=tuple(misses), outcomes=outcomes)  # fmt: skip
+
+
+ALPHA = 0.05  # a pin fails when losing this many items net would happen by chance less often than this
+
+
+def mcnemar_p(lost: int, gained: int) -> float:
+    """Exact one-sided McNemar test: P(at least ``lost`` of the discordant items go against the pin) when
+    either way is equally likely (binomial, p = 1/2)."""
+    n = lost + gained
+    return sum(math.comb(n, k) for k in range(lost, n + 1)) / 2**n if n else 1.0
 
 
 def gate(ours: TextAccuracy, reference: TextAccuracy | None, ref_version: str, tolerance: float, *, is_reference: bool) -> Check:
@@ -184,6 +197,15 @@ def gate(ours: TextAccuracy, reference: TextAccuracy | None, ref_version: str, t
     if reference is None or reference.digest != ours.digest:
         detail = f"{interval}; not compared: no reference accuracy for these items from {ref_version}"
         return Check(group="accuracy", name="accuracy.tasks", passed=None, detail=detail, evidence=evidence)
+    if ours.outcomes and len(reference.outcomes) == len(ours.outcomes):
+        # Paired on the same items: only the items where the two pins disagree say anything.
+        lost = sum(1 for a, b in zip(ours.outcomes, reference.outcomes, strict=True) if a == "0" and b == "1")
+        gained = sum(1 for a, b in zip(ours.outcomes, reference.outcomes, strict=True) if a == "1" and b == "0")
+        p = mcnemar_p(lost, gained)
+        ok = p >= ALPHA
+        detail = (f"{interval}; paired with {ref_version} on the same {len(ours.outcomes)} items: {lost} lost, {gained} gained "
+                  f"(exact McNemar p={p:.2g} {'>=' if ok else '<'} {ALPHA:g})")  # fmt: skip
+        return Check(group="accuracy", name="accuracy.tasks", passed=ok, detail=detail, evidence=evidence)
     floor = reference.overall.accuracy * (1 - tolerance)
     ok = o.wilson_low >= floor
     detail = (f"{interval} vs reference {ref_version} {reference.overall.accuracy:.1%}: lower bound "

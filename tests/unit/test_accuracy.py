@@ -80,3 +80,35 @@ def test_jsonl_items_and_errors(tmp_path: Path) -> None:
     f.write_text('{"prompt": "Capital of France?", "answer": "Paris"}\n')
     (item,) = load_jsonl(f)
     assert (item.task, item.answer) == ("capitals", "Paris")
+
+
+def _paired(outcomes: str, digest: str = "d") -> TextAccuracy:
+    correct = outcomes.count("1")
+    lo, hi = wilson(correct, len(outcomes))
+    return TextAccuracy(digest=digest, outcomes=outcomes,
+                        overall=TaskScore(correct=correct, n=len(outcomes), accuracy=correct / len(outcomes), wilson_low=lo, wilson_high=hi))
+
+
+def test_paired_gate_never_fails_an_identical_pin_and_catches_a_net_loss() -> None:
+    ref = _paired("1" * 25 + "0" * 15)  # 25/40: the Wilson gate failed an identical pin here (lower bound 47.0% < 50.0%)
+    assert gate(_paired("1" * 25 + "0" * 15), ref, "0.31.0", 0.2, is_reference=False).passed is True
+    lost8 = gate(_paired("0" * 8 + "1" * 17 + "0" * 15), ref, "0.31.0", 0.2, is_reference=False)
+    assert lost8.passed is False
+    assert lost8.detail.endswith("paired with 0.31.0 on the same 40 items: 8 lost, 0 gained (exact McNemar p=0.0039 < 0.05)")
+    # swaps that cancel out are not a loss
+    swapped = gate(_paired("0" * 3 + "1" * 22 + "1" * 3 + "0" * 12), ref, "0.31.0", 0.2, is_reference=False)
+    assert swapped.passed is True and "3 lost, 3 gained" in swapped.detail
+
+
+def test_without_per_item_outcomes_the_wilson_floor_decides() -> None:
+    ref = _paired("1" * 88 + "0" * 72)
+    old_ref = TextAccuracy(digest="d", overall=ref.overall)  # stored by an older harness: no outcomes
+    assert gate(_paired("1" * 60 + "0" * 100), old_ref, "0.31.0", 0.2, is_reference=False).passed is False
+
+
+def test_mcnemar_exact() -> None:
+    from harness.probes.accuracy import mcnemar_p
+
+    assert mcnemar_p(0, 0) == 1.0
+    assert mcnemar_p(8, 0) == 0.5**8
+    assert round(mcnemar_p(5, 1), 4) == round(7 / 64, 4)  # P(X >= 5 | n=6, 1/2) = (6 + 1) / 64
