@@ -85,8 +85,8 @@ def test_jsonl_items_and_errors(tmp_path: Path) -> None:
 def _paired(outcomes: str, digest: str = "d") -> TextAccuracy:
     correct = outcomes.count("1")
     lo, hi = wilson(correct, len(outcomes))
-    return TextAccuracy(digest=digest, outcomes=outcomes,
-                        overall=TaskScore(correct=correct, n=len(outcomes), accuracy=correct / len(outcomes), wilson_low=lo, wilson_high=hi))
+    score = TaskScore(correct=correct, n=len(outcomes), accuracy=correct / len(outcomes), wilson_low=lo, wilson_high=hi)
+    return TextAccuracy(digest=digest, outcomes=outcomes, overall=score)
 
 
 def test_paired_gate_never_fails_an_identical_pin_and_catches_a_net_loss() -> None:
