@@ -95,7 +95,9 @@ def check_chat(client: httpx.Client, model: str) -> list[Check]:
     return [
         _check("chat.shape", not problems, "; ".join(problems) or repr(content)[:120], ex),
         _check("chat.template_applied", not leaked and bool(content),
-               f"raw special tokens in the reply: {leaked}" if leaked else "no raw special tokens in the reply",
+               f"raw special tokens in the reply: {leaked}" if leaked
+               else "empty reply (a chat template that ends the turn at once, or none applied)" if not content
+               else "no raw special tokens in the reply",
                ex, actual=content),
     ]  # fmt: skip
 
