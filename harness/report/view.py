@@ -15,7 +15,7 @@ from packaging.version import Version
 from ..recommend import Recommendation
 from ..results import AUDIO_UNIT, CellResult, LoadPoint, SpeechAccuracy, Status, TextAccuracy
 from ..serial import dump
-from ..stats import Distribution
+from ..stats import Distribution, enough_for
 from ..verdict import Verdict
 
 PHASES = ("install", "model", "startup", "probes")
@@ -159,14 +159,28 @@ def summary_row(c: CellResult) -> tuple[str, ...]:
             accuracy_text(c), c.fingerprint.numerics if c.fingerprint else "—")  # fmt: skip
 
 
+def _pct(d: Distribution, q: int, spec: str) -> str:
+    """A percentile, or "n too small" below MLPerf's early-stopping minimum sample count for it."""
+    return fmt(getattr(d, f"p{q}"), spec) if enough_for(q, d.n) or d.n == 0 else "n too small"
+
+
 def _dist3(d: Distribution | None, spec: str = ".0f") -> str:
-    return "—" if d is None else f"{fmt(d.p50, spec)}/{fmt(d.p90, spec)}/{fmt(d.p99, spec)}"
+    return "—" if d is None else f"{_pct(d, 50, spec)}/{_pct(d, 90, spec)}/{_pct(d, 99, spec)}"
+
+
+def cv_band(cv: float) -> str:
+    """AIPerf's bands for the coefficient of variation over repeated runs."""
+    return "excellent" if cv < 0.05 else "good" if cv < 0.10 else "fair" if cv < 0.20 else "unstable"
 
 
 def _spread(p: LoadPoint) -> str:
     spec = _rate_spec(p.unit)
     if p.ci95:
-        return f"{p.ci95[0]:{spec}}–{p.ci95[1]:{spec}} (n={len(p.runs)})"
+        rates = [r.rate for r in p.runs]
+        m = sum(rates) / len(rates)
+        cv = (sum((x - m) ** 2 for x in rates) / (len(rates) - 1)) ** 0.5 / m if m > 0 else math.nan
+        band = f", CV {cv:.1%} {cv_band(cv)}" if cv == cv else ""
+        return f"{p.ci95[0]:{spec}}–{p.ci95[1]:{spec}} (n={len(p.runs)}{band})"
     rates = [r.rate for r in p.runs]
     return f"{min(rates):{spec}}–{max(rates):{spec}}" if len(rates) > 1 else "1 run"
 

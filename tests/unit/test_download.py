@@ -90,12 +90,13 @@ def _leftovers(tmp_path: Path) -> list[str]:
 
 
 def test_verified_download_is_unpacked_and_linked(tmp_path: Path) -> None:
-    transport, seen = _mirror(_files(_zip({"dist/llama-box": b"#!/bin/sh\necho box\n", "dist/libllama.so": b"lib"})))
+    archive = _zip({"dist/llama-box": b"#!/bin/sh\necho box\n", "dist/libllama.so": b"lib"})  # zips carry a time: made once
+    transport, seen = _mirror(_files(archive))
     got = _install(tmp_path, transport)
     assert got.executable == str(tmp_path / "bin" / "llama-box_v0.0.140") and got.installed_now and got.kind == "download"
     target = tmp_path / "bin" / "llama-box" / "llama-box-v0.0.140" / "dist" / "llama-box"
     assert Path(got.executable).resolve() == target.resolve() and target.stat().st_mode & stat.S_IXUSR
-    zip_sha = hashlib.sha256(_zip({"dist/llama-box": b"#!/bin/sh\necho box\n", "dist/libllama.so": b"lib"})).hexdigest()
+    zip_sha = hashlib.sha256(archive).hexdigest()
     assert (got.url, got.sha256) == (f"https://mirror.test/gpustack/llama-box/releases/download/v0.0.140/{ASSET}.zip", zip_sha)
     assert seen == ["/gpustack/llama-box/releases/download/v0.0.140/sha256sum.txt",
                     f"/gpustack/llama-box/releases/download/v0.0.140/{ASSET}.zip"]  # fmt: skip

@@ -102,7 +102,7 @@ def test_client_bound_points_are_flagged_and_not_used(tmp_path: Path, hostile: s
     assert recs[0].ranking[0] == ("0.32.0", 94.0)  # median of 95 and 93  # the client-bound 500 tok/s is not its peak
     md = paths.markdown.read_text()
     assert "CLIENT-BOUND: client CPU 95% of one core" in md
-    assert "82.1–107.6 (n=2)" in md  # the spread of a repeated point: 95% CI of 95 and 93 (log scale)
+    assert "82.1–107.6 (n=2, CV 1.5% excellent)" in md  # the spread of a repeated point: 95% CI of 95 and 93 (log scale)
 
 
 VOX = parse_matrix({"backend": "vox-box", "platforms": {"cpu": {"versions": ["0.0.19", "0.0.21"], "reference": "0.0.21",
@@ -135,7 +135,7 @@ def test_speech_report_shows_wer_latency_rtf_and_escapes_transcripts(tmp_path: P
     md = paths.markdown.read_text()
     assert "| 1.94 audio s/s" in md and "latency 1450 ms" in md and "WER 50.0% (8/16 words)" in md
     assert "2/2 transcripts identical (WER between 0.0%)" in md
-    assert re.search(r"\| c=2 +\| +8 \| +8 \| +1\.92 \| 1\.85–1\.98 \(n=2\) +\| +0\.7 +\| 2900/2900/2900 +\| 1\.00/1\.00", md), md
+    assert re.search(r"\| c=2 +\| +8 \| +8 \| +1\.92 \| 1\.85–1\.98 \(n=2, CV 0\.4% excellent\) +\| +0\.7 +\| 2900/n too small/n too small +\| 1\.00/n too small", md), md
     html = paths.html.read_text()
     assert "<script>" not in html and "audio s/s per load point" in html
     pins = json.loads(paths.pins_json.read_text())
@@ -150,3 +150,11 @@ def test_a_cell_that_could_not_be_measured_shows_no_peak(tmp_path: Path, hostile
     paths, _ = write_reports(MATRIX, tmp_path / "vllm" / "r", "r", made)
     row = next(ln for ln in paths.markdown.read_text().splitlines() if ln.startswith("| 0.32.0 "))
     assert "PROBE-FAILED" in row and "output tok/s" not in row and "TTFT" not in row
+
+
+def test_percentiles_below_their_minimum_sample_count_say_so(tmp_path: Path, hostile: str) -> None:
+    paths, _ = write_reports(MATRIX, tmp_path / "vllm" / "r", "r", _cells(hostile))
+    md = paths.markdown.read_text()
+    row = next(ln for ln in md.splitlines() if ln.startswith("| c=4 ") and "n too small" in ln)
+    assert "/n too small/n too small" in row  # 8 TTFTs make a p50, not a p90 (MLPerf: 44) or a p99 (459)
+    assert "CV 1.5% excellent" in md  # repeats 95 and 93: AIPerf's band for their spread
