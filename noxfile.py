@@ -88,6 +88,15 @@ def pins(session: nox.Session) -> None:
 
 
 @nox.session
+def compare(session: nox.Session) -> None:
+    """Verdicts of one run's cells against the same pins in another: `nox -s compare -- reports/vllm/mon reports/vllm/tue`."""
+    if len(session.posargs) < 2:
+        session.error("usage: nox -s compare -- <run dir A> <run dir B> [--json] [--noise 0.05]")
+    session.install("-e", ".")
+    session.run("python", "-m", "harness", "compare", *session.posargs)
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks (numbers, not tests): client capacity, agreement with `vllm bench serve`, pipx vs uv; JSON in reports/bench/."""
     session.install("-e", ".", "uv")

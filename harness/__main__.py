@@ -5,6 +5,7 @@
     python -m harness install --matrix matrices/my.toml <version>...   # a matrix's backend, package, installer, indexes
     python -m harness pins [--bin-dir DIR] [--data-dir DIR]
     python -m harness schema [--write]     # the results JSON Schema the types describe
+    python -m harness compare <run A> <run B> [--json]   # verdicts of B's cells against the same pins in A
 
 Every kind installs through the one entry point (``harness.install.install_pin``): pipx, uv, a verified
 download (llama-box, custom backends with a ``download_url``), or a manual pin already in the bin dir.
@@ -22,9 +23,11 @@ from pathlib import Path
 from .backends import Host, get_backend, known_backends
 from .errors import HarnessError, InstallError
 from .install import DEFAULT_BASE_URL, InstallPaths, InstallRequest, default_data_dir, install_pin, list_pins, pipx_command
-from .results import SCHEMA_FILE, results_schema
+from .results import SCHEMA_FILE, ResultStore, results_schema
+from .safe import terminal
 from .slots import cuda_driver_version, default_platform, discover_gpus
 from .spec import load_matrix
+from .verdict import compare_runs
 from .versions import InvalidPin, parse_pin
 
 
@@ -86,6 +89,24 @@ def cmd_pins(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(a: argparse.Namespace) -> int:
+    """The verdict of each cell of run B against the same pin in run A (two nights, two machines of one kind)."""
+    runs = []
+    for run in (Path(a.before), Path(a.after)):
+        if not (run / "results.jsonl").is_file():
+            raise HarnessError(f"{run}: no results.jsonl (not a run directory)")
+        runs.append(ResultStore(run / "results.jsonl").load())
+    found = compare_runs(runs[0], runs[1], names=(Path(a.before).name, Path(a.after).name), noise=a.noise)
+    if a.json:
+        print(json.dumps([v.to_dict() for v in found], indent=1))
+    else:
+        for v in found:
+            print(terminal(v.line))
+        if not found:
+            print("no cell of the second run has a measured counterpart in the first")
+    return 0
+
+
 def cmd_schema(a: argparse.Namespace) -> int:
     """Print the results JSON Schema the types describe, or write it where the package ships it."""
     text = json.dumps(results_schema(), indent=1) + "\n"
@@ -114,15 +135,19 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--installer", choices=("pipx", "uv"), help="for package backends (default: the matrix's, else pipx)")
             p.add_argument("--tools-download-base-url", default=DEFAULT_BASE_URL, help="mirror for prebuilt backends (GPUStack's option)")
             p.add_argument("--allow-http-mirror", action="store_true", help="allow a plain-http download mirror")
+    cmp = sub.add_parser("compare", help="verdicts of run B's cells against the same pins in run A")
+    cmp.add_argument("before", help="a run directory (reports/<backend>/<run-id>)")
+    cmp.add_argument("after", help="a later run directory")
+    cmp.add_argument("--noise", type=float, default=0.05, help="differences inside this fraction are none (default 0.05)")
+    cmp.add_argument("--json", action="store_true", help="the verdicts as JSON")
     sub.add_parser("schema", help="the results JSON Schema (results.json, results.jsonl lines)").add_argument(
         "--write", action="store_true", help=f"write it to {SCHEMA_FILE.name} in the package")
     a = ap.parse_args(argv)
-    if a.command == "schema":
-        return cmd_schema(a)
+    if a.command == "install" and not (a.versions or (a.matrix and a.backend)):
+        ap.error("install: name at least one version")
+    commands = {"install": cmd_install, "pins": cmd_pins, "compare": cmd_compare, "schema": cmd_schema}
     try:
-        if a.command == "install" and not (a.versions or (a.matrix and a.backend)):
-            ap.error("install: name at least one version")
-        return cmd_install(a) if a.command == "install" else cmd_pins(a)
+        return commands[a.command](a)
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

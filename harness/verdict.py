@@ -53,10 +53,11 @@ class Verdict:
     n: int  # samples on the pin's side
     n_reference: int
     word: str  # slower | faster | no detectable difference | too few samples | client-bound
+    deployed: bool = True  # against the run's reference pin (False: against another run's same pin)
 
     @property
     def line(self) -> str:
-        what = f"{self.version} vs {self.reference} (deployed): {self.metric}"
+        what = f"{self.version} vs {self.reference}{' (deployed)' if self.deployed else ''}: {self.metric}"
         if self.ratio is None or self.low is None or self.high is None:
             return f"{what} at {self.point} — {self.word} (n={self.n} vs {self.n_reference})"
         return (f"{what} ×{self.ratio:.2f} [{self.low:.2f}, {self.high:.2f}] at {self.point} — {self.word} "
@@ -88,8 +89,11 @@ def _samples(point: LoadPoint, metric: Metric) -> list[float]:
     return [x for r in point.runs for x in r.samples.get(metric.sample, ())]
 
 
-def compare(cell: CellResult, reference: CellResult, *, noise: float = 0.05, seed: int = 0) -> list[Verdict]:
-    """Every metric at every load point the two cells share."""
+def compare(cell: CellResult, reference: CellResult, *, noise: float = 0.05, seed: int = 0, labels: tuple[str, str] | None = None
+            ) -> list[Verdict]:  # fmt: skip
+    """Every metric at every load point the two cells share. ``labels``: how to name the two sides when they
+    are not a pin and the deployed pin (two runs of one pin: "0.32.0 (tue)", "0.32.0 (mon)")."""
+    ours_label, theirs_label = labels or (cell.version, reference.version)
     metrics = SPEECH_METRICS if cell.rate_unit == "audio s/s" else TEXT_METRICS
     theirs_by_label = {p.label: p for p in reference.throughput}
     out = []
@@ -103,8 +107,9 @@ def compare(cell: CellResult, reference: CellResult, *, noise: float = 0.05, see
             def verdict(word: str, ratio: float | None = None, low: float | None = None, high: float | None = None, *,
                         point: LoadPoint = point, metric: Metric = metric, n: int = len(ours),
                         n_ref: int = len(theirs)) -> Verdict:  # fmt: skip
-                return Verdict(version=cell.version, reference=reference.version, model=cell.model, point=point.label,
-                               metric=metric.name, ratio=ratio, low=low, high=high, n=n, n_reference=n_ref, word=word)  # fmt: skip
+                return Verdict(version=ours_label, reference=theirs_label, model=cell.model, point=point.label,
+                               metric=metric.name, ratio=ratio, low=low, high=high, n=n, n_reference=n_ref, word=word,
+                               deployed=labels is None)  # fmt: skip
 
             if point.saturated or ref_point.saturated:
                 out.append(verdict("client-bound"))
@@ -122,4 +127,25 @@ def compare(cell: CellResult, reference: CellResult, *, noise: float = 0.05, see
             else:
                 word = "no detectable difference"
             out.append(verdict(word, ratio, low, high))
+    return out
+
+
+def compare_runs(before: Sequence[CellResult], after: Sequence[CellResult], *, names: tuple[str, str], noise: float = 0.05,
+                 seed: int = 0) -> list[Verdict]:  # fmt: skip
+    """Each cell of ``after`` against the same pin, model and platform in ``before``: two nights, two runs.
+    Cells measured on different kinds of machine are never compared (their numbers say nothing of the pin)."""
+    earlier = {(c.model, c.platform, c.version): c for c in before}
+    out = []
+    for cell in after:
+        old = earlier.get((cell.model, cell.platform, cell.version))
+        if old is None or not cell.throughput or not old.throughput:
+            continue
+        labels = (f"{cell.version} ({names[1]})", f"{old.version} ({names[0]})")
+        ours, theirs = (c.fingerprint.numerics if c.fingerprint else "unknown" for c in (cell, old))
+        if ours != theirs or "unknown" in ours:
+            out.append(Verdict(version=labels[0], reference=labels[1], model=cell.model, point="every point", metric="all",
+                               ratio=None, low=None, high=None, n=0, n_reference=0, deployed=False,
+                               word="different machines: not compared"))  # fmt: skip
+            continue
+        out += compare(cell, old, noise=noise, seed=seed, labels=labels)
     return out
