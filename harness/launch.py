@@ -3,7 +3,7 @@
 Output goes to a log file (never an unread pipe). Readiness is a poll every ``POLL_S`` under one
 deadline that also checks the process is alive, so a crash at start fails in well under a second.
 
-A server never outlives its harness: on Linux it gets SIGKILL when the harness dies (PR_SET_PDEATHSIG,
+A server never outlives its harness: on Linux it gets SIGKILL when the harness dies (PR_SET_PDEATHSIG set by setpriv,
 even when the harness itself is SIGKILLed), and every server group is recorded in ``<data-dir>/servers/``
 while it runs, so the next run reaps a group a killed run left (its engine workers included).
 """
@@ -11,20 +11,20 @@ while it runs, so the next run reaps a group a killed run left (its engine worke
 from __future__ import annotations
 
 import contextlib
-import ctypes
+import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-
-import httpx
 
 from .errors import ReadinessTimeout, ServerExited
 
@@ -82,6 +82,20 @@ def log_tail(path: Path, lines: int = 20, max_chars: int = 4000) -> str:
     return "\n".join(text.splitlines()[-lines:])[-max_chars:]
 
 
+def _status(base_url: str, path: str, timeout: float = 2.0) -> int | None:
+    """One readiness poll on a fresh connection. Plain http.client: no connection pool whose lock a Ctrl-C
+    could leave held (the harness must always get to stopping the server)."""
+    parts = urllib.parse.urlsplit(base_url)
+    conn = http.client.HTTPConnection(parts.hostname or HOST, parts.port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+
+
 class Server:
     """Context manager: ``with Server(...) as s: s.wait_ready()``; the group is always stopped on exit."""
 
@@ -123,13 +137,12 @@ class Server:
             self._log_offset = self.log_start = log.tell()
             self.started_at = time.monotonic()
             self.proc = subprocess.Popen(
-                self.argv,
+                [*_DIE_WITH_PARENT, *self.argv],
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # own process group: one signal reaches every engine worker
-                preexec_fn=_die_with_parent,  # one prctl call: safe between fork and exec
             )
         if self.records is not None:
             record_server(self.records, self.proc.pid, self.argv)
@@ -137,25 +150,20 @@ class Server:
     def wait_ready(self, deadline_s: float) -> float:
         """Seconds from spawn to the first successful readiness response."""
         assert self.proc is not None, "start() first"
-        url = self.base_url + self.readiness_path
         end = self.started_at + deadline_s
-        with httpx.Client(timeout=httpx.Timeout(2.0, connect=POLL_S)) as client:
-            while True:
-                code = self.proc.poll()
-                if code is not None:
-                    why = decisive_line(self.log_path)
-                    raise ServerExited(f"server exited with code {code} before it was ready: {why}", self.log_path)
+        while True:
+            code = self.proc.poll()
+            if code is not None:
+                why = decisive_line(self.log_path)
+                raise ServerExited(f"server exited with code {code} before it was ready: {why}", self.log_path)
+            self._scan_log()
+            if _status(self.base_url, self.readiness_path) == 200:
+                self.startup_s = time.monotonic() - self.started_at
                 self._scan_log()
-                try:
-                    if client.get(url).status_code == 200:
-                        self.startup_s = time.monotonic() - self.started_at
-                        self._scan_log()
-                        return self.startup_s
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() >= end:
-                    raise ReadinessTimeout(f"server not ready after {deadline_s:g} s", self.log_path)
-                time.sleep(POLL_S)
+                return self.startup_s
+            if time.monotonic() >= end:
+                raise ReadinessTimeout(f"server not ready after {deadline_s:g} s", self.log_path)
+            time.sleep(POLL_S)
 
     def _scan_log(self) -> None:
         if self.ready_line is None or self.log_ready_s is not None:
@@ -217,14 +225,12 @@ class Server:
         self.proc = None
 
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL when the harness (the thread that started it) dies."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+# SIGKILL the server when the harness dies (PR_SET_PDEATHSIG, kept across exec): util-linux's setpriv sets it
+# and execs the server in place (same pid, same group). A preexec_fn would do it in-process, but code between
+# fork and exec is unsafe in a process with threads (pytest-xdist workers have them). Without setpriv the
+# reaper of the next run is what stops a group a killed run left.
+_SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+_DIE_WITH_PARENT: tuple[str, ...] = (_SETPRIV, "--pdeathsig", "KILL", "--") if _SETPRIV else ()
 
 
 def _start_ticks(pid: int) -> int | None:

@@ -28,8 +28,8 @@ from .errors import InstallError, SpecError
 from .install import InstallPaths, default_data_dir, list_pins, pipx_command, remove_pin
 from .install.download import resolve_releases
 from .launch import reap_leftovers
+from .report import first_screen, write_reports
 from .report import verdicts as report_verdicts
-from .report import write_reports
 from .results import CellResult, ResultStore, Status
 from .safe import terminal
 from .slots import default_platform, discover_gpus, slot_for_worker
@@ -305,6 +305,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         try:
             paths, recs = write_reports(matrix, directory, config.option.pm_run_id, cells, expected=expected)
             verdicts = report_verdicts(matrix, cells)
+            if step_summary := os.environ.get("GITHUB_STEP_SUMMARY"):  # a CI job's summary page shows the first screen
+                with open(step_summary, "a", encoding="utf-8") as fh:
+                    fh.write(first_screen(paths.markdown.read_text(encoding="utf-8")) + "\n")
         except Exception as exc:  # the results are safe in results.jsonl; say so instead of a traceback
             tr.write_line(f"pinmatrix: could not write the {backend} report ({type(exc).__name__}: {exc}); "
                           f"results are kept in {directory / 'results.jsonl'}", red=True)  # fmt: skip

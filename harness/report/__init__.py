@@ -51,6 +51,12 @@ def verdicts(matrix: Matrix, cells: Sequence[CellResult]) -> list[Verdict]:
     return out
 
 
+def first_screen(markdown: str) -> str:
+    """What a reader sees first: the title, the recommendation, the verdicts and the summary (no details)."""
+    head, _, _ = markdown.partition("\n## Details")
+    return head.rstrip() + "\n"
+
+
 def pins_document(recs: Sequence[Recommendation], cells: Sequence[CellResult]) -> dict[str, object]:
     """What GPUStack needs per model: backend, backend_version, and how that pin gets installed."""
     by_version = {(c.model, c.platform, c.version): c for c in cells}

@@ -107,6 +107,20 @@ def test_matrix_run_records_every_cell_and_recommends(tmp_path: Path, gguf_model
     assert 'tests="5"' in junit and "cell[scripted_3.0.0-tiny-cpu]" in junit
 
 
+def test_a_ci_step_summary_gets_the_first_screen(tmp_path: Path, gguf_model: Path) -> None:
+    install_manual_pin(tmp_path / "bin", "1.0.0")
+    install_manual_pin(tmp_path / "bin", "2.0.0")
+    matrix = _matrix(tmp_path, '"1.0.0", "2.0.0"', "1.0.0", gguf_model)
+    summary = tmp_path / "step-summary.md"
+    proc = subprocess.run(_pytest(tmp_path, matrix, "--run-id", "gh"), cwd=ROOT, capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "GITHUB_STEP_SUMMARY": str(summary)})  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = summary.read_text()
+    assert "## Recommendation" in text and "## Verdicts against the deployed pin" in text and "## Summary" in text
+    assert "## Details" not in text
+    assert "verdict: 2.0.0 vs 1.0.0 (deployed): output tok/s" in proc.stdout
+
+
 def test_k_selects_cells(tmp_path: Path, gguf_model: Path) -> None:
     install_manual_pin(tmp_path / "bin", "1.0.0")
     install_manual_pin(tmp_path / "bin", "2.0.0")
@@ -186,10 +200,11 @@ def test_interrupt_stops_the_server_and_keeps_finished_cells(tmp_path: Path, ggu
         server_pid = int(pids.read_text().split()[0])
         assert pid_alive(server_pid)
         proc.send_signal(sig)
-        out, _ = proc.communicate(timeout=60)
+        out, _ = proc.communicate(timeout=120)  # stopping the server takes up to 20 s; a slow machine more
     finally:
-        if proc.poll() is None:
+        if proc.poll() is None:  # reaped too: a Popen collected while its process runs warns in a later test
             proc.kill()
+            proc.wait()
     assert proc.returncode == 2, out  # pytest's "interrupted"
     assert not pid_alive(server_pid)
     run = tmp_path / "reports" / "scripted" / "int"
@@ -231,8 +246,9 @@ def test_sigkill_of_the_harness_takes_its_server_along_and_the_run_resumes(tmp_p
         proc.kill()  # what an OOM killer or a CI timeout does: no handler runs
         proc.wait(timeout=30)
     finally:
-        if proc.poll() is None:
+        if proc.poll() is None:  # reaped too: a Popen collected while its process runs warns in a later test
             proc.kill()
+            proc.wait()
     deadline = time.monotonic() + 10
     while pid_alive(server_pid) and time.monotonic() < deadline:
         time.sleep(0.05)
