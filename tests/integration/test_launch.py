@@ -10,6 +10,7 @@ import pytest
 
 from harness.errors import ReadinessTimeout, ServerExited
 from harness.launch import HOST, Server, free_port
+from tests.conftest import which_or_skip
 from tests.support.scripted_backend import SERVER, pid_alive
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,6 +73,7 @@ def test_server_output_goes_to_the_log(tmp_path: Path) -> None:
 
 
 def test_a_server_dies_with_a_harness_killed_by_sigkill(tmp_path: Path) -> None:
+    which_or_skip("setpriv")  # util-linux sets the parent-death signal; without it only the reaper helps
     # The harness is a process that starts a server and is then SIGKILLed (an OOM killer, a CI timeout).
     pid_file = tmp_path / "pids"
     code = f"""

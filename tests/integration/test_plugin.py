@@ -14,6 +14,7 @@ import jsonschema
 import pytest
 
 from harness.results import SCHEMA_FILE
+from tests.conftest import which_or_skip
 from tests.support.scripted_backend import install_manual_pin, pid_alive
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -232,6 +233,7 @@ def test_interrupt_stops_the_server_and_keeps_finished_cells(tmp_path: Path, ggu
 
 
 def test_sigkill_of_the_harness_takes_its_server_along_and_the_run_resumes(tmp_path: Path, gguf_model: Path) -> None:
+    which_or_skip("setpriv")  # util-linux sets the parent-death signal; without it only the reaper helps
     pids = tmp_path / "pids"
     install_manual_pin(tmp_path / "bin", "1.0.0")
     install_manual_pin(tmp_path / "bin", "2.0.0", "--mode", "hang", "--pid-file", str(pids))
