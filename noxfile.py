@@ -97,6 +97,15 @@ def compare(session: nox.Session) -> None:
 
 
 @nox.session
+def report(session: nox.Session) -> None:
+    """Reports again from stored results, several runs merged: `nox -s report -- reports/vllm/shard1 reports/vllm/shard2 [--out DIR]`."""
+    if not session.posargs:
+        session.error("usage: nox -s report -- <run dir>... [--out DIR] [--history DIR | --no-history]")
+    session.install("-e", ".")
+    session.run("python", "-m", "harness", "report", *session.posargs)
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks (numbers, not tests): client capacity, agreement with `vllm bench serve`, pipx vs uv; JSON in reports/bench/."""
     session.install("-e", ".", "uv")

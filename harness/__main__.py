@@ -6,6 +6,8 @@
     python -m harness pins [--bin-dir DIR] [--data-dir DIR]
     python -m harness schema [--write]     # the results JSON Schema the types describe
     python -m harness compare <run A> <run B> [--json]   # verdicts of B's cells against the same pins in A
+    python -m harness report <run dir>... [--out DIR]    # reports again from stored results; several runs merged
+    python -m harness bisect <matrix> --good V1 --bad V2 [--on throughput|agreement|accuracy|conformance]
 
 Every kind installs through the one entry point (``harness.install.install_pin``): pipx, uv, a verified
 download (llama-box, custom backends with a ``download_url``), or a manual pin already in the bin dir.
@@ -23,6 +25,7 @@ from pathlib import Path
 from .backends import Host, get_backend, known_backends
 from .errors import HarnessError, InstallError
 from .install import DEFAULT_BASE_URL, InstallPaths, InstallRequest, default_data_dir, install_pin, list_pins, pipx_command
+from .report import rebuild
 from .results import SCHEMA_FILE, ResultStore, results_schema
 from .safe import terminal
 from .slots import cuda_driver_version, default_platform, discover_gpus
@@ -96,7 +99,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
         if not (run / "results.jsonl").is_file():
             raise HarnessError(f"{run}: no results.jsonl (not a run directory)")
         runs.append(ResultStore(run / "results.jsonl").load())
-    found = compare_runs(runs[0], runs[1], names=(Path(a.before).name, Path(a.after).name), noise=a.noise)
+    found = compare_runs(runs[0], runs[1], names=(Path(a.before).name, Path(a.after).name), noise=a.noise, drift=a.drift)
     if a.json:
         print(json.dumps([v.to_dict() for v in found], indent=1))
     else:
@@ -104,6 +107,25 @@ def cmd_compare(a: argparse.Namespace) -> int:
             print(terminal(v.line))
         if not found:
             print("no cell of the second run has a measured counterpart in the first")
+    return 0
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    """Reports from stored results: one run dir again, or several (shards, re-runs) merged into one."""
+    dirs = [Path(d) for d in a.run_dirs]
+    out = Path(a.out) if a.out else (dirs[0].parent / "merged" if len(dirs) > 1 else None)
+    data_dir = Path(a.data_dir) if a.data_dir else default_data_dir()
+    history = None if a.no_history else (Path(a.history) if a.history else data_dir / "history")
+    matrix = load_matrix(a.matrix) if a.matrix else None
+    paths, recs, notes = rebuild(dirs, out, matrix=matrix, history=history)
+    for note in notes:
+        print(terminal(f"note: {note}"))
+    for rec in recs:
+        print(terminal(f"recommended pin for {rec.model} on {rec.platform}: {rec.backend} {rec.version or 'none'}"))
+        for reason in rec.reasons:
+            print(terminal(f"  - {reason}"))
+    for label, path in (("markdown", paths.markdown), ("html", paths.html), ("results", paths.results_json), ("pins", paths.pins_json)):
+        print(f"{label:>9}: {path}")
     return 0
 
 
@@ -139,13 +161,21 @@ def main(argv: list[str] | None = None) -> int:
     cmp.add_argument("before", help="a run directory (reports/<backend>/<run-id>)")
     cmp.add_argument("after", help="a later run directory")
     cmp.add_argument("--noise", type=float, default=0.05, help="differences inside this fraction are none (default 0.05)")
+    cmp.add_argument("--drift", type=float, default=0.10, help="machine speed change that makes a difference 'machine unstable'")
     cmp.add_argument("--json", action="store_true", help="the verdicts as JSON")
+    rep = sub.add_parser("report", help="reports again from stored results; several run dirs merged into one")
+    rep.add_argument("run_dirs", nargs="+", help="run directories (reports/<backend>/<run-id>) of one matrix")
+    rep.add_argument("--out", help="where the merged report goes (default: <first run's parent>/merged; one run: in place)")
+    rep.add_argument("--matrix", help="the matrix, for runs without run.json (older runs)")
+    rep.add_argument("--data-dir", help="its history dir is the default history")
+    rep.add_argument("--history", help="compare each cell with its earlier runs there, and add it (default: <data-dir>/history)")
+    rep.add_argument("--no-history", action="store_true", help="neither compare with nor add to history")
     sub.add_parser("schema", help="the results JSON Schema (results.json, results.jsonl lines)").add_argument(
         "--write", action="store_true", help=f"write it to {SCHEMA_FILE.name} in the package")
     a = ap.parse_args(argv)
     if a.command == "install" and not (a.versions or (a.matrix and a.backend)):
         ap.error("install: name at least one version")
-    commands = {"install": cmd_install, "pins": cmd_pins, "compare": cmd_compare, "schema": cmd_schema}
+    commands = {"install": cmd_install, "pins": cmd_pins, "compare": cmd_compare, "schema": cmd_schema, "report": cmd_report}
     try:
         return commands[a.command](a)
     except HarnessError as exc:

@@ -40,6 +40,7 @@ from .results import Agreement, CellResult, Check, ClipScore, FailureClass, Load
 from .serial import dump, load_record
 from .slots import GpuMemorySampler, Slot, cuda_driver_version
 from .spec import Matrix, ModelSpec, PinSpec, Workload
+from .stability import Stability, calibrate
 from .versions import path_safe
 
 log = logging.getLogger(__name__)
@@ -216,6 +217,8 @@ def _serve(ctx: RunContext, result: CellResult, model: ModelSpec, model_path: Pa
                 raise
         raise AssertionError("unreachable")
 
+    ctx.progress("timing the machine (calibration, ~0.5 s)")
+    before = calibrate()
     with GpuMemorySampler(ctx.slot.gpus) as gpu_memory:
         srv, base_url = launch(log_path, "cold")
         try:
@@ -237,6 +240,10 @@ def _serve(ctx: RunContext, result: CellResult, model: ModelSpec, model_path: Pa
                 result.phases["probes"] = time.monotonic() - t0
         finally:
             srv.stop()
+        result.stability = Stability(before_mb_s=before, after_mb_s=calibrate())
+        if (drift := result.stability.drift()) is not None and abs(drift) > matrix.thresholds.machine_drift:
+            result.warnings.append(f"the machine's speed moved {drift:+.0%} while this cell ran (calibration "
+                                   f"{before:.0f} -> {result.stability.after_mb_s:.0f} MB/s): its timings are not comparable")
         if "warm" in matrix.workload.startup:
             # Same cache dirs as the cold start: what a restart of an already-deployed pin costs.
             warm, _ = launch(cell_dir / "server-warm.log", "warm")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import os
 import signal
 import threading
@@ -28,7 +29,7 @@ from .errors import InstallError, SpecError
 from .install import InstallPaths, default_data_dir, list_pins, pipx_command, remove_pin
 from .install.download import resolve_releases
 from .launch import reap_leftovers
-from .report import first_screen, write_reports
+from .report import first_screen, run_info, write_reports
 from .report import verdicts as report_verdicts
 from .results import CellResult, ResultStore, Status
 from .safe import terminal
@@ -49,6 +50,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         if isinstance(item, CellItem):
             expected.setdefault(item.matrix.backend, []).append(item.cell_id)
     session.config.stash[_EXPECTED] = expected
+    for backend, cell_ids in expected.items():  # the run dir describes itself: reports rebuild without the matrix
+        matrix = session.config.stash[_MATRICES][backend]
+        run_info(matrix, str(session.config.option.pm_run_id), cell_ids).write(run_dir(session.config, backend))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -64,6 +68,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--tools-download-base-url", dest="pm_download_base", default="https://github.com",
                 help="mirror for prebuilt backends (GPUStack's option; default https://github.com)")  # fmt: skip
     g.addoption("--allow-http-mirror", dest="pm_allow_http", action="store_true", help="allow a plain-http download mirror")
+    g.addoption("--history", dest="pm_history", default=None,
+                help="history dir: each cell is compared with its own earlier runs there, then added (default: <data-dir>/history)")
+    g.addoption("--no-history", dest="pm_no_history", action="store_true", help="neither compare with nor add to history")
     g.addoption("--remove-venvs", dest="pm_remove_venvs", action="store_true",
                 help="delete each pin's pipx/uv venv after its last cell (vox-box venvs are 7 GiB; cells run pin by pin)")
 
@@ -284,6 +291,16 @@ class CellItem(pytest.Item):
         return self.path, None, self.name
 
 
+def _history_dir(config: pytest.Config) -> Path | None:
+    opt = config.option
+    if opt.pm_no_history:
+        return None
+    if opt.pm_history:
+        return Path(opt.pm_history).expanduser().resolve()
+    data_dir = Path(opt.pm_data_dir).expanduser() if opt.pm_data_dir else default_data_dir()
+    return data_dir.resolve() / "history"
+
+
 def run_dir(config: pytest.Config, backend: str) -> Path:
     return Path(config.option.pm_reports_dir).resolve() / backend / str(config.option.pm_run_id)
 
@@ -303,8 +320,10 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             tr.write_line(f"pinmatrix: {note}", yellow=True)
         expected = config.stash.get(_EXPECTED, {}).get(backend, [])
         try:
-            paths, recs = write_reports(matrix, directory, config.option.pm_run_id, cells, expected=expected)
+            paths, recs = write_reports(matrix, directory, config.option.pm_run_id, cells, expected=expected,
+                                        history=_history_dir(config))  # fmt: skip
             verdicts = report_verdicts(matrix, cells)
+            pins = json.loads(paths.pins_json.read_text(encoding="utf-8"))
             if step_summary := os.environ.get("GITHUB_STEP_SUMMARY"):  # a CI job's summary page shows the first screen
                 with open(step_summary, "a", encoding="utf-8") as fh:
                     fh.write(first_screen(paths.markdown.read_text(encoding="utf-8")) + "\n")
@@ -322,6 +341,11 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
                 tr.write_line(terminal(f"  x {version}: {why}"))
         for verdict in verdicts:
             tr.write_line(terminal(f"verdict: {verdict.line}"), red=verdict.word == "slower")
+        for trend in pins.get("history", []):
+            if trend["trend"] != "first run":
+                line = (f"history: {trend['version']} on {trend['model']}: {trend['trend']} "
+                        f"(against its last {trend['compared_runs']} run(s))")  # fmt: skip
+                tr.write_line(terminal(line), red=trend["trend"] in ("suspicious", "regression"))
         for label, path in (("markdown", paths.markdown), ("html", paths.html), ("results", paths.results_json),
                             ("pins", paths.pins_json)):  # fmt: skip
             tr.write_line(f"{label:>9}: {os.path.relpath(path)}")

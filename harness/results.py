@@ -26,6 +26,7 @@ from filelock import FileLock
 from .fingerprint import Fingerprint, Machine
 from .install.record import InstallRecord
 from .serial import LoadError, dump, load_record
+from .stability import Stability
 from .stats import Distribution, ci95_positive, percentile
 
 log = logging.getLogger(__name__)
@@ -252,6 +253,7 @@ class CellResult:
     phases: dict[str, float] = field(default_factory=dict)  # seconds: install, model, startup, probes
     startup: dict[str, Startup] = field(default_factory=dict)  # cold, warm
     gpu_memory_peak_mib: dict[str, float] = field(default_factory=dict)
+    stability: Stability | None = None  # the machine's speed before and after the server ran
     install: InstallRecord | None = None
     fingerprint: Fingerprint | None = None
     notes: dict[str, str] = field(default_factory=dict)  # how probes ran: fixed output length, speech source
@@ -439,12 +441,68 @@ def convert_v1(data: Mapping[str, Any]) -> dict[str, Any]:
                   "throughput": [_v1_point(p) for p in data.get("throughput") or []]}  # fmt: skip
 
 
+@dataclass(frozen=True, kw_only=True)
+class RunInfo:
+    """What a run's reports need besides its cells, kept as ``run.json`` beside ``results.jsonl``: a run
+    directory rebuilds its reports, merges with other shards and feeds history without its matrix file."""
+
+    backend: str
+    matrix: str  # the matrix file, as given
+    run_id: str
+    references: Mapping[str, str]  # platform -> the reference (deployed) pin
+    required_checks: tuple[str, ...]
+    tie_break: str
+    noise: float  # thresholds.throughput_noise
+    drift: float  # thresholds.machine_drift
+    seed: int
+    workload: str  # digest of the settings that shape measured numbers: runs compare only when equal
+    expected: tuple[str, ...] = ()  # the cell ids the run was asked to run
+    sources: tuple[str, ...] = ()  # merged from these run ids
+
+    @classmethod
+    def read(cls, run_dir: Path) -> RunInfo:
+        path = run_dir / "run.json"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise LoadError(f"{path}: missing (an older run: give its matrix with --matrix)") from None
+        except (OSError, ValueError) as exc:
+            raise LoadError(f"{path}: cannot read: {exc}") from exc
+        if not isinstance(data, dict):
+            raise LoadError(f"{path}: expected an object")
+        try:
+            return load_record(cls, data)
+        except LoadError as exc:
+            raise LoadError(f"{path}: {exc}") from exc
+
+    def write(self, run_dir: Path) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = run_dir / f".run.json.{os.getpid()}"  # xdist workers may write it at once: each its own tmp
+        tmp.write_text(json.dumps(dump(self), indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, run_dir / "run.json")
+
+
 def _is_json(line: str) -> bool:
     try:
         json.loads(line)
     except ValueError:
         return False
     return True
+
+
+def append_line(path: Path, line: str) -> None:
+    """One JSON line, on disk when this returns (the caller holds the file's lock)."""
+    with path.open("a+b") as fh:
+        fh.seek(0, 2)
+        if fh.tell():  # a line torn by a killed run: the next one still starts on its own line
+            fh.seek(-1, 2)
+            torn = fh.read(1) != b"\n"
+            fh.seek(0, 2)
+            if torn:
+                fh.write(b"\n")
+        fh.write(line.encode("utf-8") + b"\n")
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 class ResultStore:
@@ -457,18 +515,8 @@ class ResultStore:
 
     def append(self, result: CellResult) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(result.to_dict(), sort_keys=True, allow_nan=False)
-        with self._lock, self.path.open("a+b") as fh:
-            fh.seek(0, 2)
-            if fh.tell():  # a line torn by a killed run: the next one still starts on its own line
-                fh.seek(-1, 2)
-                torn = fh.read(1) != b"\n"
-                fh.seek(0, 2)
-                if torn:
-                    fh.write(b"\n")
-            fh.write(line.encode("utf-8") + b"\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        with self._lock:
+            append_line(self.path, json.dumps(result.to_dict(), sort_keys=True, allow_nan=False))
 
     def load(self) -> list[CellResult]:
         """Every stored result; a later line for the same cell replaces an earlier one (re-runs)."""

@@ -147,6 +147,9 @@ class Thresholds:
     accuracy_tolerance: float = 0.2
     # Throughput differences smaller than this fraction are treated as noise (ties).
     throughput_noise: float = 0.05
+    # The machine's own speed (a fixed CPU workload timed around each cell) may move this much before a
+    # "slower"/"faster" verdict becomes "machine unstable".
+    machine_drift: float = 0.10
     # A load point is client-bound (flagged, not used to recommend) past either limit.
     client_cpu_util: float = 0.9
     client_loop_lag_ms: float = 50.0
@@ -562,6 +565,7 @@ def parse_matrix(data: Mapping[str, Any], source: str, path: Path | None = None)
         prompt_logprob_tolerance=(th.get_float("prompt_logprob_tolerance", 0.0) if "prompt_logprob_tolerance" in th.data else None),
         accuracy_tolerance=th.get_float("accuracy_tolerance", 0.2),
         throughput_noise=th.get_float("throughput_noise", 0.05),
+        machine_drift=th.get_float("machine_drift", 0.10),
         client_cpu_util=th.get_float("client_cpu_util", 0.9),
         client_loop_lag_ms=th.get_float("client_loop_lag_ms", 50.0),
         max_wer=th.get_float("max_wer", 0.25),

@@ -6,7 +6,9 @@ a word. Resampled are requests (per-request samples kept in each ``Run``), or th
 point has three or more. "slower"/"faster" only when the whole interval lies beyond the matrix's noise
 margin (``throughput_noise``, 5%: two runs of one pin differ by that much on this kind of machine);
 "no detectable difference" otherwise; "too few samples" below the 7 a median needs (MLPerf's
-early-stopping minimum for p50). The bootstrap is seeded: the same results give the same verdicts.
+early-stopping minimum for p50). A difference measured while the machine itself moved (its calibration,
+``stability.py``, differs around or between the two cells by more than ``machine_drift``) is
+"machine unstable", not a verdict on the pin. The bootstrap is seeded: the same results give the same verdicts.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .results import CellResult, LoadPoint
+from .stability import unstable
 from .stats import MIN_SAMPLES, mean, percentile
 
 RESAMPLES = 2000
@@ -52,21 +55,23 @@ class Verdict:
     high: float | None
     n: int  # samples on the pin's side
     n_reference: int
-    word: str  # slower | faster | no detectable difference | too few samples | client-bound
+    word: str  # slower | faster | no detectable difference | too few samples | client-bound | machine unstable
     deployed: bool = True  # against the run's reference pin (False: against another run's same pin)
+    note: str = ""  # why a word is not a verdict on the pin (machine unstable: what moved)
 
     @property
     def line(self) -> str:
         what = f"{self.version} vs {self.reference}{' (deployed)' if self.deployed else ''}: {self.metric}"
+        note = f": {self.note}" if self.note else ""
         if self.ratio is None or self.low is None or self.high is None:
-            return f"{what} at {self.point} — {self.word} (n={self.n} vs {self.n_reference})"
+            return f"{what} at {self.point} — {self.word} (n={self.n} vs {self.n_reference}){note}"
         return (f"{what} ×{self.ratio:.2f} [{self.low:.2f}, {self.high:.2f}] at {self.point} — {self.word} "
-                f"(n={self.n} vs {self.n_reference})")  # fmt: skip
+                f"(n={self.n} vs {self.n_reference}){note}")  # fmt: skip
 
     def to_dict(self) -> dict[str, object]:
         return {"version": self.version, "reference": self.reference, "model": self.model, "point": self.point, "metric": self.metric,
                 "ratio": self.ratio, "ci95": None if self.low is None else [self.low, self.high], "n": self.n,
-                "n_reference": self.n_reference, "verdict": self.word}  # fmt: skip
+                "n_reference": self.n_reference, "verdict": self.word, **({"note": self.note} if self.note else {})}  # fmt: skip
 
 
 def bootstrap_ratio(ours: Sequence[float], theirs: Sequence[float], statistic: Callable[[Sequence[float]], float], *,
@@ -83,16 +88,20 @@ def bootstrap_ratio(ours: Sequence[float], theirs: Sequence[float], statistic: C
     return ratio, percentile(draws, 2.5), percentile(draws, 97.5)
 
 
-def _samples(point: LoadPoint, metric: Metric) -> list[float]:
-    if metric.sample == "tok_s" and len(point.runs) >= MIN_REPEATS_FOR_RUNS:
+def _samples(point: LoadPoint, metric: Metric, over_runs: bool) -> list[float]:
+    """The repeats' rates (throughput, both sides repeated enough), else every request's sample: both sides
+    of a ratio always in one kind (a run's aggregate rate is not a request's rate)."""
+    if metric.sample == "tok_s" and over_runs:
         return [r.rate for r in point.runs]
     return [x for r in point.runs for x in r.samples.get(metric.sample, ())]
 
 
-def compare(cell: CellResult, reference: CellResult, *, noise: float = 0.05, seed: int = 0, labels: tuple[str, str] | None = None
-            ) -> list[Verdict]:  # fmt: skip
+def compare(cell: CellResult, reference: CellResult, *, noise: float = 0.05, seed: int = 0, labels: tuple[str, str] | None = None,
+            drift: float = 0.10) -> list[Verdict]:  # fmt: skip
     """Every metric at every load point the two cells share. ``labels``: how to name the two sides when they
-    are not a pin and the deployed pin (two runs of one pin: "0.32.0 (tue)", "0.32.0 (mon)")."""
+    are not a pin and the deployed pin (two runs of one pin: "0.32.0 (tue)", "0.32.0 (mon)"). ``drift``: how
+    far the machine's calibration may move before a difference is put down to the machine."""
+    moved = unstable(cell.stability, reference.stability, drift)
     ours_label, theirs_label = labels or (cell.version, reference.version)
     metrics = SPEECH_METRICS if cell.rate_unit == "audio s/s" else TEXT_METRICS
     theirs_by_label = {p.label: p for p in reference.throughput}
@@ -101,20 +110,21 @@ def compare(cell: CellResult, reference: CellResult, *, noise: float = 0.05, see
         ref_point = theirs_by_label.get(point.label)
         if ref_point is None:
             continue
+        over_runs = min(len(point.runs), len(ref_point.runs)) >= MIN_REPEATS_FOR_RUNS
         for metric in metrics:
-            ours, theirs = _samples(point, metric), _samples(ref_point, metric)
+            ours, theirs = _samples(point, metric, over_runs), _samples(ref_point, metric, over_runs)
 
             def verdict(word: str, ratio: float | None = None, low: float | None = None, high: float | None = None, *,
                         point: LoadPoint = point, metric: Metric = metric, n: int = len(ours),
-                        n_ref: int = len(theirs)) -> Verdict:  # fmt: skip
+                        n_ref: int = len(theirs), note: str = "") -> Verdict:  # fmt: skip
                 return Verdict(version=ours_label, reference=theirs_label, model=cell.model, point=point.label,
                                metric=metric.name, ratio=ratio, low=low, high=high, n=n, n_reference=n_ref, word=word,
-                               deployed=labels is None)  # fmt: skip
+                               deployed=labels is None, note=note)  # fmt: skip
 
             if point.saturated or ref_point.saturated:
                 out.append(verdict("client-bound"))
                 continue
-            needed = MIN_REPEATS_FOR_RUNS if metric.sample == "tok_s" and len(point.runs) >= MIN_REPEATS_FOR_RUNS else MIN_SAMPLES[50]
+            needed = MIN_REPEATS_FOR_RUNS if metric.sample == "tok_s" and over_runs else MIN_SAMPLES[50]
             if min(len(ours), len(theirs)) < needed or metric.statistic(theirs) <= 0:
                 out.append(verdict("too few samples"))
                 continue
@@ -126,12 +136,15 @@ def compare(cell: CellResult, reference: CellResult, *, noise: float = 0.05, see
                 word = "faster"
             else:
                 word = "no detectable difference"
+            if moved is not None and word != "no detectable difference":  # the machine, not (provably) the pin
+                out.append(verdict("machine unstable", ratio, low, high, note=f"looked {word}, but {moved}"))
+                continue
             out.append(verdict(word, ratio, low, high))
     return out
 
 
 def compare_runs(before: Sequence[CellResult], after: Sequence[CellResult], *, names: tuple[str, str], noise: float = 0.05,
-                 seed: int = 0) -> list[Verdict]:  # fmt: skip
+                 seed: int = 0, drift: float = 0.10) -> list[Verdict]:  # fmt: skip
     """Each cell of ``after`` against the same pin, model and platform in ``before``: two nights, two runs.
     Cells measured on different kinds of machine are never compared (their numbers say nothing of the pin)."""
     earlier = {(c.model, c.platform, c.version): c for c in before}
@@ -147,5 +160,5 @@ def compare_runs(before: Sequence[CellResult], after: Sequence[CellResult], *, n
                                ratio=None, low=None, high=None, n=0, n_reference=0, deployed=False,
                                word="different machines: not compared"))  # fmt: skip
             continue
-        out += compare(cell, old, noise=noise, seed=seed, labels=labels)
+        out += compare(cell, old, noise=noise, seed=seed, labels=labels, drift=drift)
     return out

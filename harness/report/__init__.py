@@ -1,19 +1,26 @@
 """Reports: results -> report.md, report.html, results.json, pins.json in ``reports/<backend>/<run-id>/``.
 
 Both reports render one view model (``view.py``): ``markdown.py`` with tabulate, ``html.py`` with a
-jinja2 template, autoescaped. ``reports/<backend>/latest`` is a symlink to the newest run.
+jinja2 template, autoescaped. ``reports/<backend>/latest`` is a symlink to the newest run. A run dir
+holds ``run.json`` (``RunInfo``: what the reports need besides the cells), so ``rebuild`` makes the
+reports again from stored results alone, one run or several merged (shards, a re-run of some cells).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import HarnessError
+from ..history import History, Trend
 from ..recommend import Recommendation, recommend
-from ..results import SCHEMA_VERSION, CellResult
+from ..results import SCHEMA_VERSION, CellResult, ResultStore, RunInfo
+from ..serial import LoadError, dump
 from ..spec import Matrix
 from ..verdict import Verdict, compare
 from . import html, markdown
@@ -29,25 +36,44 @@ class ReportPaths:
     pins_json: Path
 
 
-def recommendations(matrix: Matrix, cells: Sequence[CellResult]) -> list[Recommendation]:
+def workload_digest(matrix: Matrix) -> str:
+    """The settings that shape measured numbers (workload, SLOs): two runs' points compare only when equal."""
+    text = json.dumps([dump(matrix.workload), dump(matrix.slo)], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def run_info(matrix: Matrix, run_id: str, expected: Sequence[str] = ()) -> RunInfo:
+    return RunInfo(backend=matrix.backend, matrix=str(matrix.path), run_id=run_id,
+                   references={name: p.reference.text for name, p in matrix.platforms.items()},
+                   required_checks=matrix.policy.required_checks, tie_break=matrix.policy.tie_break,
+                   noise=matrix.thresholds.throughput_noise, drift=matrix.thresholds.machine_drift, seed=matrix.workload.seed,
+                   workload=workload_digest(matrix), expected=tuple(expected))  # fmt: skip
+
+
+def _info(settings: Matrix | RunInfo, run_id: str = "", expected: Sequence[str] = ()) -> RunInfo:
+    return settings if isinstance(settings, RunInfo) else run_info(settings, run_id, expected)
+
+
+def recommendations(settings: Matrix | RunInfo, cells: Sequence[CellResult]) -> list[Recommendation]:
+    info = _info(settings)
     groups: dict[tuple[str, str], list[CellResult]] = {}
     for c in sort_cells(cells):
         groups.setdefault((c.model, c.platform), []).append(c)
     out = []
     for (_, platform), group in groups.items():
-        ref = matrix.platforms[platform].reference.text if platform in matrix.platforms else group[0].version
-        out.append(recommend(group, required_checks=matrix.policy.required_checks, noise=matrix.thresholds.throughput_noise,
-                             tie_break=matrix.policy.tie_break, reference=ref))  # fmt: skip
+        ref = info.references.get(platform, group[0].version)
+        out.append(recommend(group, required_checks=info.required_checks, noise=info.noise, tie_break=info.tie_break, reference=ref))
     return out
 
 
-def verdicts(matrix: Matrix, cells: Sequence[CellResult]) -> list[Verdict]:
+def verdicts(settings: Matrix | RunInfo, cells: Sequence[CellResult]) -> list[Verdict]:
     """Each pin against the reference pin of its model and platform, in this run, point by point."""
+    info = _info(settings)
     out = []
     for c in sort_cells(cells):
         ref = next((r for r in cells if r.is_reference and r.model == c.model and r.platform == c.platform and r.throughput), None)
         if ref is not None and c is not ref and c.throughput:
-            out += compare(c, ref, noise=matrix.thresholds.throughput_noise, seed=matrix.workload.seed)
+            out += compare(c, ref, noise=info.noise, seed=info.seed, drift=info.drift)
     return out
 
 
@@ -75,12 +101,16 @@ def pins_document(recs: Sequence[Recommendation], cells: Sequence[CellResult]) -
     return {"schema_version": 2, "models": models}
 
 
-def write_reports(matrix: Matrix, run_dir: Path, run_id: str, cells: Sequence[CellResult], *,
-                  expected: Sequence[str] = ()) -> tuple[ReportPaths, list[Recommendation]]:  # fmt: skip
+def write_reports(settings: Matrix | RunInfo, run_dir: Path, run_id: str, cells: Sequence[CellResult], *,
+                  expected: Sequence[str] = (), history: Path | None = None, trends: Sequence[Trend] | None = None
+                  ) -> tuple[ReportPaths, list[Recommendation]]:  # fmt: skip
     """``expected``: the cell ids the run was asked to run; a report written before all of them reached a
-    final result says it is partial, and which did not run."""
+    final result says it is partial, and which did not run. ``history``: a history dir; each measured
+    cell is compared with its earlier runs there, then added to it (once per run id)."""
+    info = _info(settings, run_id, expected)
+    expected = expected or info.expected
     partial = partial_run(cells, expected)
-    recs = recommendations(matrix, cells)
+    recs = recommendations(info, cells)
     paths = ReportPaths(
         run_dir=run_dir,
         markdown=run_dir / "report.md",
@@ -89,20 +119,100 @@ def write_reports(matrix: Matrix, run_dir: Path, run_id: str, cells: Sequence[Ce
         pins_json=run_dir / "pins.json",
     )
     run_dir.mkdir(parents=True, exist_ok=True)
-    found = verdicts(matrix, cells)
-    view = build(matrix.backend, str(matrix.path), run_id, cells, recs, partial=partial, verdicts=found)
+    found = verdicts(info, cells)
+    if trends is None:
+        trends = History(history).record(sort_cells(cells), dataclasses.replace(info, run_id=run_id)) if history is not None else []
+    view = build(info.backend, info.matrix, run_id, cells, recs, partial=partial, verdicts=found, trends=trends)
     _atomic_write(paths.markdown, markdown.render(view))
     _atomic_write(paths.html, html.render(view))
-    results = {"schema_version": SCHEMA_VERSION, "run_id": run_id, "backend": matrix.backend, "matrix": str(matrix.path),
+    results = {"schema_version": SCHEMA_VERSION, "run_id": run_id, "backend": info.backend, "matrix": info.matrix,
                "cells": [c.to_dict() for c in sort_cells(cells)]}  # fmt: skip
     _atomic_write(paths.results_json, json.dumps(results, indent=2, sort_keys=True) + "\n")
     pins = pins_document(recs, cells)
     pins["verdicts"] = [v.to_dict() for v in found]
+    if trends:
+        pins["history"] = [t.to_dict() for t in trends]
     if partial is not None:
         pins["partial"] = partial.to_dict()
     _atomic_write(paths.pins_json, json.dumps(pins, indent=2) + "\n")
+    if not (run_dir / "run.json").exists():
+        dataclasses.replace(info, run_id=run_id, expected=tuple(expected)).write(run_dir)
     _point_latest(run_dir)
     return paths, recs
+
+
+@dataclass(frozen=True, kw_only=True)
+class Merged:
+    info: RunInfo
+    cells: list[CellResult]
+    notes: list[str]  # what replaced what, lines converted from an older schema
+    runs: dict[str, RunInfo]  # cell id -> the run it came from
+
+
+def merge(run_dirs: Sequence[Path], *, matrix: Matrix | None = None) -> Merged:
+    """The cells of several run dirs of one matrix as one run: shards side by side, a re-run of some cells
+    replacing their earlier result (a final result always wins over an interrupted one, the later over the
+    earlier)."""
+    if not run_dirs:
+        raise HarnessError("name at least one run directory")
+    infos: list[RunInfo] = []
+    cells: dict[str, CellResult] = {}
+    origin: dict[str, RunInfo] = {}
+    notes: list[str] = []
+    for run_dir in run_dirs:
+        store = run_dir / "results.jsonl"
+        if not store.is_file():
+            raise HarnessError(f"{run_dir}: no results.jsonl (not a run directory)")
+        try:
+            info = run_info(matrix, run_dir.name) if matrix is not None else RunInfo.read(run_dir)
+            loaded = ResultStore(store)
+            found = loaded.load()
+        except (LoadError, ValueError) as exc:
+            raise HarnessError(str(exc)) from exc
+        notes += loaded.notes
+        if infos and info.backend != infos[0].backend:
+            raise HarnessError(f"{run_dir}: a {info.backend} run; {run_dirs[0]} is {infos[0].backend}: merge runs of one matrix")
+        if infos and (info.workload, info.references) != (infos[0].workload, infos[0].references):
+            raise HarnessError(f"{run_dir}: its workload or reference pins differ from {run_dirs[0]}'s: its numbers do not merge")
+        infos.append(info)
+        for cell in found:
+            old = cells.get(cell.cell_id)
+            if old is not None and (old.final and not cell.final or (old.final == cell.final and old.finished_at > cell.finished_at)):
+                notes.append(f"{cell.cell_id}: kept the result of run {origin[cell.cell_id].run_id} over run {info.run_id}'s")
+                continue
+            if old is not None:
+                notes.append(f"{cell.cell_id}: run {info.run_id}'s result replaces run {origin[cell.cell_id].run_id}'s")
+            cells[cell.cell_id], origin[cell.cell_id] = cell, info
+    first = infos[0]
+    expected = tuple(dict.fromkeys(cid for i in infos for cid in (i.expected or ())))
+    if len(infos) > 1:
+        first = dataclasses.replace(first, run_id="+".join(i.run_id for i in infos), sources=tuple(i.run_id for i in infos))
+    merged = dataclasses.replace(first, expected=expected)
+    return Merged(info=merged, cells=list(cells.values()), notes=notes, runs=origin)
+
+
+def rebuild(run_dirs: Sequence[Path], out: Path | None = None, *, matrix: Matrix | None = None, history: Path | None = None
+            ) -> tuple[ReportPaths, list[Recommendation], list[str]]:  # fmt: skip
+    """Reports from stored results: one run dir again, in place; several merged into ``out`` (which gets
+    their cells as its own results.jsonl and run.json, so it is a run dir too). Idempotent."""
+    merged = merge(run_dirs, matrix=matrix)
+    info, cells = merged.info, merged.cells
+    target = out or run_dirs[0]
+    if target.resolve() not in {d.resolve() for d in run_dirs}:
+        target.mkdir(parents=True, exist_ok=True)
+        lines = "".join(json.dumps(c.to_dict(), sort_keys=True, allow_nan=False) + "\n" for c in sort_cells(cells))
+        _atomic_write(target / "results.jsonl", lines)
+        info.write(target)
+    elif len(run_dirs) > 1:
+        raise HarnessError(f"{target}: the merged report needs its own directory (--out), not one of the runs it merges")
+    trends = None
+    if history is not None:  # each cell enters history under the run that measured it, not the merge
+        store = History(history)
+        for run in {r.run_id: r for r in merged.runs.values()}.values():
+            store.record([c for c in sort_cells(cells) if merged.runs[c.cell_id] is run], run)
+        trends = [store.trend(c, merged.runs[c.cell_id]) for c in sort_cells(cells) if c.final and c.throughput]
+    paths, recs = write_reports(info, target, info.run_id, cells, expected=info.expected, trends=trends)
+    return paths, recs, merged.notes
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import jinja2
 from markupsafe import Markup, escape
 
+from ..history import Trend
 from ..results import CellResult
 from ..safe import visible_controls
 from .view import ReportView
@@ -65,5 +66,26 @@ def curve_svg(cells: Sequence[CellResult], width: int = 640, height: int = 260) 
     return Markup("".join(parts))
 
 
+def trend_svg(trend: Trend, width: int = 160, height: int = 32) -> Markup:
+    """A pin's peak throughput over its recent runs (this run last, marked), inline and tiny."""
+    points = [(i, p) for i, (_, p) in enumerate(trend.series) if p is not None and p == p]
+    if len(trend.series) < 2 or not points:
+        return Markup("")
+    lo, hi = min(p for _, p in points), max(p for _, p in points)
+    span = (hi - lo) or 1.0
+
+    def xy(i: int, v: float) -> tuple[float, float]:
+        return 4 + (width - 8) * i / (len(trend.series) - 1), height - 4 - (height - 8) * (v - lo) / span
+
+    coords = [xy(i, p) for i, p in points]
+    x, y = coords[-1]
+    title = escape("; ".join(f"{r}: {p:.1f}" if p is not None else f"{r}: —" for r, p in trend.series))
+    return Markup(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img"><title>{title}</title>'
+                  f'<polyline fill="none" stroke="#1f77b4" stroke-width="1.5" points="'
+                  + " ".join(f"{a:.1f},{b:.1f}" for a, b in coords)
+                  + f'"/><circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="#d62728"/></svg>')  # fmt: skip
+
+
 def render(view: ReportView) -> str:
-    return _ENV.get_template("report.html.j2").render(view=view, curves=[(m, curve_svg(cells)) for m, cells in view.curves])
+    return _ENV.get_template("report.html.j2").render(view=view, curves=[(m, curve_svg(cells)) for m, cells in view.curves],
+                                                      trends=[(t, trend_svg(t)) for t in view.trends])  # fmt: skip

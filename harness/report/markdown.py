@@ -10,7 +10,7 @@ from __future__ import annotations
 from tabulate import tabulate
 
 from ..safe import fence, markdown_text, visible_controls
-from .view import CellView, ReportView, Table
+from .view import CellView, ReportView, Table, sparkline
 
 
 def _rows(t: Table) -> list[list[str]]:
@@ -54,6 +54,14 @@ def render(view: ReportView) -> str:
         out += ["", "## Verdicts against the deployed pin", "",
                 "Ratio pin / deployed with a 95% bootstrap interval; a difference inside the noise margin is none.", ""]
         out += [f"- {markdown_text(v.line)}" for v in view.verdicts]
+    if view.trends:
+        out += ["", "## History on this kind of machine", "",
+                "Each pin against its own last runs (same machine kind, same workload); two flagged runs in a row are a regression.",
+                ""]  # fmt: skip
+        for t in view.trends:
+            spark = sparkline([p for _, p in t.series])
+            chart = f" — peak {t.unit} over {len(t.series)} runs: `{spark}`" if len(t.series) > 1 else ""
+            out.append(f"- {markdown_text(t.line)}{chart}")
     out += ["", "## Summary", "", tabulate(_rows(view.summary), headers=list(view.summary.headers), tablefmt="github"), ""]
     out += ["## Details", ""]
     for v in view.cells:

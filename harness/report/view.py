@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from packaging.version import Version
 
+from ..history import Trend
 from ..recommend import Recommendation
 from ..results import AUDIO_UNIT, CellResult, LoadPoint, SpeechAccuracy, Status, TextAccuracy
 from ..serial import dump
@@ -89,6 +90,21 @@ class ReportView:
     curves: tuple[tuple[str, tuple[CellResult, ...]], ...] = field(default_factory=tuple)  # per model, for the HTML chart
     partial: Partial | None = None
     verdicts: tuple[Verdict, ...] = ()  # each pin against the deployed (reference) pin, like with like
+    trends: tuple[Trend, ...] = ()  # each cell against its own earlier runs (history)
+
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: Sequence[float | None]) -> str:
+    """A text trend chart: one block per run, its height the run's peak (a gap: nothing measured)."""
+    known = [v for v in values if v is not None and not math.isnan(v)]
+    if not known:
+        return ""
+    lo, hi = min(known), max(known)
+    span = (hi - lo) or 1.0
+    return "".join(" " if v is None or math.isnan(v) else SPARKS[min(int((v - lo) / span * (len(SPARKS) - 1) + 0.5), 7)]
+                   for v in values)  # fmt: skip
 
 
 def fmt(value: float | None, spec: str = ".1f") -> str:
@@ -292,7 +308,7 @@ def sort_cells(cells: Sequence[CellResult]) -> list[CellResult]:
 
 
 def build(backend: str, matrix_path: str, run_id: str, cells: Sequence[CellResult], recs: Sequence[Recommendation], *,
-          partial: Partial | None = None, verdicts: Sequence[Verdict] = ()) -> ReportView:  # fmt: skip
+          partial: Partial | None = None, verdicts: Sequence[Verdict] = (), trends: Sequence[Trend] = ()) -> ReportView:  # fmt: skip
     ordered = sort_cells(cells)
     views = tuple(cell_view(c) for c in ordered)
     models = dict.fromkeys(c.model for c in ordered)
@@ -300,4 +316,4 @@ def build(backend: str, matrix_path: str, run_id: str, cells: Sequence[CellResul
                       summary=Table(title="Summary", headers=SUMMARY_HEADERS, rows=tuple(summary_row(c) for c in ordered)),
                       cells=views, failures=tuple(v for v in views if not v.ok),
                       curves=tuple((m, tuple(c for c in ordered if c.model == m)) for m in models), partial=partial,
-                      verdicts=tuple(verdicts))  # fmt: skip
+                      verdicts=tuple(verdicts), trends=tuple(trends))  # fmt: skip

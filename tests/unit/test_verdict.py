@@ -6,6 +6,7 @@ from pathlib import Path
 from harness.load.metrics import RequestRecord, aggregate, summarize
 from harness.report import write_reports
 from harness.results import LoadPoint
+from harness.stability import Stability, calibrate, unstable
 from harness.spec import parse_matrix
 from harness.verdict import bootstrap_ratio, compare
 from tests.support import cells
@@ -69,3 +70,36 @@ def test_the_report_shows_verdicts_before_the_summary(tmp_path: Path) -> None:
     assert "- 0.32.0 vs 0.31.0 (deployed): output tok/s ×0.8" in md
     html = paths.html.read_text()
     assert html.index("Verdicts against the deployed pin") < html.index("<h2>Summary</h2>")
+
+
+def test_a_difference_measured_while_the_machine_moved_is_machine_unstable_not_slower() -> None:
+    ref = cells.cell("1.0.0", reference=True, throughput=[_point(30.0, 1)], stability=Stability(before_mb_s=1800, after_mb_s=1790))
+    slow = cells.cell("1.0.1", throughput=[_point(24.0, 2)], stability=Stability(before_mb_s=1300, after_mb_s=1310))
+    tok = {v.metric: v for v in compare(slow, ref)}["output tok/s"]
+    assert tok.word == "machine unstable" and "differed -28% between the two cells" in tok.note and "looked slower" in tok.note
+    assert (tok.high or 1) < 1.0  # the interval is still shown: the reader sees what it looked like
+    # the same cells on a machine that held still: the verdict stands
+    steady = cells.cell("1.0.1", throughput=[_point(24.0, 2)], stability=Stability(before_mb_s=1790, after_mb_s=1795))
+    assert {v.metric: v for v in compare(steady, ref)}["output tok/s"].word == "slower"
+
+
+def test_a_machine_that_moved_during_one_cell_makes_its_differences_unstable_but_never_a_tie() -> None:
+    ref = cells.cell("1.0.0", reference=True, throughput=[_point(30.0, 1)], stability=Stability(before_mb_s=1800, after_mb_s=1500))
+    slow = cells.cell("1.0.1", throughput=[_point(24.0, 2)], stability=Stability(before_mb_s=1800, after_mb_s=1800))
+    assert "moved -17% during the other pin's cell" in {v.metric: v for v in compare(slow, ref)}["output tok/s"].note
+    same = cells.cell("1.0.1", throughput=[_point(30.0, 3)], stability=Stability(before_mb_s=1800, after_mb_s=1800))
+    assert {v.word for v in compare(same, ref, seed=1)} == {"no detectable difference"}  # nothing to explain away
+
+
+def test_the_calibration_is_steady_on_an_idle_machine() -> None:
+    rates = [calibrate(slices=3, slice_s=0.05) for _ in range(3)]
+    assert min(rates) > 0 and Stability(before_mb_s=rates[0], after_mb_s=rates[1]).drift() is not None
+    assert unstable(Stability(before_mb_s=100), None, 0.1) is None  # no after: nothing known to have moved
+
+
+def test_throughput_is_compared_over_repeats_only_when_both_sides_have_them() -> None:
+    """A run's aggregate rate at c=4 is ~4x one request's: the two kinds are never divided by each other."""
+    ref = cells.cell("1.0.0", reference=True, throughput=[cells.text_point(4, 100.0, 101.0, 99.0)])
+    one = cells.cell("1.0.1", throughput=[cells.text_point(4, 100.0)])
+    tok = {v.metric: v for v in compare(one, ref)}["output tok/s"]
+    assert tok.word == "no detectable difference" and 0.9 < (tok.ratio or 0) < 1.1, tok.line
