@@ -106,6 +106,15 @@ def report(session: nox.Session) -> None:
 
 
 @nox.session
+def bisect(session: nox.Session) -> None:
+    """The first bad release between two pins: `nox -s bisect -- matrices/vllm.toml --good 0.30.0 --bad 0.32.0 [--on throughput]`."""
+    if not session.posargs:
+        session.error("usage: nox -s bisect -- <matrix> --good V1 --bad V2 [--on throughput|agreement|accuracy|conformance]")
+    session.install("-e", ".")
+    session.run("python", "-m", "harness", "bisect", *session.posargs)
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks (numbers, not tests): client capacity, agreement with `vllm bench serve`, pipx vs uv; JSON in reports/bench/."""
     session.install("-e", ".", "uv")

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .backends import Host, get_backend, known_backends
+from .bisect import CRITERIA, SOURCES, bisect, budget
 from .errors import HarnessError, InstallError
 from .install import DEFAULT_BASE_URL, InstallPaths, InstallRequest, default_data_dir, install_pin, list_pins, pipx_command
 from .report import rebuild
@@ -129,6 +130,20 @@ def cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bisect(a: argparse.Namespace) -> int:
+    """The first bad release between a good and a bad pin, in at most ceil(log2(n)) + 1 cells."""
+    matrix = load_matrix(a.matrix)
+    platform = a.platform or default_platform(discover_gpus())
+    outcome, run_dir = bisect(matrix, platform, good=a.good, bad=a.bad, on=a.on, paths=_paths(a), reports_dir=Path(a.reports_dir),
+                              model=a.model, source=a.versions_from, verify_bad=a.verify_bad,
+                              download_base_url=a.tools_download_base_url, allow_http_mirror=a.allow_http_mirror,
+                              progress=lambda m: print(terminal(m), flush=True))  # fmt: skip
+    print(terminal(outcome.line))
+    print(f"{outcome.cells_run} cells (budget {budget(len(outcome.releases))}); "
+          f"evidence: {run_dir / 'bisect.json'}, {run_dir / 'report.md'}")  # fmt: skip
+    return 0 if outcome.first_bad else 3
+
+
 def cmd_schema(a: argparse.Namespace) -> int:
     """Print the results JSON Schema the types describe, or write it where the package ships it."""
     text = json.dumps(results_schema(), indent=1) + "\n"
@@ -163,6 +178,21 @@ def main(argv: list[str] | None = None) -> int:
     cmp.add_argument("--noise", type=float, default=0.05, help="differences inside this fraction are none (default 0.05)")
     cmp.add_argument("--drift", type=float, default=0.10, help="machine speed change that makes a difference 'machine unstable'")
     cmp.add_argument("--json", action="store_true", help="the verdicts as JSON")
+    bis = sub.add_parser("bisect", help="the first bad release between a good and a bad pin")
+    bis.add_argument("matrix", help="the matrix file (its backend, package, model, workload, thresholds)")
+    bis.add_argument("--good", required=True, help="a release that is good (runs first, as the reference)")
+    bis.add_argument("--bad", required=True, help="a later release that is bad")
+    bis.add_argument("--on", default="throughput", choices=CRITERIA, help="what makes a release bad (default: throughput)")
+    bis.add_argument("--model", help="which of the platform's models (default: its first)")
+    bis.add_argument("--platform", choices=("cpu", "cuda"))
+    bis.add_argument("--versions-from", default="index", choices=SOURCES,
+                     help="the releases between: from the package index / release list, or the pins installed in the bin dir")
+    bis.add_argument("--verify-bad", action="store_true", help="run the bad pin too, and stop if it is not bad")
+    bis.add_argument("--reports-dir", default="reports")
+    for opt in ("--bin-dir", "--data-dir", "--pipx-path"):
+        bis.add_argument(opt)
+    bis.add_argument("--tools-download-base-url", default=DEFAULT_BASE_URL)
+    bis.add_argument("--allow-http-mirror", action="store_true")
     rep = sub.add_parser("report", help="reports again from stored results; several run dirs merged into one")
     rep.add_argument("run_dirs", nargs="+", help="run directories (reports/<backend>/<run-id>) of one matrix")
     rep.add_argument("--out", help="where the merged report goes (default: <first run's parent>/merged; one run: in place)")
@@ -175,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.command == "install" and not (a.versions or (a.matrix and a.backend)):
         ap.error("install: name at least one version")
-    commands = {"install": cmd_install, "pins": cmd_pins, "compare": cmd_compare, "schema": cmd_schema, "report": cmd_report}
+    commands = {"install": cmd_install, "pins": cmd_pins, "compare": cmd_compare, "schema": cmd_schema, "report": cmd_report,
+                "bisect": cmd_bisect}
     try:
         return commands[a.command](a)
     except HarnessError as exc:

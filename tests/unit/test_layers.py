@@ -18,7 +18,7 @@ LAYERS = (
     ("harness.probes", "harness.load", "harness.index", "harness.launch", "harness.slots"),
     ("harness.spec", "harness.models", "harness.recommend", "harness.verdict", "harness.history"),
     ("harness.cell", "harness.report"),
-    ("harness.plugin", "harness.__main__"),
+    ("harness.plugin", "harness.__main__", "harness.bisect"),
 )
 
 

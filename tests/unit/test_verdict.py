@@ -6,8 +6,8 @@ from pathlib import Path
 from harness.load.metrics import RequestRecord, aggregate, summarize
 from harness.report import write_reports
 from harness.results import LoadPoint
-from harness.stability import Stability, calibrate, unstable
 from harness.spec import parse_matrix
+from harness.stability import Stability, calibrate, unstable
 from harness.verdict import bootstrap_ratio, compare
 from tests.support import cells
 

@@ -1,0 +1,214 @@
+"""Which release broke it: a binary search over the releases between a good and a bad pin.
+
+    python -m harness bisect matrices/vllm.toml --good 0.30.0 --bad 0.32.0 [--on throughput]
+
+The releases come from where version ranges come from (the package index, a download's release list) or
+from the pins already in the bin dir (``--versions-from installed``). The good pin runs first as the
+reference; each midpoint cell is judged against it on one criterion:
+
+- ``throughput``: any verdict "slower" (output tok/s, TTFT p50, TPOT p50 at any load point, ``verdict.py``);
+  "no detectable difference" or "faster" everywhere is good; anything else (too few samples, client-bound,
+  machine unstable) cannot be judged, and the search stops and says so rather than guess;
+- ``agreement`` / ``accuracy`` / ``conformance``: a failed check of that group against the good pin.
+
+The bad pin is taken as bad (as the user said; ``--verify-bad`` runs it too), so n releases from good to
+bad need at most ceil(log2(n)) + 1 cells. Every cell is recorded in a run dir like any run's, with
+``bisect.json`` naming the first bad release and the evidence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.specifiers import SpecifierSet
+
+from . import index
+from .cell import Progress, RunContext, run_cell
+from .errors import HarnessError, InstallError
+from .install import InstallPaths, list_pins
+from .install.download import resolve_releases
+from .report import run_info, write_reports
+from .results import CellResult, FailureClass, ResultStore, Status
+from .slots import Slot
+from .spec import Matrix, PinSpec
+from .verdict import compare
+from .versions import InvalidPin, parse_pin
+
+CRITERIA = ("throughput", "agreement", "accuracy", "conformance")
+SOURCES = ("index", "installed")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Step:
+    version: str
+    word: str  # good | bad | cannot judge
+    why: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    good: str
+    bad: str
+    on: str
+    releases: tuple[str, ...]  # good .. bad, in version order
+    steps: tuple[Step, ...]  # in the order run (the good pin's reference cell not included)
+    first_bad: str | None  # None: the search stopped on a cell it could not judge
+    cells_run: int
+
+    @property
+    def line(self) -> str:
+        if self.first_bad is None:
+            last = self.steps[-1]
+            return f"stopped: {last.version} could not be judged on {self.on} ({last.why})"
+        evidence = next((s for s in self.steps if s.version == self.first_bad), None)
+        before = self.releases[self.releases.index(self.first_bad) - 1]
+        why = evidence.why if evidence else f"not run: {self.bad} is the bad end you named"
+        return f"first bad release on {self.on}: {self.first_bad} (last good: {before}) — {why}"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"good": self.good, "bad": self.bad, "on": self.on, "releases": list(self.releases), "first_bad": self.first_bad,
+                "cells_run": self.cells_run, "budget": budget(len(self.releases)),
+                "steps": [dataclasses.asdict(s) for s in self.steps], "summary": self.line}  # fmt: skip
+
+
+def budget(releases: int) -> int:
+    """The most cells a bisect over ``releases`` (good and bad included) runs: ceil(log2(n)) + 1."""
+    return math.ceil(math.log2(max(releases, 2))) + 1
+
+
+def search(releases: Sequence[str], measure: Callable[[str], Step], *, verify_bad: bool = False) -> tuple[str | None, list[Step]]:
+    """Binary search for the first bad release; ``releases`` runs from the good pin to the bad one."""
+    steps: list[Step] = []
+    after = list(releases[1:])  # the good pin is known good; the last one is bad
+    if verify_bad:
+        steps.append(measure(after[-1]))
+        if steps[-1].word != "bad":
+            return None, steps
+    lo, hi = 0, len(after) - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        step = measure(after[mid])
+        steps.append(step)
+        if step.word == "bad":
+            hi = mid
+        elif step.word == "good":
+            lo = mid + 1
+        else:
+            return None, steps
+    return after[lo], steps
+
+
+def judge(cell: CellResult, good: CellResult, on: str, *, noise: float, drift: float, seed: int) -> Step:
+    """Good or bad against the good pin's cell, on one criterion; "cannot judge" when the cell says nothing."""
+    if cell.status is not Status.PASSED and cell.failure_class is not FailureClass.CHECK_FAILED:
+        what = cell.failure_class.value if cell.failure_class else cell.status.value
+        return Step(version=cell.version, word="cannot judge", why=f"{what}: {cell.reason}")
+    if on == "throughput":
+        found = compare(cell, good, noise=noise, seed=seed, drift=drift, labels=(cell.version, f"{good.version} (good)"))
+        slower = [v for v in found if v.word == "slower"]
+        if slower:
+            return Step(version=cell.version, word="bad", why=slower[0].line)
+        if found and all(v.word in ("no detectable difference", "faster") for v in found):
+            best = next((v for v in found if v.metric == "output tok/s"), found[0])
+            return Step(version=cell.version, word="good", why=best.line)
+        unclear = next((v for v in found if v.word not in ("no detectable difference", "faster")), None)
+        return Step(version=cell.version, word="cannot judge", why=unclear.line if unclear else "no load point measured on both")
+    failed = [c for c in cell.checks if c.group == on and c.passed is False]
+    if failed:
+        return Step(version=cell.version, word="bad", why="; ".join(f"{c.name}: {c.detail[:160]}" for c in failed))
+    ran = [c for c in cell.checks if c.group == on and c.passed is True]
+    if not ran:
+        return Step(version=cell.version, word="cannot judge", why=f"no {on} check was evaluated")
+    return Step(version=cell.version, word="good", why=f"{len(ran)} {on} check(s) passed")
+
+
+def releases_between(matrix: Matrix, platform: str, good: str, bad: str, *, source: str, paths: InstallPaths,
+                     download_base_url: str) -> list[str]:  # fmt: skip
+    """Every release from ``good`` to ``bad`` (both included), oldest first, from the index, the release
+    list, or the bin dir's installed pins."""
+    try:
+        lo, hi = parse_pin(good), parse_pin(bad)
+    except InvalidPin as exc:
+        raise HarnessError(f"--good/--bad: {exc}") from exc
+    if lo.version >= hi.version:
+        raise HarnessError(f"--good {good} must be older than --bad {bad}")
+    spec = SpecifierSet(f">{lo.version},<{hi.version}")
+    backend = matrix.get_backend()
+    try:
+        if source == "installed":
+            found = [b.version for b in list_pins(paths) if b.backend == backend.name and parse_pin(b.version).version in spec]
+        elif backend.installer == "download":
+            url = backend.flavour(platform).releases_url(download_base_url)
+            if url is None:
+                raise HarnessError(f"{backend.name} downloads from a URL with no release list: use --versions-from installed")
+            found = resolve_releases(url, spec, 10**6)
+        else:
+            found = index.resolve(matrix.platforms[platform].package, spec, 10**6)
+    except InstallError as exc:
+        raise HarnessError(str(exc)) from exc
+    except index.IndexError_ as exc:
+        if "matches" not in str(exc):
+            raise HarnessError(str(exc)) from exc
+        found = []  # nothing between: good and bad are neighbours
+    between = sorted(dict.fromkeys(found), key=lambda text: parse_pin(text).version)
+    return [lo.text, *between, hi.text]
+
+
+def bisect(matrix: Matrix, platform: str, *, good: str, bad: str, on: str, paths: InstallPaths, reports_dir: Path,
+           model: str | None = None, source: str = "index", verify_bad: bool = False, download_base_url: str = "https://github.com",
+           allow_http_mirror: bool = False, progress: Progress = print, slot: Slot | None = None) -> tuple[Outcome, Path]:  # fmt: skip
+    if on not in CRITERIA:
+        raise HarnessError(f"--on {on!r}: expected one of {', '.join(CRITERIA)}")
+    if source not in SOURCES:
+        raise HarnessError(f"--versions-from {source!r}: expected one of {', '.join(SOURCES)}")
+    if platform not in matrix.platforms:
+        raise HarnessError(f"{matrix.path}: no '{platform}' platform (has: {', '.join(matrix.platforms)})")
+    plat = matrix.platforms[platform]
+    models = {m.name: m for m in plat.models}
+    chosen = models.get(model or plat.models[0].name)
+    if chosen is None:
+        raise HarnessError(f"--model {model!r}: not a model of platform {platform} (has: {', '.join(models)})")
+    releases = releases_between(matrix, platform, good, bad, source=source, paths=paths, download_base_url=download_base_url)
+    progress(f"bisecting {len(releases)} releases of {matrix.backend} on {on}: {', '.join(releases)} "
+             f"(at most {budget(len(releases))} cells)")  # fmt: skip
+    # The good pin is this search's reference: agreement and verdicts are against it.
+    pins = tuple(PinSpec(pin=parse_pin(v), why="bisect") for v in releases)
+    plat = dataclasses.replace(plat, versions=pins, reference=pins[0].pin, version_sets=())
+    matrix = dataclasses.replace(matrix, platforms={**matrix.platforms, platform: plat})
+    run_id = "bisect-" + dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    run_dir = reports_dir.resolve() / matrix.backend / run_id
+    store = ResultStore(run_dir / "results.jsonl")
+    run_info(matrix, run_id).write(run_dir)
+    ran: list[CellResult] = []
+
+    def run(version: str) -> CellResult:
+        say = lambda message: progress(f"[{version}] {message}")  # noqa: E731
+        ctx = RunContext(matrix=matrix, platform=platform, paths=paths, run_dir=run_dir, slot=slot or Slot(platform=platform),
+                         progress=say, download_base_url=download_base_url, allow_http_mirror=allow_http_mirror)  # fmt: skip
+        result = run_cell(ctx, next(p for p in pins if p.pin.text == version), chosen)
+        store.append(result)
+        ran.append(result)
+        return result
+
+    reference = run(releases[0])
+    t = matrix.thresholds
+    if reference.status is not Status.PASSED:
+        raise HarnessError(f"the good pin {good} did not pass ({reference.reason}): there is nothing to compare against")
+
+    def measure(version: str) -> Step:
+        step = judge(run(version), reference, on, noise=t.throughput_noise, drift=t.machine_drift, seed=matrix.workload.seed)
+        progress(f"[{version}] {step.word}: {step.why}")
+        return step
+
+    first_bad, steps = search(releases, measure, verify_bad=verify_bad)
+    outcome = Outcome(good=releases[0], bad=releases[-1], on=on, releases=tuple(releases), steps=tuple(steps), first_bad=first_bad,
+                      cells_run=len(ran))  # fmt: skip
+    write_reports(matrix, run_dir, run_id, ran)
+    (run_dir / "bisect.json").write_text(json.dumps(outcome.to_dict(), indent=1) + "\n", encoding="utf-8")
+    return outcome, run_dir
