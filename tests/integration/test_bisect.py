@@ -39,7 +39,8 @@ def test_bisect_names_the_first_slow_release_within_budget(tmp_path: Path, capsy
     for i in range(8):  # 10 ms per token, then twice that from 1.0.5 on
         install_manual_pin(tmp_path / "bin", f"1.0.{i}", "--token-delay", "0.02" if i >= 5 else "0.01")
     code = main(["bisect", str(matrix), "--good", "1.0.0", "--bad", "1.0.7", "--versions-from", "installed", "--platform", "cpu",
-                 "--bin-dir", str(tmp_path / "bin"), "--data-dir", str(tmp_path / "data"), "--reports-dir", str(tmp_path / "reports")])  # fmt: skip
+                 "--bin-dir", str(tmp_path / "bin"), "--data-dir", str(tmp_path / "data"),
+                 "--reports-dir", str(tmp_path / "reports")])  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0, out
     assert "first bad release on throughput: 1.0.5 (last good: 1.0.4) — 1.0.5 vs 1.0.0 (good): output tok/s ×0." in out
