@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .backends import Host, get_backend, known_backends
-from .bisect import CRITERIA, SOURCES, bisect, budget
+from .bisection import CRITERIA, SOURCES, bisect, budget
 from .errors import HarnessError, InstallError
 from .install import DEFAULT_BASE_URL, InstallPaths, InstallRequest, default_data_dir, install_pin, list_pins, pipx_command
 from .report import rebuild

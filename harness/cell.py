@@ -34,7 +34,7 @@ from .load import audio as audio_load
 from .load import text as loadgen
 from .load.metrics import ClientLimits, Slo
 from .models import prepare as prepare_model
-from .probes import accuracy, agreement, conformance, speech, stt, tts
+from .probes import accuracy, agreement, conformance, quality, speech, stt, tts
 from .probes.wer import edit_distance, wer, words
 from .results import Agreement, CellResult, Check, ClipScore, FailureClass, LoadPoint, SpeechAccuracy, Startup, Status, TextAccuracy
 from .serial import dump, load_record
@@ -267,7 +267,7 @@ def _probe(ctx: RunContext, result: CellResult, model: ModelSpec, base_url: str,
     if model.kind == "tts":
         return _probe_tts(ctx, result, model, base_url, alive)
     w, t, acc = ctx.matrix.workload, ctx.matrix.thresholds, ctx.matrix.accuracy
-    items = _accuracy_items(ctx) if model.kind == "chat" else []
+    items = _accuracy_items(ctx) if model.generates_text else []
     ref_store = ReferenceStore(ctx, model, items, numerics=_numerics(result))
     with httpx.Client(base_url=base_url, timeout=t.request_timeout_s) as client:
         ctx.progress("probing API conformance")
@@ -278,6 +278,7 @@ def _probe(ctx: RunContext, result: CellResult, model: ModelSpec, base_url: str,
         else:
             prompts = list(agreement.PROMPTS[: w.agreement_prompts])
             ours = {"samples": agreement.greedy_samples(client, model.name, prompts, w.agreement_max_tokens, t.top_logprobs)}
+            result.checks.append(quality.degeneration_check(ours["samples"]))  # absolute: the reference pin too
     scored: TextAccuracy | None = None
     if items:
         ctx.progress(f"probing task accuracy ({len(items)} items: {', '.join(acc.tasks) or 'files'})")
@@ -291,7 +292,9 @@ def _probe(ctx: RunContext, result: CellResult, model: ModelSpec, base_url: str,
         result.checks.append(accuracy.gate(scored, ref_scored, ref_store.ref_version, t.accuracy_tolerance,
                                            is_reference=result.is_reference))  # fmt: skip
         result.accuracy = dataclasses.replace(scored, misses=scored.misses[:10])
-    if model.kind != "chat":
+        if model.min_accuracy is not None:
+            result.checks.append(quality.floor_check(scored, model.min_accuracy))
+    if not model.generates_text:
         return
     _throughput(ctx, result, model, base_url, alive)
 

