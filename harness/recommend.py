@@ -2,7 +2,9 @@
 
 Eligible: installed, started within the deadline, passed every required check. Ranked by peak throughput
 (output tok/s, or audio s/s for speech); pins within the measured noise of the best are tied, and the matrix's policy breaks the tie
-(``newest``, or ``closest-to-reference``). Every other pin carries the reason it was not chosen.
+(``newest``, or ``closest-to-reference``). A pin that is measurably slower than the deployed (reference) pin on
+any metric at any load point (a "slower" verdict) is never chosen over an eligible deployed pin: an upgrade
+must not make what users see worse. Every other pin carries the reason it was not chosen.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 from packaging.version import Version
 
 from .results import AUDIO_UNIT, CellResult, SpeechAccuracy, Status
+from .verdict import Verdict
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,8 +77,10 @@ def recommend(
     noise: float,
     tie_break: str,
     reference: str,
+    verdicts: Sequence[Verdict] = (),
 ) -> Recommendation:
-    """Recommend one pin among ``cells`` (all of one backend, model and platform)."""
+    """Recommend one pin among ``cells`` (all of one backend, model and platform); ``verdicts``: each pin
+    against the deployed pin (``verdict.compare``)."""
     if not cells:
         raise ValueError("no cells to recommend from")
     first = cells[0]
@@ -92,6 +97,14 @@ def recommend(
             backend=first.backend, model=first.model, platform=first.platform, version=None,
             reasons=("no pin installed, started and passed every required check",), rejected=rejected,
         )  # fmt: skip
+    slower: dict[str, Verdict] = {}
+    if any(c.version == reference for c in eligible):  # never worse than what runs today, when that still qualifies
+        for v in verdicts:
+            if v.word == "slower" and v.deployed and v.model == first.model:
+                slower.setdefault(v.version, v)
+        for c in [c for c in eligible if c.version in slower]:
+            eligible.remove(c)
+            rejected[c.version] = f"slower than the deployed pin {reference}: {slower[c.version].line}"
     ranked = sorted(eligible, key=lambda c: c.peak_rate() or 0.0, reverse=True)
     tied = [c for c in ranked if _tied(c, ranked[0], noise)]
     if tie_break == "closest-to-reference":

@@ -56,13 +56,15 @@ def _info(settings: Matrix | RunInfo, run_id: str = "", expected: Sequence[str] 
 
 def recommendations(settings: Matrix | RunInfo, cells: Sequence[CellResult]) -> list[Recommendation]:
     info = _info(settings)
+    found = verdicts(info, cells)
     groups: dict[tuple[str, str], list[CellResult]] = {}
     for c in sort_cells(cells):
         groups.setdefault((c.model, c.platform), []).append(c)
     out = []
     for (_, platform), group in groups.items():
         ref = info.references.get(platform, group[0].version)
-        out.append(recommend(group, required_checks=info.required_checks, noise=info.noise, tie_break=info.tie_break, reference=ref))
+        out.append(recommend(group, required_checks=info.required_checks, noise=info.noise, tie_break=info.tie_break, reference=ref,
+                             verdicts=[v for v in found if v.model == group[0].model]))  # fmt: skip
     return out
 
 

@@ -59,7 +59,7 @@ waived_checks = {{ {waivers} }}
 
 def _run(matrix: Path, tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], dict]:
     proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-W", "default", str(matrix), "--platform", "cpu",
-                           "--reports-dir", str(tmp_path / "reports"), "--run-id", "e2e", *extra],
+                           "--reports-dir", str(tmp_path / "reports"), "--run-id", "e2e", "--no-history", *extra],
                           cwd=ROOT, capture_output=True, text=True, timeout=900)  # fmt: skip
     print(proc.stdout[-5000:])
     backend_dir = next((tmp_path / "reports").iterdir())

@@ -48,7 +48,7 @@ startup_deadline_s = 400
 """)
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", str(matrix), "--platform", "cpu",
-         "--reports-dir", str(tmp_path / "reports"), "--run-id", "e2e"],
+         "--reports-dir", str(tmp_path / "reports"), "--run-id", "e2e", "--history", str(tmp_path / "history")],
         cwd=ROOT, capture_output=True, text=True, timeout=1800,
     )  # fmt: skip
     print(proc.stdout[-6000:])
@@ -56,6 +56,7 @@ startup_deadline_s = 400
     assert "recommended pin for smollm2-135m-instruct on cpu: vllm 0.32.0" in proc.stdout
 
     run_dir = tmp_path / "reports" / "vllm" / "e2e"
+    assert (tmp_path / "history" / "vllm" / "cpu" / "smollm2-135m-instruct" / "0.32.0.jsonl").is_file()  # the next run compares
     (cell,) = [json.loads(ln) for ln in (run_dir / "results.jsonl").read_text().splitlines()]
     assert cell["status"] == "passed", cell["reason"]
     assert cell["startup"]["cold"]["seconds"] > 0

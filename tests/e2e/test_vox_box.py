@@ -40,7 +40,7 @@ max_wer = 0.5
 waived_checks = {{ {waivers} }}
 """)
     proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-W", "default", str(matrix), "--platform", "cpu",
-                           "--reports-dir", str(tmp_path / "reports"), "--run-id", "e2e"],
+                           "--reports-dir", str(tmp_path / "reports"), "--run-id", "e2e", "--no-history"],
                           cwd=ROOT, capture_output=True, text=True, timeout=1200)  # fmt: skip
     print(proc.stdout[-5000:])
     assert proc.returncode == 0, proc.stdout[-3000:]

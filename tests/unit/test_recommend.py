@@ -78,3 +78,24 @@ def test_waived_failures_do_not_block() -> None:
 def test_a_check_failure_reason_is_not_doubled() -> None:
     c = cell("0.32.0", 100.0, status=Status.FAILED, failure=FailureClass.CHECK_FAILED, reason="failed: chat.shape (no choices)")
     assert rec([cell("0.31.0"), c]).rejected["0.32.0"] == "failed: chat.shape (no choices)"
+
+
+def test_a_pin_slower_than_the_deployed_one_is_not_chosen_over_it_whatever_its_peak() -> None:
+    from harness.verdict import compare
+    from tests.unit.test_verdict import _point
+
+    deployed = cell("0.31.0")
+    deployed.throughput = [_point(30.0, 1, c=1, ttft_s=0.05), _point(30.0, 2, c=4)]
+    newer = cell("0.32.0")  # more tokens per second at c=4, but a first token 60% later at c=1
+    newer.throughput = [_point(30.0, 3, c=1, ttft_s=0.08), _point(40.0, 4, c=4)]
+    found = compare(newer, deployed)
+    r = recommend([deployed, newer], required_checks=("conformance", "agreement"), noise=0.05, tie_break="newest", reference="0.31.0",
+                  verdicts=found)  # fmt: skip
+    assert r.version == "0.31.0"
+    assert r.rejected["0.32.0"].startswith("slower than the deployed pin 0.31.0: 0.32.0 vs 0.31.0 (deployed): TTFT p50 ×1.6")
+    # without verdicts (or with the deployed pin itself out of the running), the peak decides as before
+    assert rec([deployed, newer]).version == "0.32.0"
+    broken = cell("0.31.0", agreement=False)
+    broken.throughput = deployed.throughput
+    assert recommend([broken, newer], required_checks=("conformance", "agreement"), noise=0.05, tie_break="newest",
+                     reference="0.31.0", verdicts=found).version == "0.32.0"  # fmt: skip
