@@ -28,15 +28,14 @@ from pathlib import Path
 
 from packaging.specifiers import SpecifierSet
 
-from . import index
+from . import index, releases
 from .cell import Progress, RunContext, run_cell
 from .errors import HarnessError, InstallError
-from .install import InstallPaths, list_pins
-from .install.download import resolve_releases
+from .install import InstallPaths
 from .report import run_info, write_reports
 from .results import CellResult, FailureClass, ResultStore, Status
 from .slots import Slot
-from .spec import Matrix, PinSpec
+from .spec import Matrix, PinSpec, VersionSet
 from .verdict import compare
 from .versions import InvalidPin, parse_pin
 
@@ -138,26 +137,18 @@ def releases_between(matrix: Matrix, platform: str, good: str, bad: str, *, sour
         raise HarnessError(f"--good/--bad: {exc}") from exc
     if lo.version >= hi.version:
         raise HarnessError(f"--good {good} must be older than --bad {bad}")
-    spec = SpecifierSet(f">{lo.version},<{hi.version}")
-    backend = matrix.get_backend()
+    vs = VersionSet(spec=SpecifierSet(f">{lo.version},<{hi.version}"), newest=10**6, installed=source == "installed")
     try:
-        if source == "installed":
-            found = [b.version for b in list_pins(paths) if b.backend == backend.name and parse_pin(b.version).version in spec]
-        elif backend.installer == "download":
-            url = backend.flavour(platform).releases_url(download_base_url)
-            if url is None:
-                raise HarnessError(f"{backend.name} downloads from a URL with no release list: use --versions-from installed")
-            found = resolve_releases(url, spec, 10**6)
-        else:
-            found = index.resolve(matrix.platforms[platform].package, spec, 10**6)
+        found = releases.find(matrix, platform, vs, paths=paths, download_base_url=download_base_url)
     except InstallError as exc:
-        raise HarnessError(str(exc)) from exc
-    except index.IndexError_ as exc:
         if "matches" not in str(exc):
             raise HarnessError(str(exc)) from exc
         found = []  # nothing between: good and bad are neighbours
-    between = sorted(dict.fromkeys(found), key=lambda text: parse_pin(text).version)
-    return [lo.text, *between, hi.text]
+    except index.IndexError_ as exc:
+        if "matches" not in str(exc):
+            raise HarnessError(str(exc)) from exc
+        found = []
+    return [lo.text, *dict.fromkeys(found), hi.text]
 
 
 def bisect(matrix: Matrix, platform: str, *, good: str, bad: str, on: str, paths: InstallPaths, reports_dir: Path,

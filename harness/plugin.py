@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import os
 import signal
 import threading
@@ -23,14 +22,12 @@ from typing import Any
 import pytest
 from _pytest._code.code import TerminalRepr
 
-from . import index
+from . import index, releases
 from .cell import CellInterrupted, RunContext, cell_id, run_cell
 from .errors import InstallError, SpecError
-from .install import InstallPaths, default_data_dir, list_pins, pipx_command, remove_pin
-from .install.download import resolve_releases
+from .install import InstallPaths, default_data_dir, pipx_command, remove_pin
 from .launch import reap_leftovers
 from .report import first_screen, run_info, write_reports
-from .report import verdicts as report_verdicts
 from .results import CellResult, ResultStore, Status
 from .safe import terminal
 from .slots import default_platform, discover_gpus, slot_for_worker
@@ -174,21 +171,10 @@ def resolve_version_sets(matrix: Matrix, platform: str, config: pytest.Config) -
     data_dir = Path(opt.pm_data_dir).expanduser() if opt.pm_data_dir else default_data_dir()
     bin_dir = Path(opt.pm_bin_dir).expanduser() if opt.pm_bin_dir else data_dir / "bin"
     pins = {p.pin.text: p for p in plat.versions}
+    paths = InstallPaths(data_dir=data_dir, bin_dir=bin_dir, pipx=("pipx",))
     for vs in plat.version_sets:
         try:
-            if vs.installed:
-                paths = InstallPaths(data_dir=data_dir, bin_dir=bin_dir, pipx=("pipx",))
-                found = [b.version for b in list_pins(paths) if b.backend == matrix.backend]
-            elif matrix.get_backend().installer == "download":  # a release list, not a package index
-                assert vs.spec is not None
-                url = matrix.get_backend().flavour(platform).releases_url(opt.pm_download_base)
-                if url is None:
-                    raise InstallError(f"{vs.describe()}: {matrix.backend} downloads from a URL with no release list; "
-                                       "name its versions")  # fmt: skip
-                found = resolve_releases(url, vs.spec, vs.newest, prereleases=vs.prereleases)
-            else:
-                assert vs.spec is not None
-                found = index.resolve(plat.package, vs.spec, vs.newest, prereleases=vs.prereleases)
+            found = releases.find(matrix, platform, vs, paths=paths, download_base_url=opt.pm_download_base)
         except (index.IndexError_, InstallError) as exc:
             raise SpecError(str(matrix.path), [f"platforms.{platform}.versions: {exc}"]) from exc
         for text in found:
@@ -322,8 +308,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         try:
             paths, recs = write_reports(matrix, directory, config.option.pm_run_id, cells, expected=expected,
                                         history=_history_dir(config))  # fmt: skip
-            verdicts = report_verdicts(matrix, cells)
-            pins = json.loads(paths.pins_json.read_text(encoding="utf-8"))
+
             if step_summary := os.environ.get("GITHUB_STEP_SUMMARY"):  # a CI job's summary page shows the first screen
                 with open(step_summary, "a", encoding="utf-8") as fh:
                     fh.write(first_screen(paths.markdown.read_text(encoding="utf-8")) + "\n")
@@ -339,13 +324,11 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
                 tr.write_line(terminal(f"  - {reason}"))
             for version, why in rec.rejected.items():
                 tr.write_line(terminal(f"  x {version}: {why}"))
-        for verdict in verdicts:
+        for verdict in paths.verdicts:
             tr.write_line(terminal(f"verdict: {verdict.line}"), red=verdict.word == "slower")
-        for trend in pins.get("history", []):
-            if trend["trend"] != "first run":
-                line = (f"history: {trend['version']} on {trend['model']}: {trend['trend']} "
-                        f"(against its last {trend['compared_runs']} run(s))")  # fmt: skip
-                tr.write_line(terminal(line), red=trend["trend"] in ("suspicious", "regression"))
+        for trend in paths.trends:
+            if trend.compared:
+                tr.write_line(terminal(f"history: {trend.line}"), red=trend.word in ("suspicious", "regression"))
         for label, path in (("markdown", paths.markdown), ("html", paths.html), ("results", paths.results_json),
                             ("pins", paths.pins_json)):  # fmt: skip
             tr.write_line(f"{label:>9}: {os.path.relpath(path)}")

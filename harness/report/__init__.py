@@ -34,6 +34,9 @@ class ReportPaths:
     html: Path
     results_json: Path
     pins_json: Path
+    # what the report found, for a caller that also prints it (computed once: the bootstrap is not free)
+    verdicts: tuple[Verdict, ...] = ()
+    trends: tuple[Trend, ...] = ()
 
 
 def workload_digest(matrix: Matrix) -> str:
@@ -54,9 +57,11 @@ def _info(settings: Matrix | RunInfo, run_id: str = "", expected: Sequence[str] 
     return settings if isinstance(settings, RunInfo) else run_info(settings, run_id, expected)
 
 
-def recommendations(settings: Matrix | RunInfo, cells: Sequence[CellResult]) -> list[Recommendation]:
+def recommendations(settings: Matrix | RunInfo, cells: Sequence[CellResult], found: Sequence[Verdict] | None = None
+                    ) -> list[Recommendation]:  # fmt: skip
+    """``found``: the run's verdicts, when already computed."""
     info = _info(settings)
-    found = verdicts(info, cells)
+    found = verdicts(info, cells) if found is None else found
     groups: dict[tuple[str, str], list[CellResult]] = {}
     for c in sort_cells(cells):
         groups.setdefault((c.model, c.platform), []).append(c)
@@ -112,18 +117,14 @@ def write_reports(settings: Matrix | RunInfo, run_dir: Path, run_id: str, cells:
     info = _info(settings, run_id, expected)
     expected = expected or info.expected
     partial = partial_run(cells, expected)
-    recs = recommendations(info, cells)
-    paths = ReportPaths(
-        run_dir=run_dir,
-        markdown=run_dir / "report.md",
-        html=run_dir / "report.html",
-        results_json=run_dir / "results.json",
-        pins_json=run_dir / "pins.json",
-    )
-    run_dir.mkdir(parents=True, exist_ok=True)
     found = verdicts(info, cells)
+    recs = recommendations(info, cells, found)
+    run_dir.mkdir(parents=True, exist_ok=True)
     if trends is None:
         trends = History(history).record(sort_cells(cells), dataclasses.replace(info, run_id=run_id)) if history is not None else []
+    paths = ReportPaths(run_dir=run_dir, markdown=run_dir / "report.md", html=run_dir / "report.html",
+                        results_json=run_dir / "results.json", pins_json=run_dir / "pins.json", verdicts=tuple(found),
+                        trends=tuple(trends))  # fmt: skip
     view = build(info.backend, info.matrix, run_id, cells, recs, partial=partial, verdicts=found, trends=trends)
     _atomic_write(paths.markdown, markdown.render(view))
     _atomic_write(paths.html, html.render(view))

@@ -16,7 +16,8 @@ LAYERS = (
     ("harness.install",),
     ("harness.fingerprint", "harness.results"),
     ("harness.probes", "harness.load", "harness.index", "harness.launch", "harness.slots"),
-    ("harness.spec", "harness.models", "harness.recommend", "harness.verdict", "harness.history"),
+    ("harness.spec", "harness.models", "harness.recommend", "harness.verdict", "harness.history",
+     "harness.releases"),
     ("harness.cell", "harness.report"),
     ("harness.plugin", "harness.__main__", "harness.bisection"),
 )
