@@ -123,6 +123,11 @@ def recommend(
         ref_wer = chosen.accuracy.reference_wer
         reasons.append(f"WER {chosen.accuracy.wer:.1%}" + (f" (reference {ref_wer:.1%})" if ref_wer is not None else "")
                        + (f", latency p50 {chosen.first_p50_ms():.0f} ms at the lowest load" if chosen.first_p50_ms() else ""))  # fmt: skip
+    mine = [v for v in verdicts if v.version == chosen.version and v.deployed and v.model == first.model]
+    if mine:  # how sure: what the chosen pin's verdicts against the deployed pin say
+        words = {w: sum(v.word == w for v in mine) for w in dict.fromkeys(v.word for v in mine)}
+        reasons.append(f"against the deployed pin {reference}: " + ", ".join(f"{n} {w}" for w, n in words.items())
+                       + f" ({len(mine)} metric x load point verdicts)")  # fmt: skip
     waived = sorted({c.name for c in chosen.checks if c.waived})
     if waived:
         reasons.append(f"{len(waived)} known deviation(s) waived by the matrix: {', '.join(waived)}")

@@ -139,6 +139,9 @@ def compare(cell: CellResult, reference: CellResult, *, noise: float = 0.05, see
             if moved is not None and word != "no detectable difference":  # the machine, not (provably) the pin
                 out.append(verdict("machine unstable", ratio, low, high, note=f"looked {word}, but {moved}"))
                 continue
+            if word == "no detectable difference" and (low > 1 or high < 1):  # measurable, but not beyond the margin
+                out.append(verdict(word, ratio, low, high, note=f"the interval excludes 1, but not the ±{noise:.0%} noise margin"))
+                continue
             out.append(verdict(word, ratio, low, high))
     return out
 

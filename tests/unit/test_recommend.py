@@ -95,6 +95,13 @@ def test_a_pin_slower_than_the_deployed_one_is_not_chosen_over_it_whatever_its_p
     assert r.rejected["0.32.0"].startswith("slower than the deployed pin 0.31.0: 0.32.0 vs 0.31.0 (deployed): TTFT p50 ×1.6")
     # without verdicts (or with the deployed pin itself out of the running), the peak decides as before
     assert rec([deployed, newer]).version == "0.32.0"
+    faster = cell("0.32.0")
+    faster.throughput = [_point(30.0, 5, c=1, ttft_s=0.05), _point(40.0, 6, c=4)]
+    chosen = recommend([deployed, faster], required_checks=("conformance", "agreement"), noise=0.05, tie_break="newest",
+                       reference="0.31.0", verdicts=compare(faster, deployed))  # fmt: skip
+    assert chosen.version == "0.32.0"
+    [sure] = [r for r in chosen.reasons if r.startswith("against the deployed pin 0.31.0: ")]
+    assert sure.endswith("(6 metric x load point verdicts)") and "faster" in sure
     broken = cell("0.31.0", agreement=False)
     broken.throughput = deployed.throughput
     assert recommend([broken, newer], required_checks=("conformance", "agreement"), noise=0.05, tie_break="newest",

@@ -103,3 +103,11 @@ def test_throughput_is_compared_over_repeats_only_when_both_sides_have_them() ->
     one = cells.cell("1.0.1", throughput=[cells.text_point(4, 100.0)])
     tok = {v.metric: v for v in compare(one, ref)}["output tok/s"]
     assert tok.word == "no detectable difference" and 0.9 < (tok.ratio or 0) < 1.1, tok.line
+
+
+def test_a_small_but_measurable_difference_says_it_is_inside_the_noise_margin() -> None:
+    ref = cells.cell("1.0.0", reference=True, throughput=[_point(30.0, 1, jitter=0.01)])
+    near = cells.cell("1.0.1", throughput=[_point(29.0, 2, jitter=0.01)])
+    tok = {v.metric: v for v in compare(near, ref)}["output tok/s"]
+    assert tok.word == "no detectable difference" and (tok.high or 1) < 1, tok.line
+    assert tok.line.endswith("(n=16 vs 16): the interval excludes 1, but not the ±5% noise margin")
