@@ -41,6 +41,7 @@ from .serial import dump, load_record
 from .slots import GpuMemorySampler, Slot, cuda_driver_version
 from .spec import Matrix, ModelSpec, PinSpec, Workload
 from .stability import Stability, calibrate
+from .stats import relative_halfwidth
 from .versions import path_safe
 
 log = logging.getLogger(__name__)
@@ -406,20 +407,28 @@ def _throughput(ctx: RunContext, result: CellResult, model: ModelSpec, base_url:
         return loadgen.make_prompts(w.requests_per_level, w.input_tokens, w.seed * 1000 + point * 100 + repeat)
 
     what = "a rate sweep" if w.profile == "sweep" else f"{w.profile} [{', '.join(f'{x:g}' for x in (w.rates or w.concurrency))}]"
-    ctx.progress(f"measuring throughput: {what}; {w.requests_per_level} requests per point x {w.repeats} repeat(s)")
+    sized = (f", more until output tok/s is within ±{w.target_precision:.0%} (at most {w.max_point_s:g} s per point)"
+             if w.target_precision > 0 else "")  # fmt: skip
+    if sized:
+        result.notes["precision"] = f"points sized for ±{w.target_precision:.0%} on output tok/s, at most {w.max_point_s:g} s each"
+    ctx.progress(f"measuring throughput: {what}; {w.requests_per_level} requests per point x {w.repeats} repeat(s){sized}")
 
     def show(p: LoadPoint) -> None:
         alive(f"load point {p.label}")  # stop here, before the next point runs against a dead server
         spread = f" (95% CI {p.ci95[0]:.1f}-{p.ci95[1]:.1f})" if p.ci95 else ""
+        if w.target_precision > 0:
+            reached = relative_halfwidth([x for r in p.runs for x in r.samples.get("tok_s", ())], seed=w.seed)
+            spread += f", ±{reached:.1%} after {len(p.runs)} run(s)" if reached is not None else ""
         flag = f" [client-bound: {p.saturation_reason}]" if p.saturated else ""
         ctx.progress(f"{p.label}: {p.median:.1f} out tok/s{spread}, TTFT p50 {_or0(p.dist('ttft_ms'))} ms, "
                      f"{p.run.completed}/{p.run.requests} ok{flag}")  # fmt: skip
 
     if w.profile == "sweep":
         points = loadgen.run_sweep(base_url, model.name, prompts, opts, points=w.sweep_points, burstiness=w.burstiness,
-                                   repeats=w.repeats, on_point=show)  # fmt: skip
+                                   repeats=w.repeats, on_point=show, precision=w.target_precision, max_point_s=w.max_point_s)  # fmt: skip
     else:
-        points = loadgen.run_points(base_url, model.name, prompts, _loads(w), opts, repeats=w.repeats, on_point=show)
+        points = loadgen.run_points(base_url, model.name, prompts, _loads(w), opts, repeats=w.repeats, on_point=show,
+                                    precision=w.target_precision, max_point_s=w.max_point_s)  # fmt: skip
     result.throughput = points
     _failed_requests(points)
 

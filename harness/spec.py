@@ -120,6 +120,10 @@ class Workload:
     max_duration_s: float = 0.0  # stop sending new requests after this long (0: by count only)
     warmup_requests: int = 1
     repeats: int = 1
+    # Size points for a precision instead of a count: more repeats until the 95% interval of output tok/s is
+    # within ±target_precision of its mean, or the point has run max_point_s (0: fixed repeats only).
+    target_precision: float = 0.0
+    max_point_s: float = 60.0
     ignore_eos: bool = True  # fixed output length, where the backend supports it
     startup: tuple[str, ...] = ("cold",)  # add "warm" to restart with caches kept and time it too
     speech_clips: int = 8  # stt/tts: how many seeded sentences are spoken (and scored)
@@ -558,6 +562,8 @@ def parse_matrix(data: Mapping[str, Any], source: str, path: Path | None = None)
         max_duration_s=w.get_float("max_duration_s", 0.0),
         warmup_requests=w.get_int("warmup_requests", 1),
         repeats=w.get_int("repeats", 1, minimum=1),
+        target_precision=w.get_float("target_precision", 0.0),
+        max_point_s=w.get_float("max_point_s", 60.0),
         ignore_eos=w.get_bool("ignore_eos", True),
         startup=startup,
         speech_clips=w.get_int("speech_clips", 8, minimum=1),

@@ -4,6 +4,7 @@ with its sample count, and the 95% confidence interval of a mean over repeats.""
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -49,6 +50,23 @@ def ci95_positive(values: Sequence[float]) -> tuple[float, float] | None:
         return None
     lo, hi = ci95_of_mean([math.log(v) for v in values]) or (math.nan, math.nan)
     return (math.exp(lo), math.exp(hi))
+
+
+def mean_ci95_bootstrap(values: Sequence[float], *, seed: int = 0, resamples: int = 1000) -> tuple[float, float] | None:
+    """95% percentile-bootstrap interval of the mean (seeded); None below 2 values."""
+    if len(values) < 2:
+        return None
+    rng = random.Random(seed)
+    n = len(values)
+    means = [sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples)]
+    return percentile(means, 2.5), percentile(means, 97.5)
+
+
+def relative_halfwidth(values: Sequence[float], *, seed: int = 0) -> float | None:
+    """Half the width of the mean's 95% bootstrap interval, as a fraction of the mean: the precision reached."""
+    ci = mean_ci95_bootstrap(values, seed=seed)
+    m = mean(values)
+    return None if ci is None or not m > 0 else (ci[1] - ci[0]) / 2 / m
 
 
 # MLPerf loadgen's early-stopping minimum sample count for a percentile claim at 99% confidence with no

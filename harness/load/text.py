@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from ..results import LoadPoint, Run
+from ..stats import relative_halfwidth
 from .metrics import ClientLimits, RequestRecord, Slo, aggregate, summarize
 
 # Seeded prompt vocabulary: plain English words so token counts stay predictable (~1.3 tokens/word).
@@ -208,11 +209,19 @@ def run_points(
     first_point: int = 0,
     transport: httpx.AsyncBaseTransport | None = None,
     on_point: Callable[[LoadPoint], None] = lambda _: None,
+    precision: float = 0.0,
+    max_point_s: float = 60.0,
 ) -> list[LoadPoint]:
-    """Every load point ``repeats`` times, aggregated (see metrics.aggregate).
+    """Every load point ``repeats`` times, aggregated (see metrics.aggregate); with ``precision`` > 0, more
+    repeats until the 95% interval of the point's output tok/s (per request, as verdicts resample it) is
+    within ±precision of its mean, or the point has run ``max_point_s``.
 
     ``prompts`` may be a function of (point index, repeat): fresh prompts per run keep servers with
     prompt/prefix caches (llama.cpp, vLLM) from answering later points out of their cache."""
+
+    def precise_enough(reps: Sequence[Run]) -> bool:
+        reached = relative_halfwidth([x for r in reps for x in r.samples.get("tok_s", ())], seed=opts.seed)
+        return reached is not None and reached <= precision
 
     def prompts_for(i: int, r: int) -> Sequence[str]:
         return prompts(first_point + i, r) if callable(prompts) else prompts
@@ -222,7 +231,10 @@ def run_points(
         width = max(len(prompts_for(0, 0)), 1)
         async with _client(base_url, transport, width, opts.timeout_s) as client:
             for i, load in enumerate(loads):
+                t0 = time.monotonic()
                 reps = [await run_load(client, model, prompts_for(i, r), load, opts) for r in range(repeats)]
+                while precision > 0 and not precise_enough(reps) and time.monotonic() - t0 < max_point_s:
+                    reps.append(await run_load(client, model, prompts_for(i, len(reps)), load, opts))
                 point = aggregate(reps, mode=load.mode, target=load.target)
                 on_point(point)
                 out.append(point)
@@ -242,14 +254,17 @@ def run_sweep(
     repeats: int = 1,
     transport: httpx.AsyncBaseTransport | None = None,
     on_point: Callable[[LoadPoint], None] = lambda _: None,
+    precision: float = 0.0,
+    max_point_s: float = 60.0,
 ) -> list[LoadPoint]:
     """Synchronous (c=1) -> max throughput (all at once) -> ``points`` rates evenly between their req/s."""
     first = run_points(base_url, model, prompts, [Load(mode="concurrency", target=1),
-                       Load(mode="rate", target=math.inf)], opts, repeats=repeats, transport=transport, on_point=on_point)  # fmt: skip
+                       Load(mode="rate", target=math.inf)], opts, repeats=repeats, transport=transport, on_point=on_point,
+                       precision=precision, max_point_s=max_point_s)  # fmt: skip
     lo, hi = first[0].run.request_s, first[1].run.request_s
     if not (lo and hi and hi > lo):
         return first
     rates = [lo + (hi - lo) * (i + 1) / (points + 1) for i in range(points)]
     loads = [Load(mode="rate", target=r, burstiness=burstiness) for r in rates]
     return first + run_points(base_url, model, prompts, loads, opts, repeats=repeats, first_point=2, transport=transport,
-                              on_point=on_point)  # fmt: skip
+                              on_point=on_point, precision=precision, max_point_s=max_point_s)  # fmt: skip

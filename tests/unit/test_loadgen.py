@@ -177,3 +177,33 @@ def test_empty_text_chunks_are_not_tokens() -> None:
     (p,) = run_points("http://test", "m", ["p"], [Load(mode="concurrency", target=1)], Options(max_tokens=2),
                       transport=httpx.MockTransport(handler))  # fmt: skip
     assert (p.run.output_tokens, p.run.token_count_mismatches, p.run.distributions["itl_ms"].n) == (2, 0, 1)
+
+
+def _jittery_server(seed: int, spread: float):
+    """Each request takes 20 ms x a seeded factor in [1 - spread, 1 + spread]: a server's jitter."""
+    import random
+
+    rng = random.Random(seed)
+    inner = _stream_handler()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.02 * rng.uniform(1 - spread, 1 + spread))
+        return inner(request)
+
+    return handler
+
+
+def test_a_point_sized_for_precision_adds_repeats_until_reached_or_capped() -> None:
+    from harness.stats import relative_halfwidth
+
+    def point(spread: float, precision: float, cap: float):
+        (p,) = run_points("http://test", "m", ["a"] * 6, [Load(mode="concurrency", target=1)], Options(max_tokens=2),
+                          transport=httpx.MockTransport(_jittery_server(1, spread)), precision=precision, max_point_s=cap)  # fmt: skip
+        return p, relative_halfwidth([x for r in p.runs for x in r.samples["tok_s"]])
+
+    jittery, reached = point(0.5, 0.05, 30.0)
+    assert len(jittery.runs) > 1 and reached is not None and reached <= 0.05  # more runs bought the precision asked
+    capped, reached = point(0.5, 0.001, 0.5)
+    assert reached is not None and reached > 0.001 and 1 < len(capped.runs) < 20  # the cap stops it short
+    fixed, _ = point(0.5, 0.0, 30.0)
+    assert len(fixed.runs) == 1  # no target: the fixed repeats only
