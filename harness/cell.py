@@ -7,6 +7,7 @@ re-raised after the server is stopped and the partial result stored.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import functools
@@ -17,7 +18,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,7 @@ def run_cell(ctx: RunContext, pin_spec: PinSpec, model: ModelSpec) -> CellResult
                                      model_source=model.source)  # fmt: skip
     say = ctx.progress
     phase = "install"
-    t0 = time.monotonic()
+    t0 = began = time.monotonic()
     try:
         say("installing")
         request = InstallRequest(backend=backend, platform=ctx.platform, pin=pin, package=plat.package, installer=plat.installer,
@@ -144,7 +145,18 @@ def run_cell(ctx: RunContext, pin_spec: PinSpec, model: ModelSpec) -> CellResult
         log.exception("cell %s crashed in %s", result.cell_id, phase)
         _fail(result, FailureClass.HARNESS_ERROR, f"{phase}: {type(exc).__name__}: {exc}", None)
     result.finished_at = _now()
+    result.wall_s = time.monotonic() - began
     return result
+
+
+@contextlib.contextmanager
+def timed(into: dict[str, float], name: str) -> Iterator[None]:
+    """Seconds spent in the block, added to ``into[name]`` (also when it raises)."""
+    t0 = time.monotonic()
+    try:
+        yield
+    finally:
+        into[name] = into.get(name, 0.0) + time.monotonic() - t0
 
 
 def _fail(result: CellResult, cls: FailureClass, reason: str, log_path: Path | None) -> None:
@@ -219,7 +231,8 @@ def _serve(ctx: RunContext, result: CellResult, model: ModelSpec, model_path: Pa
         raise AssertionError("unreachable")
 
     ctx.progress("timing the machine (calibration, ~0.5 s)")
-    before = calibrate()
+    with timed(result.phases, "calibration"):
+        before = calibrate()
     with GpuMemorySampler(ctx.slot.gpus) as gpu_memory:
         srv, base_url = launch(log_path, "cold")
         try:
@@ -241,14 +254,17 @@ def _serve(ctx: RunContext, result: CellResult, model: ModelSpec, model_path: Pa
                 result.phases["probes"] = time.monotonic() - t0
         finally:
             srv.stop()
-        result.stability = Stability(before_mb_s=before, after_mb_s=calibrate())
+        with timed(result.phases, "calibration"):
+            after = calibrate()
+        result.stability = Stability(before_mb_s=before, after_mb_s=after)
         if (drift := result.stability.drift()) is not None and abs(drift) > matrix.thresholds.machine_drift:
             result.warnings.append(f"the machine's speed moved {drift:+.0%} while this cell ran (calibration "
                                    f"{before:.0f} -> {result.stability.after_mb_s:.0f} MB/s): its timings are not comparable")
         if "warm" in matrix.workload.startup:
             # Same cache dirs as the cold start: what a restart of an already-deployed pin costs.
-            warm, _ = launch(cell_dir / "server-warm.log", "warm")
-            warm.stop()
+            with timed(result.phases, "warm start"):
+                warm, _ = launch(cell_dir / "server-warm.log", "warm")
+                warm.stop()
     result.gpu_memory_peak_mib = {str(g): round(v, 1) for g, v in gpu_memory.peaks_mib.items()}
     waived = matrix.policy.waived_checks  # known, accepted deviations: still reported, no longer blocking
     result.checks = [dataclasses.replace(c, waived=waived[c.name]) if c.passed is False and c.name in waived else c for c in result.checks]
@@ -272,18 +288,23 @@ def _probe(ctx: RunContext, result: CellResult, model: ModelSpec, base_url: str,
     ref_store = ReferenceStore(ctx, model, items, numerics=_numerics(result))
     with httpx.Client(base_url=base_url, timeout=t.request_timeout_s) as client:
         ctx.progress("probing API conformance")
-        result.checks += conformance.conformance(client, model.name, kind=model.kind, normalized_embeddings=model.normalized_embeddings)
+        with timed(result.probe_s, "conformance"):
+            result.checks += conformance.conformance(client, model.name, kind=model.kind,
+                                                     normalized_embeddings=model.normalized_embeddings)  # fmt: skip
         ctx.progress(f"probing agreement ({w.agreement_prompts} greedy prompts, top-{t.top_logprobs} logprobs)")
+        agreement_t0 = time.monotonic()
         if model.kind == "embedding":
             ours: dict[str, Any] = {"embeddings": agreement.embeddings(client, model.name)}
         else:
             prompts = list(agreement.PROMPTS[: w.agreement_prompts])
             ours = {"samples": agreement.greedy_samples(client, model.name, prompts, w.agreement_max_tokens, t.top_logprobs)}
             result.checks.append(quality.degeneration_check(ours["samples"]))  # absolute: the reference pin too
+        result.probe_s["agreement"] = time.monotonic() - agreement_t0
     scored: TextAccuracy | None = None
     if items:
         ctx.progress(f"probing task accuracy ({len(items)} items: {', '.join(acc.tasks) or 'files'})")
-        scored = accuracy.run(base_url, model.name, items, max_tokens=acc.max_tokens, concurrency=acc.concurrency)
+        with timed(result.probe_s, "accuracy"):
+            scored = accuracy.run(base_url, model.name, items, max_tokens=acc.max_tokens, concurrency=acc.concurrency)
         ours["accuracy"] = dump(scored)
     ref_store.save(result.version, ours)
     reference = None if result.is_reference else ref_store.load()
@@ -368,7 +389,12 @@ def _audio_load(ctx: RunContext, result: CellResult, send: audio_load.Send, base
     ctx.progress(f"measuring latency and real-time factor: concurrency [{', '.join(map(str, w.concurrency))}]; "
                  f"{w.requests_per_level} requests per point x {w.repeats} repeat(s)")  # fmt: skip
 
+    last = [time.monotonic()]
+
     def show(p: LoadPoint) -> None:
+        now = time.monotonic()
+        result.probe_s[f"load {p.label}"] = now - last[0]
+        last[0] = now
         spread = f" (95% CI {p.ci95[0]:.2f}-{p.ci95[1]:.2f})" if p.ci95 else ""
         alive(f"load point {p.label}")  # stop here, before the next point runs against a dead server
         lat, rtf = p.dist("latency_ms"), p.dist("rtf")
@@ -413,7 +439,12 @@ def _throughput(ctx: RunContext, result: CellResult, model: ModelSpec, base_url:
         result.notes["precision"] = f"points sized for ±{w.target_precision:.0%} on output tok/s, at most {w.max_point_s:g} s each"
     ctx.progress(f"measuring throughput: {what}; {w.requests_per_level} requests per point x {w.repeats} repeat(s){sized}")
 
+    last = [time.monotonic()]
+
     def show(p: LoadPoint) -> None:
+        now = time.monotonic()
+        result.probe_s[f"load {p.label}"] = now - last[0]  # warm-up, repeats and all
+        last[0] = now
         alive(f"load point {p.label}")  # stop here, before the next point runs against a dead server
         spread = f" (95% CI {p.ci95[0]:.1f}-{p.ci95[1]:.1f})" if p.ci95 else ""
         if w.target_precision > 0:

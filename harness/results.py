@@ -250,7 +250,9 @@ class CellResult:
     reason: str = ""
     expected_failure: str | None = None
     selected_by: str = ""  # the version set that brought this pin in
-    phases: dict[str, float] = field(default_factory=dict)  # seconds: install, model, startup, probes
+    phases: dict[str, float] = field(default_factory=dict)  # seconds: install, model, calibration, startup, probes, warm start
+    probe_s: dict[str, float] = field(default_factory=dict)  # seconds per probe inside "probes": conformance, ..., load c=4
+    wall_s: float = 0.0  # the whole cell; wall_s - sum(phases) is the harness's own overhead
     startup: dict[str, Startup] = field(default_factory=dict)  # cold, warm
     gpu_memory_peak_mib: dict[str, float] = field(default_factory=dict)
     stability: Stability | None = None  # the machine's speed before and after the server ran
@@ -319,6 +321,10 @@ class CellResult:
             return None
         d = self.throughput[0].dist("ttft_ms") or self.throughput[0].dist("latency_ms")
         return None if d is None or math.isnan(d.p50) else d.p50
+
+    def overhead_s(self) -> float | None:
+        """What no phase accounts for: the harness's own time (process start/stop, bookkeeping)."""
+        return self.wall_s - sum(self.phases.values()) if self.wall_s else None
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, **dump(self)}

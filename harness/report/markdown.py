@@ -63,6 +63,8 @@ def render(view: ReportView) -> str:
             chart = f" — peak {t.unit} over {len(t.series)} runs: `{spark}`" if len(t.series) > 1 else ""
             out.append(f"- {markdown_text(t.line)}{chart}")
     out += ["", "## Summary", "", tabulate(_rows(view.summary), headers=list(view.summary.headers), tablefmt="github"), ""]
+    if view.timing:
+        out += [f"Where the time went: {markdown_text(view.timing)}", ""]
     out += ["## Details", ""]
     for v in view.cells:
         out += _cell(v)

@@ -19,7 +19,7 @@ from ..serial import dump
 from ..stats import Distribution, enough_for
 from ..verdict import Verdict
 
-PHASES = ("install", "model", "startup", "probes")
+PHASES = ("install", "model", "calibration", "startup", "probes", "warm start")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,6 +91,7 @@ class ReportView:
     partial: Partial | None = None
     verdicts: tuple[Verdict, ...] = ()  # each pin against the deployed (reference) pin, like with like
     trends: tuple[Trend, ...] = ()  # each cell against its own earlier runs (history)
+    timing: str = ""  # the run's wall time per phase and the harness's own share
 
 
 SPARKS = "▁▂▃▄▅▆▇█"
@@ -228,6 +229,12 @@ def load_table(cell: CellResult) -> Table:
 def _facts(c: CellResult) -> list[tuple[str, str]]:
     facts = [("phases", (", ".join(f"{p} {c.phases[p]:.1f} s" for p in PHASES if p in c.phases) or "—")
               + (" (installed in this run)" if c.installed_now else ""))]  # fmt: skip
+    if c.probe_s:
+        inside = sum(c.probe_s.values())
+        facts.append(("probes", ", ".join(f"{k} {v:.1f} s" for k, v in c.probe_s.items())
+                      + (f"; between them {c.phases['probes'] - inside:.1f} s" if "probes" in c.phases else "")))  # fmt: skip
+    if (over := c.overhead_s()) is not None:
+        facts.append(("harness overhead", f"{over:.1f} s of {c.wall_s:.1f} s ({over / c.wall_s:.1%}): wall time no phase accounts for"))
     if c.install is not None:
         facts.append(("executable", c.install.executable))
         how = c.install.kind + (f" from {c.install.url} (sha256 {c.install.sha256})" if c.install.url else "")
@@ -312,7 +319,15 @@ def build(backend: str, matrix_path: str, run_id: str, cells: Sequence[CellResul
     ordered = sort_cells(cells)
     views = tuple(cell_view(c) for c in ordered)
     models = dict.fromkeys(c.model for c in ordered)
-    return ReportView(title=f"{backend} pin matrix — run {run_id}", matrix_path=matrix_path, recommendations=tuple(recs),
+    walls = [c for c in ordered if c.wall_s]
+    timing = ""
+    if walls:
+        total = sum(c.wall_s for c in walls)
+        per = {p: sum(c.phases.get(p, 0.0) for c in walls) for p in PHASES}
+        over = sum(c.overhead_s() or 0.0 for c in walls)
+        timing = (f"{len(walls)} cells, {total:.0f} s: " + ", ".join(f"{p} {v:.0f} s" for p, v in per.items() if v)
+                  + f"; harness overhead {over:.1f} s ({over / total:.1%})")  # fmt: skip
+    return ReportView(title=f"{backend} pin matrix — run {run_id}", timing=timing, matrix_path=matrix_path, recommendations=tuple(recs),
                       summary=Table(title="Summary", headers=SUMMARY_HEADERS, rows=tuple(summary_row(c) for c in ordered)),
                       cells=views, failures=tuple(v for v in views if not v.ok),
                       curves=tuple((m, tuple(c for c in ordered if c.model == m)) for m in models), partial=partial,

@@ -84,6 +84,10 @@ def test_matrix_run_records_every_cell_and_recommends(tmp_path: Path, gguf_model
         assert lvl["label"] in ("c=1", "c=2") and lvl["unit"] == "output tok/s"
     machine = by_version["2.0.0"]["fingerprint"]["machine"]
     assert machine["cores"] > 0 and machine["cpu_model"] and by_version["2.0.0"]["fingerprint"]["launch_argv"][0].endswith("scripted_2.0.0")
+    timed = by_version["2.0.0"]
+    assert set(timed["probe_s"]) == {"conformance", "agreement", "accuracy", "load c=1", "load c=2"}
+    assert sum(timed["probe_s"].values()) <= timed["phases"]["probes"] and timed["phases"]["calibration"] > 0.5
+    assert 0 <= timed["wall_s"] - sum(timed["phases"].values()) < 0.5 * timed["wall_s"]  # the harness's own share
     assert by_version["3.0.0"]["failure_class"] == "failed"
     assert "chat.shape" in by_version["3.0.0"]["reason"]
     assert by_version["4.0.0"]["failure_class"] == "install-failed"
@@ -103,6 +107,7 @@ def test_matrix_run_records_every_cell_and_recommends(tmp_path: Path, gguf_model
     for v in ("1.0.0", "2.0.0", "3.0.0", "4.0.0", "5.0.0"):
         assert f"scripted_{v}" in md
     assert "INSTALL-FAILED (expected)" in md
+    assert "- harness overhead: " in md and "Where the time went: 5 cells, " in md
     assert (tmp_path / "reports" / "scripted" / "latest").resolve() == run_dir.resolve()
     junit = (tmp_path / "junit.xml").read_text()
     assert 'tests="5"' in junit and "cell[scripted_3.0.0-tiny-cpu]" in junit
