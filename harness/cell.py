@@ -297,7 +297,8 @@ def _probe(ctx: RunContext, result: CellResult, model: ModelSpec, base_url: str,
             ours: dict[str, Any] = {"embeddings": agreement.embeddings(client, model.name)}
         else:
             prompts = list(agreement.PROMPTS[: w.agreement_prompts])
-            ours = {"samples": agreement.greedy_samples(client, model.name, prompts, w.agreement_max_tokens, t.top_logprobs)}
+            ours = {"samples": agreement.greedy_samples(client, model.name, prompts, w.agreement_max_tokens, t.top_logprobs,
+                                                        concurrency=w.probe_concurrency)}  # fmt: skip
             result.checks.append(quality.degeneration_check(ours["samples"]))  # absolute: the reference pin too
         result.probe_s["agreement"] = time.monotonic() - agreement_t0
     scored: TextAccuracy | None = None

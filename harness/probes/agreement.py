@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,23 +73,32 @@ def _prompt_logprobs(choice: dict[str, Any]) -> list[dict[str, float]] | None:
     return out
 
 
-def greedy_samples(client: httpx.Client, model: str, prompts: Sequence[str], max_tokens: int, top_k: int) -> list[dict[str, Any]]:
-    """Greedy completions with top-k logprobs, plus prompt logprobs where the server supports them."""
-    out: list[dict[str, Any]] = []
-    want_prompt_lp = True
-    for prompt in prompts:
+def greedy_samples(client: httpx.Client, model: str, prompts: Sequence[str], max_tokens: int, top_k: int, *,
+                   concurrency: int = 1) -> list[dict[str, Any]]:  # fmt: skip
+    """Greedy completions with top-k logprobs, plus prompt logprobs where the server supports them.
+
+    The first prompt goes alone (it finds out whether the server takes ``prompt_logprobs``); the rest up
+    to ``concurrency`` at a time over the same client, in prompt order in the result."""
+    if not prompts:
+        return []
+    want = [True]
+
+    def one(prompt: str) -> dict[str, Any]:
         body: dict[str, Any] = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "logprobs": top_k}
-        ex = exchange(client, "POST", "/v1/completions", {**body, "prompt_logprobs": 1} if want_prompt_lp else body)
-        if ex.status != 200 and want_prompt_lp:  # prompt_logprobs is a vLLM extension; others may refuse it
-            want_prompt_lp = False
+        ex = exchange(client, "POST", "/v1/completions", {**body, "prompt_logprobs": 1} if want[0] else body)
+        if ex.status != 200 and want[0]:  # prompt_logprobs is a vLLM extension; others may refuse it
+            want[0] = False
             ex = exchange(client, "POST", "/v1/completions", body)
         if ex.status != 200 or not isinstance(ex.data, dict):
             raise ProbeError(f"greedy completion with logprobs: HTTP {ex.status}: {str(ex.data)[:200]}")
         choice = ex.data["choices"][0]
         tokens, tops = normalise_logprobs(choice)
-        out.append({"prompt": prompt, "text": choice.get("text", ""), "tokens": tokens, "top_logprobs": tops,
-                    "prompt_logprobs": _prompt_logprobs(choice)})  # fmt: skip
-    return out
+        return {"prompt": prompt, "text": choice.get("text", ""), "tokens": tokens, "top_logprobs": tops,
+                "prompt_logprobs": _prompt_logprobs(choice)}  # fmt: skip
+
+    first = one(prompts[0])
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        return [first, *pool.map(one, prompts[1:])]
 
 
 def compare(ours: Sequence[dict[str, Any]], reference: Sequence[dict[str, Any]]) -> list[ItemAgreement]:

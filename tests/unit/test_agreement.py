@@ -69,3 +69,41 @@ def test_embeddings_cosine_threshold() -> None:
     bad = evaluate_embeddings([[1.0, 0.0]], [[1.0, 0.1]], "1")
     assert ok.passed is True and bad.passed is False
     assert bad.detail == "vs 1: min cosine 0.995037 (threshold 0.999)"
+
+
+def test_greedy_prompts_sent_concurrently_answer_as_sequentially_and_in_order() -> None:
+    import json
+    import threading
+    import time
+
+    import httpx
+
+    from harness.probes.agreement import greedy_samples
+
+    lock, state = threading.Lock(), {"now": 0, "most": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        if "prompt_logprobs" in body:  # a server without vLLM's extension: refused, asked again without it
+            return httpx.Response(400, json={"error": {"message": "unknown field prompt_logprobs"}})
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+        time.sleep(0.05)
+        with lock:
+            state["now"] -= 1
+        toks = [f" {body['prompt'][:3]}{i}" for i in range(body["max_tokens"])]
+        lp = {"tokens": toks, "token_logprobs": [-0.1] * len(toks), "top_logprobs": [{t: -0.1} for t in toks], "text_offset": [0] * len(toks)}
+        return httpx.Response(200, json={"choices": [{"index": 0, "text": "".join(toks), "logprobs": lp, "finish_reason": "length"}]})
+
+    prompts = [f"p{i:02d} prompt" for i in range(9)]
+
+    def run(concurrency: int) -> list[dict]:
+        with httpx.Client(base_url="http://t", transport=httpx.MockTransport(handler)) as client:
+            return greedy_samples(client, "m", prompts, 3, 5, concurrency=concurrency)
+
+    one = run(1)
+    assert state["most"] == 1
+    four = run(4)
+    assert four == one and [s["prompt"] for s in four] == prompts
+    assert state["most"] == 4  # they really were in flight together
