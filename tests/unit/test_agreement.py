@@ -93,7 +93,8 @@ def test_greedy_prompts_sent_concurrently_answer_as_sequentially_and_in_order() 
         with lock:
             state["now"] -= 1
         toks = [f" {body['prompt'][:3]}{i}" for i in range(body["max_tokens"])]
-        lp = {"tokens": toks, "token_logprobs": [-0.1] * len(toks), "top_logprobs": [{t: -0.1} for t in toks], "text_offset": [0] * len(toks)}
+        lp = {"tokens": toks, "token_logprobs": [-0.1] * len(toks), "top_logprobs": [{t: -0.1} for t in toks],
+              "text_offset": [0] * len(toks)}
         return httpx.Response(200, json={"choices": [{"index": 0, "text": "".join(toks), "logprobs": lp, "finish_reason": "length"}]})
 
     prompts = [f"p{i:02d} prompt" for i in range(9)]
