@@ -8,6 +8,7 @@
     python -m harness compare <run A> <run B> [--json]   # verdicts of B's cells against the same pins in A
     python -m harness report <run dir>... [--out DIR]    # reports again from stored results; several runs merged
     python -m harness bisect <matrix> --good V1 --bad V2 [--on throughput|agreement|accuracy|conformance]
+    python -m harness cells <matrix> [--shards N] [--json]   # the cells, the GPUs each needs, the shard that runs it
 
 Every kind installs through the one entry point (``harness.install.install_pin``): pipx, uv, a verified
 download (llama-box, custom backends with a ``download_url``), or a manual pin already in the bin dir.
@@ -22,13 +23,17 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from . import releases
 from .backends import Host, get_backend, known_backends
 from .bisection import CRITERIA, SOURCES, bisect, budget
+from .cell import cell_id
 from .errors import HarnessError, InstallError
+from .history import History
 from .install import DEFAULT_BASE_URL, InstallPaths, InstallRequest, default_data_dir, install_pin, list_pins, pipx_command
 from .report import rebuild
 from .results import SCHEMA_FILE, ResultStore, results_schema
 from .safe import terminal
+from .shards import plan
 from .slots import cuda_driver_version, default_platform, discover_gpus
 from .spec import load_matrix
 from .verdict import compare_runs
@@ -144,6 +149,31 @@ def cmd_bisect(a: argparse.Namespace) -> int:
     return 0 if outcome.first_bad else 3
 
 
+def cmd_cells(a: argparse.Namespace) -> int:
+    """The matrix's cells for a fleet: id, GPUs needed, and which of ``--shards`` runs it (``pytest --shard i/n``)."""
+    if a.shards < 1:
+        raise HarnessError(f"--shards {a.shards}: expected 1 or more")
+    matrix = load_matrix(a.matrix)
+    platform = a.platform or default_platform(discover_gpus())
+    if platform not in matrix.platforms:
+        raise HarnessError(f"{a.matrix}: no '{platform}' platform (has: {', '.join(matrix.platforms)})")
+    paths = _paths(a)
+    matrix = releases.resolve(matrix, platform, paths=paths, download_base_url=a.tools_download_base_url)
+    plat = matrix.platforms[platform]
+    backend = matrix.get_backend().name
+    ids = {(p.pin.text, m.name): cell_id(backend, p.pin.text, m.name, platform) for m in plat.models for p in plat.versions}
+    history = None if a.no_history else (Path(a.history) if a.history else paths.data_dir / "history")
+    costs = History(history).costs(matrix.backend, platform) if history is not None else {}
+    planned = plan(matrix, platform, ids, shards=a.shards, costs=costs)
+    if a.json:
+        print(json.dumps([p.to_dict() for p in planned], indent=1))
+        return 0
+    for p in planned:
+        shards = ",".join(map(str, p.shards))
+        print(f"{p.cell_id:<60} shard {shards:<8} gpus {p.gpus}  {'reference' if p.reference else ''}")
+    return 0
+
+
 def cmd_schema(a: argparse.Namespace) -> int:
     """Print the results JSON Schema the types describe, or write it where the package ships it."""
     text = json.dumps(results_schema(), indent=1) + "\n"
@@ -193,6 +223,15 @@ def main(argv: list[str] | None = None) -> int:
         bis.add_argument(opt)
     bis.add_argument("--tools-download-base-url", default=DEFAULT_BASE_URL)
     bis.add_argument("--allow-http-mirror", action="store_true")
+    cel = sub.add_parser("cells", help="the matrix's cells, the GPUs each needs and the shard that runs it")
+    cel.add_argument("matrix")
+    cel.add_argument("--platform", choices=("cpu", "cuda"))
+    cel.add_argument("--shards", type=int, default=1, help="how many shards the fleet runs (pytest --shard i/N)")
+    cel.add_argument("--json", action="store_true")
+    for opt in ("--bin-dir", "--data-dir", "--history"):
+        cel.add_argument(opt)
+    cel.add_argument("--no-history", action="store_true", help="balance shards by count, not by history's cell times")
+    cel.add_argument("--tools-download-base-url", default=DEFAULT_BASE_URL)
     rep = sub.add_parser("report", help="reports again from stored results; several run dirs merged into one")
     rep.add_argument("run_dirs", nargs="+", help="run directories (reports/<backend>/<run-id>) of one matrix")
     rep.add_argument("--out", help="where the merged report goes (default: <first run's parent>/merged; one run: in place)")
@@ -206,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.command == "install" and not (a.versions or (a.matrix and a.backend)):
         ap.error("install: name at least one version")
     commands = {"install": cmd_install, "pins": cmd_pins, "compare": cmd_compare, "schema": cmd_schema, "report": cmd_report,
-                "bisect": cmd_bisect}
+                "bisect": cmd_bisect, "cells": cmd_cells}
     try:
         return commands[a.command](a)
     except HarnessError as exc:

@@ -25,6 +25,7 @@ from filelock import FileLock
 
 from .results import CellResult, LoadPoint, RunInfo, append_line
 from .serial import LoadError, dump
+from .stats import percentile
 from .verdict import Verdict, compare
 from .versions import path_safe
 
@@ -105,6 +106,23 @@ class History:
                                  flagged=bool(data["flagged"]), peak=data.get("peak"), cell=cell))  # fmt: skip
             except (ValueError, KeyError, TypeError, LoadError):
                 continue  # a torn line of a killed run, or a schema this version cannot read: not history
+        return out
+
+    def costs(self, backend: str, platform: str) -> dict[str, float]:
+        """cell id -> the median wall seconds of its last 3 recorded runs: what balances shards."""
+        folder = self.root / path_safe(backend) / path_safe(platform)
+        out: dict[str, float] = {}
+        for path in sorted(folder.glob("*/*.jsonl")) if folder.is_dir() else []:
+            walls: list[tuple[str, float]] = []
+            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+                try:
+                    cell = json.loads(line)["cell"]
+                    walls.append((str(cell["cell_id"]), float(cell.get("wall_s") or 0.0)))
+                except (ValueError, KeyError, TypeError):
+                    continue
+            recent = [w for _, w in walls[-3:] if w > 0]
+            if recent:
+                out[walls[-1][0]] = percentile(recent, 50)
         return out
 
     def trend(self, cell: CellResult, info: RunInfo) -> Trend:

@@ -10,7 +10,6 @@ is inert in an ordinary test run.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import os
 import signal
@@ -22,34 +21,71 @@ from typing import Any
 import pytest
 from _pytest._code.code import TerminalRepr
 
-from . import index, releases
+from . import releases
 from .cell import CellInterrupted, RunContext, cell_id, run_cell
-from .errors import InstallError, SpecError
+from .errors import HarnessError, SpecError
+from .history import History
 from .install import InstallPaths, default_data_dir, pipx_command, remove_pin
 from .launch import reap_leftovers
 from .report import first_screen, run_info, write_reports
 from .results import CellResult, ResultStore, Status
 from .safe import terminal
+from .shards import parse_shard, plan, selected
 from .slots import default_platform, discover_gpus, slot_for_worker
 from .spec import Matrix, ModelSpec, PinSpec, load_matrix
-from .versions import parse_pin
 
 _RUN_DIR = pytest.StashKey[Path]()
 _MATRICES = pytest.StashKey[dict[str, Matrix]]()
 _EXPECTED = pytest.StashKey[dict[str, list[str]]]()
-_REAPED = pytest.StashKey[bool]()  # backend -> the cell ids this run was asked to run
+_REAPED = pytest.StashKey[bool]()
+_ALL_CELLS = pytest.StashKey[dict[str, list[str]]]()  # backend -> every cell id collected, before --shard
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """--shard i/n: keep this shard's cells (every cell stays in run.json's expected list, so a merge of the
+    shards says which shard did not report)."""
+    cells = [i for i in items if isinstance(i, CellItem)]
+    config.stash[_ALL_CELLS] = {}
+    for c in cells:
+        config.stash[_ALL_CELLS].setdefault(c.matrix.backend, []).append(c.cell_id)
+    if not config.option.pm_shard or not cells:
+        return
+    try:
+        index, count = parse_shard(config.option.pm_shard)
+    except HarnessError as exc:
+        raise pytest.UsageError(str(exc)) from exc
+    history = _history_dir(config)
+    keep: set[str] = set()
+    for (backend, platform), group in _groups(cells).items():
+        ids = {(c.pin.pin.text, c.model.name): c.cell_id for c in group}
+        costs = History(history).costs(backend, platform) if history is not None else {}
+        keep |= selected(plan(group[0].matrix, platform, ids, shards=count, costs=costs), index)
+    dropped = [i for i in items if isinstance(i, CellItem) and i.cell_id not in keep]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [i for i in items if not (isinstance(i, CellItem) and i.cell_id not in keep)]
+
+
+def _groups(cells: list[CellItem]) -> dict[tuple[str, str], list[CellItem]]:
+    out: dict[tuple[str, str], list[CellItem]] = {}
+    for c in cells:
+        out.setdefault((c.matrix.backend, c.platform), []).append(c)
+    return out
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Which cells this run is to run (after -k): a report written before all of them ran says so."""
+    """Which cells this run is to run (after -k and --shard): a report written before all of them ran says so."""
     expected: dict[str, list[str]] = {}
     for item in session.items:
         if isinstance(item, CellItem):
             expected.setdefault(item.matrix.backend, []).append(item.cell_id)
     session.config.stash[_EXPECTED] = expected
+    every = session.config.stash.get(_ALL_CELLS, {})
     for backend, cell_ids in expected.items():  # the run dir describes itself: reports rebuild without the matrix
         matrix = session.config.stash[_MATRICES][backend]
-        run_info(matrix, str(session.config.option.pm_run_id), cell_ids).write(run_dir(session.config, backend))
+        listed = every.get(backend, cell_ids) if session.config.option.pm_shard else cell_ids
+        run_info(matrix, str(session.config.option.pm_run_id), listed).write(run_dir(session.config, backend))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -68,6 +104,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--history", dest="pm_history", default=None,
                 help="history dir: each cell is compared with its own earlier runs there, then added (default: <data-dir>/history)")
     g.addoption("--no-history", dest="pm_no_history", action="store_true", help="neither compare with nor add to history")
+    g.addoption("--shard", dest="pm_shard", default=None,
+                help="run shard i of n (i/n): deterministic, balanced by history's cell times; merge with `harness report`")
     g.addoption("--remove-venvs", dest="pm_remove_venvs", action="store_true",
                 help="delete each pin's pipx/uv venv after its last cell (vox-box venvs are 7 GiB; cells run pin by pin)")
 
@@ -163,24 +201,12 @@ def _unwritable(directory: Path) -> str | None:
 
 
 def resolve_version_sets(matrix: Matrix, platform: str, config: pytest.Config) -> Matrix:
-    """Turn ranges and "installed" entries into concrete pins (deduplicated, in version order)."""
-    plat = matrix.platforms[platform]
-    if not plat.version_sets:
-        return matrix
+    """Turn ranges and "installed" entries into concrete pins (see ``releases.resolve``)."""
     opt = config.option
     data_dir = Path(opt.pm_data_dir).expanduser() if opt.pm_data_dir else default_data_dir()
     bin_dir = Path(opt.pm_bin_dir).expanduser() if opt.pm_bin_dir else data_dir / "bin"
-    pins = {p.pin.text: p for p in plat.versions}
     paths = InstallPaths(data_dir=data_dir, bin_dir=bin_dir, pipx=("pipx",))
-    for vs in plat.version_sets:
-        try:
-            found = releases.find(matrix, platform, vs, paths=paths, download_base_url=opt.pm_download_base)
-        except (index.IndexError_, InstallError) as exc:
-            raise SpecError(str(matrix.path), [f"platforms.{platform}.versions: {exc}"]) from exc
-        for text in found:
-            pins.setdefault(text, PinSpec(pin=parse_pin(text), why=vs.describe()))
-    ordered = tuple(sorted(pins.values(), key=lambda p: p.pin.version))
-    return dataclasses.replace(matrix, platforms={**matrix.platforms, platform: dataclasses.replace(plat, versions=ordered)})
+    return releases.resolve(matrix, platform, paths=paths, download_base_url=opt.pm_download_base)
 
 
 def _summary(result: CellResult) -> str:

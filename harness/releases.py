@@ -7,13 +7,15 @@ pins already in the bin dir.
 
 from __future__ import annotations
 
+import dataclasses
+
 from packaging.specifiers import SpecifierSet
 
 from . import index
-from .errors import InstallError
+from .errors import InstallError, SpecError
 from .install import InstallPaths, list_pins
 from .install.download import resolve_releases
-from .spec import Matrix, VersionSet
+from .spec import Matrix, PinSpec, VersionSet
 from .versions import InvalidPin, parse_pin
 
 
@@ -37,3 +39,21 @@ def find(matrix: Matrix, platform: str, vs: VersionSet, *, paths: InstallPaths, 
             raise InstallError(f"{vs.describe()}: {backend.name} downloads from a URL with no release list; name its versions")
         return resolve_releases(url, spec, vs.newest, prereleases=vs.prereleases)
     return index.resolve(matrix.platforms[platform].package, spec, vs.newest, prereleases=vs.prereleases)
+
+
+def resolve(matrix: Matrix, platform: str, *, paths: InstallPaths, download_base_url: str) -> Matrix:
+    """The matrix with ``platform``'s ranges and "installed" entries turned into concrete pins (deduplicated,
+    in version order); a lookup that fails is the matrix's error, naming the platform's versions."""
+    plat = matrix.platforms[platform]
+    if not plat.version_sets:
+        return matrix
+    pins = {p.pin.text: p for p in plat.versions}
+    for vs in plat.version_sets:
+        try:
+            found = find(matrix, platform, vs, paths=paths, download_base_url=download_base_url)
+        except (index.IndexError_, InstallError) as exc:
+            raise SpecError(str(matrix.path), [f"platforms.{platform}.versions: {exc}"]) from exc
+        for text in found:
+            pins.setdefault(text, PinSpec(pin=parse_pin(text), why=vs.describe()))
+    ordered = tuple(sorted(pins.values(), key=lambda p: p.pin.version))
+    return dataclasses.replace(matrix, platforms={**matrix.platforms, platform: dataclasses.replace(plat, versions=ordered)})

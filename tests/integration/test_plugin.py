@@ -351,3 +351,28 @@ def test_a_second_run_meets_the_first_in_history_and_a_run_dir_rebuilds_alone(tm
                              capture_output=True, text=True, timeout=60)  # fmt: skip
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert json.loads((run_dir / "pins.json").read_text()) == before and "## History" in (run_dir / "report.md").read_text()
+
+
+def test_two_shards_merged_give_the_cells_and_recommendation_of_the_whole_run(tmp_path: Path, gguf_model: Path) -> None:
+    for v in ("1.0.0", "2.0.0", "3.0.0"):
+        install_manual_pin(tmp_path / "bin", v)
+    matrix = _matrix(tmp_path, '"1.0.0", "2.0.0", "3.0.0"', "1.0.0", gguf_model)
+    whole = _run(tmp_path, matrix, "--run-id", "whole", "--no-history")
+    assert whole.returncode == 0, whole.stdout[-3000:]
+    for i in (1, 2):
+        shard = _run(tmp_path, matrix, "--run-id", f"s{i}", "--shard", f"{i}/2", "--no-history")
+        assert shard.returncode == 0 and "1 deselected" in shard.stdout, shard.stdout[-3000:]  # the reference runs in both
+    reports = tmp_path / "reports" / "scripted"
+    merged = subprocess.run([sys.executable, "-m", "harness", "report", str(reports / "s1"), str(reports / "s2"), "--out",
+                             str(reports / "merged"), "--no-history"], cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert merged.returncode == 0, merged.stderr
+    assert "note: scripted_1.0.0-tiny-cpu: run s2's result replaces run s1's" in merged.stdout
+    cells = {p: sorted(c["cell_id"] for c in json.loads((reports / p / "results.json").read_text())["cells"]) for p in ("whole", "merged")}
+    assert cells["merged"] == cells["whole"] == ["scripted_1.0.0-tiny-cpu", "scripted_2.0.0-tiny-cpu", "scripted_3.0.0-tiny-cpu"]
+    recs = {p: json.loads((reports / p / "pins.json").read_text())["models"][0]["backend_version"] for p in ("whole", "merged")}
+    assert recs["merged"] == recs["whole"] == "3.0.0"
+    only_one = subprocess.run([sys.executable, "-m", "harness", "report", str(reports / "s1"), "--out", str(reports / "half"),
+                               "--no-history"], cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert only_one.returncode == 0 and "Partial run: 2 of 3 cells ran" in (reports / "half" / "report.md").read_text()
+    bad = _run(tmp_path, matrix, "--shard", "3/2")
+    assert bad.returncode != 0 and "--shard '3/2': expected i/n with 1 <= i <= n" in bad.stderr + bad.stdout
