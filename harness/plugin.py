@@ -14,6 +14,7 @@ import datetime as dt
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -221,6 +222,7 @@ class CellItem(pytest.Item):
     def __init__(self, *, matrix: Matrix, platform: str, pin: PinSpec, model: ModelSpec, gpus: list[int], **kw: Any) -> None:
         super().__init__(**kw)
         self.matrix, self.platform, self.pin, self.model, self.gpus = matrix, platform, pin, model, gpus
+        self.reference = matrix.platforms[platform].reference
         self.add_marker(pytest.mark.pinmatrix)
         self.result: CellResult | None = None
         self.cell_id = cell_id(matrix.get_backend().name, pin.pin.text, model.name, platform)
@@ -264,13 +266,14 @@ class CellItem(pytest.Item):
             self.result = earlier
             self._outcome(earlier)
             return
+        self._wait_for_reference(store, ctx)
         try:
             self.result = result = run_cell(ctx, self.pin, self.model)
         except CellInterrupted as exc:  # recorded as interrupted, so the report can say what did not run
             store.append(exc.result)
             raise
         store.append(result)
-        if self.config.option.pm_remove_venvs and result.executable and self._last_cell_of_pin():
+        if self.config.option.pm_remove_venvs and result.executable and self._last_cell_of_pin(store):
             freed = remove_pin(Path(result.executable), ctx.paths)
             if freed:
                 ctx.progress(f"removed {Path(result.executable).name}'s venv ({freed / 2**30:.2f} GiB freed; --remove-venvs)")
@@ -288,11 +291,33 @@ class CellItem(pytest.Item):
         if result.status is not Status.PASSED:
             raise CellFailed(summary + (f"\nlog: {result.log_path}" if result.log_path else ""))
 
-    def _last_cell_of_pin(self) -> bool:
-        items = self.session.items
-        later = items[items.index(self) + 1 :] if self in items else []
-        return not any(isinstance(i, CellItem) and i.matrix.backend == self.matrix.backend and i.pin.pin == self.pin.pin
-                       for i in later)  # fmt: skip
+    def _last_cell_of_pin(self, store: ResultStore) -> bool:
+        """Every cell of this pin in the run has a final result: no worker will use its venv again. Decided
+        on the shared results file, not this worker's queue (xdist workers each see only their own)."""
+        mine = {i.cell_id for i in self.session.items
+                if isinstance(i, CellItem) and i.matrix.backend == self.matrix.backend and i.pin.pin == self.pin.pin}  # fmt: skip
+        done = {r.cell_id for r in store.load() if r.final}
+        return mine <= done
+
+    def _wait_for_reference(self, store: ResultStore, ctx: RunContext) -> None:
+        """Under xdist, a model's reference cell may run on another worker: agreement needs its outputs, so
+        wait for its result. No deadlock: every worker runs its cells in collection order, reference first."""
+        if getattr(self.config, "workerinput", None) is None:
+            return  # one process: collection order already puts the reference first
+        ref = next((i for i in self.session.items if isinstance(i, CellItem) and i.matrix.backend == self.matrix.backend
+                    and i.model.name == self.model.name and i.platform == self.platform and i.pin.pin == i.reference), None)  # fmt: skip
+        if ref is None or ref is self:
+            return
+        limit = time.monotonic() + 2 * self.matrix.thresholds.startup_deadline_s + 3600
+        said = False
+        while not any(r.cell_id == ref.cell_id and r.final for r in store.load()):
+            if time.monotonic() > limit:
+                ctx.progress(f"gave up waiting for the reference cell {ref.cell_id}: running without its outputs")
+                return
+            if not said:
+                ctx.progress(f"waiting for the reference cell {ref.cell_id} (another worker runs it)")
+                said = True
+            time.sleep(1.0)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str | TerminalRepr:
         if isinstance(excinfo.value, CellFailed):

@@ -376,3 +376,34 @@ def test_two_shards_merged_give_the_cells_and_recommendation_of_the_whole_run(tm
     assert only_one.returncode == 0 and "Partial run: 2 of 3 cells ran" in (reports / "half" / "report.md").read_text()
     bad = _run(tmp_path, matrix, "--shard", "3/2")
     assert bad.returncode != 0 and "--shard '3/2': expected i/n with 1 <= i <= n" in bad.stderr + bad.stdout
+
+
+def test_under_xdist_every_cell_compares_with_a_reference_that_finished_first(tmp_path: Path, gguf_model: Path) -> None:
+    for v in ("1.0.0", "2.0.0", "3.0.0"):
+        install_manual_pin(tmp_path / "bin", v)
+    matrix = _matrix(tmp_path, '"1.0.0", "2.0.0", "3.0.0"', "1.0.0", gguf_model)
+    matrix.write_text(matrix.read_text() + f'[[platforms.cpu.models]]\nname = "tiny2"\nsource = "file://{gguf_model}"\n')
+    proc = _run(tmp_path, matrix, "-n", "2", "--run-id", "x", "--no-history")
+    assert proc.returncode == 0 and "6 passed" in proc.stdout, proc.stdout[-3000:]
+    cells = [json.loads(ln) for ln in (tmp_path / "reports" / "scripted" / "x" / "results.jsonl").read_text().splitlines()]
+    for model in ("tiny", "tiny2"):
+        ref = next(c for c in cells if c["model"] == model and c["is_reference"])
+        for other in (c for c in cells if c["model"] == model and not c["is_reference"]):
+            assert other["agreement"]["kind"] == "greedy", other["agreement"]  # compared, never "not compared"
+            assert other["started_at"] >= ref["finished_at"]
+
+
+def test_remove_venvs_under_xdist_never_removes_a_venv_another_worker_still_needs(tmp_path: Path, gguf_model: Path) -> None:
+    from tests.support.scripted_backend import SERVER
+
+    fake = tmp_path / "pipx-installs"
+    fake.write_text(FAKE_PIPX_INSTALL.format(python=sys.executable, server=SERVER))
+    fake.chmod(0o755)
+    matrix = _matrix(tmp_path, '"1.0.0", "2.0.0"', "1.0.0", gguf_model)
+    matrix.write_text(matrix.read_text() + "".join(f'[[platforms.cpu.models]]\nname = "m{i}"\nsource = "file://{gguf_model}"\n'
+                                                   for i in range(3)))  # fmt: skip
+    argv = _pytest(tmp_path, matrix, "-n", "2", "--remove-venvs", "--run-id", "rv", "--no-history")
+    argv[argv.index("--pipx-path") + 1] = str(fake)
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0 and "8 passed" in proc.stdout, proc.stdout[-3000:]
+    assert list((tmp_path / "data" / "pipx" / "venvs").iterdir()) == []  # removed in the end, each once all its cells ran
