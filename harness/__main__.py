@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -30,8 +31,8 @@ from .cell import cell_id
 from .errors import HarnessError, InstallError
 from .history import History
 from .install import DEFAULT_BASE_URL, InstallPaths, InstallRequest, default_data_dir, install_pin, list_pins, pipx_command
-from .report import rebuild
-from .results import SCHEMA_FILE, ResultStore, results_schema
+from .report import first_screen, rebuild
+from .results import SCHEMA_FILE, ResultStore, RunInfo, results_schema
 from .safe import terminal
 from .shards import plan
 from .slots import cuda_driver_version, default_platform, discover_gpus
@@ -132,7 +133,14 @@ def cmd_report(a: argparse.Namespace) -> int:
             print(terminal(f"  - {reason}"))
     for label, path in (("markdown", paths.markdown), ("html", paths.html), ("results", paths.results_json), ("pins", paths.pins_json)):
         print(f"{label:>9}: {path}")
-    return 0
+    if step_summary := os.environ.get("GITHUB_STEP_SUMMARY"):  # a CI job's summary page shows the first screen
+        with open(step_summary, "a", encoding="utf-8") as fh:
+            fh.write(first_screen(paths.markdown.read_text(encoding="utf-8")) + "\n")
+    deployed = set(RunInfo.read(paths.run_dir).references.values())
+    regressed = [t for t in paths.trends if t.word == "regression" and t.version in deployed]
+    for t in regressed:
+        print(terminal(f"regression of the deployed pin: {t.line}"), file=sys.stderr)
+    return 1 if a.fail_on_regression and regressed else 0
 
 
 def cmd_bisect(a: argparse.Namespace) -> int:
@@ -239,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--data-dir", help="its history dir is the default history")
     rep.add_argument("--history", help="compare each cell with its earlier runs there, and add it (default: <data-dir>/history)")
     rep.add_argument("--no-history", action="store_true", help="neither compare with nor add to history")
+    rep.add_argument("--fail-on-regression", action="store_true",
+                     help="exit 1 when the deployed (reference) pin is a regression against its own history (a nightly's gate)")
     sub.add_parser("schema", help="the results JSON Schema (results.json, results.jsonl lines)").add_argument(
         "--write", action="store_true", help=f"write it to {SCHEMA_FILE.name} in the package")
     a = ap.parse_args(argv)

@@ -105,3 +105,18 @@ def test_the_workload_digest_names_only_settings_away_from_their_defaults() -> N
                             "reference": "0.31.0", "models": [{"name": "m", "source": f"file://{HERE}"}]}},
                             "workload": {"output_tokens": 32}}, "m.toml")  # fmt: skip
     assert workload_digest(shorter) == hashlib.sha256(json.dumps([{"output_tokens": 32}, {}], sort_keys=True).encode()).hexdigest()[:12]
+
+
+def test_a_nightly_fails_when_the_deployed_pin_regresses_twice(tmp_path: Path, capsys) -> None:
+    from harness.__main__ import main
+    from harness.results import ResultStore
+
+    codes = []
+    for i, rate in enumerate((30.0, 30.0, 30.0, 20.0, 20.0)):
+        run = tmp_path / "vllm" / f"n{i}"
+        run_info(MATRIX, f"n{i}", ["vllm_0.31.0-m-cpu"]).write(run)
+        ResultStore(run / "results.jsonl").append(cells.cell("0.31.0", reference=True, throughput=[_point(rate, i)],
+                                                             fingerprint=_machine()))  # fmt: skip
+        codes.append(main(["report", str(run), "--history", str(tmp_path / "h"), "--fail-on-regression"]))
+    assert codes == [0, 0, 0, 0, 1]  # suspicious once, then a regression: the gate closes
+    assert "regression of the deployed pin: 0.31.0 on m: regression" in capsys.readouterr().err
