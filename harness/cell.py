@@ -39,7 +39,7 @@ from .probes import accuracy, agreement, conformance, quality, speech, stt, tts
 from .probes.wer import edit_distance, wer, words
 from .results import Agreement, CellResult, Check, ClipScore, FailureClass, LoadPoint, SpeechAccuracy, Startup, Status, TextAccuracy
 from .serial import dump, load_record
-from .slots import GpuMemorySampler, Slot, cuda_driver_version
+from .slots import GpuMemorySampler, Slot, cuda_driver_version, wait_for_free_memory
 from .spec import Matrix, ModelSpec, PinSpec, Workload
 from .stability import Stability, calibrate
 from .stats import relative_halfwidth
@@ -62,6 +62,10 @@ class RunContext:
     allow_http_mirror: bool = False
 
 
+class MachineBusy(HarnessError):
+    """The machine cannot host the cell now (its GPUs are in use): an infrastructure failure, not the pin's."""
+
+
 class CellInterrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM mid-cell: carries the cell's partial result so it is recorded before the run stops."""
 
@@ -75,7 +79,7 @@ def cell_id(backend: str, pin: str, model: str, platform: str) -> str:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")  # cells on GPU slots: who overlapped whom
 
 
 @functools.cache
@@ -121,6 +125,8 @@ def run_cell(ctx: RunContext, pin_spec: PinSpec, model: ModelSpec) -> CellResult
 
         phase, t0 = "startup", time.monotonic()
         _serve_and_probe(ctx, result, model, local.path, Path(inst.executable))
+    except MachineBusy as exc:
+        _fail(result, FailureClass.INFRASTRUCTURE, str(exc), None)
     except InstallError as exc:
         _fail(result, FailureClass.INSTALL_FAILED, exc.reason, exc.log)
         result.phases["install"] = time.monotonic() - t0
@@ -230,6 +236,11 @@ def _serve(ctx: RunContext, result: CellResult, model: ModelSpec, model_path: Pa
                 raise
         raise AssertionError("unreachable")
 
+    if ctx.slot.gpus:
+        ctx.progress(f"waiting for GPU {','.join(map(str, ctx.slot.gpus))} to be free (< {matrix.thresholds.gpu_free_mib:g} MiB used)")
+        busy = wait_for_free_memory(ctx.slot.gpus, max_used_mib=matrix.thresholds.gpu_free_mib, timeout_s=matrix.thresholds.gpu_free_wait_s)
+        if busy is not None:
+            raise MachineBusy(busy)
     ctx.progress("timing the machine (calibration, ~0.5 s)")
     with timed(result.phases, "calibration"):
         before = calibrate()

@@ -10,6 +10,7 @@ is inert in an ordinary test run.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import signal
@@ -21,6 +22,7 @@ from typing import Any
 
 import pytest
 from _pytest._code.code import TerminalRepr
+from filelock import FileLock, Timeout
 
 from . import releases
 from .cell import CellInterrupted, RunContext, cell_id, run_cell
@@ -32,7 +34,7 @@ from .report import first_screen, run_info, write_reports
 from .results import CellResult, ResultStore, Status
 from .safe import terminal
 from .shards import parse_shard, plan, selected
-from .slots import default_platform, discover_gpus, slot_for_worker
+from .slots import default_platform, discover_gpus, slot_count, slot_for_worker
 from .spec import Matrix, ModelSpec, PinSpec, load_matrix
 
 _RUN_DIR = pytest.StashKey[Path]()
@@ -176,10 +178,14 @@ class MatrixFile(pytest.File):
         pins = sorted(plat.versions, key=lambda p: p.pin.text != plat.reference.text)  # reference first
         # Model by model; pin by pin when venvs are removed after their cells, so each is installed once.
         order = [(m, p) for p in pins for m in plat.models] if opt.pm_remove_venvs else [(m, p) for m in plat.models for p in pins]
+        too_few = platform != "cpu" and plat.gpus_per_cell > len(gpus)
         for model, pin in order:
             # "cell[...]": pytest treats the bracket as a parameter id and leaves its dots alone.
             name = f"cell[{cell_id(matrix.backend, pin.pin.text, model.name, platform)}]"
-            yield CellItem.from_parent(self, name=name, matrix=matrix, platform=platform, pin=pin, model=model, gpus=gpus)
+            item = CellItem.from_parent(self, name=name, matrix=matrix, platform=platform, pin=pin, model=model, gpus=gpus)
+            if too_few:
+                item.skip_reason = f"needs {plat.gpus_per_cell} GPU(s) per cell; this machine has {len(gpus)}"
+            yield item
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str | TerminalRepr:
         if isinstance(excinfo.value, SpecError):
@@ -223,6 +229,7 @@ class CellItem(pytest.Item):
         super().__init__(**kw)
         self.matrix, self.platform, self.pin, self.model, self.gpus = matrix, platform, pin, model, gpus
         self.reference = matrix.platforms[platform].reference
+        self.skip_reason = ""  # why this machine cannot run the cell at all (too few GPUs)
         self.add_marker(pytest.mark.pinmatrix)
         self.result: CellResult | None = None
         self.cell_id = cell_id(matrix.get_backend().name, pin.pin.text, model.name, platform)
@@ -257,6 +264,8 @@ class CellItem(pytest.Item):
         )  # fmt: skip
 
     def runtest(self) -> None:
+        if self.skip_reason:
+            pytest.skip(self.skip_reason)
         ctx = self._ctx()
         ctx.progress("")  # start on a fresh line after pytest's item name
         store = ResultStore(ctx.run_dir / "results.jsonl")
@@ -268,7 +277,8 @@ class CellItem(pytest.Item):
             return
         self._wait_for_reference(store, ctx)
         try:
-            self.result = result = run_cell(ctx, self.pin, self.model)
+            with _slot_lock(ctx):
+                self.result = result = run_cell(ctx, self.pin, self.model)
         except CellInterrupted as exc:  # recorded as interrupted, so the report can say what did not run
             store.append(exc.result)
             raise
@@ -336,6 +346,46 @@ def _history_dir(config: pytest.Config) -> Path | None:
         return Path(opt.pm_history).expanduser().resolve()
     data_dir = Path(opt.pm_data_dir).expanduser() if opt.pm_data_dir else default_data_dir()
     return data_dir.resolve() / "history"
+
+
+@contextlib.contextmanager
+def _slot_lock(ctx: RunContext) -> Iterator[None]:
+    """One cell per GPU at a time, across workers and runs on this machine: more workers than slots (-n 4 with
+    two TP=2 slots) wait their turn instead of sharing a GPU."""
+    if not ctx.slot.gpus:
+        yield
+        return
+    locks = ctx.paths.data_dir / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(locks / f"gpu-{'-'.join(map(str, ctx.slot.gpus))}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        ctx.progress(f"waiting for GPU slot {ctx.slot.label} (another cell holds it)")
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """`-n auto` = one worker per GPU slot of the matrices named (the CPU is one slot: cells side by side on
+    the CPU would measure each other)."""
+    paths = [Path(a) for a in config.args if a.endswith(".toml") and Path(a).is_file()]
+    if not paths:
+        return None
+    gpus = discover_gpus()
+    platform = config.option.pm_platform or default_platform(gpus)
+    counts = []
+    for path in paths:
+        try:
+            plat = load_matrix(path).platforms.get(platform)
+        except SpecError:
+            return None  # collection says what is wrong with it
+        counts.append(slot_count(gpus, plat.gpus_per_cell) if plat is not None and platform != "cpu" else 1)
+    return min(counts)
 
 
 def run_dir(config: pytest.Config, backend: str) -> Path:

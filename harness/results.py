@@ -50,6 +50,7 @@ class FailureClass(str, enum.Enum):
     CHECK_FAILED = "failed"  # answered, but wrongly (conformance or agreement)
     HARNESS_ERROR = "harness-error"  # a bug in the harness itself
     OUT_OF_MEMORY = "out-of-memory"  # the server's log says so, or it got SIGKILL (what the OOM killer sends)
+    INFRASTRUCTURE = "infrastructure"  # the machine, not the pin: e.g. its GPUs were busy before the cell began
     INTERRUPTED = "interrupted"  # Ctrl-C / SIGTERM mid-cell: recorded, and run again when the run is resumed
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -130,6 +131,38 @@ class GpuMemorySampler:
             self._stop.set()
             self._thread.join()
             self._nvml.nvmlShutdown()
+
+
+def slot_count(gpus: Sequence[int], per_cell: int) -> int:
+    """How many cells can run at once: one per group of ``per_cell`` GPUs; the CPU is one slot."""
+    return max(1, len(gpus) // per_cell) if per_cell > 0 and gpus else 1
+
+
+def wait_for_free_memory(gpus: Sequence[int], *, max_used_mib: float, timeout_s: float, nvml: Any = None,
+                         sleep: Callable[[float], None] = time.sleep) -> str | None:  # fmt: skip
+    """Wait until every GPU in ``gpus`` uses less than ``max_used_mib`` (vLLM's CI waits for < 1 GiB: a
+    previous server still letting go of its memory, or someone else's job). None when free (or when NVML
+    cannot tell); else why not, naming each GPU's use. A busy GPU is the machine's problem, not the pin's."""
+    if not gpus:
+        return None
+    try:
+        mod = nvml or importlib.import_module("pynvml")
+        mod.nvmlInit()
+    except Exception:
+        return None
+    try:
+        handles = {g: mod.nvmlDeviceGetHandleByIndex(g) for g in gpus}
+        deadline = time.monotonic() + timeout_s
+        while True:
+            used = {g: mod.nvmlDeviceGetMemoryInfo(h).used / (1 << 20) for g, h in handles.items()}
+            if all(u < max_used_mib for u in used.values()):
+                return None
+            if time.monotonic() >= deadline:
+                busy = ", ".join(f"GPU {g} {u:.0f} MiB" for g, u in used.items() if u >= max_used_mib)
+                return f"GPU memory not free after {timeout_s:g} s ({busy} used; at most {max_used_mib:g} MiB allowed before a cell)"
+            sleep(1.0)
+    finally:
+        mod.nvmlShutdown()
 
 
 def cuda_driver_version(nvml: Any = None) -> tuple[int, int] | None:

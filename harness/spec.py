@@ -172,6 +172,10 @@ class Thresholds:
     wer_tolerance: float = 0.05
     # A request that waits this long for its next byte (a stream stalled mid-response) fails.
     request_timeout_s: float = 120.0
+    # Before a GPU cell starts, its GPUs must use less than this (MiB), waited for up to gpu_free_wait_s;
+    # else the cell is an infrastructure failure (vLLM's CI waits for < 1 GiB the same way).
+    gpu_free_mib: float = 1024.0
+    gpu_free_wait_s: float = 120.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -591,6 +595,8 @@ def parse_matrix(data: Mapping[str, Any], source: str, path: Path | None = None)
         max_wer=th.get_float("max_wer", 0.25),
         wer_tolerance=th.get_float("wer_tolerance", 0.05),
         request_timeout_s=th.get_float("request_timeout_s", 120.0, minimum=0.1),
+        gpu_free_mib=th.get_float("gpu_free_mib", 1024.0),
+        gpu_free_wait_s=th.get_float("gpu_free_wait_s", 120.0),
     )
     ac = _Table(top.get_table("accuracy"), "accuracy", errors, ("tasks", "items_per_task", "max_tokens", "concurrency", "files"))
     tasks = ac.get_str_list("tasks") if "tasks" in ac.data else Accuracy().tasks

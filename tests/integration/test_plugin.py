@@ -407,3 +407,60 @@ def test_remove_venvs_under_xdist_never_removes_a_venv_another_worker_still_need
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0 and "8 passed" in proc.stdout, proc.stdout[-3000:]
     assert list((tmp_path / "data" / "pipx" / "venvs").iterdir()) == []  # removed in the end, each once all its cells ran
+
+
+def _gpu_matrix(tmp_path: Path, model: Path, per_cell: int, name: str) -> Path:
+    path = tmp_path / f"{name}.toml"
+    models = "".join(f'[[platforms.cuda.models]]\nname = "{m}"\nsource = "file://{model}"\n' for m in ("a", "b"))
+    path.write_text(f"""backend = "scripted"
+[platforms.cuda]
+package = "scripted-server"
+versions = ["1.0.0", "2.0.0", "3.0.0", "4.0.0"]
+reference = "1.0.0"
+gpus_per_cell = {per_cell}
+{models}[workload]
+output_tokens = 4
+concurrency = [1]
+requests_per_level = 2
+agreement_prompts = 2
+agreement_max_tokens = 4
+[accuracy]
+tasks = []
+[thresholds]
+startup_deadline_s = 20
+""")
+    return path
+
+
+@pytest.mark.parametrize(("per_cell", "workers"), [(1, "auto"), (2, "4")])
+def test_gpu_slots_under_xdist_never_share_a_gpu_and_the_reference_goes_first(tmp_path: Path, gguf_model: Path, per_cell: int,
+                                                                              workers: str) -> None:  # fmt: skip
+    """A fake 4-GPU machine (PINMATRIX_GPUS): TP=1 gets 4 workers from `-n auto`; TP=2 on 4 workers has 2 slots to share."""
+    for v in ("1.0.0", "2.0.0", "3.0.0", "4.0.0"):
+        install_manual_pin(tmp_path / "bin", v)
+    matrix = _gpu_matrix(tmp_path, gguf_model, per_cell, f"tp{per_cell}")
+    argv = [a for a in _pytest(tmp_path, matrix, "-n", workers, "--run-id", "g", "--no-history") if a != "cpu"]
+    argv[argv.index("--platform") + 1 : argv.index("--platform") + 1] = ["cuda"]
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "PINMATRIX_GPUS": "0,1,2,3"})
+    assert proc.returncode == 0 and "8 passed" in proc.stdout, proc.stdout[-3000:]
+    assert "4 workers [8 items]" in proc.stdout
+    cells = [json.loads(ln) for ln in (tmp_path / "reports" / "scripted" / "g" / "results.jsonl").read_text().splitlines()]
+    spans = []
+    for c in cells:
+        gpus = c["fingerprint"]["launch_env"]["CUDA_VISIBLE_DEVICES"]
+        assert len(gpus.split(",")) == per_cell and c["fingerprint"]["slot"] == f"cuda:{gpus}"
+        spans.append((set(gpus.split(",")), c["started_at"], c["finished_at"], c["cell_id"]))
+    for i, (g1, s1, e1, id1) in enumerate(spans):
+        for g2, s2, e2, id2 in spans[i + 1 :]:
+            assert not (g1 & g2 and s1 < e2 and s2 < e1), f"{id1} and {id2} held GPU {g1 & g2} at once"
+    for model in ("a", "b"):
+        ref = next(c for c in cells if c["model"] == model and c["is_reference"])
+        assert all(c["started_at"] >= ref["finished_at"] for c in cells if c["model"] == model and not c["is_reference"])
+
+
+def test_a_cell_needing_more_gpus_than_the_machine_has_is_skipped_with_the_reason(tmp_path: Path, gguf_model: Path) -> None:
+    matrix = _gpu_matrix(tmp_path, gguf_model, 8, "tp8")
+    argv = [a for a in _pytest(tmp_path, matrix, "-rs", "--no-history") if a != "cpu"]
+    argv[argv.index("--platform") + 1 : argv.index("--platform") + 1] = ["cuda"]
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "PINMATRIX_GPUS": "0,1,2,3"})
+    assert "8 skipped" in proc.stdout and "needs 8 GPU(s) per cell; this machine has 4" in proc.stdout, proc.stdout[-3000:]

@@ -32,9 +32,13 @@ class ScriptedFlavour(BaseFlavour):
         return [str(ctx.executable), "--host", ctx.host, "--port", str(ctx.port),
                 "--served-model-name", ctx.served_name, "--model", str(ctx.model_path), *ctx.extra_args]  # fmt: skip
 
+    def launch_env(self, ctx: LaunchContext) -> dict[str, str]:
+        return {"CUDA_VISIBLE_DEVICES": ",".join(map(str, ctx.gpus))} if self.platform == "cuda" else {}
 
 
-SCRIPTED = register(Backend(name="scripted", installer="pipx", flavours={"cpu": ScriptedFlavour()}))
+# "cuda": the same server told which GPUs are its slot's, for scheduling tests with PINMATRIX_GPUS set
+SCRIPTED = register(Backend(name="scripted", installer="pipx", flavours={"cpu": ScriptedFlavour(),
+                                                                        "cuda": ScriptedFlavour(platform="cuda")}))  # fmt: skip
 
 
 @dataclass(frozen=True)

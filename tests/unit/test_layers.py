@@ -17,7 +17,7 @@ LAYERS = (
     ("harness.fingerprint", "harness.results"),
     ("harness.probes", "harness.load", "harness.index", "harness.launch", "harness.slots"),
     ("harness.spec", "harness.models", "harness.recommend", "harness.verdict", "harness.history",
-     "harness.releases"),
+     "harness.releases", "harness.shards"),
     ("harness.cell", "harness.report"),
     ("harness.plugin", "harness.__main__", "harness.bisection"),
 )

@@ -93,3 +93,17 @@ def test_gpu_memory_sampler_is_inert_without_gpus_or_driver() -> None:
     with GpuMemorySampler([0], nvml=FakeNVML(None)) as s:
         pass
     assert s.peaks_mib == {}
+
+
+def test_a_cell_waits_for_its_gpus_to_be_let_go_and_names_them_when_they_are_not() -> None:
+    from harness.slots import slot_count, wait_for_free_memory
+
+    naps: list[float] = []
+    freed = FakeMemNVML({0: [5000, 3000, 200], 1: [100]})  # GPU 0: a previous server still letting go
+    assert wait_for_free_memory([0, 1], max_used_mib=1024, timeout_s=60, nvml=freed, sleep=naps.append) is None
+    assert naps == [1.0, 1.0] and freed.calls == ["init", "shutdown"]
+    held = FakeMemNVML({0: [100], 1: [40000]})
+    why = wait_for_free_memory([0, 1], max_used_mib=1024, timeout_s=0, nvml=held, sleep=naps.append)
+    assert why == "GPU memory not free after 0 s (GPU 1 40000 MiB used; at most 1024 MiB allowed before a cell)"
+    assert wait_for_free_memory([0], max_used_mib=1024, timeout_s=0, nvml=FakeNVML(None)) is None  # no driver: cannot tell
+    assert [slot_count([0, 1, 2, 3], 1), slot_count([0, 1, 2, 3], 2), slot_count([0, 1, 2, 3], 8), slot_count([], 0)] == [4, 2, 1, 1]
