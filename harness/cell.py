@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from . import catalogue
 from .backends import Host, LaunchContext
 from .errors import HarnessError, InstallError, LaunchError, ModelError, ProbeError, ServerExited
 from .fingerprint import Fingerprint, Machine, distributions, gpu_facts, mask_argv, mask_env
@@ -114,6 +115,7 @@ def run_cell(ctx: RunContext, pin_spec: PinSpec, model: ModelSpec) -> CellResult
         found = venv_and_origin(Path(inst.executable), ctx.paths)
         if found is not None:  # what the pin's venv holds: torch and its build, the backend, everything else
             result.fingerprint = dataclasses.replace(result.fingerprint, distributions=distributions(found[0] / "bin" / "python"))
+            _against_gpustack_image(ctx, result)
         say(("installed" if inst.installed_now else "already installed") + f": {inst.executable} ({inst.kind})")
 
         phase, t0 = "model", time.monotonic()
@@ -163,6 +165,32 @@ def timed(into: dict[str, float], name: str) -> Iterator[None]:
         yield
     finally:
         into[name] = into.get(name, 0.0) + time.monotonic() - t0
+
+
+@functools.cache
+def _catalogue(data_dir: Path) -> list[catalogue.Image] | str:
+    try:
+        return catalogue.load(data_dir)
+    except catalogue.CatalogueError as exc:
+        return str(exc)
+
+
+def _against_gpustack_image(ctx: RunContext, result: CellResult) -> None:
+    """The pin's venv next to GPUStack's own image of that version ("torch 2.13.0+cpu here, 2.13.0+cu130 in
+    gpustack/runner:cuda13.0-vllm0.32.0"): what a deployment through GPUStack would run instead."""
+    if result.backend not in catalogue.SERVICES or result.fingerprint is None or not result.fingerprint.distributions:
+        return
+    images = _catalogue(ctx.paths.data_dir)
+    if isinstance(images, str):
+        result.notes["gpustack image"] = f"not compared: {images}"
+        return
+    accelerator = "cuda" if ctx.platform in ("cpu", "cuda") else ctx.platform  # CPU pins: next to the CUDA image GPUStack ships
+    image = catalogue.image_for(images, result.backend, result.version, accelerator)
+    if image is None:
+        result.notes["gpustack image"] = f"GPUStack ships no {accelerator} image of {result.backend} {result.version}"
+        return
+    diff = catalogue.differences(image, result.fingerprint.distributions)
+    result.notes["gpustack image"] = f"{image.image}: " + ("; ".join(diff) if diff else "every shared dependency pinned alike")
 
 
 def _fail(result: CellResult, cls: FailureClass, reason: str, log_path: Path | None) -> None:

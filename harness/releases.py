@@ -2,7 +2,7 @@
 
 A pip-installed backend's releases come from the package index (PEP 691, ``index.py``); a downloaded one's
 from its release list (GitHub's API layout, at the mirror); ``installed``: the ``<backend>_<version>``
-pins already in the bin dir.
+pins already in the bin dir; ``gpustack_runner``: the versions GPUStack ships images of (``catalogue.py``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import dataclasses
 
 from packaging.specifiers import SpecifierSet
 
-from . import index
+from . import catalogue, index
 from .errors import InstallError, SpecError
 from .install import InstallPaths, list_pins
 from .install.download import resolve_releases
@@ -22,6 +22,8 @@ from .versions import InvalidPin, parse_pin
 def find(matrix: Matrix, platform: str, vs: VersionSet, *, paths: InstallPaths, download_base_url: str) -> list[str]:
     """The versions ``vs`` names, oldest first. Raises ``index.IndexError_`` or ``InstallError`` (one line each)."""
     backend = matrix.get_backend()
+    if vs.catalogue:
+        return catalogue.versions(catalogue.load(paths.data_dir), backend.name, vs.catalogue, vs.newest)
     if vs.installed:
         found = []
         for pin in list_pins(paths):
@@ -51,9 +53,11 @@ def resolve(matrix: Matrix, platform: str, *, paths: InstallPaths, download_base
     for vs in plat.version_sets:
         try:
             found = find(matrix, platform, vs, paths=paths, download_base_url=download_base_url)
-        except (index.IndexError_, InstallError) as exc:
+        except (index.IndexError_, InstallError, catalogue.CatalogueError) as exc:
             raise SpecError(str(matrix.path), [f"platforms.{platform}.versions: {exc}"]) from exc
         for text in found:
             pins.setdefault(text, PinSpec(pin=parse_pin(text), why=vs.describe()))
+    # The deployed pin is what every other is compared with: in the run even when a set has moved past it.
+    pins.setdefault(plat.reference.text, PinSpec(pin=plat.reference, why="the reference (deployed) pin"))
     ordered = tuple(sorted(pins.values(), key=lambda p: p.pin.version))
     return dataclasses.replace(matrix, platforms={**matrix.platforms, platform: dataclasses.replace(plat, versions=ordered)})

@@ -60,10 +60,13 @@ class VersionSet:
     newest: int = 1
     prereleases: bool = False
     installed: bool = False
+    catalogue: str | None = None  # an accelerator of GPUStack's gpustack-runner catalogue: the versions GPUStack ships
 
     def describe(self) -> str:
         if self.installed:
             return "installed in the bin dir"
+        if self.catalogue:
+            return f"GPUStack's {self.catalogue} images (gpustack-runner, newest {self.newest})"
         pre = ", pre-releases included" if self.prereleases else ""
         return f"range {self.spec or 'any'} (newest {self.newest}{pre})"
 
@@ -341,9 +344,15 @@ def _pin(value: Any, path: str, errors: _Errors) -> Pin | None:
 
 
 def _version_set(value: dict[str, Any], path: str, errors: _Errors) -> VersionSet | None:
-    t = _Table(value, path, errors, ("spec", "newest", "prereleases", "installed"))
+    t = _Table(value, path, errors, ("spec", "newest", "prereleases", "installed", "gpustack_runner"))
     if t.get_bool("installed", False):
         return VersionSet(installed=True)
+    if "gpustack_runner" in value:
+        accelerator = t.get_str("gpustack_runner", required=True)
+        if accelerator is not None and not re.fullmatch(r"[a-z0-9]+", accelerator):
+            errors.add(_join(path, "gpustack_runner"), f"expected an accelerator name such as 'cuda', got {accelerator!r}")
+            return None
+        return VersionSet(catalogue=accelerator, newest=t.get_int("newest", 1, minimum=1)) if accelerator else None
     text = t.get_str("spec", required=True)
     try:
         spec = SpecifierSet(text) if text is not None else None
@@ -355,7 +364,7 @@ def _version_set(value: dict[str, Any], path: str, errors: _Errors) -> VersionSe
 
 
 def _pin_spec(value: Any, path: str, errors: _Errors) -> PinSpec | VersionSet | None:
-    if isinstance(value, dict) and ("spec" in value or "installed" in value):
+    if isinstance(value, dict) and ("spec" in value or "installed" in value or "gpustack_runner" in value):
         return _version_set(value, path, errors)
     if isinstance(value, dict):
         t = _Table(value, path, errors, ("version", "expect", "why", "sha256"))

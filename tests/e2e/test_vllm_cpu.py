@@ -59,6 +59,8 @@ startup_deadline_s = 400
     assert (tmp_path / "history" / "vllm" / "cpu" / "smollm2-135m-instruct" / "0.32.0.jsonl").is_file()  # the next run compares
     (cell,) = [json.loads(ln) for ln in (run_dir / "results.jsonl").read_text().splitlines()]
     assert cell["status"] == "passed", cell["reason"]
+    # next to GPUStack's own image of 0.32.0 (gpustack-runner's catalogue): the CPU venv's torch is not the image's
+    assert cell["notes"]["gpustack image"].startswith("gpustack/runner:cuda") and "torch 2.13.0+cpu here" in cell["notes"]["gpustack image"]
     assert cell["startup"]["cold"]["seconds"] > 0
     assert all(c["passed"] for c in cell["checks"]), cell["checks"]
     assert [lvl["label"] for lvl in cell["throughput"]] == ["c=1", "c=2"]

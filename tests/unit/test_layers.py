@@ -15,7 +15,7 @@ LAYERS = (
     ("harness.backends",),
     ("harness.install",),
     ("harness.fingerprint", "harness.results"),
-    ("harness.probes", "harness.load", "harness.index", "harness.launch", "harness.slots"),
+    ("harness.probes", "harness.load", "harness.index", "harness.launch", "harness.slots", "harness.catalogue"),
     ("harness.spec", "harness.models", "harness.recommend", "harness.verdict", "harness.history",
      "harness.releases", "harness.shards"),
     ("harness.cell", "harness.report"),
