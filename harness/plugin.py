@@ -34,7 +34,7 @@ from .report import first_screen, run_info, write_reports
 from .results import CellResult, ResultStore, Status
 from .safe import terminal
 from .shards import parse_shard, plan, selected
-from .slots import default_platform, discover_gpus, slot_count, slot_for_worker
+from .slots import GpuDiscoveryError, default_platform, discover_gpus, slot_count, slot_for_worker
 from .spec import Matrix, ModelSpec, PinSpec, load_matrix
 
 _RUN_DIR = pytest.StashKey[Path]()
@@ -155,7 +155,10 @@ class MatrixFile(pytest.File):
         matrix = load_matrix(self.path)
         self.config.stash[_MATRICES][matrix.backend] = matrix
         opt = self.config.option
-        gpus = discover_gpus()
+        try:
+            gpus = discover_gpus()
+        except GpuDiscoveryError as exc:
+            raise SpecError(str(self.path), [f"GPUs: {exc} (PINMATRIX_GPUS=0,1 chooses them by hand)"]) from exc
         platform = opt.pm_platform or default_platform(gpus)
         if platform not in matrix.platforms:
             raise SpecError(str(self.path), [f"platforms: no '{platform}' platform in this matrix (has: {', '.join(matrix.platforms)})"])
@@ -376,7 +379,10 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     paths = [Path(a) for a in config.args if a.endswith(".toml") and Path(a).is_file()]
     if not paths:
         return None
-    gpus = discover_gpus()
+    try:
+        gpus = discover_gpus()
+    except GpuDiscoveryError:
+        return None  # collection says what is wrong
     platform = config.option.pm_platform or default_platform(gpus)
     counts = []
     for path in paths:

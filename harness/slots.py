@@ -2,6 +2,11 @@
 
 Providers are tried in order, each returning a list of GPU indices or None (no opinion):
 ``PINMATRIX_GPUS`` (an override: "0,1", or "" for none) -> pynvml -> none (CPU).
+
+GPUStack's own detector (``gpustack-runtime`` 0.2.6 on PyPI) was considered for the chain: it detects ten
+vendors' devices (NVIDIA through the same NVML, AMD, Ascend, Cambricon, ...), but it pulls in docker,
+kubernetes and podman client libraries, and the backends here have cpu and cuda flavours only. NVML answers
+everything a cuda cell needs; a provider for gpustack-runtime belongs here when a non-NVIDIA flavour does.
 """
 
 from __future__ import annotations
@@ -14,7 +19,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import HarnessError
+
 Provider = Callable[[], "list[int] | None"]
+
+
+class GpuDiscoveryError(HarnessError):
+    """GPUs that are there but cannot be used as found (one line; set PINMATRIX_GPUS to override)."""
 
 
 def env_provider(environ: dict[str, str] | None = None) -> Provider:
@@ -44,6 +55,8 @@ def nvml_provider(nvml: object | None = None) -> Provider:
             return None
         try:
             return list(range(mod.nvmlDeviceGetCount()))
+        except Exception as exc:  # a driver that loads but cannot count its devices: say so, in one line
+            raise GpuDiscoveryError(f"NVML found a driver but could not list its GPUs: {type(exc).__name__}: {exc}") from exc
         finally:
             mod.nvmlShutdown()
 
