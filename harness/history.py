@@ -108,15 +108,19 @@ class History:
                 continue  # a torn line of a killed run, or a schema this version cannot read: not history
         return out
 
-    def costs(self, backend: str, platform: str) -> dict[str, float]:
-        """cell id -> the median wall seconds of its last 3 recorded runs: what balances shards."""
+    def costs(self, backend: str, platform: str, *, exclude_run: str = "") -> dict[str, float]:
+        """cell id -> the median wall seconds of its last 3 recorded runs: what balances shards. Runs of
+        ``exclude_run`` are left out, so shards of one run id plan alike even when one finished first."""
         folder = self.root / path_safe(backend) / path_safe(platform)
         out: dict[str, float] = {}
         for path in sorted(folder.glob("*/*.jsonl")) if folder.is_dir() else []:
             walls: list[tuple[str, float]] = []
             for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
                 try:
-                    cell = json.loads(line)["cell"]
+                    entry = json.loads(line)
+                    if entry.get("run_id") == exclude_run and exclude_run:
+                        continue
+                    cell = entry["cell"]
                     walls.append((str(cell["cell_id"]), float(cell.get("wall_s") or 0.0)))
                 except (ValueError, KeyError, TypeError):
                     continue

@@ -62,7 +62,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     keep: set[str] = set()
     for (backend, platform), group in _groups(cells).items():
         ids = {(c.pin.pin.text, c.model.name): c.cell_id for c in group}
-        costs = History(history).costs(backend, platform) if history is not None else {}
+        costs = History(history).costs(backend, platform, exclude_run=str(config.option.pm_run_id)) if history is not None else {}
         keep |= selected(plan(group[0].matrix, platform, ids, shards=count, costs=costs), index)
     dropped = [i for i in items if isinstance(i, CellItem) and i.cell_id not in keep]
     if dropped:

@@ -120,3 +120,18 @@ def test_a_nightly_fails_when_the_deployed_pin_regresses_twice(tmp_path: Path, c
         codes.append(main(["report", str(run), "--history", str(tmp_path / "h"), "--fail-on-regression"]))
     assert codes == [0, 0, 0, 0, 1]  # suspicious once, then a regression: the gate closes
     assert "regression of the deployed pin: 0.31.0 on m: regression" in capsys.readouterr().err
+
+
+def test_shards_of_one_run_plan_alike_although_the_first_one_recorded_its_cells(tmp_path: Path) -> None:
+    h = History(tmp_path)
+
+    def night(run: str, wall: float) -> None:
+        cell = cells.cell("0.32.0", throughput=[_point(30.0, 1)], fingerprint=_machine(), wall_s=wall)
+        h.record([cell], dataclasses.replace(run_info(MATRIX, run), run_id=run))
+
+    night("mon", 100.0)
+    before = h.costs("vllm", "cpu", exclude_run="tue")
+    assert before == {"vllm_0.32.0-m-cpu": 100.0}
+    night("tue", 300.0)  # shard 1 of "tue" finished and recorded; shard 2 of "tue" plans now
+    assert h.costs("vllm", "cpu", exclude_run="tue") == before
+    assert h.costs("vllm", "cpu") == {"vllm_0.32.0-m-cpu": 200.0}  # median of the last runs, "tue" included
