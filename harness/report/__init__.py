@@ -168,7 +168,9 @@ def merge(run_dirs: Sequence[Path], *, matrix: Matrix | None = None) -> Merged:
     infos: list[RunInfo] = []
     cells: dict[str, CellResult] = {}
     origin: dict[str, RunInfo] = {}
+    where: dict[str, Path] = {}  # cell id -> the run dir its kept result came from
     notes: list[str] = []
+    replaced: list[tuple[str, Path, Path]] = []  # (cell id, the dir whose result is kept, the other)
     for run_dir in run_dirs:
         store = run_dir / "results.jsonl"
         if not store.is_file():
@@ -188,15 +190,18 @@ def merge(run_dirs: Sequence[Path], *, matrix: Matrix | None = None) -> Merged:
         for cell in found:
             old = cells.get(cell.cell_id)
             if old is not None and (old.final and not cell.final or (old.final == cell.final and old.finished_at > cell.finished_at)):
-                notes.append(f"{cell.cell_id}: kept the result of run {origin[cell.cell_id].run_id} over run {info.run_id}'s")
+                replaced.append((cell.cell_id, where[cell.cell_id], run_dir))
                 continue
             if old is not None:
-                notes.append(f"{cell.cell_id}: run {info.run_id}'s result replaces run {origin[cell.cell_id].run_id}'s")
-            cells[cell.cell_id], origin[cell.cell_id] = cell, info
+                replaced.append((cell.cell_id, run_dir, where[cell.cell_id]))
+            cells[cell.cell_id], origin[cell.cell_id], where[cell.cell_id] = cell, info, run_dir
+    ids = [i.run_id for i in infos]
+    names = {d: (f"run {i.run_id}" if ids.count(i.run_id) == 1 else str(d)) for d, i in zip(run_dirs, infos, strict=True)}
+    notes += [f"{cid}: {names[kept]}'s result is kept over {names[other]}'s" for cid, kept, other in replaced]
     first = infos[0]
     expected = tuple(dict.fromkeys(cid for i in infos for cid in (i.expected or ())))
     if len(infos) > 1:
-        first = dataclasses.replace(first, run_id="+".join(i.run_id for i in infos), sources=tuple(i.run_id for i in infos))
+        first = dataclasses.replace(first, run_id="+".join(dict.fromkeys(ids)), sources=tuple(ids))
     merged = dataclasses.replace(first, expected=expected)
     return Merged(info=merged, cells=list(cells.values()), notes=notes, runs=origin)
 

@@ -366,7 +366,7 @@ def test_two_shards_merged_give_the_cells_and_recommendation_of_the_whole_run(tm
     merged = subprocess.run([sys.executable, "-m", "harness", "report", str(reports / "s1"), str(reports / "s2"), "--out",
                              str(reports / "merged"), "--no-history"], cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert merged.returncode == 0, merged.stderr
-    assert "note: scripted_1.0.0-tiny-cpu: run s2's result replaces run s1's" in merged.stdout
+    assert "note: scripted_1.0.0-tiny-cpu: run s2's result is kept over run s1's" in merged.stdout
     cells = {p: sorted(c["cell_id"] for c in json.loads((reports / p / "results.json").read_text())["cells"]) for p in ("whole", "merged")}
     assert cells["merged"] == cells["whole"] == ["scripted_1.0.0-tiny-cpu", "scripted_2.0.0-tiny-cpu", "scripted_3.0.0-tiny-cpu"]
     recs = {p: json.loads((reports / p / "pins.json").read_text())["models"][0]["backend_version"] for p in ("whole", "merged")}

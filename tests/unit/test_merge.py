@@ -63,7 +63,7 @@ def test_a_re_run_cell_replaces_its_earlier_result_and_says_so(tmp_path: Path) -
     redo = cells.cell("0.30.0", throughput=[_point(29.0, 4)], finished_at="2026-11-30T03:00:00")
     b = _run(tmp_path, "redo", [redo], [IDS[0]])
     paths, _, notes = rebuild([a, b], tmp_path / "merged")
-    assert notes == ["vllm_0.30.0-m-cpu: run redo's result replaces run night's"]
+    assert notes == ["vllm_0.30.0-m-cpu: run redo's result is kept over run night's"]
     by_id = {c["cell_id"]: c for c in json.loads(paths.results_json.read_text())["cells"]}
     assert by_id["vllm_0.30.0-m-cpu"]["finished_at"] == "2026-11-30T03:00:00"
 
@@ -102,3 +102,12 @@ def test_what_cannot_be_merged_is_named(tmp_path: Path, case: str, capsys: pytes
     assert main(["report", str(a), str(b), "--no-history", *(["--out", str(out)] if out else [])]) == 2
     assert capsys.readouterr().err.strip() == f"error: {expected}"
     assert (a / "results.jsonl").is_file()  # nothing recorded is touched
+
+
+def test_shards_of_one_run_id_are_named_by_their_directories(tmp_path: Path) -> None:
+    made = _cells()
+    a = _run(tmp_path / "shard1", "night", made[:2], IDS)
+    b = _run(tmp_path / "shard2", "night", [made[0], made[2]], IDS)  # both ran the reference
+    paths, _, notes = rebuild([a, b], tmp_path / "merged")
+    assert notes == [f"vllm_0.31.0-m-cpu: {b}'s result is kept over {a}'s"]
+    assert json.loads((tmp_path / "merged" / "run.json").read_text())["run_id"] == "night"
