@@ -116,9 +116,10 @@ def bisect(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks (numbers, not tests): client capacity, agreement with `vllm bench serve`, pipx vs uv; JSON in reports/bench/."""
+    """Benchmarks (numbers, not tests): client capacity, agreement with `vllm bench serve`, harness overhead, pipx vs uv;
+    JSON in reports/bench/. `nox -s bench -- overhead` runs one."""
     session.install("-e", ".", "uv")
-    known = ("client_capacity", "agreement", "installers")
+    known = ("client_capacity", "agreement", "overhead", "installers")
     which = session.posargs or ["client_capacity", "agreement"]  # installers: 7 GB of venvs, ask for it by name
     for name in which:
         if name not in known:

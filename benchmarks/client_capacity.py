@@ -2,9 +2,11 @@
 
 Our client (harness.load.text) and `vllm bench serve`'s client are driven, one after the other and
 pinned to the same core, against benchmarks/stream_server.py (pinned to the other core), which sends
-fixed-size chunks as fast as asked. Prints the best of N rounds for each and the ratio.
+fixed-size chunks as fast as asked. Rounds are interleaved (ABBA), the first is a warm-up, and the
+result is the median of the per-round ratios with its interval, and whether the rounds' spread is wider
+than the difference (``benchmarks/rounds.py``).
 
-    python -m benchmarks.client_capacity [--rounds 3] [--prompts 256] [--tokens 1000] [--concurrency 8]
+    python -m benchmarks.client_capacity [--rounds 7] [--prompts 256] [--tokens 1000] [--concurrency 8]
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -22,6 +25,7 @@ import httpx
 from harness.launch import free_port
 from harness.load.text import Load, Options, run_points
 
+from .rounds import paired, run_rounds
 from .vllm_bench import prepare, run_vllm_bench
 
 
@@ -39,7 +43,7 @@ def _ours(base_url: str, prompts: int, tokens: int, concurrency: int, core: int)
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=7, help="the first is a warm-up; 6 kept give a 95%% interval for the median")
     ap.add_argument("--prompts", type=int, default=256)
     ap.add_argument("--tokens", type=int, default=1000)
     ap.add_argument("--concurrency", type=int, default=8)
@@ -60,29 +64,31 @@ def main() -> int:
                     break
             except httpx.TransportError:
                 time.sleep(0.05)
-        ours, theirs = [], []
         vb_args = ["--dataset-name", "random", "--random-input-len", "8", "--random-output-len", str(a.tokens), "--ignore-eos",
                    "--num-prompts", str(a.prompts), "--max-concurrency", str(a.concurrency)]  # fmt: skip
-        for r in range(a.rounds):  # interleaved, so drift on this noisy machine hits both alike
-            ours.append(_ours(base_url, a.prompts, a.tokens, a.concurrency, client_core))
+
+        def theirs_once() -> float:
             res = run_vllm_bench(prepared, base_url, "calib", vb_args, cpus={client_core})
             assert res["completed"] == a.prompts, res
-            theirs.append(float(res["total_output_tokens"] / res["duration"]))
-            print(f"round {r + 1}: ours {ours[-1]:,.0f} chunks/s, vllm bench serve {theirs[-1]:,.0f} chunks/s")
+            return float(res["total_output_tokens"] / res["duration"])
+
+        ours, theirs = run_rounds(a.rounds, [lambda: _ours(base_url, a.prompts, a.tokens, a.concurrency, client_core), theirs_once],
+                                  names=("ours", "vllm bench serve"), unit="chunks/s")  # fmt: skip
     finally:
         server.terminate()
         server.wait()
-    best_ours, best_theirs = max(ours), max(theirs)
-    ratio = best_ours / best_theirs
-    print(f"\nclient capacity ({a.prompts} streams x {a.tokens} chunks, concurrency {a.concurrency}, one core, best of {a.rounds}):")
-    print(f"  ours (harness.load.text, httpx):   {best_ours:,.0f} chunks/s")
-    print(f"  vllm bench serve (aiohttp):      {best_theirs:,.0f} chunks/s")
-    print(f"  ratio ours / vllm bench serve:   {ratio:.2f}x")
+    summary = paired(ours, theirs)
+    kept = slice(summary.dropped, None)
+    print(f"\nclient capacity ({a.prompts} streams x {a.tokens} chunks, concurrency {a.concurrency}, one core, "
+          f"{a.rounds} interleaved rounds, {summary.dropped} warm-up dropped):")  # fmt: skip
+    print(f"  ours (harness.load.text, httpx):   median {statistics.median(ours[kept]):,.0f} chunks/s")
+    print(f"  vllm bench serve (aiohttp):        median {statistics.median(theirs[kept]):,.0f} chunks/s")
+    print(f"  ours / vllm bench serve: {summary.line}")
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"benchmark": "client_capacity", "unit": "chunks/s", "ours": ours, "vllm_bench_serve": theirs,
-                               "best_ours": best_ours, "best_vllm_bench_serve": best_theirs, "ratio": ratio,
-                               "settings": vars(a), "cores": {"server": server_core, "client": client_core}}, indent=2))  # fmt: skip
+                               "ratio": summary.to_dict(), "settings": vars(a),
+                               "cores": {"server": server_core, "client": client_core}}, indent=2))  # fmt: skip
     print(f"  written: {out}")
     return 0
 

@@ -128,7 +128,7 @@ def cmd_report(a: argparse.Namespace) -> int:
     for note in notes:
         print(terminal(f"note: {note}"))
     for rec in recs:
-        print(terminal(f"recommended pin for {rec.model} on {rec.platform}: {rec.backend} {rec.version or 'none'}"))
+        print(terminal(f"recommended pin for {rec.where}: {rec.backend} {rec.headline}"))
         for reason in rec.reasons:
             print(terminal(f"  - {reason}"))
     for label, path in (("markdown", paths.markdown), ("html", paths.html), ("results", paths.results_json), ("pins", paths.pins_json)):
@@ -169,7 +169,8 @@ def cmd_cells(a: argparse.Namespace) -> int:
     matrix = releases.resolve(matrix, platform, paths=paths, download_base_url=a.tools_download_base_url)
     plat = matrix.platforms[platform]
     backend = matrix.get_backend().name
-    ids = {(p.pin.text, m.name): cell_id(backend, p.pin.text, m.name, platform) for m in plat.models for p in plat.versions}
+    ids = {(p.pin.text, m.name, v.name): cell_id(backend, p.pin.text, m.name, platform, v.name)
+           for m in plat.models for v in plat.variants for p in plat.versions}  # fmt: skip
     history = None if a.no_history else (Path(a.history) if a.history else paths.data_dir / "history")
     costs = History(history).costs(matrix.backend, platform) if history is not None else {}
     planned = plan(matrix, platform, ids, shards=a.shards, costs=costs)

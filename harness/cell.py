@@ -41,7 +41,7 @@ from .probes.wer import edit_distance, wer, words
 from .results import Agreement, CellResult, Check, ClipScore, FailureClass, LoadPoint, SpeechAccuracy, Startup, Status, TextAccuracy
 from .serial import dump, load_record
 from .slots import GpuMemorySampler, Slot, cuda_driver_version, wait_for_free_memory
-from .spec import Matrix, ModelSpec, PinSpec, Workload
+from .spec import Matrix, ModelSpec, PinSpec, VariantSpec, Workload
 from .stability import Stability, calibrate
 from .stats import relative_halfwidth
 from .versions import path_safe
@@ -75,8 +75,8 @@ class CellInterrupted(KeyboardInterrupt):
         self.result = result
 
 
-def cell_id(backend: str, pin: str, model: str, platform: str) -> str:
-    return f"{backend}_{pin}-{model}-{platform}"
+def cell_id(backend: str, pin: str, model: str, platform: str, variant: str = "") -> str:
+    return f"{backend}_{pin}-{model}-{platform}" + (f"-{variant}" if variant else "")
 
 
 def _now() -> str:
@@ -88,15 +88,19 @@ def this_machine() -> Machine:
     return Machine.detect()
 
 
-def run_cell(ctx: RunContext, pin_spec: PinSpec, model: ModelSpec) -> CellResult:
+def run_cell(ctx: RunContext, pin_spec: PinSpec, model: ModelSpec, variant: VariantSpec | None = None) -> CellResult:
+    """``variant``: the launch variant (default: the platform's first)."""
     matrix, plat = ctx.matrix, ctx.matrix.platforms[ctx.platform]
+    variant = variant or plat.variants[0]
     backend = matrix.get_backend()
     pin = pin_spec.pin
     result = CellResult(
-        cell_id=cell_id(backend.name, pin.text, model.name, ctx.platform),
+        cell_id=cell_id(backend.name, pin.text, model.name, ctx.platform, variant.name),
         backend=backend.name, version=pin.text, model=model.name, platform=ctx.platform,
         is_reference=pin.text == plat.reference.text, expected_failure=pin_spec.expect, started_at=_now(),
-        selected_by=pin_spec.why if pin_spec.expect is None else "",
+        selected_by=pin_spec.why if pin_spec.expect is None else "", variant=variant.name, baseline_variant=variant.baseline,
+        deployed_variant=plat.variants[0].name, backend_parameters=plat.serve_args + model.serve_args + variant.serve_args,
+        backend_env=mask_env({**plat.env, **variant.env}),
     )  # fmt: skip
     result.fingerprint = Fingerprint(machine=this_machine(), gpus=gpu_facts(ctx.slot.gpus), slot=ctx.slot.label, package=plat.package,
                                      model_source=model.source)  # fmt: skip
@@ -227,9 +231,9 @@ def _serve(ctx: RunContext, result: CellResult, model: ModelSpec, model_path: Pa
         port = free_port()
         lctx = LaunchContext(
             executable=exe, model_path=model_path, served_name=model.name, host=HOST, port=port,
-            gpus=ctx.slot.gpus, extra_args=tuple(plat.serve_args) + tuple(model.serve_args), cache_dir=cache_dir,
+            gpus=ctx.slot.gpus, extra_args=result.backend_parameters, cache_dir=cache_dir,
         )  # fmt: skip
-        ours = {**flavour.launch_env(lctx), **plat.env}
+        ours = {**flavour.launch_env(lctx), **plat.env, **plat.variant(result.variant).env}
         argv = flavour.launch_argv(lctx)
         if result.fingerprint is not None and not result.fingerprint.launch_argv:  # the effective launch line, secrets masked
             result.fingerprint = dataclasses.replace(result.fingerprint, launch_argv=mask_argv(argv), launch_env=mask_env(ours))
@@ -324,7 +328,7 @@ def _probe(ctx: RunContext, result: CellResult, model: ModelSpec, base_url: str,
         return _probe_tts(ctx, result, model, base_url, alive)
     w, t, acc = ctx.matrix.workload, ctx.matrix.thresholds, ctx.matrix.accuracy
     items = _accuracy_items(ctx) if model.generates_text else []
-    ref_store = ReferenceStore(ctx, model, items, numerics=_numerics(result))
+    ref_store = ReferenceStore(ctx, model, items, numerics=_numerics(result), variant=result.variant)
     with httpx.Client(base_url=base_url, timeout=t.request_timeout_s) as client:
         ctx.progress("probing API conformance")
         with timed(result.probe_s, "conformance"):
@@ -347,12 +351,12 @@ def _probe(ctx: RunContext, result: CellResult, model: ModelSpec, base_url: str,
             scored = accuracy.run(base_url, model.name, items, max_tokens=acc.max_tokens, concurrency=acc.concurrency)
         ours["accuracy"] = dump(scored)
     ref_store.save(result.version, ours)
-    reference = None if result.is_reference else ref_store.load()
-    _agree(ctx, result, model, ours, reference)
+    reference = None if result.is_baseline else ref_store.load()
+    _agree(ctx, result, model, ours, reference, ref_store.ref_label)
     if scored is not None:
         ref_scored = load_record(TextAccuracy, reference["accuracy"]) if reference and reference.get("accuracy") else None
-        result.checks.append(accuracy.gate(scored, ref_scored, ref_store.ref_version, t.accuracy_tolerance,
-                                           is_reference=result.is_reference))  # fmt: skip
+        result.checks.append(accuracy.gate(scored, ref_scored, ref_store.ref_label, t.accuracy_tolerance,
+                                           is_reference=result.is_baseline))  # fmt: skip
         result.accuracy = dataclasses.replace(scored, misses=scored.misses[:10])
         if model.min_accuracy is not None:
             result.checks.append(quality.floor_check(scored, model.min_accuracy))
@@ -377,7 +381,7 @@ def _probe_stt(ctx: RunContext, result: CellResult, model: ModelSpec, base_url: 
     t = ctx.matrix.thresholds
     clips = _speech_clips(ctx)
     result.notes["speech"] = f"{speech.espeak_version()}; {len(clips)} clips, {sum(c.duration_s for c in clips):.2f} s of audio"
-    ref_store = ReferenceStore(ctx, model, [], extra=[c.path.name for c in clips], numerics=_numerics(result))
+    ref_store = ReferenceStore(ctx, model, [], extra=[c.path.name for c in clips], numerics=_numerics(result), variant=result.variant)
     with httpx.Client(base_url=base_url, timeout=300.0) as client:
         ctx.progress(f"probing API conformance (transcriptions: {', '.join(stt.RESPONSE_FORMATS)}, errors)")
         checks, _ = stt.stt_conformance(client, model.name, clips[0])
@@ -385,16 +389,16 @@ def _probe_stt(ctx: RunContext, result: CellResult, model: ModelSpec, base_url: 
         ctx.progress(f"transcribing {len(clips)} clips ({sum(c.duration_s for c in clips):.1f} s of speech)")
         heard = stt.transcribe_all(client, model.name, clips)
     texts = [c.text for c in clips]
-    reference = None if result.is_reference else ref_store.load()
+    reference = None if result.is_baseline else ref_store.load()
     ref_wer = wer(texts, reference["transcripts"])[0] if reference else None
-    check, result.accuracy = stt.wer_check(texts, heard, ref_wer, ref_store.ref_version, max_wer=t.max_wer,
-                                           tolerance=t.wer_tolerance, is_reference=result.is_reference)  # fmt: skip
+    check, result.accuracy = stt.wer_check(texts, heard, ref_wer, ref_store.ref_label, max_wer=t.max_wer,
+                                           tolerance=t.wer_tolerance, is_reference=result.is_baseline)  # fmt: skip
     result.checks.append(check)
     ref_store.save(result.version, {"transcripts": heard})
-    if result.is_reference or reference is None:
-        _agree(ctx, result, model, {}, None)
+    if result.is_baseline or reference is None:
+        _agree(ctx, result, model, {}, None, ref_store.ref_label)
     else:
-        check, result.agreement = stt.transcript_agreement(heard, reference["transcripts"], ref_store.ref_version,
+        check, result.agreement = stt.transcript_agreement(heard, reference["transcripts"], ref_store.ref_label,
                                                            t.max_disagreeing_prompts)  # fmt: skip
         result.checks.append(check)
     _audio_load(ctx, result, audio_load.stt_sender(model.name, clips), base_url, alive)
@@ -523,34 +527,46 @@ class ReferenceStore:
     a data dir restored on another kind of machine never compares outputs across machines."""
 
     def __init__(self, ctx: RunContext, model: ModelSpec, items: list[accuracy.Item], extra: list[str] | None = None,
-                 numerics: str = "unknown") -> None:  # fmt: skip
+                 numerics: str = "unknown", variant: str = "") -> None:  # fmt: skip
         w, t = ctx.matrix.workload, ctx.matrix.thresholds
-        key = json.dumps([model.source, model.kind, list(agreement.PROMPTS[: w.agreement_prompts]), w.agreement_max_tokens,
-                          t.top_logprobs, list(model.serve_args), accuracy.items_digest(items) if items else None, numerics]
-                         + ([extra] if extra else []))  # fmt: skip
-        self.digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-        self.dir = ctx.paths.data_dir / "references" / ctx.matrix.backend / ctx.platform / model.name
-        self.ref_version = ctx.matrix.platforms[ctx.platform].reference.text
+        plat = ctx.matrix.platforms[ctx.platform]
 
-    def _path(self, version: str) -> Path:
-        return self.dir / f"{path_safe(version)}-{self.digest}.json"
+        def digest(launch: VariantSpec) -> str:  # a variant's own launch arguments shape its outputs too
+            shaped = [list(launch.serve_args), sorted(launch.env.items())] if launch.serve_args or launch.env else []
+            key = json.dumps([model.source, model.kind, list(agreement.PROMPTS[: w.agreement_prompts]), w.agreement_max_tokens,
+                              t.top_logprobs, list(model.serve_args), accuracy.items_digest(items) if items else None, numerics]
+                             + ([extra] if extra else []) + shaped)  # fmt: skip
+            return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+        mine = plat.variant(variant)
+        baseline = plat.variant(mine.baseline)
+        self.digest, self.baseline_digest = digest(mine), digest(baseline)
+        self.dir = ctx.paths.data_dir / "references" / ctx.matrix.backend / ctx.platform / model.name
+        self.ref_version = plat.reference.text
+        self.ref_label = self.ref_version + (f" [{baseline.name}]" if baseline.name else "")  # what the checks say they compared with
+
+    def _path(self, version: str, digest: str) -> Path:
+        return self.dir / f"{path_safe(version)}-{digest}.json"
 
     def save(self, version: str, outputs: dict[str, Any]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self._path(version).with_suffix(".tmp")
+        path = self._path(version, self.digest)
+        tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(outputs), encoding="utf-8")
-        os.replace(tmp, self._path(version))
+        os.replace(tmp, path)
 
     def load(self) -> dict[str, Any] | None:
-        path = self._path(self.ref_version)
+        """The reference pin's outputs in the baseline variant."""
+        path = self._path(self.ref_version, self.baseline_digest)
         data = json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
         return data if isinstance(data, dict) else None
 
 
-def _agree(ctx: RunContext, result: CellResult, model: ModelSpec, ours: dict[str, Any], reference: dict[str, Any] | None) -> None:
+def _agree(ctx: RunContext, result: CellResult, model: ModelSpec, ours: dict[str, Any], reference: dict[str, Any] | None,
+           ref_version: str) -> None:  # fmt: skip
+    """``ref_version``: the reference pin (and its variant) as the checks name it."""
     t = ctx.matrix.thresholds
-    ref_version = ctx.matrix.platforms[ctx.platform].reference.text
-    if result.is_reference:
+    if result.is_baseline:
         result.agreement = Agreement(kind="reference", reference_version=ref_version)
         result.checks.append(Check(group="agreement", name="agreement.reference", passed=True,
                                    detail="this is the reference pin; its outputs are stored for the others"))  # fmt: skip

@@ -85,12 +85,17 @@ def pooled(cells: Sequence[CellResult]) -> CellResult:
     return dataclasses.replace(first, throughput=points, stability=None)
 
 
+def _variant(cell: CellResult) -> str:
+    return f"-{path_safe(cell.variant)}" if cell.variant else ""  # a launch variant has a history of its own
+
+
 class History:
     def __init__(self, root: Path) -> None:
         self.root = root
 
     def _path(self, cell: CellResult) -> Path:
-        return self.root / path_safe(cell.backend) / path_safe(cell.platform) / path_safe(cell.model) / f"{path_safe(cell.version)}.jsonl"
+        folder = self.root / path_safe(cell.backend) / path_safe(cell.platform) / path_safe(cell.model)
+        return folder / f"{path_safe(cell.version)}{_variant(cell)}.jsonl"
 
     def entries(self, cell: CellResult) -> list[Entry]:
         """Every stored run of this cell's pin, model and platform, oldest first (unreadable lines skipped)."""
@@ -108,9 +113,10 @@ class History:
                 continue  # a torn line of a killed run, or a schema this version cannot read: not history
         return out
 
-    def costs(self, backend: str, platform: str, *, exclude_run: str = "") -> dict[str, float]:
-        """cell id -> the median wall seconds of its last 3 recorded runs: what balances shards. Runs of
-        ``exclude_run`` are left out, so shards of one run id plan alike even when one finished first."""
+    def costs(self, backend: str, platform: str, *, exclude_run: str = "", numerics: str = "") -> dict[str, float]:
+        """cell id -> the median wall seconds of its last 3 recorded runs: what balances shards and what a run
+        expects. Runs of ``exclude_run`` are left out, so shards of one run id plan alike even when one
+        finished first; ``numerics``: only runs on this kind of machine (an estimate for this one)."""
         folder = self.root / path_safe(backend) / path_safe(platform)
         out: dict[str, float] = {}
         for path in sorted(folder.glob("*/*.jsonl")) if folder.is_dir() else []:
@@ -118,7 +124,7 @@ class History:
             for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
                 try:
                     entry = json.loads(line)
-                    if entry.get("run_id") == exclude_run and exclude_run:
+                    if entry.get("run_id") == exclude_run and exclude_run or numerics and entry.get("numerics") != numerics:
                         continue
                     cell = entry["cell"]
                     walls.append((str(cell["cell_id"]), float(cell.get("wall_s") or 0.0)))
@@ -140,12 +146,12 @@ class History:
         series = tuple((e.run_id, e.peak) for e in earlier) + ((info.run_id, cell.peak_rate()),)
 
         def trend(word: str, found: Sequence[Verdict] = ()) -> Trend:
-            return Trend(version=cell.version, model=cell.model, platform=cell.platform, word=word, compared=len(earlier),
+            return Trend(version=cell.pin_label, model=cell.model, platform=cell.platform, word=word, compared=len(earlier),
                          verdicts=tuple(found), series=series, unit=cell.rate_unit)  # fmt: skip
 
         if not earlier:
             return trend("first run")
-        labels = (f"{cell.version} ({info.run_id})", f"{cell.version} (last {len(earlier)} run{'s' * (len(earlier) > 1)})")
+        labels = (f"{cell.pin_label} ({info.run_id})", f"{cell.pin_label} (last {len(earlier)} run{'s' * (len(earlier) > 1)})")
         found = compare(cell, pooled([e.cell for e in earlier]), noise=info.noise, seed=info.seed, labels=labels, drift=info.drift)
         words = {v.word for v in found}
         if "slower" in words:

@@ -25,7 +25,7 @@ from _pytest._code.code import TerminalRepr
 from filelock import FileLock, Timeout
 
 from . import releases
-from .cell import CellInterrupted, RunContext, cell_id, run_cell
+from .cell import CellInterrupted, RunContext, cell_id, run_cell, this_machine
 from .errors import HarnessError, SpecError
 from .history import History
 from .install import InstallPaths, default_data_dir, pipx_command, remove_pin
@@ -35,7 +35,7 @@ from .results import CellResult, ResultStore, Status
 from .safe import terminal
 from .shards import parse_shard, plan, selected
 from .slots import GpuDiscoveryError, default_platform, discover_gpus, slot_count, slot_for_worker
-from .spec import Matrix, ModelSpec, PinSpec, load_matrix
+from .spec import Matrix, ModelSpec, PinSpec, VariantSpec, load_matrix
 
 _RUN_DIR = pytest.StashKey[Path]()
 _MATRICES = pytest.StashKey[dict[str, Matrix]]()
@@ -61,7 +61,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     history = _history_dir(config)
     keep: set[str] = set()
     for (backend, platform), group in _groups(cells).items():
-        ids = {(c.pin.pin.text, c.model.name): c.cell_id for c in group}
+        ids = {(c.pin.pin.text, c.model.name, c.variant.name): c.cell_id for c in group}
         costs = History(history).costs(backend, platform, exclude_run=str(config.option.pm_run_id)) if history is not None else {}
         keep |= selected(plan(group[0].matrix, platform, ids, shards=count, costs=costs), index)
     dropped = [i for i in items if isinstance(i, CellItem) and i.cell_id not in keep]
@@ -84,11 +84,38 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         if isinstance(item, CellItem):
             expected.setdefault(item.matrix.backend, []).append(item.cell_id)
     session.config.stash[_EXPECTED] = expected
+    _estimates(session)
     every = session.config.stash.get(_ALL_CELLS, {})
     for backend, cell_ids in expected.items():  # the run dir describes itself: reports rebuild without the matrix
         matrix = session.config.stash[_MATRICES][backend]
         listed = every.get(backend, cell_ids) if session.config.option.pm_shard else cell_ids
         run_info(matrix, str(session.config.option.pm_run_id), listed).write(run_dir(session.config, backend))
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def _estimates(session: pytest.Session) -> None:
+    """What each cell should take, from history on this kind of machine (the median wall time of its last
+    runs), and the run's total where history knows enough: said before the first cell starts."""
+    history = _history_dir(session.config)
+    if history is None:
+        return
+    items = [i for i in session.items if isinstance(i, CellItem)]
+    store = History(history)
+    known: dict[tuple[str, str], dict[str, float]] = {}
+    for item in items:
+        key = (item.matrix.backend, item.platform)
+        if key not in known:  # CPU cells compare by the CPU's ISA; GPU cells by the GPU model, known once they run
+            numerics = "cpu-" + this_machine().numerics_key() if item.platform == "cpu" else ""
+            known[key] = store.costs(*key, exclude_run=str(session.config.option.pm_run_id), numerics=numerics)
+        item.estimate_s = known[key].get(item.cell_id)
+    timed = [i.estimate_s for i in items if i.estimate_s]
+    tr = session.config.pluginmanager.get_plugin("terminalreporter")
+    if timed and tr is not None and getattr(session.config, "workerinput", None) is None:
+        line = f"pinmatrix: history expects {_minutes(sum(timed))} for {len(timed)} of {len(items)} cell(s) on this kind of machine"
+        tr.write_line(line + ("" if len(timed) == len(items) else "; the others have no history here yet"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -180,12 +207,20 @@ class MatrixFile(pytest.File):
         plat = matrix.platforms[platform]
         pins = sorted(plat.versions, key=lambda p: p.pin.text != plat.reference.text)  # reference first
         # Model by model; pin by pin when venvs are removed after their cells, so each is installed once.
-        order = [(m, p) for p in pins for m in plat.models] if opt.pm_remove_venvs else [(m, p) for m in plat.models for p in pins]
+        # Launch variants: baselines (a variant's reference pin) before the cells compared with them.
+        variants = sorted(plat.variants, key=lambda v: v.baseline != v.name)
+        if opt.pm_remove_venvs:
+            order = [(m, p, v) for p in pins for m in plat.models for v in variants]
+        else:
+            order = [(m, p, v) for m in plat.models for v in variants for p in pins]
+            # a variant compared with another variant's reference pin: after that pin's cell
+            order.sort(key=lambda c: (plat.models.index(c[0]), c[1].pin.text != plat.reference.text or c[2].baseline != c[2].name))
         too_few = platform != "cpu" and plat.gpus_per_cell > len(gpus)
-        for model, pin in order:
+        for model, pin, variant in order:
             # "cell[...]": pytest treats the bracket as a parameter id and leaves its dots alone.
-            name = f"cell[{cell_id(matrix.backend, pin.pin.text, model.name, platform)}]"
-            item = CellItem.from_parent(self, name=name, matrix=matrix, platform=platform, pin=pin, model=model, gpus=gpus)
+            name = f"cell[{cell_id(matrix.backend, pin.pin.text, model.name, platform, variant.name)}]"
+            item = CellItem.from_parent(self, name=name, matrix=matrix, platform=platform, pin=pin, model=model, gpus=gpus,
+                                        variant=variant)  # fmt: skip
             if too_few:
                 item.skip_reason = f"needs {plat.gpus_per_cell} GPU(s) per cell; this machine has {len(gpus)}"
             yield item
@@ -228,14 +263,17 @@ class CellFailed(Exception):
 
 
 class CellItem(pytest.Item):
-    def __init__(self, *, matrix: Matrix, platform: str, pin: PinSpec, model: ModelSpec, gpus: list[int], **kw: Any) -> None:
+    def __init__(self, *, matrix: Matrix, platform: str, pin: PinSpec, model: ModelSpec, gpus: list[int],
+                 variant: VariantSpec | None = None, **kw: Any) -> None:  # fmt: skip
         super().__init__(**kw)
         self.matrix, self.platform, self.pin, self.model, self.gpus = matrix, platform, pin, model, gpus
+        self.variant = variant or matrix.platforms[platform].variants[0]
         self.reference = matrix.platforms[platform].reference
         self.skip_reason = ""  # why this machine cannot run the cell at all (too few GPUs)
+        self.estimate_s: float | None = None  # from history on this kind of machine
         self.add_marker(pytest.mark.pinmatrix)
         self.result: CellResult | None = None
-        self.cell_id = cell_id(matrix.get_backend().name, pin.pin.text, model.name, platform)
+        self.cell_id = cell_id(matrix.get_backend().name, pin.pin.text, model.name, platform, self.variant.name)
 
     def _ctx(self) -> RunContext:
         opt = self.config.option
@@ -278,10 +316,12 @@ class CellItem(pytest.Item):
             self.result = earlier
             self._outcome(earlier)
             return
+        if self.estimate_s:
+            ctx.progress(f"expected to take ~{_minutes(self.estimate_s)} (its last runs on this kind of machine)")
         self._wait_for_reference(store, ctx)
         try:
             with _slot_lock(ctx):
-                self.result = result = run_cell(ctx, self.pin, self.model)
+                self.result = result = run_cell(ctx, self.pin, self.model, self.variant)
         except CellInterrupted as exc:  # recorded as interrupted, so the report can say what did not run
             store.append(exc.result)
             raise
@@ -318,7 +358,8 @@ class CellItem(pytest.Item):
         if getattr(self.config, "workerinput", None) is None:
             return  # one process: collection order already puts the reference first
         ref = next((i for i in self.session.items if isinstance(i, CellItem) and i.matrix.backend == self.matrix.backend
-                    and i.model.name == self.model.name and i.platform == self.platform and i.pin.pin == i.reference), None)  # fmt: skip
+                    and i.model.name == self.model.name and i.platform == self.platform and i.pin.pin == i.reference
+                    and i.variant.name == self.variant.baseline), None)  # fmt: skip
         if ref is None or ref is self:
             return
         limit = time.monotonic() + 2 * self.matrix.thresholds.startup_deadline_s + 3600
@@ -425,8 +466,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             continue
         tr.section(f"pinmatrix: {backend}", sep="=", bold=True)
         for rec in recs:
-            head = rec.version or "none"
-            tr.write_line(terminal(f"recommended pin for {rec.model} on {rec.platform}: {backend} {head}"), bold=True)
+            tr.write_line(terminal(f"recommended pin for {rec.where}: {backend} {rec.headline}"), bold=True)
             for reason in rec.reasons:
                 tr.write_line(terminal(f"  - {reason}"))
             for version, why in rec.rejected.items():

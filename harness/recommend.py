@@ -1,10 +1,13 @@
-"""Choosing a pin per (model, platform) from the recorded cells.
+"""Choosing a pin, and the parameters to launch it with, per (model, platform, kind of machine) from the recorded cells.
 
 Eligible: installed, started within the deadline, passed every required check. Ranked by peak throughput
 (output tok/s, or audio s/s for speech); pins within the measured noise of the best are tied, and the matrix's policy breaks the tie
 (``newest``, or ``closest-to-reference``). A pin that is measurably slower than the deployed (reference) pin on
 any metric at any load point (a "slower" verdict) is never chosen over an eligible deployed pin: an upgrade
 must not make what users see worse. Every other pin carries the reason it was not chosen.
+
+With launch variants a candidate is a pin *and* its parameters ("0.32.0 [fp32]"); a tie between variants of
+one pin goes to the deployed launch (changing nothing beats changing parameters for no measured gain).
 """
 
 from __future__ import annotations
@@ -25,9 +28,30 @@ class Recommendation:
     platform: str
     version: str | None
     reasons: tuple[str, ...]
-    rejected: dict[str, str] = field(default_factory=dict)
+    rejected: dict[str, str] = field(default_factory=dict)  # pin label -> why not
     ranking: tuple[tuple[str, float], ...] = ()
     unit: str = "output tok/s"
+    variant: str = ""  # the chosen pin's launch variant ("": the platform has none)
+    backend_parameters: tuple[str, ...] = ()  # GPUStack's backend_parameters: what the chosen pin was measured with
+    env: dict[str, str] = field(default_factory=dict)
+    measured_on: str = ""  # the kind of machine, when the run had several
+
+    @property
+    def label(self) -> str:
+        """The chosen pin as the report names it: version, and launch variant when there is one."""
+        return f"{self.version} [{self.variant}]" if self.variant and self.version else self.version or ""
+
+    @property
+    def where(self) -> str:
+        """What the recommendation is for: the model, the platform and, when a run had several, the kind of machine."""
+        return f"{self.model} on {self.platform}" + (f" ({self.measured_on})" if self.measured_on else "")
+
+    @property
+    def headline(self) -> str:
+        """The chosen pin in GPUStack's terms: backend_version and backend_parameters."""
+        if self.version is None:
+            return "none"
+        return self.label + (f" with {' '.join(self.backend_parameters)}" if self.backend_parameters else "")
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -35,6 +59,10 @@ class Recommendation:
             "model": self.model,
             "platform": self.platform,
             "backend_version": self.version,
+            "backend_parameters": list(self.backend_parameters),
+            **({"env": dict(self.env)} if self.env else {}),
+            **({"variant": self.variant} if self.variant else {}),
+            **({"measured_on": self.measured_on} if self.measured_on else {}),
             "reasons": list(self.reasons),
             "rejected": dict(self.rejected),
             "ranking": [{"version": v, "peak": round(t, 2), "unit": self.unit} for v, t in self.ranking],
@@ -78,9 +106,10 @@ def recommend(
     tie_break: str,
     reference: str,
     verdicts: Sequence[Verdict] = (),
+    measured_on: str = "",
 ) -> Recommendation:
-    """Recommend one pin among ``cells`` (all of one backend, model and platform); ``verdicts``: each pin
-    against the deployed pin (``verdict.compare``)."""
+    """Recommend one pin (and launch variant) among ``cells`` (all of one backend, model, platform and kind of
+    machine); ``verdicts``: each cell against its baseline (``report.verdicts``)."""
     if not cells:
         raise ValueError("no cells to recommend from")
     first = cells[0]
@@ -91,42 +120,43 @@ def recommend(
         if why is None:
             eligible.append(cell)
         else:
-            rejected[cell.version] = why
+            rejected[cell.pin_label] = why
     if not eligible:
         return Recommendation(
             backend=first.backend, model=first.model, platform=first.platform, version=None,
-            reasons=("no pin installed, started and passed every required check",), rejected=rejected,
+            reasons=("no pin installed, started and passed every required check",), rejected=rejected, measured_on=measured_on,
         )  # fmt: skip
+    deployed = next((c for c in eligible if c.deployed), None)
     slower: dict[str, Verdict] = {}
-    if any(c.version == reference for c in eligible):  # never worse than what runs today, when that still qualifies
+    if deployed is not None:  # never worse than what runs today, when that still qualifies
         for v in verdicts:
             if v.word == "slower" and v.deployed and v.model == first.model:
                 slower.setdefault(v.version, v)
-        for c in [c for c in eligible if c.version in slower]:
+        for c in [c for c in eligible if c.pin_label in slower]:
             eligible.remove(c)
-            rejected[c.version] = f"slower than the deployed pin {reference}: {slower[c.version].line}"
+            rejected[c.pin_label] = f"slower than the deployed pin {deployed.pin_label}: {slower[c.pin_label].line}"
     ranked = sorted(eligible, key=lambda c: c.peak_rate() or 0.0, reverse=True)
     tied = [c for c in ranked if _tied(c, ranked[0], noise)]
     if tie_break == "closest-to-reference":
-        ordered = sorted(Version(c.version) for c in cells)
+        ordered = sorted({Version(c.version) for c in cells})
         ref_pos = ordered.index(Version(reference)) if Version(reference) in ordered else 0
 
-        def distance(c: CellResult) -> tuple[int, int]:  # nearest first; the newer of two equals
+        def distance(c: CellResult) -> tuple[int, bool, int]:  # nearest first; the deployed launch; the newer of two equals
             pos = ordered.index(Version(c.version))
-            return (abs(pos - ref_pos), -pos)
+            return (abs(pos - ref_pos), c.variant != c.deployed_variant, -pos)
 
         chosen = min(tied, key=distance)
     else:
-        chosen = max(tied, key=lambda c: Version(c.version))
+        chosen = max(tied, key=lambda c: (Version(c.version), c.variant == c.deployed_variant))
     reasons = [f"passed {', '.join(required_checks)} and started in {chosen.startup_s or 0.0:.1f} s"]
     if isinstance(chosen.accuracy, SpeechAccuracy):  # speech: what a user hears, and how long a request takes
         ref_wer = chosen.accuracy.reference_wer
         reasons.append(f"WER {chosen.accuracy.wer:.1%}" + (f" (reference {ref_wer:.1%})" if ref_wer is not None else "")
                        + (f", latency p50 {chosen.first_p50_ms():.0f} ms at the lowest load" if chosen.first_p50_ms() else ""))  # fmt: skip
-    mine = [v for v in verdicts if v.version == chosen.version and v.deployed and v.model == first.model]
+    mine = [v for v in verdicts if v.version == chosen.pin_label and v.deployed and v.model == first.model]
     if mine:  # how sure: what the chosen pin's verdicts against the deployed pin say
         words = {w: sum(v.word == w for v in mine) for w in dict.fromkeys(v.word for v in mine)}
-        reasons.append(f"against the deployed pin {reference}: " + ", ".join(f"{n} {w}" for w, n in words.items())
+        reasons.append(f"against the deployed pin {mine[0].reference}: " + ", ".join(f"{n} {w}" for w, n in words.items())
                        + f" ({len(mine)} metric x load point verdicts)")  # fmt: skip
     waived = sorted({c.name for c in chosen.checks if c.waived})
     if waived:
@@ -136,7 +166,7 @@ def recommend(
     if chosen.peak_rate() is None:  # e.g. an embedding model: no generation throughput to rank by
         reasons.append(f"no throughput measured; chosen among {len(tied)} eligible pin(s) by policy '{tie_break}'")
     elif len(tied) > 1:
-        others = ", ".join(f"{c.version} ({c.peak_rate() or 0.0:{spec}})" for c in tied if c is not chosen)
+        others = ", ".join(f"{c.pin_label} ({c.peak_rate() or 0.0:{spec}})" for c in tied if c is not chosen)
         how = "95% CIs overlap with" if chosen.peak_ci95() and all(c.peak_ci95() for c in tied) else f"within {noise:.0%} of"
         reasons.append(f"peak {tok:{spec}} {unit}, {how} {others}: a tie, broken by policy '{tie_break}'")
     else:
@@ -144,12 +174,17 @@ def recommend(
     for cell in ranked:
         if cell is not chosen:
             rejected.setdefault(
-                cell.version,
+                cell.pin_label,
                 f"eligible, not chosen: {cell.peak_rate() or 0.0:{spec}} {unit}"
                 + (" (tie lost to policy)" if cell in tied else f" vs {tok:{spec}}"),
             )
+    if chosen.variant and chosen.variant != chosen.deployed_variant:
+        reasons.append(f"launched with the {chosen.variant!r} variant's parameters ({' '.join(chosen.backend_parameters) or 'none'}"
+                       + (", env " + " ".join(f"{k}={v}" for k, v in chosen.backend_env.items()) if chosen.backend_env else "")
+                       + f"), not the deployed {chosen.deployed_variant!r}")  # fmt: skip
     return Recommendation(
         backend=first.backend, model=first.model, platform=first.platform, version=chosen.version,
         reasons=tuple(reasons), rejected=rejected,
-        ranking=tuple((c.version, c.peak_rate() or 0.0) for c in ranked), unit=unit,
+        ranking=tuple((c.pin_label, c.peak_rate() or 0.0) for c in ranked), unit=unit, variant=chosen.variant,
+        backend_parameters=chosen.backend_parameters, env=dict(chosen.backend_env), measured_on=measured_on,
     )  # fmt: skip

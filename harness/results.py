@@ -251,6 +251,13 @@ class CellResult:
     reason: str = ""
     expected_failure: str | None = None
     selected_by: str = ""  # the version set that brought this pin in
+    variant: str = ""  # the launch variant ("": the platform declares none)
+    baseline_variant: str = ""  # the variant whose reference pin this cell is compared with
+    deployed_variant: str = ""  # the platform's first variant: the launch deployed today
+    # What GPUStack would deploy it with: every server argument beyond model, name, host and port
+    # (platform, model and variant serve_args), and the environment the matrix sets (secrets masked).
+    backend_parameters: tuple[str, ...] = ()
+    backend_env: dict[str, str] = field(default_factory=dict)
     phases: dict[str, float] = field(default_factory=dict)  # seconds: install, model, calibration, startup, probes, warm start
     probe_s: dict[str, float] = field(default_factory=dict)  # seconds per probe inside "probes": conformance, ..., load c=4
     wall_s: float = 0.0  # the whole cell; wall_s - sum(phases) is the harness's own overhead
@@ -273,6 +280,26 @@ class CellResult:
     @property
     def label(self) -> str:
         return f"{self.backend}_{self.version}"
+
+    @property
+    def pin_label(self) -> str:
+        """The pin as reports name it: its version, and its launch variant when the platform has several."""
+        return f"{self.version} [{self.variant}]" if self.variant else self.version
+
+    @property
+    def deployed(self) -> bool:
+        """The reference pin in the variant deployed today: what every other cell is weighed against."""
+        return self.is_reference and self.variant == self.deployed_variant
+
+    @property
+    def is_baseline(self) -> bool:
+        """The cell its variant's other cells are compared with: the reference pin, in a variant compared with itself."""
+        return self.is_reference and self.baseline_variant == self.variant
+
+    @property
+    def hardware(self) -> str:
+        """What numbers from this cell compare with: the GPU model, else the CPU's ISA (``Fingerprint.numerics``)."""
+        return self.fingerprint.numerics if self.fingerprint is not None else "unknown"
 
     @property
     def final(self) -> bool:

@@ -91,6 +91,24 @@ class ModelSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class VariantSpec:
+    """A launch variant: every pin started with these backend parameters (GPUStack's ``backend_parameters``)
+    and environment added to the platform's. Cells are pin x variant x model. A variant's cells compare
+    (agreement, verdicts) with the reference pin in the same variant, or in ``reference_variant``. The
+    first variant is the one deployed today; a platform without variants has one, unnamed."""
+
+    name: str = ""
+    serve_args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    reference_variant: str = ""  # "" = its own
+
+    @property
+    def baseline(self) -> str:
+        """The variant whose reference pin this variant's cells are compared with."""
+        return self.reference_variant or self.name
+
+
+@dataclass(frozen=True, kw_only=True)
 class PlatformSpec:
     name: str
     package: str
@@ -103,6 +121,10 @@ class PlatformSpec:
     extra_index_urls: tuple[str, ...] = ()
     gpus_per_cell: int = 0
     installer: str = "pipx"  # or "uv": the same bin-dir layout, built with uv
+    variants: tuple[VariantSpec, ...] = (VariantSpec(),)
+
+    def variant(self, name: str) -> VariantSpec:
+        return next(v for v in self.variants if v.name == name)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -448,7 +470,8 @@ def _platform(name: str, value: Any, path: str, errors: _Errors, flavours: Mappi
     if not isinstance(value, dict):
         errors.add(path, f"expected a table, got {value!r}")
         return None
-    known = ("package", "versions", "reference", "models", "serve_args", "env", "extra_index_urls", "gpus_per_cell", "installer")
+    known = ("package", "versions", "reference", "models", "serve_args", "env", "extra_index_urls", "gpus_per_cell", "installer",
+             "variants")
     t = _Table(value, path, errors, known)
     package = t.get_str("package") or flavours[name] or None
     if package is None:
@@ -486,7 +509,8 @@ def _platform(name: str, value: Any, path: str, errors: _Errors, flavours: Mappi
     if installer not in ("pipx", "uv"):
         errors.add(_join(path, "installer"), f"unknown value {installer!r} (expected one of: pipx, uv)")
     serve_args = t.get_str_list("serve_args")
-    if package is None or reference is None or None in entries or None in models:
+    variants = _variants(t.get_array("variants"), _join(path, "variants"), errors)
+    if package is None or reference is None or None in entries or None in models or variants is None:
         return None
     return PlatformSpec(
         name=name,
@@ -500,7 +524,49 @@ def _platform(name: str, value: Any, path: str, errors: _Errors, flavours: Mappi
         extra_index_urls=urls,
         gpus_per_cell=gpus,
         installer=installer,
+        variants=variants or (VariantSpec(),),
     )
+
+
+def _variants(values: list[Any], path: str, errors: _Errors) -> tuple[VariantSpec, ...] | None:
+    """``[[platforms.<p>.variants]]``: name (a cell id part), serve_args, env, reference_variant."""
+    out: list[VariantSpec] = []
+    ok = True
+    for i, value in enumerate(values):
+        where = _join(path, i)
+        if not isinstance(value, dict):
+            errors.add(where, f"expected a table, got {value!r}")
+            ok = False
+            continue
+        t = _Table(value, where, errors, ("name", "serve_args", "env", "reference_variant"))
+        name = t.get_str("name", required=True)
+        if name is not None and not _MODEL_NAME.match(name):
+            errors.add(_join(where, "name"), f"invalid name {name!r} (letters, digits, '.', '_', '-'; it becomes part of cell ids)")
+            name = None
+        env = t.get_table("env")
+        for key, val in env.items():
+            if not isinstance(val, str):
+                errors.add(_join(_join(where, "env"), key), f"expected str, got {val!r}")
+        if name is None:
+            ok = False
+            continue
+        out.append(VariantSpec(name=name, serve_args=t.get_str_list("serve_args"), reference_variant=t.get_str("reference_variant") or "",
+                               env={k: v for k, v in env.items() if isinstance(v, str)}))  # fmt: skip
+    names = [v.name for v in out]
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        errors.add(path, f"duplicate variant name {dup!r}")
+        ok = False
+    by_name = {v.name: v for v in out}
+    for i, v in enumerate(out):
+        target = by_name.get(v.reference_variant) if v.reference_variant else v
+        where = _join(_join(path, i), "reference_variant")
+        if target is None:
+            errors.add(where, f"{v.reference_variant!r} is not a variant of this platform (has: {', '.join(names)})")
+            ok = False
+        elif target.reference_variant and target is not v:
+            errors.add(where, f"{v.reference_variant!r} compares with {target.reference_variant!r} itself: name that one")
+            ok = False
+    return tuple(out) if ok else None
 
 
 def parse_matrix(data: Mapping[str, Any], source: str, path: Path | None = None) -> Matrix:

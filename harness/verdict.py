@@ -58,6 +58,7 @@ class Verdict:
     word: str  # slower | faster | no detectable difference | too few samples | client-bound | machine unstable
     deployed: bool = True  # against the run's reference pin (False: against another run's same pin)
     note: str = ""  # why a word is not a verdict on the pin (machine unstable: what moved)
+    measured_on: str = ""  # the kind of machine both sides ran on (``Fingerprint.numerics``)
 
     @property
     def line(self) -> str:
@@ -71,7 +72,8 @@ class Verdict:
     def to_dict(self) -> dict[str, object]:
         return {"version": self.version, "reference": self.reference, "model": self.model, "point": self.point, "metric": self.metric,
                 "ratio": self.ratio, "ci95": None if self.low is None else [self.low, self.high], "n": self.n,
-                "n_reference": self.n_reference, "verdict": self.word, **({"note": self.note} if self.note else {})}  # fmt: skip
+                "n_reference": self.n_reference, "verdict": self.word, **({"note": self.note} if self.note else {}),
+                **({"measured_on": self.measured_on} if self.measured_on else {})}  # fmt: skip
 
 
 def bootstrap_ratio(ours: Sequence[float], theirs: Sequence[float], statistic: Callable[[Sequence[float]], float], *,
@@ -97,12 +99,14 @@ def _samples(point: LoadPoint, metric: Metric, over_runs: bool) -> list[float]:
 
 
 def compare(cell: CellResult, reference: CellResult, *, noise: float = 0.05, seed: int = 0, labels: tuple[str, str] | None = None,
-            drift: float = 0.10) -> list[Verdict]:  # fmt: skip
-    """Every metric at every load point the two cells share. ``labels``: how to name the two sides when they
-    are not a pin and the deployed pin (two runs of one pin: "0.32.0 (tue)", "0.32.0 (mon)"). ``drift``: how
-    far the machine's calibration may move before a difference is put down to the machine."""
+            drift: float = 0.10, deployed: bool | None = None) -> list[Verdict]:  # fmt: skip
+    """Every metric at every load point the two cells share. ``labels``: how to name the two sides (default:
+    each pin and its launch variant; two runs of one pin: "0.32.0 (tue)", "0.32.0 (mon)"). ``deployed``:
+    whether ``reference`` is what is deployed today (default: when no labels are given). ``drift``: how far
+    the machine's calibration may move before a difference is put down to the machine."""
     moved = unstable(cell.stability, reference.stability, drift)
-    ours_label, theirs_label = labels or (cell.version, reference.version)
+    ours_label, theirs_label = labels or (cell.pin_label, reference.pin_label)
+    deployed = labels is None if deployed is None else deployed
     metrics = SPEECH_METRICS if cell.rate_unit == "audio s/s" else TEXT_METRICS
     theirs_by_label = {p.label: p for p in reference.throughput}
     out = []
@@ -119,7 +123,7 @@ def compare(cell: CellResult, reference: CellResult, *, noise: float = 0.05, see
                         n_ref: int = len(theirs), note: str = "") -> Verdict:  # fmt: skip
                 return Verdict(version=ours_label, reference=theirs_label, model=cell.model, point=point.label,
                                metric=metric.name, ratio=ratio, low=low, high=high, n=n, n_reference=n_ref, word=word,
-                               deployed=labels is None, note=note)  # fmt: skip
+                               deployed=deployed, note=note, measured_on=cell.hardware)  # fmt: skip
 
             if point.saturated or ref_point.saturated:
                 out.append(verdict("client-bound"))
@@ -150,13 +154,13 @@ def compare_runs(before: Sequence[CellResult], after: Sequence[CellResult], *, n
                  seed: int = 0, drift: float = 0.10) -> list[Verdict]:  # fmt: skip
     """Each cell of ``after`` against the same pin, model and platform in ``before``: two nights, two runs.
     Cells measured on different kinds of machine are never compared (their numbers say nothing of the pin)."""
-    earlier = {(c.model, c.platform, c.version): c for c in before}
+    earlier = {(c.model, c.platform, c.version, c.variant): c for c in before}
     out = []
     for cell in after:
-        old = earlier.get((cell.model, cell.platform, cell.version))
+        old = earlier.get((cell.model, cell.platform, cell.version, cell.variant))
         if old is None or not cell.throughput or not old.throughput:
             continue
-        labels = (f"{cell.version} ({names[1]})", f"{old.version} ({names[0]})")
+        labels = (f"{cell.pin_label} ({names[1]})", f"{old.pin_label} ({names[0]})")
         ours, theirs = (c.fingerprint.numerics if c.fingerprint else "unknown" for c in (cell, old))
         if ours != theirs or "unknown" in ours:
             out.append(Verdict(version=labels[0], reference=labels[1], model=cell.model, point="every point", metric="all",

@@ -64,30 +64,59 @@ def _info(settings: Matrix | RunInfo, run_id: str = "", expected: Sequence[str] 
     return settings if isinstance(settings, RunInfo) else run_info(settings, run_id, expected)
 
 
-def recommendations(settings: Matrix | RunInfo, cells: Sequence[CellResult], found: Sequence[Verdict] | None = None
-                    ) -> list[Recommendation]:  # fmt: skip
-    """``found``: the run's verdicts, when already computed."""
-    info = _info(settings)
-    found = verdicts(info, cells) if found is None else found
-    groups: dict[tuple[str, str], list[CellResult]] = {}
+Group = tuple[str, str, str]  # (model, platform, hardware): what one recommendation is about
+
+
+def groups(cells: Sequence[CellResult]) -> dict[Group, list[CellResult]]:
+    """Cells per model, platform and kind of machine: numbers from two kinds of GPU (or CPU) never meet in
+    one ranking or verdict. A cell without a fingerprint joins its model's only kind, when there is one."""
+    kinds: dict[tuple[str, str], set[str]] = {}
+    for c in cells:
+        if c.fingerprint is not None:
+            kinds.setdefault((c.model, c.platform), set()).add(c.hardware)
+    out: dict[Group, list[CellResult]] = {}
     for c in sort_cells(cells):
-        groups.setdefault((c.model, c.platform), []).append(c)
-    out = []
-    for (_, platform), group in groups.items():
-        ref = info.references.get(platform, group[0].version)
-        out.append(recommend(group, required_checks=info.required_checks, noise=info.noise, tie_break=info.tie_break, reference=ref,
-                             verdicts=[v for v in found if v.model == group[0].model]))  # fmt: skip
+        known = kinds.get((c.model, c.platform), set())
+        hardware = c.hardware if c.fingerprint is not None or len(known) != 1 else next(iter(known))
+        out.setdefault((c.model, c.platform, hardware), []).append(c)
     return out
 
 
+def recommendations(settings: Matrix | RunInfo, cells: Sequence[CellResult], found: Sequence[Verdict] | None = None
+                    ) -> list[Recommendation]:  # fmt: skip
+    """One per model, platform and kind of machine (GPU model, or CPU ISA). ``found``: the run's verdicts,
+    when already computed."""
+    info = _info(settings)
+    found = verdicts(info, cells) if found is None else found
+    by_group = groups(cells)
+    several = len({hw for _, _, hw in by_group}) > 1
+    out = []
+    for (model, platform, hardware), group in by_group.items():
+        ref = info.references.get(platform, group[0].version)
+        mine = [v for v in found if v.model == model and (not v.measured_on or v.measured_on == hardware)]
+        out.append(recommend(group, required_checks=info.required_checks, noise=info.noise, tie_break=info.tie_break, reference=ref,
+                             verdicts=mine, measured_on=hardware if several else ""))  # fmt: skip
+    return out
+
+
+def baseline(cell: CellResult, group: Sequence[CellResult]) -> CellResult | None:
+    """What ``cell`` is weighed against: the reference pin in its baseline variant; for that reference pin
+    itself in a variant other than the deployed one, the deployed launch (same pin, other parameters)."""
+    refs = [r for r in group if r.is_reference and r.throughput]
+    if cell.is_baseline:
+        return next((r for r in refs if r.deployed and r is not cell), None)
+    return next((r for r in refs if r.variant == cell.baseline_variant), None)
+
+
 def verdicts(settings: Matrix | RunInfo, cells: Sequence[CellResult]) -> list[Verdict]:
-    """Each pin against the reference pin of its model and platform, in this run, point by point."""
+    """Each cell against its baseline (``baseline``) on the same kind of machine, in this run, point by point."""
     info = _info(settings)
     out = []
-    for c in sort_cells(cells):
-        ref = next((r for r in cells if r.is_reference and r.model == c.model and r.platform == c.platform and r.throughput), None)
-        if ref is not None and c is not ref and c.throughput:
-            out += compare(c, ref, noise=info.noise, seed=info.seed, drift=info.drift)
+    for group in groups(cells).values():
+        for c in group:
+            ref = baseline(c, group)
+            if ref is not None and c.throughput:
+                out += compare(c, ref, noise=info.noise, seed=info.seed, drift=info.drift, deployed=ref.deployed)
     return out
 
 
@@ -99,11 +128,12 @@ def first_screen(markdown: str) -> str:
 
 def pins_document(recs: Sequence[Recommendation], cells: Sequence[CellResult]) -> dict[str, object]:
     """What GPUStack needs per model: backend, backend_version, and how that pin gets installed."""
-    by_version = {(c.model, c.platform, c.version): c for c in cells}
+    by_pin = {(c.model, c.platform, c.hardware, c.pin_label): c for c in cells}
     models = []
     for r in recs:
         entry = r.to_dict()
-        cell = by_version.get((r.model, r.platform, r.version or ""))
+        cell = next((c for (m, p, hw, label), c in by_pin.items() if (m, p, label) == (r.model, r.platform, r.label)
+                     and (not r.measured_on or hw == r.measured_on)), None)  # fmt: skip
         if cell is not None and cell.install is not None:
             entry["executable"] = Path(cell.install.executable).name
             entry["install"] = cell.install.export()  # what was run: pipx/uv argv + env, a download's URL + sha256, or manual + path
@@ -156,21 +186,25 @@ class Merged:
     info: RunInfo
     cells: list[CellResult]
     notes: list[str]  # what replaced what, lines converted from an older schema
-    runs: dict[str, RunInfo]  # cell id -> the run it came from
+    runs: dict[tuple[str, str], RunInfo]  # (cell id, kind of machine) -> the run it came from
+
+    def run_of(self, cell: CellResult) -> RunInfo:
+        return self.runs[(cell.cell_id, cell.hardware)]
 
 
 def merge(run_dirs: Sequence[Path], *, matrix: Matrix | None = None) -> Merged:
     """The cells of several run dirs of one matrix as one run: shards side by side, a re-run of some cells
     replacing their earlier result (a final result always wins over an interrupted one, the later over the
-    earlier)."""
+    earlier). A cell is one per kind of machine: the same cell measured on two GPU models is two results."""
     if not run_dirs:
         raise HarnessError("name at least one run directory")
     infos: list[RunInfo] = []
-    cells: dict[str, CellResult] = {}
-    origin: dict[str, RunInfo] = {}
-    where: dict[str, Path] = {}  # cell id -> the run dir its kept result came from
+    Key = tuple[str, str]  # (cell id, kind of machine)
+    cells: dict[Key, CellResult] = {}
+    origin: dict[Key, RunInfo] = {}
+    where: dict[Key, Path] = {}  # the run dir each kept result came from
     notes: list[str] = []
-    replaced: list[tuple[str, Path, Path]] = []  # (cell id, the dir whose result is kept, the other)
+    replaced: list[tuple[Key, Path, Path]] = []  # (cell, the dir whose result is kept, the other)
     for run_dir in run_dirs:
         store = run_dir / "results.jsonl"
         if not store.is_file():
@@ -188,16 +222,17 @@ def merge(run_dirs: Sequence[Path], *, matrix: Matrix | None = None) -> Merged:
             raise HarnessError(f"{run_dir}: its workload or reference pins differ from {run_dirs[0]}'s: its numbers do not merge")
         infos.append(info)
         for cell in found:
-            old = cells.get(cell.cell_id)
+            key = (cell.cell_id, cell.hardware)
+            old = cells.get(key)
             if old is not None and (old.final and not cell.final or (old.final == cell.final and old.finished_at > cell.finished_at)):
-                replaced.append((cell.cell_id, where[cell.cell_id], run_dir))
+                replaced.append((key, where[key], run_dir))
                 continue
             if old is not None:
-                replaced.append((cell.cell_id, run_dir, where[cell.cell_id]))
-            cells[cell.cell_id], origin[cell.cell_id], where[cell.cell_id] = cell, info, run_dir
+                replaced.append((key, run_dir, where[key]))
+            cells[key], origin[key], where[key] = cell, info, run_dir
     ids = [i.run_id for i in infos]
     names = {d: (f"run {i.run_id}" if ids.count(i.run_id) == 1 else str(d)) for d, i in zip(run_dirs, infos, strict=True)}
-    notes += [f"{cid}: {names[kept]}'s result is kept over {names[other]}'s" for cid, kept, other in replaced]
+    notes += [f"{cid}: {names[kept]}'s result is kept over {names[other]}'s" for (cid, _), kept, other in replaced]
     first = infos[0]
     expected = tuple(dict.fromkeys(cid for i in infos for cid in (i.expected or ())))
     if len(infos) > 1:
@@ -224,8 +259,8 @@ def rebuild(run_dirs: Sequence[Path], out: Path | None = None, *, matrix: Matrix
     if history is not None:  # each cell enters history under the run that measured it, not the merge
         store = History(history)
         for run in {r.run_id: r for r in merged.runs.values()}.values():
-            store.record([c for c in sort_cells(cells) if merged.runs[c.cell_id] is run], run)
-        trends = [store.trend(c, merged.runs[c.cell_id]) for c in sort_cells(cells) if c.final and c.throughput]
+            store.record([c for c in sort_cells(cells) if merged.run_of(c) is run], run)
+        trends = [store.trend(c, merged.run_of(c)) for c in sort_cells(cells) if c.final and c.throughput]
     paths, recs = write_reports(info, target, info.run_id, cells, expected=info.expected, trends=trends)
     return paths, recs, merged.notes
 

@@ -29,7 +29,7 @@ _ENV = jinja2.Environment(
 
 def curve_svg(cells: Sequence[CellResult], width: int = 640, height: int = 260) -> Markup:
     """Throughput per load point, one line per pin, CI whiskers where repeated (inline, self-contained)."""
-    series = [(c.version, c.throughput) for c in cells if c.throughput]
+    series = [(c.pin_label, c.throughput) for c in cells if c.throughput]
     if not series:
         return Markup("")
     unit = series[0][1][0].unit

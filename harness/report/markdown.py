@@ -47,8 +47,8 @@ def render(view: ReportView) -> str:
         out += [f"**{markdown_text(view.partial.line)}**", ""]
     out += [f"Matrix: {markdown_text(view.matrix_path)}", "", "## Recommendation", ""]
     for r in view.recommendations:
-        head = f"**{markdown_text(r.version)}**" if r.version else "**none**"
-        out.append(f"- {markdown_text(r.model)} on {markdown_text(r.platform)}: {head} — " + "; ".join(markdown_text(x) for x in r.reasons))
+        head = f"**{markdown_text(r.headline)}**"
+        out.append(f"- {markdown_text(r.where)}: {head} — " + "; ".join(markdown_text(x) for x in r.reasons))
         out += [f"  - {markdown_text(version)}: {markdown_text(why)}" for version, why in r.rejected.items()]
     if view.verdicts:
         out += ["", "## Verdicts against the deployed pin", "",

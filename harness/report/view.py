@@ -170,7 +170,7 @@ SUMMARY_HEADERS = ("pin", "model", "platform", "status", "startup s", "peak thro
 def summary_row(c: CellResult) -> tuple[str, ...]:
     measured = c.status is not Status.ERROR  # a cell that could not be measured has no numbers to show, partial or not
     peak = c.peak_rate() if measured else None
-    return (c.version + (" (ref)" if c.is_reference else ""), c.model, c.platform, status_label(c), fmt(c.startup_s),
+    return (c.pin_label + (" (ref)" if c.is_reference else ""), c.model, c.platform, status_label(c), fmt(c.startup_s),
             "—" if peak is None else f"{peak:{_rate_spec(c.rate_unit)}} {c.rate_unit}", first_p50(c) if measured else "—",
             agreement_text(c),
             accuracy_text(c), c.fingerprint.numerics if c.fingerprint else "—")  # fmt: skip
@@ -311,7 +311,8 @@ def cell_view(c: CellResult) -> CellView:
 
 
 def sort_cells(cells: Sequence[CellResult]) -> list[CellResult]:
-    return sorted(cells, key=lambda c: (c.model, c.platform, not c.is_reference, Version(c.version)))
+    return sorted(cells, key=lambda c: (c.model, c.platform, c.variant != c.deployed_variant, c.variant, not c.is_reference,
+                                        Version(c.version)))  # fmt: skip
 
 
 def build(backend: str, matrix_path: str, run_id: str, cells: Sequence[CellResult], recs: Sequence[Recommendation], *,

@@ -111,3 +111,39 @@ def test_shards_of_one_run_id_are_named_by_their_directories(tmp_path: Path) -> 
     paths, _, notes = rebuild([a, b], tmp_path / "merged")
     assert notes == [f"vllm_0.31.0-m-cpu: {b}'s result is kept over {a}'s"]
     assert json.loads((tmp_path / "merged" / "run.json").read_text())["run_id"] == "night"
+
+
+def _on_gpu(made: list[CellResult], gpu: str) -> list[CellResult]:
+    from harness.fingerprint import Fingerprint, Gpu, Machine
+
+    for c in made:
+        c.fingerprint = Fingerprint(machine=Machine.detect(""), gpus=(Gpu(index=0, name=gpu, uuid=f"GPU-{gpu}", memory_mib=40960.0,
+                                                                          driver="570.86.15", cuda="12.8"),))
+    return made
+
+
+def test_runs_on_two_gpu_models_merge_into_one_recommendation_per_gpu_model(tmp_path: Path) -> None:
+    """A fleet of mixed GPUs: the same cells measured on H100 and on A100 are kept side by side, and each GPU
+    model gets its own ranking, verdicts and recommendation (numbers from two machines never meet)."""
+    h100 = _on_gpu(_cells(), "NVIDIA H100 80GB HBM3")
+    a100 = _on_gpu([cells.cell("0.31.0", reference=True, throughput=[_point(30.0, 1)], finished_at="2026-11-30T02:00:00"),
+                    cells.cell("0.32.0", throughput=[_point(15.0, 2)], finished_at="2026-11-30T02:10:00"),
+                    cells.cell("0.30.0", throughput=[_point(20.0, 3)], finished_at="2026-11-30T02:20:00")], "NVIDIA A100-SXM4-40GB")
+    a = _run(tmp_path, "h100", h100, IDS)
+    b = _run(tmp_path, "a100", a100, IDS)
+    paths, recs, notes = rebuild([a, b], tmp_path / "merged")
+    assert notes == []  # nothing replaced: one result per cell and GPU model
+    assert len(json.loads(paths.results_json.read_text())["cells"]) == 6
+    by_gpu = {r.measured_on: r for r in recs}
+    assert set(by_gpu) == {"gpu-NVIDIA-H100-80GB-HBM3", "gpu-NVIDIA-A100-SXM4-40GB"}
+    assert by_gpu["gpu-NVIDIA-H100-80GB-HBM3"].version == "0.32.0"
+    assert by_gpu["gpu-NVIDIA-A100-SXM4-40GB"].version == "0.31.0"  # 0.32.0 is slower than the deployed pin on this GPU
+    assert "slower than the deployed pin 0.31.0" in by_gpu["gpu-NVIDIA-A100-SXM4-40GB"].rejected["0.32.0"]
+    verdicts = json.loads(paths.pins_json.read_text())["verdicts"]
+    slower = [v for v in verdicts if v["verdict"] == "slower" and v["version"] == "0.32.0"]
+    assert slower and {v["measured_on"] for v in slower} == {"gpu-NVIDIA-A100-SXM4-40GB"}
+    md = paths.markdown.read_text()
+    assert "m on cpu (gpu-NVIDIA-H100-80GB-HBM3): **0.32.0**" in md and "m on cpu (gpu-NVIDIA-A100-SXM4-40GB): **0.31.0**" in md
+    pins = json.loads(paths.pins_json.read_text())["models"]
+    assert sorted((p["measured_on"], p["backend_version"]) for p in pins) == [("gpu-NVIDIA-A100-SXM4-40GB", "0.31.0"),
+                                                                            ("gpu-NVIDIA-H100-80GB-HBM3", "0.32.0")]

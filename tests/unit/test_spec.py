@@ -72,7 +72,7 @@ def test_every_error_is_reported_at_once() -> None:
     }
     assert _errors(data) == [
         "platforms.cpu.colour: unknown key (expected one of: package, versions, reference, models, serve_args, env, "
-        "extra_index_urls, gpus_per_cell, installer)",
+        "extra_index_urls, gpus_per_cell, installer, variants)",
         "platforms.cpu.versions[1]: invalid version 'not a version!': not a PEP 440 version",
         "platforms.cpu.versions[2]: duplicate version '0.31.0'",
         "platforms.cpu.reference: '0.99.0' is not one of versions",
@@ -237,3 +237,36 @@ def test_model_sha256_as_one_hash_or_per_file() -> None:
         "platforms.cpu.models[0].sha256: expected 64 hex digits, got 'abc'",
         "platforms.cpu.models[1].sha256['../x']: a file name inside the model may not leave it",
     ]
+
+
+def _with_variants(variants: object) -> dict:
+    data = {**GOOD, "platforms": {"cpu": {**GOOD["platforms"]["cpu"], "variants": variants}}}  # type: ignore[dict-item]
+    return data
+
+
+def test_launch_variants_parse_in_order_and_a_platform_without_them_has_one_unnamed() -> None:
+    plain = parse_matrix(GOOD, "m.toml").platforms["cpu"]
+    assert [v.name for v in plain.variants] == [""]
+    plat = parse_matrix(_with_variants([{"name": "bf16"}, {"name": "fp32", "serve_args": ["--dtype", "float32"],
+                                                           "env": {"OMP_NUM_THREADS": "2"}, "reference_variant": "bf16"}]),
+                        "m.toml").platforms["cpu"]  # fmt: skip
+    assert [v.name for v in plat.variants] == ["bf16", "fp32"]
+    fp32 = plat.variant("fp32")
+    assert (fp32.serve_args, dict(fp32.env), fp32.baseline) == (("--dtype", "float32"), {"OMP_NUM_THREADS": "2"}, "bf16")
+    assert plat.variant("bf16").baseline == "bf16"
+
+
+@pytest.mark.parametrize(("variants", "message"), [
+    ([{"name": "a"}, {"name": "a"}], "platforms.cpu.variants: duplicate variant name 'a'"),
+    ([{"name": "a b"}], "platforms.cpu.variants[0].name: invalid name 'a b'"),
+    ([{"serve_args": []}], "platforms.cpu.variants[0].name: missing"),
+    ([{"name": "a", "reference_variant": "b"}], "platforms.cpu.variants[0].reference_variant: 'b' is not a variant of this platform"),
+    ([{"name": "a"}, {"name": "b", "reference_variant": "a"}, {"name": "c", "reference_variant": "b"}],
+     "platforms.cpu.variants[2].reference_variant: 'b' compares with 'a' itself: name that one"),
+    ([{"name": "a", "env": {"X": 1}}], "platforms.cpu.variants[0].env.X: expected str, got 1"),
+    ([{"name": "a", "dtype": "x"}], "platforms.cpu.variants[0].dtype: unknown key"),
+    (["fp32"], "platforms.cpu.variants[0]: expected a table, got 'fp32'"),
+])  # fmt: skip
+def test_bad_variants_are_one_line_each_naming_the_field(variants: object, message: str) -> None:
+    errors = _errors(_with_variants(variants))
+    assert any(e.startswith(message) for e in errors), errors
