@@ -6,7 +6,7 @@
     python -m harness pins [--bin-dir DIR] [--data-dir DIR]
     python -m harness schema [--write]     # the results JSON Schema the types describe
     python -m harness compare <run A> <run B> [--json]   # verdicts of B's cells against the same pins in A
-    python -m harness report <run dir>... [--out DIR]    # reports again from stored results; several runs merged
+    python -m harness report <run dir>... [--out DIR]    # reports again from stored results; several runs merged (alias: merge)
     python -m harness bisect <matrix> --good V1 --bad V2 [--on throughput|agreement|accuracy|conformance]
     python -m harness cells <matrix> [--shards N] [--json]   # the cells, the GPUs each needs, the shard that runs it
 
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         cel.add_argument(opt)
     cel.add_argument("--no-history", action="store_true", help="balance shards by count, not by history's cell times")
     cel.add_argument("--tools-download-base-url", default=DEFAULT_BASE_URL)
-    rep = sub.add_parser("report", help="reports again from stored results; several run dirs merged into one")
+    rep = sub.add_parser("report", aliases=["merge"], help="reports again from stored results; several run dirs merged into one")
     rep.add_argument("run_dirs", nargs="+", help="run directories (reports/<backend>/<run-id>) of one matrix")
     rep.add_argument("--out", help="where the merged report goes (default: <first run's parent>/merged; one run: in place)")
     rep.add_argument("--matrix", help="the matrix, for runs without run.json (older runs)")
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.command == "install" and not (a.versions or (a.matrix and a.backend)):
         ap.error("install: name at least one version")
     commands = {"install": cmd_install, "pins": cmd_pins, "compare": cmd_compare, "schema": cmd_schema, "report": cmd_report,
-                "bisect": cmd_bisect, "cells": cmd_cells}
+                "merge": cmd_report, "bisect": cmd_bisect, "cells": cmd_cells}
     try:
         return commands[a.command](a)
     except HarnessError as exc:

@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,7 @@ class RunContext:
     progress: Progress = lambda _: None
     download_base_url: str = DEFAULT_BASE_URL  # GPUStack's --tools-download-base-url
     allow_http_mirror: bool = False
+    prepared: Mapping[str, str] = dataclasses.field(default_factory=dict)  # executable -> how it was installed ahead of the cells
 
 
 class MachineBusy(HarnessError):
@@ -88,6 +89,15 @@ def this_machine() -> Machine:
     return Machine.detect()
 
 
+def install_request(ctx: RunContext, pin_spec: PinSpec) -> InstallRequest:
+    """How a cell of ``ctx``'s platform installs ``pin_spec`` (also used to install pins ahead of the cells)."""
+    plat = ctx.matrix.platforms[ctx.platform]
+    return InstallRequest(backend=ctx.matrix.get_backend(), platform=ctx.platform, pin=pin_spec.pin, package=plat.package,
+                          installer=plat.installer, extra_index_urls=plat.extra_index_urls or None,
+                          download_base_url=ctx.download_base_url, allow_http=ctx.allow_http_mirror, sha256=pin_spec.sha256,
+                          host=Host.detect(cuda_driver_version() if ctx.slot.gpus else None))  # fmt: skip
+
+
 def run_cell(ctx: RunContext, pin_spec: PinSpec, model: ModelSpec, variant: VariantSpec | None = None) -> CellResult:
     """``variant``: the launch variant (default: the platform's first)."""
     matrix, plat = ctx.matrix, ctx.matrix.platforms[ctx.platform]
@@ -109,11 +119,9 @@ def run_cell(ctx: RunContext, pin_spec: PinSpec, model: ModelSpec, variant: Vari
     t0 = began = time.monotonic()
     try:
         say("installing")
-        request = InstallRequest(backend=backend, platform=ctx.platform, pin=pin, package=plat.package, installer=plat.installer,
-                                 extra_index_urls=plat.extra_index_urls or None, download_base_url=ctx.download_base_url,
-                                 allow_http=ctx.allow_http_mirror, sha256=pin_spec.sha256,
-                                 host=Host.detect(cuda_driver_version() if ctx.slot.gpus else None))  # fmt: skip
-        inst = result.install = install_pin(request, ctx.paths, progress=say)
+        inst = result.install = install_pin(install_request(ctx, pin_spec), ctx.paths, progress=say)
+        if inst.executable in ctx.prepared:
+            result.notes["install"] = ctx.prepared[inst.executable]
         result.phases["install"] = inst.seconds
         result.warnings += list(inst.warnings)
         found = venv_and_origin(Path(inst.executable), ctx.paths)
@@ -332,7 +340,7 @@ def _probe(ctx: RunContext, result: CellResult, model: ModelSpec, base_url: str,
     with httpx.Client(base_url=base_url, timeout=t.request_timeout_s) as client:
         ctx.progress("probing API conformance")
         with timed(result.probe_s, "conformance"):
-            result.checks += conformance.conformance(client, model.name, kind=model.kind,
+            result.checks += conformance.conformance(client, model.name, kind=model.kind, timings=result.conformance_s,
                                                      normalized_embeddings=model.normalized_embeddings)  # fmt: skip
         ctx.progress(f"probing agreement ({w.agreement_prompts} greedy prompts, top-{t.top_logprobs} logprobs)")
         agreement_t0 = time.monotonic()

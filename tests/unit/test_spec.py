@@ -270,3 +270,16 @@ def test_launch_variants_parse_in_order_and_a_platform_without_them_has_one_unna
 def test_bad_variants_are_one_line_each_naming_the_field(variants: object, message: str) -> None:
     errors = _errors(_with_variants(variants))
     assert any(e.startswith(message) for e in errors), errors
+
+
+def test_a_variant_for_some_cpus_says_why_it_does_not_run_elsewhere() -> None:
+    plat = parse_matrix(_with_variants([{"name": "bf16"}, {"name": "fp32", "serve_args": ["--dtype", "float32"],
+                                                           "cpu_lacks": ["avx512f"]},
+                                        {"name": "amx", "cpu_has": ["amx_bf16", "avx512_bf16"]}]), "m.toml").platforms["cpu"]  # fmt: skip
+    fp32, amx = plat.variant("fp32"), plat.variant("amx")
+    epyc, sapphire = ("avx", "avx2", "fma"), ("avx", "avx2", "avx512f", "avx512_bf16", "amx_bf16")
+    assert fp32.unsuited(epyc) == "" and amx.unsuited(sapphire) == "" and plat.variant("bf16").unsuited(epyc) == ""
+    assert fp32.unsuited(sapphire) == "launch variant 'fp32' is for CPUs without avx512f; this one has avx512f"
+    assert amx.unsuited(epyc) == "launch variant 'amx' is for CPUs with amx_bf16, avx512_bf16; this one lacks amx_bf16, avx512_bf16"
+    errors = _errors(_with_variants([{"name": "x", "cpu_lacks": ["avx-512"]}]))
+    assert errors[0].startswith("platforms.cpu.variants[0].cpu_lacks[0]: unknown CPU flag 'avx-512' (known: avx, avx2,")
