@@ -18,6 +18,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ _EXPECTED = pytest.StashKey[dict[str, list[str]]]()
 _REAPED = pytest.StashKey[bool]()
 _ALL_CELLS = pytest.StashKey[dict[str, list[str]]]()  # backend -> every cell id collected, before --shard
 _PREPARED = pytest.StashKey[dict[str, str]]()  # executable -> how it was installed ahead of the cells
+PARALLEL_INSTALLS = 2  # pins installed side by side ahead of the cells (downloads and unpacking overlap)
 
 
 @pytest.hookimpl(trylast=True)
@@ -393,9 +395,10 @@ class CellItem(pytest.Item):
 
 
 def _prepare_ahead(first: CellItem, store: ResultStore) -> dict[str, str]:
-    """A fresh run's pins installed one after another while its models are fetched and converted alongside,
-    all before the first cell is measured (nothing measured runs beside them): installing and converting
-    overlap instead of adding up. A failure here is left for its cell to meet and record."""
+    """A fresh run's pins installed (the first alone, then ``PARALLEL_INSTALLS`` side by side) while its models
+    are fetched and converted alongside, all before the first cell is measured (nothing measured runs beside
+    them): downloads, unpacking and conversion overlap instead of adding up. A failure here is left for its
+    cell to meet and record."""
     if first.config.option.pm_remove_venvs:
         return {}  # pin by pin on purpose: disk is short
     done = {r.cell_id for r in store.load() if r.final}
@@ -423,19 +426,27 @@ def _prepare_ahead(first: CellItem, store: ResultStore) -> dict[str, str]:
     worker = threading.Thread(target=prepare_models, name="pinmatrix-models", daemon=True)
     worker.start()
     out: dict[str, str] = {}
-    for item in pins.values():
+    lock = threading.Lock()  # progress lines from several threads: one at a time
+
+    def install(item: CellItem) -> None:
         ctx = item._ctx()
 
         def progress(message: str, version: str = item.pin.pin.text) -> None:
-            say(f"[{version}] {message}")
+            with lock:
+                say(f"[{version}] {message}")
 
         try:
             rec = install_pin(install_request(ctx, item.pin), ctx.paths, progress=progress)
         except HarnessError:
-            continue  # its cell installs again and records why it failed
+            return  # its cell installs again and records why it failed
         if rec.installed_now:
-            out[rec.executable] = f"installed ahead of the cells in {rec.seconds:.0f} s (models prepared alongside)"
-            say(f"installed {Path(rec.executable).name} in {rec.seconds:.0f} s")
+            out[rec.executable] = f"installed ahead of the cells in {rec.seconds:.0f} s (other pins and the models alongside)"
+            progress(f"installed {Path(rec.executable).name} in {rec.seconds:.0f} s")
+
+    queue = list(pins.values())
+    install(queue[0])  # alone: pipx sets up its shared libraries once, before installs run side by side
+    with ThreadPoolExecutor(max_workers=PARALLEL_INSTALLS) as pool:
+        list(pool.map(install, queue[1:]))
     worker.join()
     return out
 
