@@ -30,7 +30,7 @@ from . import releases
 from .cell import CellInterrupted, RunContext, cell_id, install_request, run_cell, this_machine
 from .errors import HarnessError, SpecError
 from .history import History
-from .install import InstallPaths, default_data_dir, install_pin, pipx_command, remove_pin
+from .install import InstallPaths, default_data_dir, install_pin, installer_kind, pipx_command, remove_pin
 from .launch import reap_leftovers
 from .models import prepare as prepare_model
 from .report import first_screen, run_info, write_reports
@@ -395,7 +395,7 @@ class CellItem(pytest.Item):
 
 
 def _prepare_ahead(first: CellItem, store: ResultStore) -> dict[str, str]:
-    """A fresh run's pins installed (the first alone, then ``PARALLEL_INSTALLS`` side by side) while its models
+    """A fresh run's pins installed ``PARALLEL_INSTALLS`` side by side (the first alone in a new pipx home) while its models
     are fetched and converted alongside, all before the first cell is measured (nothing measured runs beside
     them): downloads, unpacking and conversion overlap instead of adding up. A failure here is left for its
     cell to meet and record."""
@@ -444,9 +444,12 @@ def _prepare_ahead(first: CellItem, store: ResultStore) -> dict[str, str]:
             progress(f"installed {Path(rec.executable).name} in {rec.seconds:.0f} s")
 
     queue = list(pins.values())
-    install(queue[0])  # alone: pipx sets up its shared libraries once, before installs run side by side
+    first = queue[0]
+    kind = installer_kind(first.matrix.get_backend(), first.matrix.platforms[first.platform].installer)
+    if kind == "pipx" and not (first._ctx().paths.pipx_home / "shared" / "pyvenv.cfg").exists():
+        install(queue.pop(0))  # alone: pipx sets up its shared libraries on first use, not safely twice at once
     with ThreadPoolExecutor(max_workers=PARALLEL_INSTALLS) as pool:
-        list(pool.map(install, queue[1:]))
+        list(pool.map(install, queue))
     worker.join()
     return out
 
