@@ -30,7 +30,7 @@ from . import releases
 from .cell import CellInterrupted, RunContext, cell_id, install_request, run_cell, this_machine
 from .errors import HarnessError, SpecError
 from .history import History
-from .install import InstallPaths, default_data_dir, install_pin, installer_kind, pipx_command, remove_pin
+from .install import InstallPaths, default_data_dir, install_pin, installer_kind, pipx_command, pipx_shared_ready, remove_pin
 from .launch import reap_leftovers
 from .models import prepare as prepare_model
 from .report import first_screen, run_info, write_reports
@@ -395,7 +395,7 @@ class CellItem(pytest.Item):
 
 
 def _prepare_ahead(first: CellItem, store: ResultStore) -> dict[str, str]:
-    """A fresh run's pins installed ``PARALLEL_INSTALLS`` side by side (the first alone in a new pipx home) while its models
+    """A fresh run's pins installed ``PARALLEL_INSTALLS`` side by side (pipx's shared libraries set up first) while its models
     are fetched and converted alongside, all before the first cell is measured (nothing measured runs beside
     them): downloads, unpacking and conversion overlap instead of adding up. A failure here is left for its
     cell to meet and record."""
@@ -446,7 +446,7 @@ def _prepare_ahead(first: CellItem, store: ResultStore) -> dict[str, str]:
     queue = list(pins.values())
     first = queue[0]
     kind = installer_kind(first.matrix.get_backend(), first.matrix.platforms[first.platform].installer)
-    if kind == "pipx" and not (first._ctx().paths.pipx_home / "shared" / "pyvenv.cfg").exists():
+    if kind == "pipx" and len(queue) > 1 and not pipx_shared_ready(first._ctx().paths):
         install(queue.pop(0))  # alone: pipx sets up its shared libraries on first use, not safely twice at once
     with ThreadPoolExecutor(max_workers=PARALLEL_INSTALLS) as pool:
         list(pool.map(install, queue))

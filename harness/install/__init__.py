@@ -24,11 +24,11 @@ from ..versions import Pin, executable_name
 from .download import DEFAULT_BASE_URL, install_archive
 from .layout import BinPin, InstallPaths, Progress, default_data_dir, list_pins, pipx_command
 from .record import KINDS, InstallRecord
-from .venv import decisive_error, ensure_installed, reachable_indexes, remove_pin
+from .venv import decisive_error, ensure_installed, pipx_shared_ready, reachable_indexes, remove_pin
 
 __all__ = ["DEFAULT_BASE_URL", "KINDS", "BinPin", "InstallPaths", "InstallRecord", "InstallRequest", "decisive_error",
            "default_data_dir", "ensure_installed", "install_pin", "installer_kind", "list_pins", "pipx_command",
-           "reachable_indexes", "remove_pin"]  # fmt: skip
+           "pipx_shared_ready", "reachable_indexes", "remove_pin"]  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)

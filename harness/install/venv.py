@@ -58,6 +58,24 @@ class PipxVenv:
         return _run_logged(argv, _pipx_env(self.paths), self.log, what=f"pipx runpip {self.name}")
 
 
+def pipx_shared_ready(paths: InstallPaths, *, timeout: float = 300.0) -> bool:
+    """pipx's shared libraries (its pip, used by every pin's venv) set up in this pipx home, once: pipx makes
+    them on first use and two first installs at once would both make them. ``pipx upgrade-shared`` sets them up
+    without installing anything. False when they are not there and could not be made (an older pipx, no index)."""
+    shared = paths.pipx_home / "shared" / "pyvenv.cfg"
+    if shared.exists():
+        return True
+    paths.lock_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(paths.lock_dir / "pipx-shared.lock")):
+        if not shared.exists():
+            try:
+                subprocess.run([*paths.pipx, "upgrade-shared", "--quiet"], env=_pipx_env(paths), stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout, check=False)  # fmt: skip
+            except (OSError, subprocess.TimeoutExpired):
+                return False
+    return shared.exists()
+
+
 def _pipx_env(paths: InstallPaths) -> dict[str, str]:
     env = dict(os.environ)
     env["PIPX_HOME"] = str(paths.pipx_home)

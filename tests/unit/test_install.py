@@ -196,3 +196,18 @@ def test_remove_pin_deletes_the_venv_and_its_links_but_never_a_manual_pin(tmp_pa
     assert remove_pin(paths.bin_dir / "vox-box_0.0.21", paths) == 1000
     assert not app.parent.parent.exists() and sorted(p.name for p in paths.bin_dir.iterdir()) == ["vox-box_0.0.20"]
     assert remove_pin(manual, paths) == 0 and manual.exists()
+
+
+@pytest.mark.parametrize("works", [True, False])
+def test_pipx_shared_libraries_are_set_up_once_before_pins_install_side_by_side(tmp_path: Path, works: bool) -> None:
+    from harness.install import pipx_shared_ready
+
+    calls = tmp_path / "calls"
+    fake = tmp_path / "fake-pipx"
+    make = 'mkdir -p "$PIPX_HOME/shared" && touch "$PIPX_HOME/shared/pyvenv.cfg"' if works else "exit 2"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n{make}\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    paths = InstallPaths(data_dir=tmp_path / "data", bin_dir=tmp_path / "bin", pipx=(str(fake),))
+    assert pipx_shared_ready(paths) is works  # an older pipx without upgrade-shared: False, and pins install one by one
+    assert pipx_shared_ready(paths) is works
+    assert calls.read_text().splitlines() == ["upgrade-shared --quiet"] * (1 if works else 2)  # once they exist: no call
