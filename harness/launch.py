@@ -11,6 +11,7 @@ while it runs, so the next run reaps a group a killed run left (its engine worke
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import json
 import os
@@ -137,7 +138,7 @@ class Server:
             self._log_offset = self.log_start = log.tell()
             self.started_at = time.monotonic()
             self.proc = subprocess.Popen(
-                [*_DIE_WITH_PARENT, *self.argv],
+                [*_DIE_WITH_PARENT, *_default_signals(), *self.argv],
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -231,6 +232,21 @@ class Server:
 # reaper of the next run is what stops a group a killed run left.
 _SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
 _DIE_WITH_PARENT: tuple[str, ...] = (_SETPRIV, "--pdeathsig", "KILL", "--") if _SETPRIV else ()
+
+
+@functools.cache
+def _default_signals() -> tuple[str, ...]:
+    """A harness started as a background job (``cmd &`` in a script, some CI runners) inherits SIGINT ignored,
+    and so would its servers: the staged shutdown's SIGINT would then wait out its timeout every time.
+    coreutils' ``env --default-signal`` (8.31+) execs the server with SIGINT and SIGTERM at their defaults."""
+    env = shutil.which("env")
+    if env is None:
+        return ()
+    try:
+        ok = subprocess.run([env, "--default-signal=INT,TERM", "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        ok = False
+    return (env, "--default-signal=INT,TERM") if ok else ()
 
 
 def _start_ticks(pid: int) -> int | None:

@@ -196,8 +196,11 @@ def test_interrupt_stops_the_server_and_keeps_finished_cells(tmp_path: Path, ggu
     install_manual_pin(tmp_path / "bin", "1.0.0")
     install_manual_pin(tmp_path / "bin", "2.0.0", "--mode", "hang", "--pid-file", str(pids))
     matrix = _matrix(tmp_path, '"1.0.0", "2.0.0"', "1.0.0", gguf_model, deadline=120)
-    proc = subprocess.Popen(_pytest(tmp_path, matrix, "--run-id", "int"), cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    # The suite itself may run as a background job (SIGINT ignored, inherited): the harness under test gets a
+    # default SIGINT, as a user's terminal gives it.
+    default_int = ["env", "--default-signal=INT"] if subprocess.run(["env", "--default-signal=INT", "true"]).returncode == 0 else []
+    proc = subprocess.Popen([*default_int, *_pytest(tmp_path, matrix, "--run-id", "int")], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
     try:
         deadline = time.monotonic() + 60
         while not pids.exists() and time.monotonic() < deadline:
@@ -211,6 +214,8 @@ def test_interrupt_stops_the_server_and_keeps_finished_cells(tmp_path: Path, ggu
         if proc.poll() is None:  # reaped too: a Popen collected while its process runs warns in a later test
             proc.kill()
             proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
     assert proc.returncode == 2, out  # pytest's "interrupted"
     assert not pid_alive(server_pid)
     run = tmp_path / "reports" / "scripted" / "int"
