@@ -53,7 +53,9 @@ def matrix(session: nox.Session) -> None:
         # backend names may hold dots (llama.cpp); matrix files use dashes (llama-cpp.toml)
         path = MATRICES / f"{name.replace('.', '-')}.toml"
         if not path.exists():
-            session.error(f"unknown matrix {name!r}: no {path.relative_to(ROOT)} (known: {', '.join(_known_matrices())})")
+            session.error(
+                f"unknown matrix {name!r}: no {path.relative_to(ROOT)} (known: {', '.join(_known_matrices())})"
+            )
         files.append(str(path.relative_to(ROOT)))
     if any(name in ("vox-box",) for name in backends):
         _espeak_ng(session)
@@ -73,9 +75,12 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def install(session: nox.Session) -> None:
-    """Install pins without running cells (prepare a GPUStack worker): `nox -s install -- vllm 0.32.0 [--bin-dir DIR]`."""
+    """Install pins without running cells (prepare a GPUStack worker):
+    `nox -s install -- vllm 0.32.0 [--bin-dir DIR]`."""
     if not session.posargs:
-        session.error("usage: nox -s install -- <backend> <version>... [--bin-dir DIR] [--data-dir DIR] [--pipx-path P]")
+        session.error(
+            "usage: nox -s install -- <backend> <version>... [--bin-dir DIR] [--data-dir DIR] [--pipx-path P]"
+        )
     session.install("-e", ".")
     session.run("python", "-m", "harness", "install", *session.posargs)
 
@@ -89,7 +94,8 @@ def pins(session: nox.Session) -> None:
 
 @nox.session
 def compare(session: nox.Session) -> None:
-    """Verdicts of one run's cells against the same pins in another: `nox -s compare -- reports/vllm/mon reports/vllm/tue`."""
+    """Verdicts of one run's cells against the same pins in another:
+    `nox -s compare -- reports/vllm/mon reports/vllm/tue`."""
     if len(session.posargs) < 2:
         session.error("usage: nox -s compare -- <run dir A> <run dir B> [--json] [--noise 0.05]")
     session.install("-e", ".")
@@ -98,7 +104,8 @@ def compare(session: nox.Session) -> None:
 
 @nox.session
 def report(session: nox.Session) -> None:
-    """Reports again from stored results, several runs merged: `nox -s report -- reports/vllm/shard1 reports/vllm/shard2 [--out DIR]`."""
+    """Reports again from stored results, several runs merged:
+    `nox -s report -- reports/vllm/shard1 reports/vllm/shard2 [--out DIR]`."""
     if not session.posargs:
         session.error("usage: nox -s report -- <run dir>... [--out DIR] [--history DIR | --no-history]")
     session.install("-e", ".")
@@ -107,17 +114,20 @@ def report(session: nox.Session) -> None:
 
 @nox.session
 def bisect(session: nox.Session) -> None:
-    """The first bad release between two pins: `nox -s bisect -- matrices/vllm.toml --good 0.30.0 --bad 0.32.0 [--on throughput]`."""
+    """The first bad release between two pins:
+    `nox -s bisect -- matrices/vllm.toml --good 0.30.0 --bad 0.32.0 [--on throughput]`."""
     if not session.posargs:
-        session.error("usage: nox -s bisect -- <matrix> --good V1 --bad V2 [--on throughput|agreement|accuracy|conformance]")
+        session.error(
+            "usage: nox -s bisect -- <matrix> --good V1 --bad V2 [--on throughput|agreement|accuracy|conformance]"
+        )
     session.install("-e", ".")
     session.run("python", "-m", "harness", "bisect", *session.posargs)
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks (numbers, not tests): client capacity, agreement with `vllm bench serve`, harness overhead, pipx vs uv;
-    JSON in reports/bench/. `nox -s bench -- overhead` runs one."""
+    """Benchmarks (numbers, not tests): client capacity, agreement with `vllm bench serve`, harness overhead,
+    pipx vs uv; JSON in reports/bench/. `nox -s bench -- overhead` runs one."""
     session.install("-e", ".", "uv")
     known = ("client_capacity", "agreement", "overhead", "installers")
     which = session.posargs or ["client_capacity", "agreement"]  # installers: 7 GB of venvs, ask for it by name
@@ -129,7 +139,9 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff and mypy."""
+    """ruff format --check, ruff check and mypy (CI runs it before the tests)."""
     session.install("-e", ".[lint]")
-    session.run("ruff", "check", "harness", "tests", "benchmarks", "noxfile.py")
+    sources = ("harness", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "format", "--check", *sources)  # `ruff format` fixes what this finds
+    session.run("ruff", "check", *sources)
     session.run("mypy", "harness")  # strict (pyproject): every ignore carries its reason

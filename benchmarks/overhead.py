@@ -69,9 +69,28 @@ def main() -> int:
             install_manual_pin(root / "bin", v)
         matrix = root / "scripted.toml"
         matrix.write_text(matrix_text(versions, model))
-        argv = [sys.executable, "-m", "pytest", "-p", "tests.support.scripted_backend", "-p", "no:cacheprovider", "-q", str(matrix),
-                "--data-dir", str(root / "data"), "--bin-dir", str(root / "bin"), "--reports-dir", str(root / "reports"),
-                "--platform", "cpu", "--run-id", "overhead", "--no-history"]  # fmt: skip
+        argv = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "tests.support.scripted_backend",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            str(matrix),
+            "--data-dir",
+            str(root / "data"),
+            "--bin-dir",
+            str(root / "bin"),
+            "--reports-dir",
+            str(root / "reports"),
+            "--platform",
+            "cpu",
+            "--run-id",
+            "overhead",
+            "--no-history",
+        ]
         print(f"running {a.cells} scripted cells (pins {versions[0]} .. {versions[-1]}), one after another")
         t0 = time.monotonic()
         proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
@@ -92,16 +111,38 @@ def main() -> int:
     share_cells = sum(overheads) / cell_total
     share_run = (sum(overheads) + run_own) / process_s
     print(f"\nharness overhead ({len(cells)} cells against a scripted server with no token delay):")
-    print(f"  process wall {process_s:.1f} s; cells {cell_total:.1f} s; run's own (pytest start, collection, reports) {run_own:.1f} s")
+    print(
+        f"  process wall {process_s:.1f} s; cells {cell_total:.1f} s; "
+        f"run's own (pytest start, collection, reports) {run_own:.1f} s"
+    )
     print("  measured phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(phases.items(), key=lambda kv: -kv[1])))
-    print(f"  per cell: wall median {statistics.median(walls):.2f} s, overhead median {statistics.median(overheads):.3f} s "
-          f"(max {max(overheads):.3f} s)")  # fmt: skip
-    print(f"  overhead share inside cells: {share_cells:.1%}; of the whole run (cells' overhead + run's own): {share_run:.1%}")
+    print(
+        f"  per cell: wall median {statistics.median(walls):.2f} "
+        f"s, overhead median {statistics.median(overheads):.3f} s "
+        f"(max {max(overheads):.3f} s)"
+    )
+    print(
+        f"  overhead share inside cells: {share_cells:.1%}; of the "
+        f"whole run (cells' overhead + run's own): {share_run:.1%}"
+    )
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"benchmark": "overhead", "cells": len(cells), "process_s": process_s, "cells_wall_s": walls,
-                               "cells_overhead_s": overheads, "phases_s": phases, "run_own_s": run_own,
-                               "overhead_share_in_cells": share_cells, "overhead_share_of_run": share_run}, indent=2))  # fmt: skip
+    out.write_text(
+        json.dumps(
+            {
+                "benchmark": "overhead",
+                "cells": len(cells),
+                "process_s": process_s,
+                "cells_wall_s": walls,
+                "cells_overhead_s": overheads,
+                "phases_s": phases,
+                "run_own_s": run_own,
+                "overhead_share_in_cells": share_cells,
+                "overhead_share_of_run": share_run,
+            },
+            indent=2,
+        )
+    )
     print(f"  written: {out}")
     return 0
 

@@ -21,16 +21,26 @@ def order(round_index: int) -> tuple[int, int]:
     return (0, 1) if round_index % 2 == 0 else (1, 0)
 
 
-def run_rounds(rounds: int, sides: Sequence[Callable[[], float]], *, say: Callable[[str], None] = print,
-               names: Sequence[str] = ("ours", "theirs"), unit: str = "") -> tuple[list[float], list[float]]:  # fmt: skip
-    """``rounds`` interleaved rounds of both ``sides``; each returns one number. Returns each side's values in round order."""
+def run_rounds(
+    rounds: int,
+    sides: Sequence[Callable[[], float]],
+    *,
+    say: Callable[[str], None] = print,
+    names: Sequence[str] = ("ours", "theirs"),
+    unit: str = "",
+) -> tuple[list[float], list[float]]:
+    """``rounds`` interleaved rounds of both ``sides``; each returns one number.
+
+    Returns each side's values in round order."""
     values: list[list[float]] = [[], []]
     for r in range(rounds):
         for side in order(r):
             values[side].append(sides[side]())
         first = names[order(r)[0]]
-        say(f"round {r + 1}{' (warm-up)' if r == 0 and rounds > 3 else ''}: {names[0]} {values[0][-1]:,.1f}, "
-            f"{names[1]} {values[1][-1]:,.1f} {unit} ({first} first), ratio {values[0][-1] / values[1][-1]:.3f}")
+        say(
+            f"round {r + 1}{' (warm-up)' if r == 0 and rounds > 3 else ''}: {names[0]} {values[0][-1]:,.1f}, "
+            f"{names[1]} {values[1][-1]:,.1f} {unit} ({first} first), ratio {values[0][-1] / values[1][-1]:.3f}"
+        )
     return values[0], values[1]
 
 
@@ -59,14 +69,22 @@ class Paired:
     verdict: str
 
     def to_dict(self) -> dict[str, object]:
-        return {"ratios": list(self.ratios), "dropped_warmup_rounds": self.dropped, "median_ratio": self.median,
-                "interval": [self.low, self.high], "interval_coverage": round(self.coverage, 4), "spread": self.spread,
-                "verdict": self.verdict}  # fmt: skip
+        return {
+            "ratios": list(self.ratios),
+            "dropped_warmup_rounds": self.dropped,
+            "median_ratio": self.median,
+            "interval": [self.low, self.high],
+            "interval_coverage": round(self.coverage, 4),
+            "spread": self.spread,
+            "verdict": self.verdict,
+        }
 
     @property
     def line(self) -> str:
-        return (f"ratio {self.median:.3f} (median of {len(self.ratios)} rounds, {self.coverage:.0%} interval "
-                f"[{self.low:.3f}, {self.high:.3f}], rounds spread ±{self.spread:.1%}) — {self.verdict}")
+        return (
+            f"ratio {self.median:.3f} (median of {len(self.ratios)} rounds, {self.coverage:.0%} interval "
+            f"[{self.low:.3f}, {self.high:.3f}], rounds spread ±{self.spread:.1%}) — {self.verdict}"
+        )
 
 
 def paired(ours: Sequence[float], theirs: Sequence[float], *, warmup: int = 1, margin: float = 0.03) -> Paired:
@@ -88,5 +106,13 @@ def paired(ours: Sequence[float], theirs: Sequence[float], *, warmup: int = 1, m
         verdict = f"a difference, inside the {margin:.0%} margin"
     else:
         verdict = f"{'higher' if med > 1 else 'lower'} by {effect:.1%} (the interval excludes 1)"
-    return Paired(ratios=tuple(ratios), dropped=drop, median=med, low=low, high=high, coverage=coverage, spread=spread,
-                  verdict=verdict)  # fmt: skip
+    return Paired(
+        ratios=tuple(ratios),
+        dropped=drop,
+        median=med,
+        low=low,
+        high=high,
+        coverage=coverage,
+        spread=spread,
+        verdict=verdict,
+    )

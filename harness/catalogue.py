@@ -26,7 +26,12 @@ from packaging.version import InvalidVersion, Version
 
 from .errors import HarnessError
 
-SERVICES = {"vllm": "vllm", "sglang": "sglang", "vox-box": "voxbox", "mindie": "mindie"}  # our backend -> GPUStack's service
+SERVICES = {
+    "vllm": "vllm",
+    "sglang": "sglang",
+    "vox-box": "voxbox",
+    "mindie": "mindie",
+}  # our backend -> GPUStack's service
 MEMBER = "gpustack_runner/runner.py.json"
 
 
@@ -52,10 +57,18 @@ def parse(entries: Any, source: str) -> list[Image]:
     out = []
     for i, e in enumerate(entries):
         try:
-            out.append(Image(accelerator=str(e["backend"]), accelerator_version=str(e.get("backend_version", "")),
-                             service=str(e["service"]), version=str(e["service_version"]), image=str(e.get("docker_image", "")),
-                             platform=str(e.get("platform", "")), deprecated=bool(e.get("deprecated", False)),
-                             dependencies={str(k): str(v) for k, v in (e.get("dependencies") or {}).items()}))  # fmt: skip
+            out.append(
+                Image(
+                    accelerator=str(e["backend"]),
+                    accelerator_version=str(e.get("backend_version", "")),
+                    service=str(e["service"]),
+                    version=str(e["service_version"]),
+                    image=str(e.get("docker_image", "")),
+                    platform=str(e.get("platform", "")),
+                    deprecated=bool(e.get("deprecated", False)),
+                    dependencies={str(k): str(v) for k, v in (e.get("dependencies") or {}).items()},
+                )
+            )
         except (KeyError, TypeError, AttributeError) as exc:
             raise CatalogueError(f"{source}[{i}]: not an image entry ({type(exc).__name__}: {exc})") from exc
     return out
@@ -72,9 +85,25 @@ def load(data_dir: Path) -> list[Image]:
     wheels = sorted(folder.glob("gpustack_runner-*.whl"))
     if not wheels:
         folder.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-q",
-                               "--disable-pip-version-check", "-d", str(folder), "gpustack-runner"],
-                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary",
+                ":all:",
+                "-q",
+                "--disable-pip-version-check",
+                "-d",
+                str(folder),
+                "gpustack-runner",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         wheels = sorted(folder.glob("gpustack_runner-*.whl"))
         if proc.returncode != 0 or not wheels:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no wheel"]
@@ -94,7 +123,8 @@ def _version(text: str) -> Version | None:
 
 
 def versions(images: Sequence[Image], backend: str, accelerator: str, newest: int) -> list[str]:
-    """The newest ``newest`` versions of ``backend`` GPUStack ships for ``accelerator`` (not deprecated), oldest first."""
+    """The newest ``newest`` versions of ``backend`` GPUStack ships for ``accelerator``
+    (not deprecated), oldest first."""
     service = SERVICES.get(backend, backend)
     found = {i.version for i in images if i.service == service and i.accelerator == accelerator and not i.deprecated}
     ordered = sorted((v for v in found if _version(v) is not None), key=lambda v: _version(v) or Version("0"))
@@ -106,7 +136,9 @@ def versions(images: Sequence[Image], backend: str, accelerator: str, newest: in
 def image_for(images: Sequence[Image], backend: str, version: str, accelerator: str) -> Image | None:
     """GPUStack's image of this backend version for the accelerator (the newest accelerator version)."""
     service, want = SERVICES.get(backend, backend), _version(version.removeprefix("v"))
-    matching = [i for i in images if i.service == service and i.accelerator == accelerator and _version(i.version) == want]
+    matching = [
+        i for i in images if i.service == service and i.accelerator == accelerator and _version(i.version) == want
+    ]
     return max(matching, key=lambda i: _version(i.accelerator_version) or Version("0"), default=None)
 
 

@@ -34,8 +34,10 @@ def behaviour(tokenizer: Any, text: str = "Hello world") -> dict[str, bool]:
     """Whether encoding actually adds BOS / EOS (the flag attributes do not survive a save; the behaviour does)."""
     ids = tokenizer(text)["input_ids"]
     bos, eos = getattr(tokenizer, "bos_token_id", None), getattr(tokenizer, "eos_token_id", None)
-    return {"add_bos_token": bool(ids) and bos is not None and ids[0] == bos,
-            "add_eos_token": bool(ids) and eos is not None and ids[-1] == eos}
+    return {
+        "add_bos_token": bool(ids) and bos is not None and ids[0] == bos,
+        "add_eos_token": bool(ids) and eos is not None and ids[-1] == eos,
+    }
 
 
 def main(argv: list[str]) -> int:
@@ -62,12 +64,17 @@ def main(argv: list[str]) -> int:
     saved = behaviour(AutoTokenizer.from_pretrained(str(out_dir)))
     wrong = {k: (v, saved[k]) for k, v in flags.items() if saved[k] != v}
     if wrong:
-        print("converted tokenizer does not behave as the GGUF says: "
-              + ", ".join(f"{k}: GGUF {want}, converted {got}" for k, (want, got) in wrong.items()), file=sys.stderr)
+        print(
+            "converted tokenizer does not behave as the GGUF says: "
+            + ", ".join(f"{k}: GGUF {want}, converted {got}" for k, (want, got) in wrong.items()),
+            file=sys.stderr,
+        )
         return 1
     import json
 
-    (out_dir / "gguf_tokenizer.json").write_text(json.dumps({"gguf": flags, "converted": saved}, indent=1) + "\n", encoding="utf-8")
+    (out_dir / "gguf_tokenizer.json").write_text(
+        json.dumps({"gguf": flags, "converted": saved}, indent=1) + "\n", encoding="utf-8"
+    )
     print(f"converted {gguf_path} -> {out_dir} (tokenizer flags from the GGUF: {flags or 'none stated'})")
     return 0
 

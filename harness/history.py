@@ -60,13 +60,24 @@ class Trend:
         if not self.compared:
             return f"{self.version} on {self.model}: first run on this kind of machine with this workload"
         flagged = [v for v in self.verdicts if v.word == "slower"]
-        why = "; ".join(v.line for v in flagged[:3]) if flagged else f"no slower metric against the last {self.compared} run(s)"
+        why = (
+            "; ".join(v.line for v in flagged[:3])
+            if flagged
+            else f"no slower metric against the last {self.compared} run(s)"
+        )
         return f"{self.version} on {self.model}: {self.word} — {why}"
 
     def to_dict(self) -> dict[str, object]:
-        return {"version": self.version, "model": self.model, "platform": self.platform, "trend": self.word,
-                "compared_runs": self.compared, "verdicts": [v.to_dict() for v in self.verdicts],
-                "series": [{"run_id": r, "peak": p} for r, p in self.series], "unit": self.unit}  # fmt: skip
+        return {
+            "version": self.version,
+            "model": self.model,
+            "platform": self.platform,
+            "trend": self.word,
+            "compared_runs": self.compared,
+            "verdicts": [v.to_dict() for v in self.verdicts],
+            "series": [{"run_id": r, "peak": p} for r, p in self.series],
+            "unit": self.unit,
+        }
 
 
 def _numerics(cell: CellResult) -> str:
@@ -80,8 +91,12 @@ def pooled(cells: Sequence[CellResult]) -> CellResult:
     for c in cells:
         for p in c.throughput:
             by_label.setdefault(p.label, []).append(p)
-    points = [LoadPoint.of(label=label, mode=ps[0].mode, target=ps[0].target, unit=ps[0].unit,
-                           runs=[r for p in ps for r in p.runs]) for label, ps in by_label.items()]  # fmt: skip
+    points = [
+        LoadPoint.of(
+            label=label, mode=ps[0].mode, target=ps[0].target, unit=ps[0].unit, runs=[r for p in ps for r in p.runs]
+        )
+        for label, ps in by_label.items()
+    ]
     return dataclasses.replace(first, throughput=points, stability=None)
 
 
@@ -107,8 +122,16 @@ class History:
             try:
                 data = json.loads(line)
                 cell = CellResult.from_dict(data["cell"])
-                out.append(Entry(run_id=str(data["run_id"]), numerics=str(data["numerics"]), workload=str(data["workload"]),
-                                 flagged=bool(data["flagged"]), peak=data.get("peak"), cell=cell))  # fmt: skip
+                out.append(
+                    Entry(
+                        run_id=str(data["run_id"]),
+                        numerics=str(data["numerics"]),
+                        workload=str(data["workload"]),
+                        flagged=bool(data["flagged"]),
+                        peak=data.get("peak"),
+                        cell=cell,
+                    )
+                )
             except (ValueError, KeyError, TypeError, LoadError):
                 continue  # a torn line of a killed run, or a schema this version cannot read: not history
         return out
@@ -124,7 +147,12 @@ class History:
             for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
                 try:
                     entry = json.loads(line)
-                    if entry.get("run_id") == exclude_run and exclude_run or numerics and entry.get("numerics") != numerics:
+                    if (
+                        entry.get("run_id") == exclude_run
+                        and exclude_run
+                        or numerics
+                        and entry.get("numerics") != numerics
+                    ):
                         continue
                     cell = entry["cell"]
                     walls.append((str(cell["cell_id"]), float(cell.get("wall_s") or 0.0)))
@@ -139,20 +167,39 @@ class History:
         """This cell against the runs before this one (same machine kind, same workload)."""
         entries = self.entries(cell)
         mine = next((i for i, e in enumerate(entries) if e.run_id == info.run_id), len(entries))
-        earlier = [e for e in entries[:mine] if e.numerics == _numerics(cell) and e.workload == info.workload
-                   and e.cell.throughput and "unknown" not in e.numerics][-LAST:]  # fmt: skip
+        earlier = [
+            e
+            for e in entries[:mine]
+            if e.numerics == _numerics(cell)
+            and e.workload == info.workload
+            and e.cell.throughput
+            and "unknown" not in e.numerics
+        ][-LAST:]
         if "unknown" in _numerics(cell):
             earlier = []
         series = tuple((e.run_id, e.peak) for e in earlier) + ((info.run_id, cell.peak_rate()),)
 
         def trend(word: str, found: Sequence[Verdict] = ()) -> Trend:
-            return Trend(version=cell.pin_label, model=cell.model, platform=cell.platform, word=word, compared=len(earlier),
-                         verdicts=tuple(found), series=series, unit=cell.rate_unit)  # fmt: skip
+            return Trend(
+                version=cell.pin_label,
+                model=cell.model,
+                platform=cell.platform,
+                word=word,
+                compared=len(earlier),
+                verdicts=tuple(found),
+                series=series,
+                unit=cell.rate_unit,
+            )
 
         if not earlier:
             return trend("first run")
-        labels = (f"{cell.pin_label} ({info.run_id})", f"{cell.pin_label} (last {len(earlier)} run{'s' * (len(earlier) > 1)})")
-        found = compare(cell, pooled([e.cell for e in earlier]), noise=info.noise, seed=info.seed, labels=labels, drift=info.drift)
+        labels = (
+            f"{cell.pin_label} ({info.run_id})",
+            f"{cell.pin_label} (last {len(earlier)} run{'s' * (len(earlier) > 1)})",
+        )
+        found = compare(
+            cell, pooled([e.cell for e in earlier]), noise=info.noise, seed=info.seed, labels=labels, drift=info.drift
+        )
         words = {v.word for v in found}
         if "slower" in words:
             word = "regression" if earlier[-1].flagged else "suspicious"
@@ -176,8 +223,14 @@ class History:
             with lock:
                 if any(e.run_id == info.run_id for e in self.entries(cell)):
                     continue
-                line: dict[str, Any] = {"run_id": info.run_id, "numerics": _numerics(cell), "workload": info.workload,
-                                        "flagged": t.word in ("suspicious", "regression"), "peak": cell.peak_rate(),
-                                        "finished_at": cell.finished_at, "cell": cell.to_dict()}  # fmt: skip
+                line: dict[str, Any] = {
+                    "run_id": info.run_id,
+                    "numerics": _numerics(cell),
+                    "workload": info.workload,
+                    "flagged": t.word in ("suspicious", "regression"),
+                    "peak": cell.peak_rate(),
+                    "finished_at": cell.finished_at,
+                    "cell": cell.to_dict(),
+                }
                 append_line(path, json.dumps(dump(line), sort_keys=True, allow_nan=False))
         return trends

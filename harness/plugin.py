@@ -30,7 +30,15 @@ from . import releases
 from .cell import CellInterrupted, RunContext, cell_id, install_request, run_cell, this_machine
 from .errors import HarnessError, SpecError
 from .history import History
-from .install import InstallPaths, default_data_dir, install_pin, installer_kind, pipx_command, pipx_shared_ready, remove_pin
+from .install import (
+    InstallPaths,
+    default_data_dir,
+    install_pin,
+    installer_kind,
+    pipx_command,
+    pipx_shared_ready,
+    remove_pin,
+)
 from .launch import reap_leftovers
 from .models import prepare as prepare_model
 from .report import first_screen, run_info, write_reports
@@ -68,7 +76,11 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     keep: set[str] = set()
     for (backend, platform), group in _groups(cells).items():
         ids = {(c.pin.pin.text, c.model.name, c.variant.name): c.cell_id for c in group}
-        costs = History(history).costs(backend, platform, exclude_run=str(config.option.pm_run_id)) if history is not None else {}
+        costs = (
+            History(history).costs(backend, platform, exclude_run=str(config.option.pm_run_id))
+            if history is not None
+            else {}
+        )
         keep |= selected(plan(group[0].matrix, platform, ids, shards=count, costs=costs), index)
     dropped = [i for i in items if isinstance(i, CellItem) and i.cell_id not in keep]
     if dropped:
@@ -120,30 +132,72 @@ def _estimates(session: pytest.Session) -> None:
     timed = [i.estimate_s for i in items if i.estimate_s]
     tr = session.config.pluginmanager.get_plugin("terminalreporter")
     if timed and tr is not None and getattr(session.config, "workerinput", None) is None:
-        line = f"pinmatrix: history expects {_minutes(sum(timed))} for {len(timed)} of {len(items)} cell(s) on this kind of machine"
+        line = (
+            f"pinmatrix: history expects {_minutes(sum(timed))} for "
+            f"{len(timed)} of {len(items)} cell(s) on this kind of machine"
+        )
         tr.write_line(line + ("" if len(timed) == len(items) else "; the others have no history here yet"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("pinmatrix", "pinned backend version matrix")
-    g.addoption("--data-dir", dest="pm_data_dir", default=None,
-                help="pipx home, models, logs (default: $PINMATRIX_DATA_DIR or ~/.cache/pinmatrix)")  # fmt: skip
-    g.addoption("--bin-dir", dest="pm_bin_dir", default=None, help="GPUStack bin dir for <backend>_<version> (default: <data-dir>/bin)")
-    g.addoption("--pipx-path", dest="pm_pipx_path", default=None, help="pipx executable (default: pipx on PATH, else bundled)")
-    g.addoption("--platform", dest="pm_platform", default=None, choices=("cpu", "cuda"),
-                help="platform to run (default: cuda when an NVIDIA GPU is found, else cpu)")  # fmt: skip
+    g.addoption(
+        "--data-dir",
+        dest="pm_data_dir",
+        default=None,
+        help="pipx home, models, logs (default: $PINMATRIX_DATA_DIR or ~/.cache/pinmatrix)",
+    )
+    g.addoption(
+        "--bin-dir",
+        dest="pm_bin_dir",
+        default=None,
+        help="GPUStack bin dir for <backend>_<version> (default: <data-dir>/bin)",
+    )
+    g.addoption(
+        "--pipx-path", dest="pm_pipx_path", default=None, help="pipx executable (default: pipx on PATH, else bundled)"
+    )
+    g.addoption(
+        "--platform",
+        dest="pm_platform",
+        default=None,
+        choices=("cpu", "cuda"),
+        help="platform to run (default: cuda when an NVIDIA GPU is found, else cpu)",
+    )
     g.addoption("--reports-dir", dest="pm_reports_dir", default="reports", help="where reports/<backend>/<run-id>/ go")
     g.addoption("--run-id", dest="pm_run_id", default=None, help="run id (default: UTC timestamp)")
-    g.addoption("--tools-download-base-url", dest="pm_download_base", default="https://github.com",
-                help="mirror for prebuilt backends (GPUStack's option; default https://github.com)")  # fmt: skip
-    g.addoption("--allow-http-mirror", dest="pm_allow_http", action="store_true", help="allow a plain-http download mirror")
-    g.addoption("--history", dest="pm_history", default=None,
-                help="history dir: each cell is compared with its own earlier runs there, then added (default: <data-dir>/history)")
-    g.addoption("--no-history", dest="pm_no_history", action="store_true", help="neither compare with nor add to history")
-    g.addoption("--shard", dest="pm_shard", default=None,
-                help="run shard i of n (i/n): deterministic, balanced by history's cell times; merge with `harness report`")
-    g.addoption("--remove-venvs", dest="pm_remove_venvs", action="store_true",
-                help="delete each pin's pipx/uv venv after its last cell (vox-box venvs are 7 GiB; cells run pin by pin)")
+    g.addoption(
+        "--tools-download-base-url",
+        dest="pm_download_base",
+        default="https://github.com",
+        help="mirror for prebuilt backends (GPUStack's option; default https://github.com)",
+    )
+    g.addoption(
+        "--allow-http-mirror", dest="pm_allow_http", action="store_true", help="allow a plain-http download mirror"
+    )
+    g.addoption(
+        "--history",
+        dest="pm_history",
+        default=None,
+        help=(
+            "history dir: each cell is compared with its own earlier "
+            "runs there, then added (default: <data-dir>/history)"
+        ),
+    )
+    g.addoption(
+        "--no-history", dest="pm_no_history", action="store_true", help="neither compare with nor add to history"
+    )
+    g.addoption(
+        "--shard",
+        dest="pm_shard",
+        default=None,
+        help="run shard i of n (i/n): deterministic, balanced by history's cell times; merge with `harness report`",
+    )
+    g.addoption(
+        "--remove-venvs",
+        dest="pm_remove_venvs",
+        action="store_true",
+        help="delete each pin's pipx/uv venv after its last cell (vox-box venvs are 7 GiB; cells run pin by pin)",
+    )
 
 
 def _new_run_id() -> str:
@@ -194,15 +248,23 @@ class MatrixFile(pytest.File):
             raise SpecError(str(self.path), [f"GPUs: {exc} (PINMATRIX_GPUS=0,1 chooses them by hand)"]) from exc
         platform = opt.pm_platform or default_platform(gpus)
         if platform not in matrix.platforms:
-            raise SpecError(str(self.path), [f"platforms: no '{platform}' platform in this matrix (has: {', '.join(matrix.platforms)})"])
+            raise SpecError(
+                str(self.path),
+                [f"platforms: no '{platform}' platform in this matrix (has: {', '.join(matrix.platforms)})"],
+            )
         if not self.config.stash.get(_REAPED, False):  # servers a killed run left behind hold ports, memory, GPUs
             self.config.stash[_REAPED] = True
             data_dir = Path(opt.pm_data_dir).expanduser() if opt.pm_data_dir else default_data_dir()
             for pgid in reap_leftovers(data_dir / "servers"):
-                self.config.get_terminal_writer().line(f"pinmatrix: stopped server group {pgid}, left running by a killed run")
+                self.config.get_terminal_writer().line(
+                    f"pinmatrix: stopped server group {pgid}, left running by a killed run"
+                )
         # What a run would only find out after installing every pin: checked now, one line each.
-        problems = [f"{where}: plain http needs --allow-http-mirror, got {url!r}" for where, url in matrix.plain_http_urls()
-                    if not opt.pm_allow_http]  # fmt: skip
+        problems = [
+            f"{where}: plain http needs --allow-http-mirror, got {url!r}"
+            for where, url in matrix.plain_http_urls()
+            if not opt.pm_allow_http
+        ]
         reports = Path(opt.pm_reports_dir).resolve()
         if (why := _unwritable(run_dir(self.config, matrix.backend))) is not None:
             problems.append(f"--reports-dir {reports}: cannot write reports there ({why})")
@@ -220,13 +282,19 @@ class MatrixFile(pytest.File):
         else:
             order = [(m, p, v) for m in plat.models for v in variants for p in pins]
             # a variant compared with another variant's reference pin: after that pin's cell
-            order.sort(key=lambda c: (plat.models.index(c[0]), c[1].pin.text != plat.reference.text or c[2].baseline != c[2].name))
+            order.sort(
+                key=lambda c: (
+                    plat.models.index(c[0]),
+                    c[1].pin.text != plat.reference.text or c[2].baseline != c[2].name,
+                )
+            )
         too_few = platform != "cpu" and plat.gpus_per_cell > len(gpus)
         for model, pin, variant in order:
             # "cell[...]": pytest treats the bracket as a parameter id and leaves its dots alone.
             name = f"cell[{cell_id(matrix.backend, pin.pin.text, model.name, platform, variant.name)}]"
-            item = CellItem.from_parent(self, name=name, matrix=matrix, platform=platform, pin=pin, model=model, gpus=gpus,
-                                        variant=variant)  # fmt: skip
+            item = CellItem.from_parent(
+                self, name=name, matrix=matrix, platform=platform, pin=pin, model=model, gpus=gpus, variant=variant
+            )
             if too_few:
                 item.skip_reason = f"needs {plat.gpus_per_cell} GPU(s) per cell; this machine has {len(gpus)}"
             elif why := variant.unsuited(this_machine().cpu_flags):
@@ -263,7 +331,9 @@ def resolve_version_sets(matrix: Matrix, platform: str, config: pytest.Config) -
 
 
 def _summary(result: CellResult) -> str:
-    return result.status.value.upper() + (f" [{result.failure_class.value}] {result.reason}" if result.failure_class else "")
+    return result.status.value.upper() + (
+        f" [{result.failure_class.value}] {result.reason}" if result.failure_class else ""
+    )
 
 
 class CellFailed(Exception):
@@ -271,8 +341,17 @@ class CellFailed(Exception):
 
 
 class CellItem(pytest.Item):
-    def __init__(self, *, matrix: Matrix, platform: str, pin: PinSpec, model: ModelSpec, gpus: list[int],
-                 variant: VariantSpec | None = None, **kw: Any) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        matrix: Matrix,
+        platform: str,
+        pin: PinSpec,
+        model: ModelSpec,
+        gpus: list[int],
+        variant: VariantSpec | None = None,
+        **kw: Any,
+    ) -> None:
         super().__init__(**kw)
         self.matrix, self.platform, self.pin, self.model, self.gpus = matrix, platform, pin, model, gpus
         self.variant = variant or matrix.platforms[platform].variants[0]
@@ -306,11 +385,17 @@ class CellItem(pytest.Item):
                 tw.flush()
 
         return RunContext(
-            matrix=self.matrix, platform=self.platform,
-            paths=InstallPaths(data_dir=data_dir.resolve(), bin_dir=bin_dir.resolve(), pipx=pipx_command(opt.pm_pipx_path)),
-            run_dir=run_dir(self.config, self.matrix.backend), slot=slot_for_worker(self.platform, self.gpus, per_cell, index),
-            progress=progress, download_base_url=opt.pm_download_base, allow_http_mirror=opt.pm_allow_http,
-        )  # fmt: skip
+            matrix=self.matrix,
+            platform=self.platform,
+            paths=InstallPaths(
+                data_dir=data_dir.resolve(), bin_dir=bin_dir.resolve(), pipx=pipx_command(opt.pm_pipx_path)
+            ),
+            run_dir=run_dir(self.config, self.matrix.backend),
+            slot=slot_for_worker(self.platform, self.gpus, per_cell, index),
+            progress=progress,
+            download_base_url=opt.pm_download_base,
+            allow_http_mirror=opt.pm_allow_http,
+        )
 
     def runtest(self) -> None:
         if self.skip_reason:
@@ -341,7 +426,9 @@ class CellItem(pytest.Item):
         if self.config.option.pm_remove_venvs and result.executable and self._last_cell_of_pin(store):
             freed = remove_pin(Path(result.executable), ctx.paths)
             if freed:
-                ctx.progress(f"removed {Path(result.executable).name}'s venv ({freed / 2**30:.2f} GiB freed; --remove-venvs)")
+                ctx.progress(
+                    f"removed {Path(result.executable).name}'s venv ({freed / 2**30:.2f} GiB freed; --remove-venvs)"
+                )
         ctx.progress("done: " + _summary(result))
         self._outcome(result)
 
@@ -359,8 +446,11 @@ class CellItem(pytest.Item):
     def _last_cell_of_pin(self, store: ResultStore) -> bool:
         """Every cell of this pin in the run has a final result: no worker will use its venv again. Decided
         on the shared results file, not this worker's queue (xdist workers each see only their own)."""
-        mine = {i.cell_id for i in self.session.items
-                if isinstance(i, CellItem) and i.matrix.backend == self.matrix.backend and i.pin.pin == self.pin.pin}  # fmt: skip
+        mine = {
+            i.cell_id
+            for i in self.session.items
+            if isinstance(i, CellItem) and i.matrix.backend == self.matrix.backend and i.pin.pin == self.pin.pin
+        }
         done = {r.cell_id for r in store.load() if r.final}
         return mine <= done
 
@@ -369,9 +459,19 @@ class CellItem(pytest.Item):
         wait for its result. No deadlock: every worker runs its cells in collection order, reference first."""
         if getattr(self.config, "workerinput", None) is None:
             return  # one process: collection order already puts the reference first
-        ref = next((i for i in self.session.items if isinstance(i, CellItem) and i.matrix.backend == self.matrix.backend
-                    and i.model.name == self.model.name and i.platform == self.platform and i.pin.pin == i.reference
-                    and i.variant.name == self.variant.baseline), None)  # fmt: skip
+        ref = next(
+            (
+                i
+                for i in self.session.items
+                if isinstance(i, CellItem)
+                and i.matrix.backend == self.matrix.backend
+                and i.model.name == self.model.name
+                and i.platform == self.platform
+                and i.pin.pin == i.reference
+                and i.variant.name == self.variant.baseline
+            ),
+            None,
+        )
         if ref is None or ref is self:
             return
         limit = time.monotonic() + 2 * self.matrix.thresholds.startup_deadline_s + 3600
@@ -395,10 +495,10 @@ class CellItem(pytest.Item):
 
 
 def _prepare_ahead(first: CellItem, store: ResultStore) -> dict[str, str]:
-    """A fresh run's pins installed ``PARALLEL_INSTALLS`` side by side (pipx's shared libraries set up first) while its models
-    are fetched and converted alongside, all before the first cell is measured (nothing measured runs beside
-    them): downloads, unpacking and conversion overlap instead of adding up. A failure here is left for its
-    cell to meet and record."""
+    """A fresh run's pins installed ``PARALLEL_INSTALLS`` side by side (pipx's shared libraries set up
+    first) while its models are fetched and converted alongside, all before the first cell is measured
+    (nothing measured runs beside them): downloads, unpacking and conversion overlap instead of adding
+    up. A failure here is left for its cell to meet and record."""
     if first.config.option.pm_remove_venvs:
         return {}  # pin by pin on purpose: disk is short
     done = {r.cell_id for r in store.load() if r.final}
@@ -407,14 +507,19 @@ def _prepare_ahead(first: CellItem, store: ResultStore) -> dict[str, str]:
     models: dict[tuple[str, str, str], CellItem] = {}
     for i in items:
         ctx = first._ctx()
-        if i.pin.expect != "install-failed" and not (ctx.paths.bin_dir / executable_name(i.matrix.backend, i.pin.pin)).exists():
+        if (
+            i.pin.expect != "install-failed"
+            and not (ctx.paths.bin_dir / executable_name(i.matrix.backend, i.pin.pin)).exists()
+        ):
             pins.setdefault((i.matrix.backend, i.platform, i.pin.pin.text), i)
         models.setdefault((i.matrix.backend, i.platform, i.model.source), i)
     if not pins:
         return {}
     say = first._ctx().progress
-    say(f"preparing ahead of the cells: installing {', '.join(v for _, _, v in pins)} while {len(models)} model(s) are "
-        "fetched and converted alongside")  # fmt: skip
+    say(
+        f"preparing ahead of the cells: installing {', '.join(v for _, _, v in pins)} while {len(models)} model(s) are "
+        "fetched and converted alongside"
+    )
 
     def prepare_models() -> None:
         for item in models.values():
@@ -440,7 +545,9 @@ def _prepare_ahead(first: CellItem, store: ResultStore) -> dict[str, str]:
         except HarnessError:
             return  # its cell installs again and records why it failed
         if rec.installed_now:
-            out[rec.executable] = f"installed ahead of the cells in {rec.seconds:.0f} s (other pins and the models alongside)"
+            out[rec.executable] = (
+                f"installed ahead of the cells in {rec.seconds:.0f} s (other pins and the models alongside)"
+            )
             progress(f"installed {Path(rec.executable).name} in {rec.seconds:.0f} s")
 
     queue = list(pins.values())
@@ -526,15 +633,19 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             tr.write_line(f"pinmatrix: {note}", yellow=True)
         expected = config.stash.get(_EXPECTED, {}).get(backend, [])
         try:
-            paths, recs = write_reports(matrix, directory, config.option.pm_run_id, cells, expected=expected,
-                                        history=_history_dir(config))  # fmt: skip
+            paths, recs = write_reports(
+                matrix, directory, config.option.pm_run_id, cells, expected=expected, history=_history_dir(config)
+            )
 
             if step_summary := os.environ.get("GITHUB_STEP_SUMMARY"):  # a CI job's summary page shows the first screen
                 with open(step_summary, "a", encoding="utf-8") as fh:
                     fh.write(first_screen(paths.markdown.read_text(encoding="utf-8")) + "\n")
         except Exception as exc:  # the results are safe in results.jsonl; say so instead of a traceback
-            tr.write_line(f"pinmatrix: could not write the {backend} report ({type(exc).__name__}: {exc}); "
-                          f"results are kept in {directory / 'results.jsonl'}", red=True)  # fmt: skip
+            tr.write_line(
+                f"pinmatrix: could not write the {backend} report ({type(exc).__name__}: {exc}); "
+                f"results are kept in {directory / 'results.jsonl'}",
+                red=True,
+            )
             continue
         tr.section(f"pinmatrix: {backend}", sep="=", bold=True)
         for rec in recs:
@@ -548,6 +659,10 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         for trend in paths.trends:
             if trend.compared:
                 tr.write_line(terminal(f"history: {trend.line}"), red=trend.word in ("suspicious", "regression"))
-        for label, path in (("markdown", paths.markdown), ("html", paths.html), ("results", paths.results_json),
-                            ("pins", paths.pins_json)):  # fmt: skip
+        for label, path in (
+            ("markdown", paths.markdown),
+            ("html", paths.html),
+            ("results", paths.results_json),
+            ("pins", paths.pins_json),
+        ):
             tr.write_line(f"{label:>9}: {os.path.relpath(path)}")

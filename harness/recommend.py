@@ -1,10 +1,11 @@
 """Choosing a pin, and the parameters to launch it with, per (model, platform, kind of machine) from the recorded cells.
 
 Eligible: installed, started within the deadline, passed every required check. Ranked by peak throughput
-(output tok/s, or audio s/s for speech); pins within the measured noise of the best are tied, and the matrix's policy breaks the tie
-(``newest``, or ``closest-to-reference``). A pin that is measurably slower than the deployed (reference) pin on
-any metric at any load point (a "slower" verdict) is never chosen over an eligible deployed pin: an upgrade
-must not make what users see worse. Every other pin carries the reason it was not chosen.
+(output tok/s, or audio s/s for speech); pins within the measured noise of the best are tied, and the
+matrix's policy breaks the tie (``newest``, or ``closest-to-reference``). A pin that is measurably slower
+than the deployed (reference) pin on any metric at any load point (a "slower" verdict) is never chosen
+over an eligible deployed pin: an upgrade must not make what users see worse.
+Every other pin carries the reason it was not chosen.
 
 With launch variants a candidate is a pin *and* its parameters ("0.32.0 [fp32]"); a tie between variants of
 one pin goes to the deployed launch (changing nothing beats changing parameters for no measured gain).
@@ -74,7 +75,9 @@ def _rejection(cell: CellResult, required: Sequence[str]) -> str | None:
         what = cell.failure_class.value if cell.failure_class else cell.status.value
         if not cell.reason:
             return what
-        return cell.reason if cell.reason.startswith(f"{what}:") else f"{what}: {cell.reason}"  # never "failed: failed: ..."
+        return (
+            cell.reason if cell.reason.startswith(f"{what}:") else f"{what}: {cell.reason}"
+        )  # never "failed: failed: ..."
     failed = [c.name for c in cell.checks if c.blocking(required)]
     if failed:
         return f"failed required checks: {', '.join(failed)}"
@@ -123,9 +126,14 @@ def recommend(
             rejected[cell.pin_label] = why
     if not eligible:
         return Recommendation(
-            backend=first.backend, model=first.model, platform=first.platform, version=None,
-            reasons=("no pin installed, started and passed every required check",), rejected=rejected, measured_on=measured_on,
-        )  # fmt: skip
+            backend=first.backend,
+            model=first.model,
+            platform=first.platform,
+            version=None,
+            reasons=("no pin installed, started and passed every required check",),
+            rejected=rejected,
+            measured_on=measured_on,
+        )
     deployed = next((c for c in eligible if c.deployed), None)
     slower: dict[str, Verdict] = {}
     if deployed is not None:  # never worse than what runs today, when that still qualifies
@@ -141,7 +149,9 @@ def recommend(
         ordered = sorted({Version(c.version) for c in cells})
         ref_pos = ordered.index(Version(reference)) if Version(reference) in ordered else 0
 
-        def distance(c: CellResult) -> tuple[int, bool, int]:  # nearest first; the deployed launch; the newer of two equals
+        def distance(
+            c: CellResult,
+        ) -> tuple[int, bool, int]:  # nearest first; the deployed launch; the newer of two equals
             pos = ordered.index(Version(c.version))
             return (abs(pos - ref_pos), c.variant != c.deployed_variant, -pos)
 
@@ -151,13 +161,19 @@ def recommend(
     reasons = [f"passed {', '.join(required_checks)} and started in {chosen.startup_s or 0.0:.1f} s"]
     if isinstance(chosen.accuracy, SpeechAccuracy):  # speech: what a user hears, and how long a request takes
         ref_wer = chosen.accuracy.reference_wer
-        reasons.append(f"WER {chosen.accuracy.wer:.1%}" + (f" (reference {ref_wer:.1%})" if ref_wer is not None else "")
-                       + (f", latency p50 {chosen.first_p50_ms():.0f} ms at the lowest load" if chosen.first_p50_ms() else ""))  # fmt: skip
+        reasons.append(
+            f"WER {chosen.accuracy.wer:.1%}"
+            + (f" (reference {ref_wer:.1%})" if ref_wer is not None else "")
+            + (f", latency p50 {chosen.first_p50_ms():.0f} ms at the lowest load" if chosen.first_p50_ms() else "")
+        )
     mine = [v for v in verdicts if v.version == chosen.pin_label and v.deployed and v.model == first.model]
     if mine:  # how sure: what the chosen pin's verdicts against the deployed pin say
         words = {w: sum(v.word == w for v in mine) for w in dict.fromkeys(v.word for v in mine)}
-        reasons.append(f"against the deployed pin {mine[0].reference}: " + ", ".join(f"{n} {w}" for w, n in words.items())
-                       + f" ({len(mine)} metric x load point verdicts)")  # fmt: skip
+        reasons.append(
+            f"against the deployed pin {mine[0].reference}: "
+            + ", ".join(f"{n} {w}" for w, n in words.items())
+            + f" ({len(mine)} metric x load point verdicts)"
+        )
     waived = sorted({c.name for c in chosen.checks if c.waived})
     if waived:
         reasons.append(f"{len(waived)} known deviation(s) waived by the matrix: {', '.join(waived)}")
@@ -167,7 +183,11 @@ def recommend(
         reasons.append(f"no throughput measured; chosen among {len(tied)} eligible pin(s) by policy '{tie_break}'")
     elif len(tied) > 1:
         others = ", ".join(f"{c.pin_label} ({c.peak_rate() or 0.0:{spec}})" for c in tied if c is not chosen)
-        how = "95% CIs overlap with" if chosen.peak_ci95() and all(c.peak_ci95() for c in tied) else f"within {noise:.0%} of"
+        how = (
+            "95% CIs overlap with"
+            if chosen.peak_ci95() and all(c.peak_ci95() for c in tied)
+            else f"within {noise:.0%} of"
+        )
         reasons.append(f"peak {tok:{spec}} {unit}, {how} {others}: a tie, broken by policy '{tie_break}'")
     else:
         reasons.append(f"fastest eligible pin: peak {tok:{spec}} {unit}")
@@ -179,12 +199,23 @@ def recommend(
                 + (" (tie lost to policy)" if cell in tied else f" vs {tok:{spec}}"),
             )
     if chosen.variant and chosen.variant != chosen.deployed_variant:
-        reasons.append(f"launched with the {chosen.variant!r} variant's parameters ({' '.join(chosen.backend_parameters) or 'none'}"
-                       + (", env " + " ".join(f"{k}={v}" for k, v in chosen.backend_env.items()) if chosen.backend_env else "")
-                       + f"), not the deployed {chosen.deployed_variant!r}")  # fmt: skip
+        reasons.append(
+            f"launched with the {chosen.variant!r} variant's parameters "
+            f"({' '.join(chosen.backend_parameters) or 'none'}"
+            + (", env " + " ".join(f"{k}={v}" for k, v in chosen.backend_env.items()) if chosen.backend_env else "")
+            + f"), not the deployed {chosen.deployed_variant!r}"
+        )
     return Recommendation(
-        backend=first.backend, model=first.model, platform=first.platform, version=chosen.version,
-        reasons=tuple(reasons), rejected=rejected,
-        ranking=tuple((c.pin_label, c.peak_rate() or 0.0) for c in ranked), unit=unit, variant=chosen.variant,
-        backend_parameters=chosen.backend_parameters, env=dict(chosen.backend_env), measured_on=measured_on,
-    )  # fmt: skip
+        backend=first.backend,
+        model=first.model,
+        platform=first.platform,
+        version=chosen.version,
+        reasons=tuple(reasons),
+        rejected=rejected,
+        ranking=tuple((c.pin_label, c.peak_rate() or 0.0) for c in ranked),
+        unit=unit,
+        variant=chosen.variant,
+        backend_parameters=chosen.backend_parameters,
+        env=dict(chosen.backend_env),
+        measured_on=measured_on,
+    )

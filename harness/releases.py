@@ -28,7 +28,9 @@ def find(matrix: Matrix, platform: str, vs: VersionSet, *, paths: InstallPaths, 
         found = []
         for pin in list_pins(paths):
             try:
-                ok = pin.backend == backend.name and (vs.spec is None or vs.spec.contains(parse_pin(pin.version).version, prereleases=True))
+                ok = pin.backend == backend.name and (
+                    vs.spec is None or vs.spec.contains(parse_pin(pin.version).version, prereleases=True)
+                )
             except InvalidPin:
                 continue
             if ok:
@@ -38,7 +40,9 @@ def find(matrix: Matrix, platform: str, vs: VersionSet, *, paths: InstallPaths, 
     if backend.installer == "download":  # a release list, not a package index
         url = backend.flavour(platform).releases_url(download_base_url)
         if url is None:
-            raise InstallError(f"{vs.describe()}: {backend.name} downloads from a URL with no release list; name its versions")
+            raise InstallError(
+                f"{vs.describe()}: {backend.name} downloads from a URL with no release list; name its versions"
+            )
         return resolve_releases(url, spec, vs.newest, prereleases=vs.prereleases)
     return index.resolve(matrix.platforms[platform].package, spec, vs.newest, prereleases=vs.prereleases)
 
@@ -60,4 +64,6 @@ def resolve(matrix: Matrix, platform: str, *, paths: InstallPaths, download_base
     # The deployed pin is what every other is compared with: in the run even when a set has moved past it.
     pins.setdefault(plat.reference.text, PinSpec(pin=plat.reference, why="the reference (deployed) pin"))
     ordered = tuple(sorted(pins.values(), key=lambda p: p.pin.version))
-    return dataclasses.replace(matrix, platforms={**matrix.platforms, platform: dataclasses.replace(plat, versions=ordered)})
+    return dataclasses.replace(
+        matrix, platforms={**matrix.platforms, platform: dataclasses.replace(plat, versions=ordered)}
+    )

@@ -60,7 +60,9 @@ _SHORTENED = re.compile(r"… \(\d+ chars\)$")
 
 def _short(value: Any) -> Any:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-    if len(text) <= _EVIDENCE_CHARS or (isinstance(value, str) and _SHORTENED.search(text) and len(text) < _EVIDENCE_CHARS + 30):
+    if len(text) <= _EVIDENCE_CHARS or (
+        isinstance(value, str) and _SHORTENED.search(text) and len(text) < _EVIDENCE_CHARS + 30
+    ):
         return value  # short, or already shortened (read back from a results file)
     return text[:_EVIDENCE_CHARS] + f"… ({len(text)} chars)"
 
@@ -130,9 +132,17 @@ class LoadPoint:
     def of(cls, *, label: str, mode: str, target: float | None, unit: str, runs: Sequence[Run]) -> LoadPoint:
         """The one aggregation over repeats, for text and speech alike."""
         rates = [r.rate for r in runs]
-        return cls(label=label, mode=mode, target=None if target is None or math.isinf(target) else target, unit=unit,
-                   runs=tuple(runs), median=percentile(rates, 50), ci95=ci95_positive(rates), saturated=any(r.saturated for r in runs),
-                   saturation_reason="; ".join(sorted({r.saturation_reason for r in runs if r.saturation_reason})))  # fmt: skip
+        return cls(
+            label=label,
+            mode=mode,
+            target=None if target is None or math.isinf(target) else target,
+            unit=unit,
+            runs=tuple(runs),
+            median=percentile(rates, 50),
+            ci95=ci95_positive(rates),
+            saturated=any(r.saturated for r in runs),
+            saturation_reason="; ".join(sorted({r.saturation_reason for r in runs if r.saturation_reason})),
+        )
 
     @property
     def run(self) -> Run:
@@ -258,9 +268,15 @@ class CellResult:
     # (platform, model and variant serve_args), and the environment the matrix sets (secrets masked).
     backend_parameters: tuple[str, ...] = ()
     backend_env: dict[str, str] = field(default_factory=dict)
-    phases: dict[str, float] = field(default_factory=dict)  # seconds: install, model, calibration, startup, probes, warm start
-    probe_s: dict[str, float] = field(default_factory=dict)  # seconds per probe inside "probes": conformance, ..., load c=4
-    conformance_s: dict[str, float] = field(default_factory=dict)  # seconds per group of conformance checks: chat, stream, ...
+    phases: dict[str, float] = field(
+        default_factory=dict
+    )  # seconds: install, model, calibration, startup, probes, warm start
+    probe_s: dict[str, float] = field(
+        default_factory=dict
+    )  # seconds per probe inside "probes": conformance, ..., load c=4
+    conformance_s: dict[str, float] = field(
+        default_factory=dict
+    )  # seconds per group of conformance checks: chat, stream, ...
     wall_s: float = 0.0  # the whole cell; wall_s - sum(phases) is the harness's own overhead
     startup: dict[str, Startup] = field(default_factory=dict)  # cold, warm
     gpu_memory_peak_mib: dict[str, float] = field(default_factory=dict)
@@ -294,7 +310,8 @@ class CellResult:
 
     @property
     def is_baseline(self) -> bool:
-        """The cell its variant's other cells are compared with: the reference pin, in a variant compared with itself."""
+        """The cell its variant's other cells are compared with: the reference pin, in a variant
+        compared with itself."""
         return self.is_reference and self.baseline_variant == self.variant
 
     @property
@@ -378,11 +395,22 @@ def results_schema() -> dict[str, Any]:
     cell["properties"] = {"schema_version": {"const": SCHEMA_VERSION}, **cell["properties"]}
     cell["required"] = ["schema_version", *cell["required"]]
     defs["CellResult"] = cell
-    return {"$schema": doc["$schema"], "$id": f"https://pinmatrix.invalid/schema/results-v{SCHEMA_VERSION}.json",
-            "title": "pinmatrix results.json", "type": "object",
-            "properties": {"schema_version": {"const": SCHEMA_VERSION}, "run_id": {"type": "string"}, "backend": {"type": "string"},
-                           "matrix": {"type": "string"}, "cells": {"type": "array", "items": {"$ref": "#/$defs/CellResult"}}},
-            "required": ["schema_version", "run_id", "backend", "cells"], "additionalProperties": False, "$defs": defs}  # fmt: skip
+    return {
+        "$schema": doc["$schema"],
+        "$id": f"https://pinmatrix.invalid/schema/results-v{SCHEMA_VERSION}.json",
+        "title": "pinmatrix results.json",
+        "type": "object",
+        "properties": {
+            "schema_version": {"const": SCHEMA_VERSION},
+            "run_id": {"type": "string"},
+            "backend": {"type": "string"},
+            "matrix": {"type": "string"},
+            "cells": {"type": "array", "items": {"$ref": "#/$defs/CellResult"}},
+        },
+        "required": ["schema_version", "run_id", "backend", "cells"],
+        "additionalProperties": False,
+        "$defs": defs,
+    }
 
 
 # --- schema version 1 -------------------------------------------------------------------------
@@ -394,20 +422,38 @@ def _v1_point(p: Mapping[str, Any]) -> dict[str, Any]:
     names = ("latency_ms", "rtf") if audio else ("ttft_ms", "tpot_ms", "itl_ms", "e2el_ms", "loop_lag_ms")
 
     def run(r: Mapping[str, Any]) -> dict[str, Any]:
-        return {"rate": r.get(key), "requests": r.get("requests", 0), "completed": r.get("completed", 0), "failed": r.get("failed", 0),
-                "duration_s": r.get("duration_s"), "request_s": r.get("request_s"),
-                "distributions": {n: r[n] for n in names if isinstance(r.get(n), dict)}, "output_tokens": r.get("output_tokens", 0),
-                "audio_s": r.get("audio_s", 0.0), "goodput_req_s": r.get("goodput_req_s"),
-                "token_count_mismatches": r.get("token_count_mismatches", 0), "client_cpu_s": r.get("client_cpu_s", 0.0),
-                "client_cpu_util": r.get("client_cpu_util", 0.0), "saturated": bool(r.get("saturated", False)),
-                "saturation_reason": r.get("saturation_reason", ""), "errors": list(r.get("errors", []))}  # fmt: skip
+        return {
+            "rate": r.get(key),
+            "requests": r.get("requests", 0),
+            "completed": r.get("completed", 0),
+            "failed": r.get("failed", 0),
+            "duration_s": r.get("duration_s"),
+            "request_s": r.get("request_s"),
+            "distributions": {n: r[n] for n in names if isinstance(r.get(n), dict)},
+            "output_tokens": r.get("output_tokens", 0),
+            "audio_s": r.get("audio_s", 0.0),
+            "goodput_req_s": r.get("goodput_req_s"),
+            "token_count_mismatches": r.get("token_count_mismatches", 0),
+            "client_cpu_s": r.get("client_cpu_s", 0.0),
+            "client_cpu_util": r.get("client_cpu_util", 0.0),
+            "saturated": bool(r.get("saturated", False)),
+            "saturation_reason": r.get("saturation_reason", ""),
+            "errors": list(r.get("errors", [])),
+        }
 
     runs = [run(r) for r in p.get("repeats") or [p]]
     ci = p.get(f"{key}_ci95")
-    return {"label": p.get("label", ""), "mode": p.get("mode", "concurrency"), "target": p.get("target"),
-            "unit": AUDIO_UNIT if audio else TEXT_UNIT, "runs": runs, "median": p.get(f"{key}_median", p.get(key)),
-            "ci95": list(ci) if ci else None, "saturated": bool(p.get("saturated", False)),
-            "saturation_reason": p.get("saturation_reason", "")}  # fmt: skip
+    return {
+        "label": p.get("label", ""),
+        "mode": p.get("mode", "concurrency"),
+        "target": p.get("target"),
+        "unit": AUDIO_UNIT if audio else TEXT_UNIT,
+        "runs": runs,
+        "median": p.get(f"{key}_median", p.get(key)),
+        "ci95": list(ci) if ci else None,
+        "saturated": bool(p.get("saturated", False)),
+        "saturation_reason": p.get("saturation_reason", ""),
+    }
 
 
 def _v1_agreement(a: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -416,14 +462,34 @@ def _v1_agreement(a: Mapping[str, Any]) -> dict[str, Any] | None:
     if a.get("reference"):
         return {"kind": "reference", "reference_version": ""}
     if "clips" in a:
-        return {"kind": "transcripts", "reference_version": a.get("reference_version", ""), "compared": a["clips"],
-                "identical": a.get("identical", 0), "differ": a.get("differ", 0), "wer_vs_reference": a.get("wer_vs_reference"),
-                "items": [{"prompt": "", "identical": False, "ours_text": c.get("ours", ""), "reference_text": c.get("reference", "")}
-                          for c in a.get("per_clip", [])]}  # fmt: skip
+        return {
+            "kind": "transcripts",
+            "reference_version": a.get("reference_version", ""),
+            "compared": a["clips"],
+            "identical": a.get("identical", 0),
+            "differ": a.get("differ", 0),
+            "wer_vs_reference": a.get("wer_vs_reference"),
+            "items": [
+                {
+                    "prompt": "",
+                    "identical": False,
+                    "ours_text": c.get("ours", ""),
+                    "reference_text": c.get("reference", ""),
+                }
+                for c in a.get("per_clip", [])
+            ],
+        }
     if "prompts" in a:
-        return {"kind": "greedy", "reference_version": a.get("reference_version", ""), "compared": a["prompts"],
-                "identical": a.get("identical", 0), "close": a.get("close", 0), "differ": a.get("disagree", 0),
-                "prompt_logprob_max_delta": a.get("prompt_logprob_max_delta"), "items": list(a.get("per_prompt", []))}  # fmt: skip
+        return {
+            "kind": "greedy",
+            "reference_version": a.get("reference_version", ""),
+            "compared": a["prompts"],
+            "identical": a.get("identical", 0),
+            "close": a.get("close", 0),
+            "differ": a.get("disagree", 0),
+            "prompt_logprob_max_delta": a.get("prompt_logprob_max_delta"),
+            "items": list(a.get("per_prompt", [])),
+        }
     return {"kind": "not-compared", "reference_version": "", "note": a.get("note", "")}
 
 
@@ -431,11 +497,22 @@ def _v1_accuracy(a: Mapping[str, Any]) -> dict[str, Any] | None:
     if not a:
         return None
     if "wer" in a:
-        return {"kind": "wer", "wer": a["wer"], "edits": a.get("edits", 0), "words": a.get("words", 0),
-                "clips": a.get("clips", len(a.get("per_clip", []))), "per_clip": list(a.get("per_clip", [])),
-                "reference_wer": a.get("reference_wer")}  # fmt: skip
-    return {"kind": "tasks", "digest": a.get("digest", ""), "overall": a["overall"], "tasks": a.get("tasks", {}),
-            "misses": list(a.get("misses", []))}
+        return {
+            "kind": "wer",
+            "wer": a["wer"],
+            "edits": a.get("edits", 0),
+            "words": a.get("words", 0),
+            "clips": a.get("clips", len(a.get("per_clip", []))),
+            "per_clip": list(a.get("per_clip", [])),
+            "reference_wer": a.get("reference_wer"),
+        }
+    return {
+        "kind": "tasks",
+        "digest": a.get("digest", ""),
+        "overall": a["overall"],
+        "tasks": a.get("tasks", {}),
+        "misses": list(a.get("misses", [])),
+    }
 
 
 def convert_v1(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -443,37 +520,85 @@ def convert_v1(data: Mapping[str, Any]) -> dict[str, Any]:
     architecture, so its numbers never compare with a fingerprinted run's."""
     fp = data.get("fingerprint") or {}
     command = fp.get("install_command") or []
-    kind = fp.get("origin") or ("download" if command[:1] == ["download"] else "manual" if command[:1] == ["manual"] else "pipx")
+    kind = fp.get("origin") or (
+        "download" if command[:1] == ["download"] else "manual" if command[:1] == ["manual"] else "pipx"
+    )
     install = None
     if data.get("executable") or fp.get("origin"):
-        install = InstallRecord(kind=kind, executable=data.get("executable", ""), installed_now=bool(data.get("installed_now")),
-                                size_bytes=int(fp.get("venv_bytes") or fp.get("install_bytes") or 0),
-                                command=(tuple(command),) if kind == "pipx" and command else (),
-                                url=command[1] if kind == "download" and len(command) > 1 else "",
-                                build_constraints=tuple(fp.get("build_constraints") or ()),
-                                note="converted from results schema 1: what ran was not recorded")  # fmt: skip
-    machine = Machine(hostname=fp.get("host", ""), os="", arch=fp.get("machine", ""), python="", cpu_model="unknown", cores=0,
-                      memory_bytes=0, cpu_flags=())  # fmt: skip
-    fingerprint = Fingerprint(machine=machine, slot=fp.get("slot", "cpu"), package=fp.get("package", ""),
-                              model_source=fp.get("model_source", ""), model_path=fp.get("model_path", ""),
-                              model_sha256=fp.get("model_sha256", ""), numerics="unknown (schema 1)")  # fmt: skip
+        install = InstallRecord(
+            kind=kind,
+            executable=data.get("executable", ""),
+            installed_now=bool(data.get("installed_now")),
+            size_bytes=int(fp.get("venv_bytes") or fp.get("install_bytes") or 0),
+            command=(tuple(command),) if kind == "pipx" and command else (),
+            url=command[1] if kind == "download" and len(command) > 1 else "",
+            build_constraints=tuple(fp.get("build_constraints") or ()),
+            note="converted from results schema 1: what ran was not recorded",
+        )
+    machine = Machine(
+        hostname=fp.get("host", ""),
+        os="",
+        arch=fp.get("machine", ""),
+        python="",
+        cpu_model="unknown",
+        cores=0,
+        memory_bytes=0,
+        cpu_flags=(),
+    )
+    fingerprint = Fingerprint(
+        machine=machine,
+        slot=fp.get("slot", "cpu"),
+        package=fp.get("package", ""),
+        model_source=fp.get("model_source", ""),
+        model_path=fp.get("model_path", ""),
+        model_sha256=fp.get("model_sha256", ""),
+        numerics="unknown (schema 1)",
+    )
     notes = {k: str(fp[k]) for k in ("fixed_output_length",) if k in fp}
     if "speech" in fp:
         notes["speech"] = json.dumps(fp["speech"], sort_keys=True)
-    checks = [{k: v for k, v in c.items() if k in ("group", "name", "passed", "detail", "evidence")} | {"waived": c.get("waived") or ""}
-              for c in data.get("checks", [])]  # fmt: skip
-    startup = {k: {"seconds": s.get("seconds"), "log_ready_s": s.get("log_ready_s"), "phases": s.get("phases") or {}}
-               for k, s in (data.get("startup") or {}).items()}  # fmt: skip
+    checks = [
+        {k: v for k, v in c.items() if k in ("group", "name", "passed", "detail", "evidence")}
+        | {"waived": c.get("waived") or ""}
+        for c in data.get("checks", [])
+    ]
+    startup = {
+        k: {"seconds": s.get("seconds"), "log_ready_s": s.get("log_ready_s"), "phases": s.get("phases") or {}}
+        for k, s in (data.get("startup") or {}).items()
+    }
     if not startup and data.get("startup_s") is not None:
         startup = {"cold": {"seconds": data["startup_s"]}}
-    keep = ("cell_id", "backend", "version", "model", "platform", "is_reference", "status", "failure_class", "reason",
-            "expected_failure", "phases", "gpu_memory_peak_mib", "log_path", "log_excerpt", "warnings", "started_at", "finished_at")
+    keep = (
+        "cell_id",
+        "backend",
+        "version",
+        "model",
+        "platform",
+        "is_reference",
+        "status",
+        "failure_class",
+        "reason",
+        "expected_failure",
+        "phases",
+        "gpu_memory_peak_mib",
+        "log_path",
+        "log_excerpt",
+        "warnings",
+        "started_at",
+        "finished_at",
+    )
     out = {k: data[k] for k in keep if k in data}
-    return out | {"selected_by": fp.get("selected_by", ""), "startup": startup, "install": dump(install) if install else None,
-                  "fingerprint": dump(fingerprint), "notes": notes, "checks": checks,
-                  "agreement": _v1_agreement(data.get("agreement") or {}),
-                  "accuracy": _v1_accuracy(data.get("accuracy") or {}),
-                  "throughput": [_v1_point(p) for p in data.get("throughput") or []]}  # fmt: skip
+    return out | {
+        "selected_by": fp.get("selected_by", ""),
+        "startup": startup,
+        "install": dump(install) if install else None,
+        "fingerprint": dump(fingerprint),
+        "notes": notes,
+        "checks": checks,
+        "agreement": _v1_agreement(data.get("agreement") or {}),
+        "accuracy": _v1_accuracy(data.get("accuracy") or {}),
+        "throughput": [_v1_point(p) for p in data.get("throughput") or []],
+    }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -565,8 +690,10 @@ class ResultStore:
             if not line.strip():
                 continue
             if not _is_json(line):  # torn: a run killed while writing it (later runs append after it)
-                self.notes.append(f"{self.path}:{n}: a torn line (the run was killed while writing it) was skipped; "
-                                  "that cell runs again on resume")  # fmt: skip
+                self.notes.append(
+                    f"{self.path}:{n}: a torn line (the run was killed while writing it) was skipped; "
+                    "that cell runs again on resume"
+                )
                 log.warning(self.notes[-1])
                 continue
             try:
@@ -579,6 +706,8 @@ class ResultStore:
                 raise ValueError(f"{self.path}:{n}: {exc}") from exc
             by_cell[result.cell_id] = result
         if converted:
-            self.notes.append(f"{self.path}: {converted} line(s) converted from results schema 1 (machine facts unknown)")
+            self.notes.append(
+                f"{self.path}: {converted} line(s) converted from results schema 1 (machine facts unknown)"
+            )
             log.warning(self.notes[-1])
         return list(by_cell.values())

@@ -82,7 +82,9 @@ def load(tp: Any, data: Any, path: str = "") -> Any:
             by_kind = {_kind_of(o): o for o in records}
             chosen = by_kind.get(data.get("kind")) if len(records) > 1 else records[0]
             if chosen is None:
-                raise LoadError(f"{where}: unknown kind {data.get('kind')!r} (expected one of: {', '.join(map(str, by_kind))})")
+                raise LoadError(
+                    f"{where}: unknown kind {data.get('kind')!r} (expected one of: {', '.join(map(str, by_kind))})"
+                )
             return load(chosen, data, path)
         for o in options:
             if o is type(None):
@@ -186,7 +188,11 @@ def _schema(tp: Any, defs: dict[str, Any]) -> dict[str, Any]:
             defs[name] = {}  # recursion guard
             hints = _hints(tp)
             props = {f.name: _schema(hints[f.name], defs) for f in _fields(tp)}
-            required = [f.name for f in _fields(tp) if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+            required = [
+                f.name
+                for f in _fields(tp)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            ]
             defs[name] = {"type": "object", "properties": props, "required": required, "additionalProperties": False}
             if tp.__doc__ and not tp.__doc__.startswith(f"{name}("):
                 defs[name]["description"] = " ".join(tp.__doc__.split())
@@ -196,7 +202,12 @@ def _schema(tp: Any, defs: dict[str, Any]) -> dict[str, Any]:
     if origin in (tuple, list, Sequence):
         args = get_args(tp)
         if origin is tuple and args and args[-1] is not Ellipsis:
-            return {"type": "array", "prefixItems": [_schema(a, defs) for a in args], "minItems": len(args), "maxItems": len(args)}
+            return {
+                "type": "array",
+                "prefixItems": [_schema(a, defs) for a in args],
+                "minItems": len(args),
+                "maxItems": len(args),
+            }
         return {"type": "array", "items": _schema(args[0], defs) if args else {}}
     if origin in (dict, Mapping):
         args = get_args(tp)

@@ -33,9 +33,17 @@ class PlannedCell:
     variant: str = ""
 
     def to_dict(self) -> dict[str, object]:
-        return {"cell_id": self.cell_id, "version": self.version, "model": self.model, "platform": self.platform,
-                **({"variant": self.variant} if self.variant else {}), "reference": self.reference, "gpus": self.gpus,
-                "shards": list(self.shards), "expected_s": self.cost}  # fmt: skip
+        return {
+            "cell_id": self.cell_id,
+            "version": self.version,
+            "model": self.model,
+            "platform": self.platform,
+            **({"variant": self.variant} if self.variant else {}),
+            "reference": self.reference,
+            "gpus": self.gpus,
+            "shards": list(self.shards),
+            "expected_s": self.cost,
+        }
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -48,8 +56,14 @@ def parse_shard(text: str) -> tuple[int, int]:
 Key = tuple[str, str, str]  # (version, model, variant)
 
 
-def plan(matrix: Matrix, platform: str, cell_ids: Mapping[Key, str], *, shards: int = 1,
-         costs: Mapping[str, float] | None = None) -> list[PlannedCell]:  # fmt: skip
+def plan(
+    matrix: Matrix,
+    platform: str,
+    cell_ids: Mapping[Key, str],
+    *,
+    shards: int = 1,
+    costs: Mapping[str, float] | None = None,
+) -> list[PlannedCell]:
     """Every cell of ``platform`` and the shards that run it. ``cell_ids``: (version, model, variant) -> cell id."""
     plat = matrix.platforms[platform]
     costs = costs or {}
@@ -68,10 +82,24 @@ def plan(matrix: Matrix, platform: str, cell_ids: Mapping[Key, str], *, shards: 
         where[c] = (k + 1,)
     for c in cells:
         if baseline(c):  # every shard with a cell compared against it
-            with_model = sorted({k for o, ks in where.items() if o[1] == c[1] and plat.variant(o[2]).baseline == c[2] for k in ks})
+            with_model = sorted(
+                {k for o, ks in where.items() if o[1] == c[1] and plat.variant(o[2]).baseline == c[2] for k in ks}
+            )
             where[c] = tuple(with_model) or (1,)  # a model with only its reference pin: the first shard runs it
-    return [PlannedCell(cell_id=cell_ids[c], version=c[0], model=c[1], platform=platform, reference=baseline(c), variant=c[2],
-                        gpus=plat.gpus_per_cell, shards=where[c], cost=costs.get(cell_ids[c], 1.0)) for c in cells]  # fmt: skip
+    return [
+        PlannedCell(
+            cell_id=cell_ids[c],
+            version=c[0],
+            model=c[1],
+            platform=platform,
+            reference=baseline(c),
+            variant=c[2],
+            gpus=plat.gpus_per_cell,
+            shards=where[c],
+            cost=costs.get(cell_ids[c], 1.0),
+        )
+        for c in cells
+    ]
 
 
 def selected(planned: Sequence[PlannedCell], shard: int) -> set[str]:

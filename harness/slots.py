@@ -56,7 +56,9 @@ def nvml_provider(nvml: object | None = None) -> Provider:
         try:
             return list(range(mod.nvmlDeviceGetCount()))
         except Exception as exc:  # a driver that loads but cannot count its devices: say so, in one line
-            raise GpuDiscoveryError(f"NVML found a driver but could not list its GPUs: {type(exc).__name__}: {exc}") from exc
+            raise GpuDiscoveryError(
+                f"NVML found a driver but could not list its GPUs: {type(exc).__name__}: {exc}"
+            ) from exc
         finally:
             mod.nvmlShutdown()
 
@@ -151,8 +153,14 @@ def slot_count(gpus: Sequence[int], per_cell: int) -> int:
     return max(1, len(gpus) // per_cell) if per_cell > 0 and gpus else 1
 
 
-def wait_for_free_memory(gpus: Sequence[int], *, max_used_mib: float, timeout_s: float, nvml: Any = None,
-                         sleep: Callable[[float], None] = time.sleep) -> str | None:  # fmt: skip
+def wait_for_free_memory(
+    gpus: Sequence[int],
+    *,
+    max_used_mib: float,
+    timeout_s: float,
+    nvml: Any = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> str | None:
     """Wait until every GPU in ``gpus`` uses less than ``max_used_mib`` (vLLM's CI waits for < 1 GiB: a
     previous server still letting go of its memory, or someone else's job). None when free (or when NVML
     cannot tell); else why not, naming each GPU's use. A busy GPU is the machine's problem, not the pin's."""
@@ -172,7 +180,10 @@ def wait_for_free_memory(gpus: Sequence[int], *, max_used_mib: float, timeout_s:
                 return None
             if time.monotonic() >= deadline:
                 busy = ", ".join(f"GPU {g} {u:.0f} MiB" for g, u in used.items() if u >= max_used_mib)
-                return f"GPU memory not free after {timeout_s:g} s ({busy} used; at most {max_used_mib:g} MiB allowed before a cell)"
+                return (
+                    f"GPU memory not free after {timeout_s:g} s ({busy} used; "
+                    f"at most {max_used_mib:g} MiB allowed before a cell)"
+                )
             sleep(1.0)
     finally:
         mod.nvmlShutdown()

@@ -114,8 +114,14 @@ class VariantSpec:
         if not missing and not present:
             return ""
         why = [f"has {', '.join(present)}" if present else "", f"lacks {', '.join(missing)}" if missing else ""]
-        wants = " and ".join(x for x in (f"with {', '.join(self.cpu_has)}" if self.cpu_has else "",
-                                         f"without {', '.join(self.cpu_lacks)}" if self.cpu_lacks else "") if x)  # fmt: skip
+        wants = " and ".join(
+            x
+            for x in (
+                f"with {', '.join(self.cpu_has)}" if self.cpu_has else "",
+                f"without {', '.join(self.cpu_lacks)}" if self.cpu_lacks else "",
+            )
+            if x
+        )
         return f"launch variant {self.name!r} is for CPUs {wants}; this one {' and '.join(w for w in why if w)}"
 
     @property
@@ -388,7 +394,9 @@ def _version_set(value: dict[str, Any], path: str, errors: _Errors) -> VersionSe
     if "gpustack_runner" in value:
         accelerator = t.get_str("gpustack_runner", required=True)
         if accelerator is not None and not re.fullmatch(r"[a-z0-9]+", accelerator):
-            errors.add(_join(path, "gpustack_runner"), f"expected an accelerator name such as 'cuda', got {accelerator!r}")
+            errors.add(
+                _join(path, "gpustack_runner"), f"expected an accelerator name such as 'cuda', got {accelerator!r}"
+            )
             return None
         return VersionSet(catalogue=accelerator, newest=t.get_int("newest", 1, minimum=1)) if accelerator else None
     text = t.get_str("spec", required=True)
@@ -446,8 +454,23 @@ def _model(value: Any, path: str, errors: _Errors) -> ModelSpec | None:
     if not isinstance(value, dict):
         errors.add(path, f"expected a table, got {value!r}")
         return None
-    t = _Table(value, path, errors, ("name", "source", "serve_args", "kind", "normalized_embeddings", "voice", "stt_url", "stt_model",
-                                     "sha256", "min_accuracy"))  # fmt: skip
+    t = _Table(
+        value,
+        path,
+        errors,
+        (
+            "name",
+            "source",
+            "serve_args",
+            "kind",
+            "normalized_embeddings",
+            "voice",
+            "stt_url",
+            "stt_model",
+            "sha256",
+            "min_accuracy",
+        ),
+    )
     hashes = _model_hashes(value.get("sha256"), _join(path, "sha256"), errors)
     name, source = t.get_str("name", required=True), t.get_str("source", required=True)
     if name is not None and not _MODEL_NAME.match(name):
@@ -473,9 +496,18 @@ def _model(value: Any, path: str, errors: _Errors) -> ModelSpec | None:
         errors.add(_join(path, "min_accuracy"), f"expected a fraction between 0 and 1, got {min_accuracy!r}")
     if name is None or source is None:
         return None
-    return ModelSpec(name=name, source=source, serve_args=serve_args, kind=kind, normalized_embeddings=normalized,
-                     voice=t.get_str("voice") or "alloy", stt_url=stt_url, stt_model=t.get_str("stt_model") or "",
-                     sha256=hashes, min_accuracy=min_accuracy)  # fmt: skip
+    return ModelSpec(
+        name=name,
+        source=source,
+        serve_args=serve_args,
+        kind=kind,
+        normalized_embeddings=normalized,
+        voice=t.get_str("voice") or "alloy",
+        stt_url=stt_url,
+        stt_model=t.get_str("stt_model") or "",
+        sha256=hashes,
+        min_accuracy=min_accuracy,
+    )
 
 
 def _platform(name: str, value: Any, path: str, errors: _Errors, flavours: Mapping[str, str]) -> PlatformSpec | None:
@@ -486,13 +518,26 @@ def _platform(name: str, value: Any, path: str, errors: _Errors, flavours: Mappi
     if not isinstance(value, dict):
         errors.add(path, f"expected a table, got {value!r}")
         return None
-    known = ("package", "versions", "reference", "models", "serve_args", "env", "extra_index_urls", "gpus_per_cell", "installer",
-             "variants")
+    known = (
+        "package",
+        "versions",
+        "reference",
+        "models",
+        "serve_args",
+        "env",
+        "extra_index_urls",
+        "gpus_per_cell",
+        "installer",
+        "variants",
+    )
     t = _Table(value, path, errors, known)
     package = t.get_str("package") or flavours[name] or None
     if package is None:
         errors.add(_join(path, "package"), "missing (this backend has no default package)")
-    entries = [_pin_spec(v, _join(_join(path, "versions"), i), errors) for i, v in enumerate(t.get_array("versions", required=True))]
+    entries = [
+        _pin_spec(v, _join(_join(path, "versions"), i), errors)
+        for i, v in enumerate(t.get_array("versions", required=True))
+    ]
     pins = [e for e in entries if not isinstance(e, VersionSet)]
     sets = tuple(e for e in entries if isinstance(e, VersionSet))
     seen: set[str] = set()
@@ -504,11 +549,19 @@ def _platform(name: str, value: Any, path: str, errors: _Errors, flavours: Mappi
     reference = _pin(value["reference"], _join(path, "reference"), errors) if "reference" in value else None
     if "reference" not in value:
         errors.add(_join(path, "reference"), "missing")
-    elif reference is not None and reference.text not in seen and not sets and isinstance(value.get("versions"), list) and seen:
+    elif (
+        reference is not None
+        and reference.text not in seen
+        and not sets
+        and isinstance(value.get("versions"), list)
+        and seen
+    ):
         # only when versions is a list that parsed: otherwise its own error says what is wrong
         # with version sets the reference may come from them, or from outputs stored by an earlier run
         errors.add(_join(path, "reference"), f"{reference.text!r} is not one of versions")
-    models = [_model(v, _join(_join(path, "models"), i), errors) for i, v in enumerate(t.get_array("models", required=True))]
+    models = [
+        _model(v, _join(_join(path, "models"), i), errors) for i, v in enumerate(t.get_array("models", required=True))
+    ]
     names = [m.name for m in models if m is not None]
     for dup in sorted({n for n in names if names.count(n) > 1}):
         errors.add(_join(path, "models"), f"duplicate model name {dup!r}")
@@ -559,10 +612,15 @@ def _variants(values: list[Any], path: str, errors: _Errors) -> tuple[VariantSpe
         for key, listed in flags.items():
             for j, flag in enumerate(listed):
                 if flag not in ISA_FLAGS:
-                    errors.add(_join(_join(where, key), j), f"unknown CPU flag {flag!r} (known: {', '.join(ISA_FLAGS)})")
+                    errors.add(
+                        _join(_join(where, key), j), f"unknown CPU flag {flag!r} (known: {', '.join(ISA_FLAGS)})"
+                    )
         name = t.get_str("name", required=True)
         if name is not None and not _MODEL_NAME.match(name):
-            errors.add(_join(where, "name"), f"invalid name {name!r} (letters, digits, '.', '_', '-'; it becomes part of cell ids)")
+            errors.add(
+                _join(where, "name"),
+                f"invalid name {name!r} (letters, digits, '.', '_', '-'; it becomes part of cell ids)",
+            )
             name = None
         env = t.get_table("env")
         for key, val in env.items():
@@ -571,9 +629,16 @@ def _variants(values: list[Any], path: str, errors: _Errors) -> tuple[VariantSpe
         if name is None:
             ok = False
             continue
-        out.append(VariantSpec(name=name, serve_args=t.get_str_list("serve_args"), reference_variant=t.get_str("reference_variant") or "",
-                               env={k: v for k, v in env.items() if isinstance(v, str)}, cpu_has=flags["cpu_has"],
-                               cpu_lacks=flags["cpu_lacks"]))  # fmt: skip
+        out.append(
+            VariantSpec(
+                name=name,
+                serve_args=t.get_str_list("serve_args"),
+                reference_variant=t.get_str("reference_variant") or "",
+                env={k: v for k, v in env.items() if isinstance(v, str)},
+                cpu_has=flags["cpu_has"],
+                cpu_lacks=flags["cpu_lacks"],
+            )
+        )
     names = [v.name for v in out]
     for dup in sorted({n for n in names if names.count(n) > 1}):
         errors.add(path, f"duplicate variant name {dup!r}")
@@ -586,7 +651,9 @@ def _variants(values: list[Any], path: str, errors: _Errors) -> tuple[VariantSpe
             errors.add(where, f"{v.reference_variant!r} is not a variant of this platform (has: {', '.join(names)})")
             ok = False
         elif target.reference_variant and target is not v:
-            errors.add(where, f"{v.reference_variant!r} compares with {target.reference_variant!r} itself: name that one")
+            errors.add(
+                where, f"{v.reference_variant!r} compares with {target.reference_variant!r} itself: name that one"
+            )
             ok = False
     return tuple(out) if ok else None
 
@@ -594,13 +661,17 @@ def _variants(values: list[Any], path: str, errors: _Errors) -> tuple[VariantSpe
 def parse_matrix(data: Mapping[str, Any], source: str, path: Path | None = None) -> Matrix:
     """Validate a matrix already read from TOML; raise SpecError listing every problem."""
     errors = _Errors()
-    top = _Table(data, "", errors, ("backend", "custom", "platforms", "workload", "slo", "thresholds", "accuracy", "policy"))
+    top = _Table(
+        data, "", errors, ("backend", "custom", "platforms", "workload", "slo", "thresholds", "accuracy", "policy")
+    )
     backend_name = top.get_str("backend", required=True)
     flavours: dict[str, str] = {}  # platform -> default package
     custom: Backend | None = None
     if backend_name is not None and "custom" in data:
         if not valid_backend_name(backend_name):
-            errors.add("backend", f"invalid name {backend_name!r} for a custom backend (lower-case words joined by '-' or '.')")
+            errors.add(
+                "backend", f"invalid name {backend_name!r} for a custom backend (lower-case words joined by '-' or '.')"
+            )
         elif backend_name in known_backends():
             errors.add("backend", f"{backend_name!r} is a built-in backend; a custom backend needs a name of its own")
         else:
@@ -613,8 +684,10 @@ def parse_matrix(data: Mapping[str, Any], source: str, path: Path | None = None)
         if backend_name in known_backends():
             flavours = {p: f.default_package for p, f in get_backend(backend_name).flavours.items()}
         else:
-            errors.add("backend", f"unknown backend {backend_name!r} (known: {', '.join(known_backends())}; "
-                                  "or declare a [custom] one)")  # fmt: skip
+            errors.add(
+                "backend",
+                f"unknown backend {backend_name!r} (known: {', '.join(known_backends())}; or declare a [custom] one)",
+            )
     platforms = {}
     raw_platforms = top.get_table("platforms", required=True)
     if isinstance(data.get("platforms"), dict) and not raw_platforms:
@@ -628,19 +701,27 @@ def parse_matrix(data: Mapping[str, Any], source: str, path: Path | None = None)
                 for i, m in enumerate(spec.models):
                     served = "chat" if m.kind == "completion" else m.kind  # a chat server serves base models too
                     if m.kind in MODEL_KINDS and served not in kinds:
-                        errors.add(_join(_join(_join("platforms", name), "models"), i) + ".kind",
-                                   f"{backend_name} does not serve {m.kind!r} models (it serves: {', '.join(kinds)})")  # fmt: skip
+                        errors.add(
+                            _join(_join(_join("platforms", name), "models"), i) + ".kind",
+                            f"{backend_name} does not serve {m.kind!r} models (it serves: {', '.join(kinds)})",
+                        )
 
     w = _Table(top.get_table("workload"), "workload", errors, tuple(Workload.__dataclass_fields__))
     conc = w.data.get("concurrency", [1, 4])
-    if not isinstance(conc, list) or not conc or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in conc):
+    if (
+        not isinstance(conc, list)
+        or not conc
+        or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in conc)
+    ):
         errors.add("workload.concurrency", f"expected a non-empty list of positive ints, got {conc!r}")
         conc = [1]
     profile = w.get_str("profile") or "concurrency"
     if profile not in PROFILES:
         errors.add("workload.profile", f"unknown value {profile!r} (expected one of: {', '.join(PROFILES)})")
     rates = w.data.get("rates", [])
-    if not isinstance(rates, list) or not all(isinstance(r, int | float) and not isinstance(r, bool) and r > 0 for r in rates):
+    if not isinstance(rates, list) or not all(
+        isinstance(r, int | float) and not isinstance(r, bool) and r > 0 for r in rates
+    ):
         errors.add("workload.rates", f"expected a list of positive numbers (requests/s), got {rates!r}")
         rates = []
     if profile == "rate" and not rates:
@@ -683,7 +764,9 @@ def parse_matrix(data: Mapping[str, Any], source: str, path: Path | None = None)
         max_disagreeing_prompts=th.get_int("max_disagreeing_prompts", 0),
         max_diverging_prompts=th.get_int("max_diverging_prompts", -1, minimum=-1),
         min_divergence_position=th.get_int("min_divergence_position", 0),
-        prompt_logprob_tolerance=(th.get_float("prompt_logprob_tolerance", 0.0) if "prompt_logprob_tolerance" in th.data else None),
+        prompt_logprob_tolerance=(
+            th.get_float("prompt_logprob_tolerance", 0.0) if "prompt_logprob_tolerance" in th.data else None
+        ),
         accuracy_tolerance=th.get_float("accuracy_tolerance", 0.2),
         throughput_noise=th.get_float("throughput_noise", 0.05),
         machine_drift=th.get_float("machine_drift", 0.10),
@@ -695,7 +778,9 @@ def parse_matrix(data: Mapping[str, Any], source: str, path: Path | None = None)
         gpu_free_mib=th.get_float("gpu_free_mib", 1024.0),
         gpu_free_wait_s=th.get_float("gpu_free_wait_s", 120.0),
     )
-    ac = _Table(top.get_table("accuracy"), "accuracy", errors, ("tasks", "items_per_task", "max_tokens", "concurrency", "files"))
+    ac = _Table(
+        top.get_table("accuracy"), "accuracy", errors, ("tasks", "items_per_task", "max_tokens", "concurrency", "files")
+    )
     tasks = ac.get_str_list("tasks") if "tasks" in ac.data else Accuracy().tasks
     for i, task in enumerate(tasks):
         if task not in BUILTIN_TASKS:
@@ -705,9 +790,13 @@ def parse_matrix(data: Mapping[str, Any], source: str, path: Path | None = None)
     for i, f in enumerate(files):
         if not f.is_file():
             errors.add(f"accuracy.files[{i}]", f"no such file: {f}")
-    accuracy = Accuracy(tasks=tasks, items_per_task=ac.get_int("items_per_task", 40, minimum=1),
-                        max_tokens=ac.get_int("max_tokens", 8, minimum=1), concurrency=ac.get_int("concurrency", 4, minimum=1),
-                        files=files)  # fmt: skip
+    accuracy = Accuracy(
+        tasks=tasks,
+        items_per_task=ac.get_int("items_per_task", 40, minimum=1),
+        max_tokens=ac.get_int("max_tokens", 8, minimum=1),
+        concurrency=ac.get_int("concurrency", 4, minimum=1),
+        files=files,
+    )
     po = _Table(top.get_table("policy"), "policy", errors, tuple(Policy.__dataclass_fields__))
     tie_break = po.get_str("tie_break") or "newest"
     if tie_break not in TIE_BREAKS:
@@ -719,7 +808,9 @@ def parse_matrix(data: Mapping[str, Any], source: str, path: Path | None = None)
             errors.add(f"policy.waived_checks.{name}", f"expected the reason as a non-empty str, got {why!r}")
     for i, check in enumerate(required):
         if check not in CHECK_GROUPS:
-            errors.add(f"policy.required_checks[{i}]", f"unknown check {check!r} (expected one of: {', '.join(CHECK_GROUPS)})")
+            errors.add(
+                f"policy.required_checks[{i}]", f"unknown check {check!r} (expected one of: {', '.join(CHECK_GROUPS)})"
+            )
     if errors.items:
         raise SpecError(source, errors.items)
     assert backend_name is not None
@@ -743,7 +834,9 @@ def load_matrix(path: Path | str) -> Matrix:
     except OSError as exc:
         raise SpecError(str(path), [f"cannot read: {exc.strerror or exc}"]) from exc
     except UnicodeDecodeError as exc:
-        raise SpecError(str(path), [f"cannot read: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"]) from exc
+        raise SpecError(
+            str(path), [f"cannot read: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"]
+        ) from exc
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -28,8 +28,38 @@ def mean(values: Sequence[float]) -> float:
 
 def t_critical_95(df: int) -> float:
     """Two-sided 95% Student t critical values (df 1..30; normal beyond)."""
-    table = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-             2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # fmt: skip
+    table = (
+        12.706,
+        4.303,
+        3.182,
+        2.776,
+        2.571,
+        2.447,
+        2.365,
+        2.306,
+        2.262,
+        2.228,
+        2.201,
+        2.179,
+        2.160,
+        2.145,
+        2.131,
+        2.120,
+        2.110,
+        2.101,
+        2.093,
+        2.086,
+        2.080,
+        2.074,
+        2.069,
+        2.064,
+        2.060,
+        2.056,
+        2.052,
+        2.048,
+        2.045,
+        2.042,
+    )
     return table[df - 1] if 1 <= df <= len(table) else 1.96
 
 
@@ -90,4 +120,10 @@ class Distribution:
 
     @classmethod
     def of(cls, values: Sequence[float]) -> Distribution:
-        return cls(mean=mean(values), p50=percentile(values, 50), p90=percentile(values, 90), p99=percentile(values, 99), n=len(values))
+        return cls(
+            mean=mean(values),
+            p50=percentile(values, 50),
+            p90=percentile(values, 90),
+            p99=percentile(values, 99),
+            n=len(values),
+        )

@@ -37,9 +37,11 @@ def _median(xs: Sequence[float]) -> float:
     return percentile(xs, 50)
 
 
-TEXT_METRICS = (Metric(name="output tok/s", sample="tok_s", higher_is_better=True, statistic=mean),
-                Metric(name="TTFT p50", sample="ttft_ms", higher_is_better=False, statistic=_median),
-                Metric(name="TPOT p50", sample="tpot_ms", higher_is_better=False, statistic=_median))  # fmt: skip
+TEXT_METRICS = (
+    Metric(name="output tok/s", sample="tok_s", higher_is_better=True, statistic=mean),
+    Metric(name="TTFT p50", sample="ttft_ms", higher_is_better=False, statistic=_median),
+    Metric(name="TPOT p50", sample="tpot_ms", higher_is_better=False, statistic=_median),
+)
 SPEECH_METRICS = (Metric(name="latency p50", sample="latency_ms", higher_is_better=False, statistic=_median),)
 
 
@@ -66,18 +68,36 @@ class Verdict:
         note = f": {self.note}" if self.note else ""
         if self.ratio is None or self.low is None or self.high is None:
             return f"{what} at {self.point} — {self.word} (n={self.n} vs {self.n_reference}){note}"
-        return (f"{what} ×{self.ratio:.2f} [{self.low:.2f}, {self.high:.2f}] at {self.point} — {self.word} "
-                f"(n={self.n} vs {self.n_reference}){note}")  # fmt: skip
+        return (
+            f"{what} ×{self.ratio:.2f} [{self.low:.2f}, {self.high:.2f}] at {self.point} — {self.word} "
+            f"(n={self.n} vs {self.n_reference}){note}"
+        )
 
     def to_dict(self) -> dict[str, object]:
-        return {"version": self.version, "reference": self.reference, "model": self.model, "point": self.point, "metric": self.metric,
-                "ratio": self.ratio, "ci95": None if self.low is None else [self.low, self.high], "n": self.n,
-                "n_reference": self.n_reference, "verdict": self.word, **({"note": self.note} if self.note else {}),
-                **({"measured_on": self.measured_on} if self.measured_on else {})}  # fmt: skip
+        return {
+            "version": self.version,
+            "reference": self.reference,
+            "model": self.model,
+            "point": self.point,
+            "metric": self.metric,
+            "ratio": self.ratio,
+            "ci95": None if self.low is None else [self.low, self.high],
+            "n": self.n,
+            "n_reference": self.n_reference,
+            "verdict": self.word,
+            **({"note": self.note} if self.note else {}),
+            **({"measured_on": self.measured_on} if self.measured_on else {}),
+        }
 
 
-def bootstrap_ratio(ours: Sequence[float], theirs: Sequence[float], statistic: Callable[[Sequence[float]], float], *,
-                    seed: int = 0, resamples: int = RESAMPLES) -> tuple[float, float, float]:  # fmt: skip
+def bootstrap_ratio(
+    ours: Sequence[float],
+    theirs: Sequence[float],
+    statistic: Callable[[Sequence[float]], float],
+    *,
+    seed: int = 0,
+    resamples: int = RESAMPLES,
+) -> tuple[float, float, float]:
     """statistic(ours) / statistic(theirs) and its 95% percentile-bootstrap interval (each side resampled)."""
     rng = random.Random(seed)
     ratio = statistic(ours) / statistic(theirs)
@@ -98,8 +118,16 @@ def _samples(point: LoadPoint, metric: Metric, over_runs: bool) -> list[float]:
     return [x for r in point.runs for x in r.samples.get(metric.sample, ())]
 
 
-def compare(cell: CellResult, reference: CellResult, *, noise: float = 0.05, seed: int = 0, labels: tuple[str, str] | None = None,
-            drift: float = 0.10, deployed: bool | None = None) -> list[Verdict]:  # fmt: skip
+def compare(
+    cell: CellResult,
+    reference: CellResult,
+    *,
+    noise: float = 0.05,
+    seed: int = 0,
+    labels: tuple[str, str] | None = None,
+    drift: float = 0.10,
+    deployed: bool | None = None,
+) -> list[Verdict]:
     """Every metric at every load point the two cells share. ``labels``: how to name the two sides (default:
     each pin and its launch variant; two runs of one pin: "0.32.0 (tue)", "0.32.0 (mon)"). ``deployed``:
     whether ``reference`` is what is deployed today (default: when no labels are given). ``drift``: how far
@@ -118,12 +146,34 @@ def compare(cell: CellResult, reference: CellResult, *, noise: float = 0.05, see
         for metric in metrics:
             ours, theirs = _samples(point, metric, over_runs), _samples(ref_point, metric, over_runs)
 
-            def verdict(word: str, ratio: float | None = None, low: float | None = None, high: float | None = None, *,
-                        point: LoadPoint = point, metric: Metric = metric, n: int = len(ours),
-                        n_ref: int = len(theirs), note: str = "") -> Verdict:  # fmt: skip
-                return Verdict(version=ours_label, reference=theirs_label, model=cell.model, point=point.label,
-                               metric=metric.name, ratio=ratio, low=low, high=high, n=n, n_reference=n_ref, word=word,
-                               deployed=deployed, note=note, measured_on=cell.hardware)  # fmt: skip
+            def verdict(
+                word: str,
+                ratio: float | None = None,
+                low: float | None = None,
+                high: float | None = None,
+                *,
+                point: LoadPoint = point,
+                metric: Metric = metric,
+                n: int = len(ours),
+                n_ref: int = len(theirs),
+                note: str = "",
+            ) -> Verdict:
+                return Verdict(
+                    version=ours_label,
+                    reference=theirs_label,
+                    model=cell.model,
+                    point=point.label,
+                    metric=metric.name,
+                    ratio=ratio,
+                    low=low,
+                    high=high,
+                    n=n,
+                    n_reference=n_ref,
+                    word=word,
+                    deployed=deployed,
+                    note=note,
+                    measured_on=cell.hardware,
+                )
 
             if point.saturated or ref_point.saturated:
                 out.append(verdict("client-bound"))
@@ -133,7 +183,9 @@ def compare(cell: CellResult, reference: CellResult, *, noise: float = 0.05, see
                 out.append(verdict("too few samples"))
                 continue
             ratio, low, high = bootstrap_ratio(ours, theirs, metric.statistic, seed=seed)
-            worse_low, better_high = (low, high) if metric.higher_is_better else (1 / high, 1 / low)  # as "goodness" ratios
+            worse_low, better_high = (
+                (low, high) if metric.higher_is_better else (1 / high, 1 / low)
+            )  # as "goodness" ratios
             if better_high < 1 - noise:
                 word = "slower"
             elif worse_low > 1 + noise:
@@ -144,14 +196,25 @@ def compare(cell: CellResult, reference: CellResult, *, noise: float = 0.05, see
                 out.append(verdict("machine unstable", ratio, low, high, note=f"looked {word}, but {moved}"))
                 continue
             if word == "no detectable difference" and (low > 1 or high < 1):  # measurable, but not beyond the margin
-                out.append(verdict(word, ratio, low, high, note=f"the interval excludes 1, but not the ±{noise:.0%} noise margin"))
+                out.append(
+                    verdict(
+                        word, ratio, low, high, note=f"the interval excludes 1, but not the ±{noise:.0%} noise margin"
+                    )
+                )
                 continue
             out.append(verdict(word, ratio, low, high))
     return out
 
 
-def compare_runs(before: Sequence[CellResult], after: Sequence[CellResult], *, names: tuple[str, str], noise: float = 0.05,
-                 seed: int = 0, drift: float = 0.10) -> list[Verdict]:  # fmt: skip
+def compare_runs(
+    before: Sequence[CellResult],
+    after: Sequence[CellResult],
+    *,
+    names: tuple[str, str],
+    noise: float = 0.05,
+    seed: int = 0,
+    drift: float = 0.10,
+) -> list[Verdict]:
     """Each cell of ``after`` against the same pin, model and platform in ``before``: two nights, two runs.
     Cells measured on different kinds of machine are never compared (their numbers say nothing of the pin)."""
     earlier = {(c.model, c.platform, c.version, c.variant): c for c in before}
@@ -163,9 +226,22 @@ def compare_runs(before: Sequence[CellResult], after: Sequence[CellResult], *, n
         labels = (f"{cell.pin_label} ({names[1]})", f"{old.pin_label} ({names[0]})")
         ours, theirs = (c.fingerprint.numerics if c.fingerprint else "unknown" for c in (cell, old))
         if ours != theirs or "unknown" in ours:
-            out.append(Verdict(version=labels[0], reference=labels[1], model=cell.model, point="every point", metric="all",
-                               ratio=None, low=None, high=None, n=0, n_reference=0, deployed=False,
-                               word="different machines: not compared"))  # fmt: skip
+            out.append(
+                Verdict(
+                    version=labels[0],
+                    reference=labels[1],
+                    model=cell.model,
+                    point="every point",
+                    metric="all",
+                    ratio=None,
+                    low=None,
+                    high=None,
+                    n=0,
+                    n_reference=0,
+                    deployed=False,
+                    word="different machines: not compared",
+                )
+            )
             continue
         out += compare(cell, old, noise=noise, seed=seed, labels=labels, drift=drift)
     return out

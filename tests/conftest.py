@@ -25,7 +25,7 @@ def gguf_model(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def hostile() -> str:
-    return '<script>alert("x")</script> & \'quote\''
+    return "<script>alert(\"x\")</script> & 'quote'"
 
 
 def which_or_skip(name: str) -> str:

@@ -18,8 +18,18 @@ from .contract import (
     LaunchContext,
 )
 
-__all__ = ["Backend", "BaseFlavour", "DownloadPlan", "Flavour", "Host", "InstalledVenv", "LaunchContext", "get_backend",
-           "known_backends", "register"]  # fmt: skip
+__all__ = [
+    "Backend",
+    "BaseFlavour",
+    "DownloadPlan",
+    "Flavour",
+    "Host",
+    "InstalledVenv",
+    "LaunchContext",
+    "get_backend",
+    "known_backends",
+    "register",
+]
 
 _REGISTRY: dict[str, Backend] = {}
 

@@ -83,7 +83,7 @@ class Flavour(Protocol):
 
     @property
     def model_format(self) -> str:
-        """"hf": a safetensors directory; "gguf": a single GGUF file."""
+        """ "hf": a safetensors directory; "gguf": a single GGUF file."""
 
     @property
     def readiness_path(self) -> str: ...

@@ -44,12 +44,22 @@ class CustomFlavour(BaseFlavour):
 
     def download_plan(self, version: str, base_url: str, host: Host) -> DownloadPlan:
         url = substitute(self.download_url, {"version": version})
-        sums = substitute(self.sha256sum_url, {"version": version}) if self.sha256sum_url else url.rsplit("/", 1)[0] + "/sha256sum.txt"
+        sums = (
+            substitute(self.sha256sum_url, {"version": version})
+            if self.sha256sum_url
+            else url.rsplit("/", 1)[0] + "/sha256sum.txt"
+        )
         return DownloadPlan(url=url, sums_url=sums, filename=url.rsplit("/", 1)[-1], executable=self.archive_executable)
 
     def launch_argv(self, ctx: LaunchContext) -> list[str]:
-        values = {"model_path": str(ctx.model_path), "port": str(ctx.port), "model_name": ctx.served_name,
-                  "gpu_ids": ",".join(str(g) for g in ctx.gpus), "gpu_count": str(len(ctx.gpus)), "host": ctx.host}  # fmt: skip
+        values = {
+            "model_path": str(ctx.model_path),
+            "port": str(ctx.port),
+            "model_name": ctx.served_name,
+            "gpu_ids": ",".join(str(g) for g in ctx.gpus),
+            "gpu_count": str(len(ctx.gpus)),
+            "host": ctx.host,
+        }
         return [str(ctx.executable), *(substitute(t, values) for t in self.run_command[1:]), *ctx.extra_args]
 
     def launch_env(self, ctx: LaunchContext) -> dict[str, str]:
@@ -61,8 +71,17 @@ class CustomFlavour(BaseFlavour):
 def parse_custom(name: str, table: Mapping[str, Any]) -> tuple[Backend | None, list[tuple[str, str]]]:
     """A Backend from a matrix's ``[custom]`` table, or the (path, message) errors that prevent it."""
     errors: list[tuple[str, str]] = []
-    known = ("run_command", "health_check_path", "model_format", "installer", "pipx_app", "api_kinds", "download_url",
-             "sha256sum_url", "archive_executable")
+    known = (
+        "run_command",
+        "health_check_path",
+        "model_format",
+        "installer",
+        "pipx_app",
+        "api_kinds",
+        "download_url",
+        "sha256sum_url",
+        "archive_executable",
+    )
     for key in table:
         if key not in known:
             errors.append((f"custom.{key}", f"unknown key (expected one of: {', '.join(known)})"))
@@ -77,7 +96,9 @@ def parse_custom(name: str, table: Mapping[str, Any]) -> tuple[Backend | None, l
         except ValueError as exc:
             errors.append(("custom.run_command", f"cannot split into arguments: {exc}"))
         for placeholder in sorted({m.group(1) for t in argv for m in _PLACEHOLDER.finditer(t)} - set(PLACEHOLDERS)):
-            errors.append(("custom.run_command", f"unknown placeholder {{{{{placeholder}}}}} (known: {', '.join(PLACEHOLDERS)})"))
+            errors.append(
+                ("custom.run_command", f"unknown placeholder {{{{{placeholder}}}}} (known: {', '.join(PLACEHOLDERS)})")
+            )
     health = table.get("health_check_path", "/v1/models")
     if not isinstance(health, str) or not health.startswith("/"):
         errors.append(("custom.health_check_path", f"expected a path starting with '/', got {health!r}"))
@@ -95,7 +116,12 @@ def parse_custom(name: str, table: Mapping[str, Any]) -> tuple[Backend | None, l
         elif url and (bad := {m.group(1) for m in _PLACEHOLDER.finditer(url)} - {"version"}):
             errors.append((f"custom.{key}", f"unknown placeholder {{{{{sorted(bad)[0]}}}}} (known: version)"))
     if installer == "download" and "{{version}}" not in str(urls["download_url"]).replace(" ", ""):
-        errors.append(("custom.download_url", f"installer 'download' needs a URL with {{{{version}}}}, got {urls['download_url']!r}"))
+        errors.append(
+            (
+                "custom.download_url",
+                f"installer 'download' needs a URL with {{{{version}}}}, got {urls['download_url']!r}",
+            )
+        )
     elif installer != "download" and urls["download_url"]:
         errors.append(("custom.download_url", f"only for installer = 'download' (installer is {installer!r})"))
     archive_executable = table.get("archive_executable", argv[0].rsplit("/", 1)[-1] if argv else "")
@@ -106,8 +132,19 @@ def parse_custom(name: str, table: Mapping[str, Any]) -> tuple[Backend | None, l
         return None, errors
     # A manual pin has no package; a pipx one names it in the matrix's platforms.<p>.package.
     package = name if installer in ("manual", "download") else ""
-    flavours = {p: CustomFlavour(platform=p, default_package=package, readiness_path=health, model_format=fmt, pipx_app=pipx_app,
-                                 run_command=tuple(argv), api_kinds=tuple(kinds), download_url=urls["download_url"],
-                                 sha256sum_url=urls["sha256sum_url"], archive_executable=archive_executable)
-                 for p in ("cpu", "cuda")}  # fmt: skip
+    flavours = {
+        p: CustomFlavour(
+            platform=p,
+            default_package=package,
+            readiness_path=health,
+            model_format=fmt,
+            pipx_app=pipx_app,
+            run_command=tuple(argv),
+            api_kinds=tuple(kinds),
+            download_url=urls["download_url"],
+            sha256sum_url=urls["sha256sum_url"],
+            archive_executable=archive_executable,
+        )
+        for p in ("cpu", "cuda")
+    }
     return Backend(name=name, installer=installer, flavours=flavours), []

@@ -46,8 +46,12 @@ def releases_url(base: str) -> str:
 
 
 def llama_box_plan(base_url: str, version: str, asset: str) -> DownloadPlan:
-    return DownloadPlan(url=release_url(base_url, version, f"{asset}.zip"), sums_url=release_url(base_url, version, "sha256sum.txt"),
-                        filename=f"{asset}.zip", executable="llama-box")  # fmt: skip
+    return DownloadPlan(
+        url=release_url(base_url, version, f"{asset}.zip"),
+        sums_url=release_url(base_url, version, "sha256sum.txt"),
+        filename=f"{asset}.zip",
+        executable="llama-box",
+    )
 
 
 @dataclass(frozen=True)
@@ -70,9 +74,26 @@ class LlamaBoxFlavour(BaseFlavour):
         return releases_url(base_url)
 
     def launch_argv(self, ctx: LaunchContext) -> list[str]:
-        return [str(ctx.executable), "--host", ctx.host, "--port", str(ctx.port), "--model", str(ctx.model_path),
-                "--alias", ctx.served_name, "--ctx-size", str(self.ctx_size), "--gpu-layers", "999" if ctx.gpus else "0",
-                "--parallel", str(self.parallel), "--no-mmap", "--no-warmup", *ctx.extra_args]  # fmt: skip
+        return [
+            str(ctx.executable),
+            "--host",
+            ctx.host,
+            "--port",
+            str(ctx.port),
+            "--model",
+            str(ctx.model_path),
+            "--alias",
+            ctx.served_name,
+            "--ctx-size",
+            str(self.ctx_size),
+            "--gpu-layers",
+            "999" if ctx.gpus else "0",
+            "--parallel",
+            str(self.parallel),
+            "--no-mmap",
+            "--no-warmup",
+            *ctx.extra_args,
+        ]
 
     def launch_env(self, ctx: LaunchContext) -> dict[str, str]:
         env = super().launch_env(ctx)
@@ -81,7 +102,11 @@ class LlamaBoxFlavour(BaseFlavour):
         return env
 
 
-LLAMA_BOX = Backend(name="llama-box", installer="download", flavours={
-    "cpu": LlamaBoxFlavour(platform="cpu", toolkit="cpu"),
-    "cuda": LlamaBoxFlavour(platform="cuda", toolkit="cuda"),
-})  # fmt: skip
+LLAMA_BOX = Backend(
+    name="llama-box",
+    installer="download",
+    flavours={
+        "cpu": LlamaBoxFlavour(platform="cpu", toolkit="cpu"),
+        "cuda": LlamaBoxFlavour(platform="cuda", toolkit="cuda"),
+    },
+)

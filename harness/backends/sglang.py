@@ -39,18 +39,32 @@ class SglangFlavour(BaseFlavour):
             # Not a link to the venv's python: Python finds its venv next to the path it was started by,
             # and a link in the bin dir is outside it (measured: "No module named 'sglang'").
             launcher.parent.mkdir(exist_ok=True)
-            launcher.write_text(f"#!/bin/sh\nexec {shlex.quote(str(venv.python))} \"$@\"\n", encoding="utf-8")
+            launcher.write_text(f'#!/bin/sh\nexec {shlex.quote(str(venv.python))} "$@"\n', encoding="utf-8")
             launcher.chmod(0o755)
 
     def bin_target(self, venv: InstalledVenv) -> Path | None:
         # With the console script, pipx's app link is the GPUStack executable; without it, a launcher of
         # the venv's python (named python, so the launch line takes the module form).
-        return None if (venv.python.parent / "sglang").exists() else venv.python.parent.parent / "pinmatrix-bin" / "python"
+        return (
+            None if (venv.python.parent / "sglang").exists() else venv.python.parent.parent / "pinmatrix-bin" / "python"
+        )
 
     def launch_argv(self, ctx: LaunchContext) -> list[str]:
-        head = [str(ctx.executable), "-m", "sglang.launch_server"] if is_python(ctx.executable) else [str(ctx.executable), "serve"]
-        argv = head + ["--model-path", str(ctx.model_path), "--host", ctx.host, "--port", str(ctx.port),
-                       "--served-model-name", ctx.served_name]  # fmt: skip
+        head = (
+            [str(ctx.executable), "-m", "sglang.launch_server"]
+            if is_python(ctx.executable)
+            else [str(ctx.executable), "serve"]
+        )
+        argv = head + [
+            "--model-path",
+            str(ctx.model_path),
+            "--host",
+            ctx.host,
+            "--port",
+            str(ctx.port),
+            "--served-model-name",
+            ctx.served_name,
+        ]
         if len(ctx.gpus) > 1:
             argv += ["--tp-size", str(len(ctx.gpus))]
         return argv + list(ctx.extra_args)

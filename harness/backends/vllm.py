@@ -41,10 +41,16 @@ def _cache_env(ctx: LaunchContext) -> dict[str, str]:
 
 def _serve_argv(ctx: LaunchContext) -> list[str]:
     argv = [
-        str(ctx.executable), "serve", str(ctx.model_path),
-        "--host", ctx.host, "--port", str(ctx.port),
-        "--served-model-name", ctx.served_name,
-    ]  # fmt: skip
+        str(ctx.executable),
+        "serve",
+        str(ctx.model_path),
+        "--host",
+        ctx.host,
+        "--port",
+        str(ctx.port),
+        "--served-model-name",
+        ctx.served_name,
+    ]
     if len(ctx.gpus) > 1:
         argv += ["--tensor-parallel-size", str(len(ctx.gpus))]
     return argv + list(ctx.extra_args)

@@ -27,8 +27,21 @@ class VoxBoxFlavour(BaseFlavour):
 
     def launch_argv(self, ctx: LaunchContext) -> list[str]:
         device = "cuda:0" if ctx.gpus else "cpu"  # CUDA_VISIBLE_DEVICES renumbers the slot's GPUs from 0
-        return [str(ctx.executable), "start", "--model", str(ctx.model_path), "--data-dir", str(ctx.cache_dir / "vox-box"),
-                "--device", device, "--host", ctx.host, "--port", str(ctx.port), *ctx.extra_args]  # fmt: skip
+        return [
+            str(ctx.executable),
+            "start",
+            "--model",
+            str(ctx.model_path),
+            "--data-dir",
+            str(ctx.cache_dir / "vox-box"),
+            "--device",
+            device,
+            "--host",
+            ctx.host,
+            "--port",
+            str(ctx.port),
+            *ctx.extra_args,
+        ]
 
     def launch_env(self, ctx: LaunchContext) -> dict[str, str]:
         env = super().launch_env(ctx)
@@ -37,4 +50,6 @@ class VoxBoxFlavour(BaseFlavour):
         return env
 
 
-VOX_BOX = Backend(name="vox-box", installer="pipx", flavours={"cpu": VoxBoxFlavour(), "cuda": VoxBoxFlavour(platform="cuda")})
+VOX_BOX = Backend(
+    name="vox-box", installer="pipx", flavours={"cpu": VoxBoxFlavour(), "cuda": VoxBoxFlavour(platform="cuda")}
+)

@@ -26,9 +26,24 @@ from .layout import BinPin, InstallPaths, Progress, default_data_dir, list_pins,
 from .record import KINDS, InstallRecord
 from .venv import decisive_error, ensure_installed, pipx_shared_ready, reachable_indexes, remove_pin
 
-__all__ = ["DEFAULT_BASE_URL", "KINDS", "BinPin", "InstallPaths", "InstallRecord", "InstallRequest", "decisive_error",
-           "default_data_dir", "ensure_installed", "install_pin", "installer_kind", "list_pins", "pipx_command",
-           "pipx_shared_ready", "reachable_indexes", "remove_pin"]  # fmt: skip
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "KINDS",
+    "BinPin",
+    "InstallPaths",
+    "InstallRecord",
+    "InstallRequest",
+    "decisive_error",
+    "default_data_dir",
+    "ensure_installed",
+    "install_pin",
+    "installer_kind",
+    "list_pins",
+    "pipx_command",
+    "pipx_shared_ready",
+    "reachable_indexes",
+    "remove_pin",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,15 +68,28 @@ def installer_kind(backend: Backend, installer: str = "pipx") -> str:
     return backend.installer if backend.installer in ("download", "manual") else installer
 
 
-def install_pin(req: InstallRequest, paths: InstallPaths, *, progress: Progress = lambda _: None,
-                transport: httpx.BaseTransport | None = None) -> InstallRecord:  # fmt: skip
+def install_pin(
+    req: InstallRequest,
+    paths: InstallPaths,
+    *,
+    progress: Progress = lambda _: None,
+    transport: httpx.BaseTransport | None = None,
+) -> InstallRecord:
     """``<bin_dir>/<backend>_<version>``, installed by its kind unless it is there already; what was done."""
     flavour = req.backend.flavour(req.platform)
     kind = installer_kind(req.backend, req.installer)
     if kind == "download":
         plan = flavour.download_plan(req.pin.text, req.download_base_url, req.host or Host.detect())
-        return install_archive(req.backend.name, req.pin, paths, plan, allow_http=req.allow_http, sha256=req.sha256,
-                               transport=transport, progress=progress)  # fmt: skip
+        return install_archive(
+            req.backend.name,
+            req.pin,
+            paths,
+            plan,
+            allow_http=req.allow_http,
+            sha256=req.sha256,
+            transport=transport,
+            progress=progress,
+        )
     if kind == "manual":
         exe = paths.bin_dir / executable_name(req.backend.name, req.pin)
         if not exe.exists():
@@ -70,5 +98,14 @@ def install_pin(req: InstallRequest, paths: InstallPaths, *, progress: Progress 
     if kind not in ("pipx", "uv"):
         raise InstallError(f"unknown installer {kind!r} (expected one of: {', '.join(KINDS)})")
     urls: Sequence[str] = flavour.default_extra_index_urls if req.extra_index_urls is None else req.extra_index_urls
-    return ensure_installed(req.backend, flavour, req.package or flavour.default_package, req.pin, paths, installer=kind,
-                            extra_index_urls=urls, pip_args=req.pip_args, progress=progress)  # fmt: skip
+    return ensure_installed(
+        req.backend,
+        flavour,
+        req.package or flavour.default_package,
+        req.pin,
+        paths,
+        installer=kind,
+        extra_index_urls=urls,
+        pip_args=req.pip_args,
+        progress=progress,
+    )

@@ -36,7 +36,12 @@ BACKOFF_S = 0.5  # doubled after each failed try
 
 
 def resolve_releases(
-    url: str, spec: SpecifierSet, newest: int, *, prereleases: bool = False, transport: httpx.BaseTransport | None = None
+    url: str,
+    spec: SpecifierSet,
+    newest: int,
+    *,
+    prereleases: bool = False,
+    transport: httpx.BaseTransport | None = None,
 ) -> list[str]:
     """The newest ``newest`` release tags in ``spec`` from a release list in GitHub's API layout at ``url``
     (tags kept as written: "v0.0.140"), oldest first; drafts always skipped, pre-releases unless asked."""
@@ -87,7 +92,9 @@ def _get(client: httpx.Client, url: str, dest: Path | None, progress: Progress) 
                 return b"", digest.hexdigest()
         except (httpx.TransportError, httpx.HTTPStatusError) as exc:
             if attempt == RETRIES:
-                raise InstallError(f"download failed after {RETRIES} tries: {url}: {type(exc).__name__}: {exc}") from exc
+                raise InstallError(
+                    f"download failed after {RETRIES} tries: {url}: {type(exc).__name__}: {exc}"
+                ) from exc
             progress(f"retrying in {delay:g} s ({type(exc).__name__}: {exc})")
             time.sleep(delay)
             delay *= 2
@@ -150,14 +157,21 @@ def install_archive(
                 fetched = json.loads(marker.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 fetched = {}
-            return InstallRecord(kind="download", executable=str(exe), url=str(fetched.get("url", plan.url)),
-                                 sha256=str(fetched.get("sha256", "")), size_bytes=tree_size(target) if target.exists() else 0,
-                                 seconds=time.monotonic() - started)  # fmt: skip
+            return InstallRecord(
+                kind="download",
+                executable=str(exe),
+                url=str(fetched.get("url", plan.url)),
+                sha256=str(fetched.get("sha256", "")),
+                size_bytes=tree_size(target) if target.exists() else 0,
+                seconds=time.monotonic() - started,
+            )
         for url in (plan.url, plan.sums_url):
             scheme = url.split("://", 1)[0].lower()
             if scheme != "https" and not (scheme == "http" and allow_http):
                 raise InstallError(f"refusing download URL {url!r}: https only (allow an http mirror explicitly)")
-        with httpx.Client(transport=transport, timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=True) as client:
+        with httpx.Client(
+            transport=transport, timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=True
+        ) as client:
             if sha256 is None:
                 progress(f"fetching {plan.sums_url}")
                 sums, _ = _get(client, plan.sums_url, None, progress)
@@ -186,5 +200,12 @@ def install_archive(
                 link(exe, target / found[0].relative_to(unpacked))
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
-    return InstallRecord(kind="download", executable=str(exe), installed_now=True, seconds=time.monotonic() - started,
-                         size_bytes=tree_size(target), url=plan.url, sha256=got)  # fmt: skip
+    return InstallRecord(
+        kind="download",
+        executable=str(exe),
+        installed_now=True,
+        seconds=time.monotonic() - started,
+        size_bytes=tree_size(target),
+        url=plan.url,
+        sha256=got,
+    )

@@ -122,5 +122,7 @@ def list_pins(paths: InstallPaths) -> list[BinPin]:
         parsed = split_executable_name(entry.name)
         if parsed is None or not (entry.is_file() and os.access(entry, os.X_OK)):
             continue
-        out.append(BinPin(backend=parsed[0], version=parsed[1].text, origin=origin_of(entry, paths, parsed[0]), path=entry))
+        out.append(
+            BinPin(backend=parsed[0], version=parsed[1].text, origin=origin_of(entry, paths, parsed[0]), path=entry)
+        )
     return out

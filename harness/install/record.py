@@ -34,20 +34,41 @@ class InstallRecord:
     note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "executable": self.executable, "installed_now": self.installed_now, "seconds": self.seconds,
-                "size_bytes": self.size_bytes, "log": self.log, "warnings": list(self.warnings),
-                "ran": [list(a) for a in self.ran], "command": [list(a) for a in self.command], "env": dict(self.env),
-                "build_constraints": list(self.build_constraints), "url": self.url, "sha256": self.sha256,
-                "note": self.note}  # fmt: skip
+        return {
+            "kind": self.kind,
+            "executable": self.executable,
+            "installed_now": self.installed_now,
+            "seconds": self.seconds,
+            "size_bytes": self.size_bytes,
+            "log": self.log,
+            "warnings": list(self.warnings),
+            "ran": [list(a) for a in self.ran],
+            "command": [list(a) for a in self.command],
+            "env": dict(self.env),
+            "build_constraints": list(self.build_constraints),
+            "url": self.url,
+            "sha256": self.sha256,
+            "note": self.note,
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> InstallRecord:
-        return cls(kind=str(d["kind"]), executable=str(d.get("executable", "")), installed_now=bool(d.get("installed_now", False)),
-                   seconds=float(d.get("seconds", 0.0)), size_bytes=int(d.get("size_bytes", 0)), log=str(d.get("log", "")),
-                   warnings=tuple(d.get("warnings", ())), ran=tuple(tuple(a) for a in d.get("ran", ())),
-                   command=tuple(tuple(a) for a in d.get("command", ())), env=dict(d.get("env", {})),
-                   build_constraints=tuple(d.get("build_constraints", ())), url=str(d.get("url", "")),
-                   sha256=str(d.get("sha256", "")), note=str(d.get("note", "")))  # fmt: skip
+        return cls(
+            kind=str(d["kind"]),
+            executable=str(d.get("executable", "")),
+            installed_now=bool(d.get("installed_now", False)),
+            seconds=float(d.get("seconds", 0.0)),
+            size_bytes=int(d.get("size_bytes", 0)),
+            log=str(d.get("log", "")),
+            warnings=tuple(d.get("warnings", ())),
+            ran=tuple(tuple(a) for a in d.get("ran", ())),
+            command=tuple(tuple(a) for a in d.get("command", ())),
+            env=dict(d.get("env", {})),
+            build_constraints=tuple(d.get("build_constraints", ())),
+            url=str(d.get("url", "")),
+            sha256=str(d.get("sha256", "")),
+            note=str(d.get("note", "")),
+        )
 
     def export(self) -> dict[str, Any]:
         """pins.json's ``install``: what an operator (or GPUStack) runs to get this pin."""

@@ -49,8 +49,10 @@ class PipxVenv:
     def site_packages(self) -> Path:
         out = subprocess.run(
             [str(self.python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         return Path(out.stdout.strip())
 
     def runpip(self, args: Sequence[str]) -> str:
@@ -69,8 +71,15 @@ def pipx_shared_ready(paths: InstallPaths, *, timeout: float = 300.0) -> bool:
     with FileLock(str(paths.lock_dir / "pipx-shared.lock")):
         if not shared.exists():
             try:
-                subprocess.run([*paths.pipx, "upgrade-shared", "--quiet"], env=_pipx_env(paths), stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout, check=False)  # fmt: skip
+                subprocess.run(
+                    [*paths.pipx, "upgrade-shared", "--quiet"],
+                    env=_pipx_env(paths),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    timeout=timeout,
+                    check=False,
+                )
             except (OSError, subprocess.TimeoutExpired):
                 return False
     return shared.exists()
@@ -195,19 +204,40 @@ def pipx_argv(pipx: Sequence[str], package: str, pin: Pin, urls: Sequence[str], 
     return argv
 
 
-def uv_argvs(uv: str, root: Path, package: str, pin: Pin, urls: Sequence[str], pip_args: Sequence[str]) -> list[list[str]]:
+def uv_argvs(
+    uv: str, root: Path, package: str, pin: Pin, urls: Sequence[str], pip_args: Sequence[str]
+) -> list[list[str]]:
     python = root / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-    return [[uv, "venv", "--python", sys.executable, str(root)],
-            [uv, "pip", "install", "--python", str(python), requirement(package, pin), *[f"--extra-index-url={u}" for u in urls],
-             *pip_args]]  # fmt: skip
+    return [
+        [uv, "venv", "--python", sys.executable, str(root)],
+        [
+            uv,
+            "pip",
+            "install",
+            "--python",
+            str(python),
+            requirement(package, pin),
+            *[f"--extra-index-url={u}" for u in urls],
+            *pip_args,
+        ],
+    ]
 
 
 def _uv_root(paths: InstallPaths, package: str, pin: Pin) -> Path:
     return paths.uv_venvs / f"{re.sub(r'[^A-Za-z0-9.]+', '-', package).lower()}-{pin.text}"
 
 
-def _uv_install(flavour: Flavour, package: str, pin: Pin, paths: InstallPaths, exe: Path, urls: Sequence[str],
-                pip_args: Sequence[str], log: Path, progress: Progress) -> tuple[UvVenv, list[list[str]]]:  # fmt: skip
+def _uv_install(
+    flavour: Flavour,
+    package: str,
+    pin: Pin,
+    paths: InstallPaths,
+    exe: Path,
+    urls: Sequence[str],
+    pip_args: Sequence[str],
+    log: Path,
+    progress: Progress,
+) -> tuple[UvVenv, list[list[str]]]:
     """The same bin-dir layout as pipx, built with `uv venv` + `uv pip install`; the venv and the argvs run."""
     uv = shutil.which("uv")
     if uv is None:
@@ -234,8 +264,9 @@ def _uv_install(flavour: Flavour, package: str, pin: Pin, paths: InstallPaths, e
     return venv, [make_venv, install]
 
 
-def _finish(flavour: Flavour, venv: PipxVenv, exe: Path, version: str, progress: Progress,
-            ran: Sequence[Sequence[str]] = ()) -> dict[str, Any]:  # fmt: skip
+def _finish(
+    flavour: Flavour, venv: PipxVenv, exe: Path, version: str, progress: Progress, ran: Sequence[Sequence[str]] = ()
+) -> dict[str, Any]:
     """Fix-ups, the GPUStack-named link where pipx's app is not it, and the marker that says it is done
     (with the argvs that installed the venv, so a later run can say what made it)."""
     progress("applying post-install fix-ups")
@@ -245,7 +276,11 @@ def _finish(flavour: Flavour, venv: PipxVenv, exe: Path, version: str, progress:
         if not target.exists():
             raise InstallError(f"{target} is missing after install", venv.log)
         link(exe, target)
-    info: dict[str, Any] = {"platform": flavour.platform, "size_bytes": tree_size(venv.root), "ran": [list(a) for a in ran]}
+    info: dict[str, Any] = {
+        "platform": flavour.platform,
+        "size_bytes": tree_size(venv.root),
+        "ran": [list(a) for a in ran],
+    }
     (venv.root / _FIXUP_MARKER).write_text(json.dumps(info) + "\n", encoding="utf-8")
     return info
 
@@ -258,8 +293,16 @@ def _marker(venv_root: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def portable_command(flavour: Flavour, package: str, pin: Pin, paths: InstallPaths, installer: str, urls: Sequence[str],
-                     pip_args: Sequence[str], exe: Path) -> tuple[tuple[tuple[str, ...], ...], dict[str, str], str]:  # fmt: skip
+def portable_command(
+    flavour: Flavour,
+    package: str,
+    pin: Pin,
+    paths: InstallPaths,
+    installer: str,
+    urls: Sequence[str],
+    pip_args: Sequence[str],
+    exe: Path,
+) -> tuple[tuple[tuple[str, ...], ...], dict[str, str], str]:
     """What installs this pin on a fresh machine, as printed: argvs, the environment they need, a note.
 
     The configured extra indexes stay in, even when this machine could not reach one (a fresh machine
@@ -298,8 +341,15 @@ def ensure_installed(
     suffix = pipx_suffix(pin)
     app_link = paths.bin_dir / f"{flavour.pipx_app}{suffix}"
     command, env, note = portable_command(flavour, package, pin, paths, installer, extra_index_urls, pip_args, exe)
-    base = InstallRecord(kind=installer, executable=str(exe), log=str(log), command=command, env=env,
-                         build_constraints=tuple(flavour.build_constraints), note=note)  # fmt: skip
+    base = InstallRecord(
+        kind=installer,
+        executable=str(exe),
+        log=str(log),
+        command=command,
+        env=env,
+        build_constraints=tuple(flavour.build_constraints),
+        note=note,
+    )
     started = time.monotonic()
     with FileLock(str(paths.lock_dir / f"{exe.name}.lock")):
         for stale in {exe, app_link}:
@@ -313,12 +363,20 @@ def ensure_installed(
             venv_root, origin = found
             info = _marker(venv_root)
             if info is None:  # installed, but the fix-ups never finished (interrupted): finish them now
-                existing = (PipxVenv(paths, package, suffix, venv_root, log) if origin == "pipx"
-                            else UvVenv(shutil.which("uv") or "uv", venv_root, log))  # fmt: skip
+                existing = (
+                    PipxVenv(paths, package, suffix, venv_root, log)
+                    if origin == "pipx"
+                    else UvVenv(shutil.which("uv") or "uv", venv_root, log)
+                )
                 info = _finish(flavour, existing, exe, pin.text, progress)
             ran = tuple(tuple(str(x) for x in a) for a in info.get("ran") or ())
-            return dataclasses.replace(base, kind=origin, seconds=time.monotonic() - started, size_bytes=int(info.get("size_bytes") or 0),
-                                       ran=ran)  # fmt: skip
+            return dataclasses.replace(
+                base,
+                kind=origin,
+                seconds=time.monotonic() - started,
+                size_bytes=int(info.get("size_bytes") or 0),
+                ran=ran,
+            )
         log.write_text("", encoding="utf-8")
         urls, warnings = reachable_indexes(extra_index_urls)
         for w in warnings:
@@ -326,8 +384,15 @@ def ensure_installed(
         if installer == "uv":
             uv_venv, uv_ran = _uv_install(flavour, package, pin, paths, exe, urls, pip_args, log, progress)
             info = _finish(flavour, uv_venv, exe, pin.text, progress, uv_ran)
-            return dataclasses.replace(base, kind="uv", installed_now=True, seconds=time.monotonic() - started, warnings=tuple(warnings),
-                                       size_bytes=int(info["size_bytes"]), ran=tuple(tuple(a) for a in uv_ran))  # fmt: skip
+            return dataclasses.replace(
+                base,
+                kind="uv",
+                installed_now=True,
+                seconds=time.monotonic() - started,
+                warnings=tuple(warnings),
+                size_bytes=int(info["size_bytes"]),
+                ran=tuple(tuple(a) for a in uv_ran),
+            )
         argv = pipx_argv(paths.pipx, package, pin, urls, pip_args)
         progress(f"installing {requirement(package, pin)} with pipx (log: {log})")
         _run_logged(argv, {**_pipx_env(paths), **_install_env(flavour, paths)}, log, what="pipx install")
@@ -337,8 +402,15 @@ def ensure_installed(
         info = _finish(flavour, PipxVenv(paths, package, suffix, new_root, log), exe, pin.text, progress, [argv])
         if not exe.exists():
             raise InstallError(f"{exe} is missing after install", log)
-        return dataclasses.replace(base, kind="pipx", installed_now=True, seconds=time.monotonic() - started, warnings=tuple(warnings),
-                                   size_bytes=int(info["size_bytes"]), ran=(tuple(argv),))  # fmt: skip
+        return dataclasses.replace(
+            base,
+            kind="pipx",
+            installed_now=True,
+            seconds=time.monotonic() - started,
+            warnings=tuple(warnings),
+            size_bytes=int(info["size_bytes"]),
+            ran=(tuple(argv),),
+        )
 
 
 def remove_pin(exe: Path, paths: InstallPaths) -> int:

@@ -43,14 +43,31 @@ async def _level(base_url: str, send: Send, n: int, concurrency: int, timeout_s:
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - start
-    return Run(rate=audio_s / wall if wall > 0 else 0.0, requests=n, completed=len(latencies), failed=len(errors), duration_s=wall,
-               request_s=len(latencies) / wall if wall > 0 else 0.0, audio_s=audio_s, errors=tuple(sorted(set(errors))[:5]),
-               distributions={"latency_ms": Distribution.of(latencies), "rtf": Distribution.of([r for r in rtfs if r == r])},
-               samples={"latency_ms": tuple(latencies)})  # fmt: skip
+    return Run(
+        rate=audio_s / wall if wall > 0 else 0.0,
+        requests=n,
+        completed=len(latencies),
+        failed=len(errors),
+        duration_s=wall,
+        request_s=len(latencies) / wall if wall > 0 else 0.0,
+        audio_s=audio_s,
+        errors=tuple(sorted(set(errors))[:5]),
+        distributions={"latency_ms": Distribution.of(latencies), "rtf": Distribution.of([r for r in rtfs if r == r])},
+        samples={"latency_ms": tuple(latencies)},
+    )
 
 
-def run_levels(base_url: str, send: Send, *, concurrency: Sequence[int], requests: int, repeats: int, warmup: int = 1,
-               timeout_s: float = 300.0, on_point: Callable[[LoadPoint], None] = lambda _: None) -> list[LoadPoint]:  # fmt: skip
+def run_levels(
+    base_url: str,
+    send: Send,
+    *,
+    concurrency: Sequence[int],
+    requests: int,
+    repeats: int,
+    warmup: int = 1,
+    timeout_s: float = 300.0,
+    on_point: Callable[[LoadPoint], None] = lambda _: None,
+) -> list[LoadPoint]:
     """One point per concurrency over its repeats (audio s/s), aggregated as text points are."""
     if warmup:
         asyncio.run(_level(base_url, send, warmup, 1, timeout_s))
@@ -82,8 +99,10 @@ def stt_sender(model: str, clips: Sequence[Clip]) -> Send:
 
 def tts_sender(model: str, voice: str, texts: Sequence[str]) -> Send:
     async def send(client: httpx.AsyncClient, i: int) -> float:
-        resp = await client.post("/v1/audio/speech", json={"model": model, "input": texts[i % len(texts)], "voice": voice,
-                                                           "response_format": "wav"})  # fmt: skip
+        resp = await client.post(
+            "/v1/audio/speech",
+            json={"model": model, "input": texts[i % len(texts)], "voice": voice, "response_format": "wav"},
+        )
         resp.raise_for_status()
         return wav_duration(resp.content)
 

@@ -51,8 +51,10 @@ class Slo:
         ttft = (r.chunk_times[0] - r.sent) * 1000
         e2el = (r.end - r.sent) * 1000
         tpot = (e2el - ttft) / (r.output_tokens - 1) if r.output_tokens > 1 else 0.0
-        return all(limit is None or value <= limit
-                   for value, limit in ((ttft, self.ttft_ms), (tpot, self.tpot_ms), (e2el, self.e2el_ms)))  # fmt: skip
+        return all(
+            limit is None or value <= limit
+            for value, limit in ((ttft, self.ttft_ms), (tpot, self.tpot_ms), (e2el, self.e2el_ms))
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,7 +91,11 @@ def summarize(
     ok = [r for r in records if r.ok]
     ttft = [(r.chunk_times[0] - r.sent) * 1000 for r in ok]
     e2el = [(r.end - r.sent) * 1000 for r in ok]
-    tpot = [((r.end - r.sent) - (r.chunk_times[0] - r.sent)) * 1000 / (r.output_tokens - 1) for r in ok if r.output_tokens > 1]
+    tpot = [
+        ((r.end - r.sent) - (r.chunk_times[0] - r.sent)) * 1000 / (r.output_tokens - 1)
+        for r in ok
+        if r.output_tokens > 1
+    ]
     itl = [(b - a) * 1000 for r in ok for a, b in zip(r.chunk_times, r.chunk_times[1:], strict=False)]
     total_out = sum(r.output_tokens for r in ok)
     util = client_cpu_s / duration_s if duration_s > 0 else 0.0
@@ -103,12 +109,20 @@ def summarize(
     good = None
     if slo is not None and slo.any and duration_s > 0:
         good = sum(1 for r in ok if slo.met(r)) / duration_s
-    distributions = {"ttft_ms": Distribution.of(ttft), "tpot_ms": Distribution.of(tpot), "itl_ms": Distribution.of(itl),
-                     "e2el_ms": Distribution.of(e2el)}  # fmt: skip
+    distributions = {
+        "ttft_ms": Distribution.of(ttft),
+        "tpot_ms": Distribution.of(tpot),
+        "itl_ms": Distribution.of(itl),
+        "e2el_ms": Distribution.of(e2el),
+    }
     # Per request, in order: what a verdict resamples (bootstrap over requests). tok_s: output tokens over
     # the request's own time, the per-request share of the point's throughput.
-    samples = {"ttft_ms": tuple(ttft), "tpot_ms": tuple(tpot), "e2el_ms": tuple(e2el),
-               "tok_s": tuple(r.output_tokens / (r.end - r.sent) for r in ok if r.end > r.sent)}  # fmt: skip
+    samples = {
+        "ttft_ms": tuple(ttft),
+        "tpot_ms": tuple(tpot),
+        "e2el_ms": tuple(e2el),
+        "tok_s": tuple(r.output_tokens / (r.end - r.sent) for r in ok if r.end > r.sent),
+    }
     if lag is not None:
         distributions["loop_lag_ms"] = lag
     return Run(

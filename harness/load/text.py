@@ -68,7 +68,9 @@ async def stream_completion(
         async with client.stream("POST", "/v1/completions", json=body) as resp:
             if resp.status_code != 200:
                 await resp.aread()
-                return RequestRecord(sent=sent, end=time.monotonic(), error=f"HTTP {resp.status_code}: {resp.text[:200]}")
+                return RequestRecord(
+                    sent=sent, end=time.monotonic(), error=f"HTTP {resp.status_code}: {resp.text[:200]}"
+                )
             # The hot path of every benchmark: split SSE events from raw bytes ourselves and JSON-parse only
             # the events that can carry usage; a content event only needs its arrival time.
             buf = b""
@@ -84,7 +86,9 @@ async def stream_completion(
                     if data == b"[DONE]":
                         done = True
                         break
-                    if _USAGE in data or _USAGE_SPACED in data:  # cannot match inside a JSON string: quotes are escaped there
+                    if (
+                        _USAGE in data or _USAGE_SPACED in data
+                    ):  # cannot match inside a JSON string: quotes are escaped there
                         payload = json.loads(data)
                         usage = payload.get("usage") or usage
                         if any(c.get("text") for c in payload.get("choices") or []):
@@ -148,13 +152,13 @@ def arrival_gaps(n: int, rate: float, burstiness: float, seed: int) -> list[floa
     return [rng.gammavariate(burstiness, theta) for _ in range(n)]
 
 
-async def run_load(
-    client: httpx.AsyncClient, model: str, prompts: Sequence[str], load: Load, opts: Options
-) -> Run:
+async def run_load(client: httpx.AsyncClient, model: str, prompts: Sequence[str], load: Load, opts: Options) -> Run:
     """Send ``prompts`` under ``load``; duration = first send -> last end. Client CPU time and event-loop
     lag are recorded over the same window so a client-bound point can be flagged."""
     for prompt in prompts[: opts.warmup_requests]:  # warm-up: not measured, and prefixed so that no
-        await stream_completion(client, model, f"(warm-up) {prompt}", opts.max_tokens, opts.extra)  # measured prompt is cached
+        await stream_completion(
+            client, model, f"(warm-up) {prompt}", opts.max_tokens, opts.extra
+        )  # measured prompt is cached
     lags: list[float] = []
     stop = asyncio.Event()
     watcher = asyncio.create_task(_watch_loop_lag(lags, stop))
@@ -170,7 +174,11 @@ async def run_load(
                 sem.release()
 
     tasks: list[asyncio.Task[RequestRecord]] = []
-    gaps = arrival_gaps(len(prompts), load.target, load.burstiness, opts.seed) if load.mode == "rate" else [0.0] * len(prompts)
+    gaps = (
+        arrival_gaps(len(prompts), load.target, load.burstiness, opts.seed)
+        if load.mode == "rate"
+        else [0.0] * len(prompts)
+    )
     for prompt, gap in zip(prompts, gaps, strict=True):
         if gap:
             await asyncio.sleep(gap)
@@ -186,11 +194,21 @@ async def run_load(
     cpu = time.process_time() - cpu0
     stop.set()
     await watcher
-    return summarize(records, duration, mode=load.mode, target=load.target, client_cpu_s=cpu, loop_lags_ms=lags,
-                     slo=opts.slo, limits=opts.limits)  # fmt: skip
+    return summarize(
+        records,
+        duration,
+        mode=load.mode,
+        target=load.target,
+        client_cpu_s=cpu,
+        loop_lags_ms=lags,
+        slo=opts.slo,
+        limits=opts.limits,
+    )
 
 
-def _client(base_url: str, transport: httpx.AsyncBaseTransport | None, width: int, timeout_s: float) -> httpx.AsyncClient:
+def _client(
+    base_url: str, transport: httpx.AsyncBaseTransport | None, width: int, timeout_s: float
+) -> httpx.AsyncClient:
     limits = httpx.Limits(max_connections=width, max_keepalive_connections=width)
     return httpx.AsyncClient(base_url=base_url, transport=transport, limits=limits, timeout=timeout_s)
 
@@ -258,13 +276,33 @@ def run_sweep(
     max_point_s: float = 60.0,
 ) -> list[LoadPoint]:
     """Synchronous (c=1) -> max throughput (all at once) -> ``points`` rates evenly between their req/s."""
-    first = run_points(base_url, model, prompts, [Load(mode="concurrency", target=1),
-                       Load(mode="rate", target=math.inf)], opts, repeats=repeats, transport=transport, on_point=on_point,
-                       precision=precision, max_point_s=max_point_s)  # fmt: skip
+    first = run_points(
+        base_url,
+        model,
+        prompts,
+        [Load(mode="concurrency", target=1), Load(mode="rate", target=math.inf)],
+        opts,
+        repeats=repeats,
+        transport=transport,
+        on_point=on_point,
+        precision=precision,
+        max_point_s=max_point_s,
+    )
     lo, hi = first[0].run.request_s, first[1].run.request_s
     if not (lo and hi and hi > lo):
         return first
     rates = [lo + (hi - lo) * (i + 1) / (points + 1) for i in range(points)]
     loads = [Load(mode="rate", target=r, burstiness=burstiness) for r in rates]
-    return first + run_points(base_url, model, prompts, loads, opts, repeats=repeats, first_point=2, transport=transport,
-                              on_point=on_point, precision=precision, max_point_s=max_point_s)  # fmt: skip
+    return first + run_points(
+        base_url,
+        model,
+        prompts,
+        loads,
+        opts,
+        repeats=repeats,
+        first_point=2,
+        transport=transport,
+        on_point=on_point,
+        precision=precision,
+        max_point_s=max_point_s,
+    )

@@ -50,7 +50,12 @@ def _arithmetic(rng: random.Random) -> tuple[str, str]:
     return f"What is {a} + {b}?", str(a + b)
 
 
-_UNITS = (("meters", "centimeters", 100), ("kilograms", "grams", 1000), ("hours", "minutes", 60), ("minutes", "seconds", 60))
+_UNITS = (
+    ("meters", "centimeters", 100),
+    ("kilograms", "grams", 1000),
+    ("hours", "minutes", 60),
+    ("minutes", "seconds", 60),
+)
 
 
 def _unit_conversion(rng: random.Random) -> tuple[str, str]:
@@ -59,7 +64,20 @@ def _unit_conversion(rng: random.Random) -> tuple[str, str]:
     return f"How many {small} are in {n} {big}?", str(n * factor)
 
 
-_WORDS = ("apple", "river", "candle", "zebra", "pencil", "garden", "rocket", "violin", "marble", "tiger", "cloud", "lemon")
+_WORDS = (
+    "apple",
+    "river",
+    "candle",
+    "zebra",
+    "pencil",
+    "garden",
+    "rocket",
+    "violin",
+    "marble",
+    "tiger",
+    "cloud",
+    "lemon",
+)
 
 
 def _copy(rng: random.Random) -> tuple[str, str]:
@@ -78,7 +96,10 @@ def _multiple_choice(rng: random.Random) -> tuple[str, str]:
     options = [ca, cb]
     rng.shuffle(options)
     letter = "AB"[options.index(color)]
-    q = f"{a} has a {ca} bag. {b} has a {cb} bag. What color is {who}'s bag? A) {options[0]} B) {options[1]}. Reply with the letter."
+    q = (
+        f"{a} has a {ca} bag. {b} has a {cb} bag. What color is {who}'s "
+        f"bag? A) {options[0]} B) {options[1]}. Reply with the letter."
+    )
     return q, letter
 
 
@@ -113,7 +134,11 @@ def load_jsonl(path: Path, task: str | None = None) -> list[Item]:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}:{n}: invalid JSON: {exc.msg}") from exc
-        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not isinstance(row.get("answer"), str):
+        if (
+            not isinstance(row, dict)
+            or not isinstance(row.get("prompt"), str)
+            or not isinstance(row.get("answer"), str)
+        ):
             raise ValueError(f"{path}:{n}: expected an object with string 'prompt' and 'answer'")
         items.append(Item(task=task or path.stem, prompt=row["prompt"], answer=row["answer"]))
     return items
@@ -138,8 +163,14 @@ def items_digest(items: Sequence[Item]) -> str:
     return hashlib.sha256(json.dumps([(i.task, i.prompt, i.answer) for i in items]).encode()).hexdigest()[:12]
 
 
-async def _answer_all(base_url: str, model: str, items: Sequence[Item], max_tokens: int, concurrency: int,
-                      transport: httpx.AsyncBaseTransport | None) -> list[str]:  # fmt: skip
+async def _answer_all(
+    base_url: str,
+    model: str,
+    items: Sequence[Item],
+    max_tokens: int,
+    concurrency: int,
+    transport: httpx.AsyncBaseTransport | None,
+) -> list[str]:
     sem = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(base_url=base_url, transport=transport, timeout=120) as client:
 
@@ -157,8 +188,15 @@ async def _answer_all(base_url: str, model: str, items: Sequence[Item], max_toke
         return list(await asyncio.gather(*(one(i) for i in items)))
 
 
-def run(base_url: str, model: str, items: Sequence[Item], *, max_tokens: int = 8, concurrency: int = 4,
-        transport: httpx.AsyncBaseTransport | None = None) -> TextAccuracy:  # fmt: skip
+def run(
+    base_url: str,
+    model: str,
+    items: Sequence[Item],
+    *,
+    max_tokens: int = 8,
+    concurrency: int = 4,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> TextAccuracy:
     """Answer every item; the score per task and overall, with Wilson 95% intervals and the misses."""
     answers = asyncio.run(_answer_all(base_url, model, items, max_tokens, concurrency, transport))
     per_task: dict[str, list[int]] = {}
@@ -167,15 +205,26 @@ def run(base_url: str, model: str, items: Sequence[Item], *, max_tokens: int = 8
         ok = normalise(got) == normalise(item.answer)
         per_task.setdefault(item.task, []).append(int(ok))
         if not ok:
-            misses.append(Miss(task=item.task, prompt=item.prompt.rsplit("Question: ", 1)[-1], expected=item.answer, actual=got))
+            misses.append(
+                Miss(task=item.task, prompt=item.prompt.rsplit("Question: ", 1)[-1], expected=item.answer, actual=got)
+            )
 
     def score(xs: Sequence[int]) -> TaskScore:
         lo, hi = wilson(sum(xs), len(xs))
-        return TaskScore(correct=sum(xs), n=len(xs), accuracy=sum(xs) / len(xs) if xs else 0.0, wilson_low=lo, wilson_high=hi)
+        return TaskScore(
+            correct=sum(xs), n=len(xs), accuracy=sum(xs) / len(xs) if xs else 0.0, wilson_low=lo, wilson_high=hi
+        )
 
-    outcomes = "".join("1" if normalise(got) == normalise(item.answer) else "0" for item, got in zip(items, answers, strict=True))
-    return TextAccuracy(digest=items_digest(items), overall=score([x for xs in per_task.values() for x in xs]),
-                        tasks={t: score(xs) for t, xs in per_task.items()}, misses=tuple(misses), outcomes=outcomes)  # fmt: skip
+    outcomes = "".join(
+        "1" if normalise(got) == normalise(item.answer) else "0" for item, got in zip(items, answers, strict=True)
+    )
+    return TextAccuracy(
+        digest=items_digest(items),
+        overall=score([x for xs in per_task.values() for x in xs]),
+        tasks={t: score(xs) for t, xs in per_task.items()},
+        misses=tuple(misses),
+        outcomes=outcomes,
+    )
 
 
 ALPHA = 0.05  # a pin fails when losing this many items net would happen by chance less often than this
@@ -188,12 +237,16 @@ def mcnemar_p(lost: int, gained: int) -> float:
     return sum(math.comb(n, k) for k in range(lost, n + 1)) / 2**n if n else 1.0
 
 
-def gate(ours: TextAccuracy, reference: TextAccuracy | None, ref_version: str, tolerance: float, *, is_reference: bool) -> Check:
+def gate(
+    ours: TextAccuracy, reference: TextAccuracy | None, ref_version: str, tolerance: float, *, is_reference: bool
+) -> Check:
     o = ours.overall
     interval = f"{o.accuracy:.1%} ({o.correct}/{o.n}, Wilson 95% [{o.wilson_low:.1%}, {o.wilson_high:.1%}])"
     evidence: dict[str, Any] = {"misses": [dump(m) for m in ours.misses[:5]]}
     if is_reference:
-        return Check(group="accuracy", name="accuracy.tasks", passed=True, detail=f"reference pin: {interval}", evidence=evidence)
+        return Check(
+            group="accuracy", name="accuracy.tasks", passed=True, detail=f"reference pin: {interval}", evidence=evidence
+        )
     if reference is None or reference.digest != ours.digest:
         detail = f"{interval}; not compared: no reference accuracy for these items from {ref_version}"
         return Check(group="accuracy", name="accuracy.tasks", passed=None, detail=detail, evidence=evidence)
@@ -203,11 +256,16 @@ def gate(ours: TextAccuracy, reference: TextAccuracy | None, ref_version: str, t
         gained = sum(1 for a, b in zip(ours.outcomes, reference.outcomes, strict=True) if a == "1" and b == "0")
         p = mcnemar_p(lost, gained)
         ok = p >= ALPHA
-        detail = (f"{interval}; paired with {ref_version} on the same {len(ours.outcomes)} items: {lost} lost, {gained} gained "
-                  f"(exact McNemar p={p:.2g} {'>=' if ok else '<'} {ALPHA:g})")  # fmt: skip
+        detail = (
+            f"{interval}; paired with {ref_version} on the same "
+            f"{len(ours.outcomes)} items: {lost} lost, {gained} gained "
+            f"(exact McNemar p={p:.2g} {'>=' if ok else '<'} {ALPHA:g})"
+        )
         return Check(group="accuracy", name="accuracy.tasks", passed=ok, detail=detail, evidence=evidence)
     floor = reference.overall.accuracy * (1 - tolerance)
     ok = o.wilson_low >= floor
-    detail = (f"{interval} vs reference {ref_version} {reference.overall.accuracy:.1%}: lower bound "
-              f"{o.wilson_low:.1%} {'>=' if ok else '<'} {floor:.1%} (reference x (1 - {tolerance:g}))")  # fmt: skip
+    detail = (
+        f"{interval} vs reference {ref_version} {reference.overall.accuracy:.1%}: lower bound "
+        f"{o.wilson_low:.1%} {'>=' if ok else '<'} {floor:.1%} (reference x (1 - {tolerance:g}))"
+    )
     return Check(group="accuracy", name="accuracy.tasks", passed=ok, detail=detail, evidence=evidence)

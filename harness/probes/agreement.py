@@ -34,7 +34,11 @@ PROMPTS = (
     "The chemical symbol for gold is",
     "Photosynthesis is the process by which",
 )
-EMBEDDING_INPUTS = ("The quick brown fox jumps over the lazy dog.", "Inference servers batch requests.", "Paris is in France.")
+EMBEDDING_INPUTS = (
+    "The quick brown fox jumps over the lazy dog.",
+    "Inference servers batch requests.",
+    "Paris is in France.",
+)
 COSINE_MIN = 1 - 1e-3
 
 
@@ -68,13 +72,19 @@ def _prompt_logprobs(choice: dict[str, Any]) -> list[dict[str, float]] | None:
         if not isinstance(pos, dict):
             out.append({})
             continue
-        out.append({str(v.get("decoded_token", k)): float(v["logprob"]) for k, v in pos.items()
-                    if isinstance(v, dict) and isinstance(v.get("logprob"), int | float) and math.isfinite(v["logprob"])})  # fmt: skip
+        out.append(
+            {
+                str(v.get("decoded_token", k)): float(v["logprob"])
+                for k, v in pos.items()
+                if isinstance(v, dict) and isinstance(v.get("logprob"), int | float) and math.isfinite(v["logprob"])
+            }
+        )
     return out
 
 
-def greedy_samples(client: httpx.Client, model: str, prompts: Sequence[str], max_tokens: int, top_k: int, *,
-                   concurrency: int = 1) -> list[dict[str, Any]]:  # fmt: skip
+def greedy_samples(
+    client: httpx.Client, model: str, prompts: Sequence[str], max_tokens: int, top_k: int, *, concurrency: int = 1
+) -> list[dict[str, Any]]:
     """Greedy completions with top-k logprobs, plus prompt logprobs where the server supports them.
 
     The first prompt goes alone (it finds out whether the server takes ``prompt_logprobs``); the rest up
@@ -84,7 +94,13 @@ def greedy_samples(client: httpx.Client, model: str, prompts: Sequence[str], max
     want = [True]
 
     def one(prompt: str) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "logprobs": top_k}
+        body: dict[str, Any] = {
+            "model": model,
+            "prompt": prompt,
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            "logprobs": top_k,
+        }
         ex = exchange(client, "POST", "/v1/completions", {**body, "prompt_logprobs": 1} if want[0] else body)
         if ex.status != 200 and want[0]:  # prompt_logprobs is a vLLM extension; others may refuse it
             want[0] = False
@@ -93,8 +109,13 @@ def greedy_samples(client: httpx.Client, model: str, prompts: Sequence[str], max
             raise ProbeError(f"greedy completion with logprobs: HTTP {ex.status}: {str(ex.data)[:200]}")
         choice = ex.data["choices"][0]
         tokens, tops = normalise_logprobs(choice)
-        return {"prompt": prompt, "text": choice.get("text", ""), "tokens": tokens, "top_logprobs": tops,
-                "prompt_logprobs": _prompt_logprobs(choice)}  # fmt: skip
+        return {
+            "prompt": prompt,
+            "text": choice.get("text", ""),
+            "tokens": tokens,
+            "top_logprobs": tops,
+            "prompt_logprobs": _prompt_logprobs(choice),
+        }
 
     first = one(prompts[0])
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
@@ -105,7 +126,9 @@ def compare(ours: Sequence[dict[str, Any]], reference: Sequence[dict[str, Any]])
     results = []
     for a, b in zip(ours, reference, strict=False):
         ta, tb = a["tokens"], b["tokens"]
-        result = ItemAgreement(prompt=a["prompt"], identical=True, ours_text=a.get("text", ""), reference_text=b.get("text", ""))
+        result = ItemAgreement(
+            prompt=a["prompt"], identical=True, ours_text=a.get("text", ""), reference_text=b.get("text", "")
+        )
         for i in range(max(len(ta), len(tb))):
             x = ta[i] if i < len(ta) else "<end>"
             y = tb[i] if i < len(tb) else "<end>"
@@ -113,9 +136,16 @@ def compare(ours: Sequence[dict[str, Any]], reference: Sequence[dict[str, Any]])
                 continue
             tops_a = a["top_logprobs"][i] if i < len(a["top_logprobs"]) else {}
             tops_b = b["top_logprobs"][i] if i < len(b["top_logprobs"]) else {}
-            result = ItemAgreement(prompt=a["prompt"], identical=False, position=i, ours=x, reference=y,
-                                  close=x in tops_b and y in tops_a, ours_text=result.ours_text,
-                                  reference_text=result.reference_text)  # fmt: skip
+            result = ItemAgreement(
+                prompt=a["prompt"],
+                identical=False,
+                position=i,
+                ours=x,
+                reference=y,
+                close=x in tops_b and y in tops_a,
+                ours_text=result.ours_text,
+                reference_text=result.reference_text,
+            )
             break
         results.append(result)
     return results
@@ -133,32 +163,55 @@ def prompt_logprob_delta(ours: Sequence[dict[str, Any]], reference: Sequence[dic
     return max(deltas) if deltas else None
 
 
-def evaluate(ours: Sequence[dict[str, Any]], reference: Sequence[dict[str, Any]], ref_version: str,
-             t: Thresholds) -> tuple[list[Check], Agreement]:  # fmt: skip
+def evaluate(
+    ours: Sequence[dict[str, Any]], reference: Sequence[dict[str, Any]], ref_version: str, t: Thresholds
+) -> tuple[list[Check], Agreement]:
     per_prompt = compare(ours, reference)
     diverging = [r for r in per_prompt if not r.identical]
     disagreeing = [r for r in diverging if not r.close or (r.position or 0) < t.min_divergence_position]
     delta = prompt_logprob_delta(ours, reference)
-    summary = Agreement(kind="greedy", reference_version=ref_version, compared=len(per_prompt), identical=len(per_prompt) - len(diverging),
-                        close=len(diverging) - len(disagreeing), differ=len(disagreeing), prompt_logprob_max_delta=delta,
-                        items=tuple(per_prompt))  # fmt: skip
+    summary = Agreement(
+        kind="greedy",
+        reference_version=ref_version,
+        compared=len(per_prompt),
+        identical=len(per_prompt) - len(diverging),
+        close=len(diverging) - len(disagreeing),
+        differ=len(disagreeing),
+        prompt_logprob_max_delta=delta,
+        items=tuple(per_prompt),
+    )
     first = disagreeing[0] if disagreeing else (diverging[0] if diverging else None)
     evidence: dict[str, Any] = {"reference_version": ref_version}
     if first is not None:
-        evidence.update(prompt=first.prompt, position=first.position, expected=first.reference_text, actual=first.ours_text,
-                        tokens={"ours": first.ours, "reference": first.reference})  # fmt: skip
-    detail = (f"vs {ref_version}: {summary.identical}/{len(per_prompt)} identical, {summary.close} close, "
-              f"{len(disagreeing)} outside top-{t.top_k}"
-              + (f" or before token {t.min_divergence_position}" if t.min_divergence_position else ""))  # fmt: skip
-    ok = len(disagreeing) <= t.max_disagreeing_prompts and (t.max_diverging_prompts < 0 or len(diverging) <= t.max_diverging_prompts)
+        evidence.update(
+            prompt=first.prompt,
+            position=first.position,
+            expected=first.reference_text,
+            actual=first.ours_text,
+            tokens={"ours": first.ours, "reference": first.reference},
+        )
+    detail = (
+        f"vs {ref_version}: {summary.identical}/{len(per_prompt)} identical, {summary.close} close, "
+        f"{len(disagreeing)} outside top-{t.top_k}"
+        + (f" or before token {t.min_divergence_position}" if t.min_divergence_position else "")
+    )
+    ok = len(disagreeing) <= t.max_disagreeing_prompts and (
+        t.max_diverging_prompts < 0 or len(diverging) <= t.max_diverging_prompts
+    )
     checks = [Check(group="agreement", name="agreement.greedy", passed=ok, detail=detail, evidence=evidence)]
     if delta is not None or t.prompt_logprob_tolerance is not None:
         tolerance = t.prompt_logprob_tolerance
         gated = tolerance is not None
         passed = None if delta is None else (delta <= tolerance if tolerance is not None else True)
         tol = f" (tolerance {t.prompt_logprob_tolerance})" if gated else " (reported, not gated)"
-        checks.append(Check(group="agreement", name="agreement.prompt_logprobs", passed=passed,
-                            detail=f"max |Δ| over prompt tokens: {delta if delta is None else round(delta, 4)}{tol}"))  # fmt: skip
+        checks.append(
+            Check(
+                group="agreement",
+                name="agreement.prompt_logprobs",
+                passed=passed,
+                detail=f"max |Δ| over prompt tokens: {delta if delta is None else round(delta, 4)}{tol}",
+            )
+        )
     return checks, summary
 
 
@@ -175,9 +228,15 @@ def cosine(a: Sequence[float], b: Sequence[float]) -> float:
     return dot / (na * nb) if na and nb else 0.0
 
 
-def evaluate_embeddings(ours: Sequence[Sequence[float]], reference: Sequence[Sequence[float]], ref_version: str) -> Check:
+def evaluate_embeddings(
+    ours: Sequence[Sequence[float]], reference: Sequence[Sequence[float]], ref_version: str
+) -> Check:
     sims = [cosine(a, b) if len(a) == len(b) else 0.0 for a, b in zip(ours, reference, strict=False)]
     worst = min(sims) if sims else 0.0
-    return Check(group="agreement", name="agreement.embeddings", passed=worst >= COSINE_MIN,
-                 detail=f"vs {ref_version}: min cosine {worst:.6f} (threshold {COSINE_MIN})",
-                 evidence={"cosines": [round(s, 6) for s in sims], "inputs": list(EMBEDDING_INPUTS)})  # fmt: skip
+    return Check(
+        group="agreement",
+        name="agreement.embeddings",
+        passed=worst >= COSINE_MIN,
+        detail=f"vs {ref_version}: min cosine {worst:.6f} (threshold {COSINE_MIN})",
+        evidence={"cosines": [round(s, 6) for s in sims], "inputs": list(EMBEDDING_INPUTS)},
+    )

@@ -16,7 +16,6 @@ from ..results import Check
 __all__ = ["Check", "Exchange", "exchange"]
 
 
-
 @dataclass(frozen=True)
 class Exchange:
     """One request and its answer, kept as evidence."""
@@ -38,8 +37,15 @@ class Exchange:
         return not isinstance(self.data, str)
 
 
-def exchange(client: httpx.Client, method: str, path: str, body: Any = None, *, raw: str | None = None,
-             files: dict[str, tuple[str, bytes, str]] | None = None) -> Exchange:  # fmt: skip
+def exchange(
+    client: httpx.Client,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    raw: str | None = None,
+    files: dict[str, tuple[str, bytes, str]] | None = None,
+) -> Exchange:
     """Send one request; transport failures (the server is gone) raise ProbeError, HTTP errors do not.
 
     ``files`` makes it a multipart form (``body`` its fields), as the audio endpoints take."""
@@ -64,8 +70,15 @@ def exchange(client: httpx.Client, method: str, path: str, body: Any = None, *, 
     try:
         data: Any = resp.json()
     except ValueError:
-        data = resp.text if not resp.headers.get("content-type", "").startswith("audio/") else f"<{len(resp.content)} bytes of audio>"
+        data = (
+            resp.text
+            if not resp.headers.get("content-type", "").startswith("audio/")
+            else f"<{len(resp.content)} bytes of audio>"
+        )
     sent = body if raw is None else raw
     if files is not None:  # evidence names the file, never carries its bytes
-        sent = {**(body or {}), **{k: f"<{name}: {len(blob)} bytes {ctype}>" for k, (name, blob, ctype) in files.items()}}
+        sent = {
+            **(body or {}),
+            **{k: f"<{name}: {len(blob)} bytes {ctype}>" for k, (name, blob, ctype) in files.items()},
+        }
     return Exchange(method, path, sent, resp.status_code, data, resp.content, resp.headers.get("content-type", ""))

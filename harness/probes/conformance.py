@@ -79,7 +79,9 @@ def _text(ex: Exchange, i: int = 0) -> str:
 def check_models(client: httpx.Client, model: str) -> Check:
     ex = exchange(client, "GET", "/v1/models")
     ids = [m.get("id") for m in ex.data.get("data", [])] if isinstance(ex.data, dict) else []
-    return _check("models.lists_served_name", ex.status == 200 and model in ids, f"served ids: {ids}", ex, expected=model)
+    return _check(
+        "models.lists_served_name", ex.status == 200 and model in ids, f"served ids: {ids}", ex, expected=model
+    )
 
 
 def check_chat(client: httpx.Client, model: str) -> list[Check]:
@@ -88,19 +90,31 @@ def check_chat(client: httpx.Client, model: str) -> list[Check]:
 
     def choice_ok(c: dict[str, Any]) -> str:
         msg = c.get("message") or {}
-        return "" if msg.get("role") == "assistant" and isinstance(msg.get("content"), str) else f"message={msg!r}"[:160]
+        return (
+            "" if msg.get("role") == "assistant" and isinstance(msg.get("content"), str) else f"message={msg!r}"[:160]
+        )
 
     problems = _shape_problems(ex, "chat.completion", choice_ok)
-    content = (((ex.data.get("choices") or [{}])[0].get("message") or {}).get("content") or "") if isinstance(ex.data, dict) else ""
+    content = (
+        (((ex.data.get("choices") or [{}])[0].get("message") or {}).get("content") or "")
+        if isinstance(ex.data, dict)
+        else ""
+    )
     leaked = [t for t in SPECIAL_TOKENS if t in content]
     return [
         _check("chat.shape", not problems, "; ".join(problems) or repr(content)[:120], ex),
-        _check("chat.template_applied", not leaked and bool(content),
-               f"raw special tokens in the reply: {leaked}" if leaked
-               else "empty reply (a chat template that ends the turn at once, or none applied)" if not content
-               else "no raw special tokens in the reply",
-               ex, actual=content),
-    ]  # fmt: skip
+        _check(
+            "chat.template_applied",
+            not leaked and bool(content),
+            f"raw special tokens in the reply: {leaked}"
+            if leaked
+            else "empty reply (a chat template that ends the turn at once, or none applied)"
+            if not content
+            else "no raw special tokens in the reply",
+            ex,
+            actual=content,
+        ),
+    ]
 
 
 def check_completion(client: httpx.Client, model: str) -> list[Check]:
@@ -118,8 +132,17 @@ def check_completion(client: httpx.Client, model: str) -> list[Check]:
         return [shape, _check("completion.max_tokens", False, f"no usage/finish_reason to check: HTTP {ex.status}", ex)]
     ok = got == max_tokens if finish == "length" else (finish == "stop" and got < max_tokens)
     detail = f"max_tokens={max_tokens}: completion_tokens={got}, finish_reason={finish!r}"
-    return [shape, _check("completion.max_tokens", ok, detail, ex, expected=f"{max_tokens} tokens and 'length', "
-                          "or fewer and 'stop'", actual={"completion_tokens": got, "finish_reason": finish})]  # fmt: skip
+    return [
+        shape,
+        _check(
+            "completion.max_tokens",
+            ok,
+            detail,
+            ex,
+            expected=f"{max_tokens} tokens and 'length', or fewer and 'stop'",
+            actual={"completion_tokens": got, "finish_reason": finish},
+        ),
+    ]
 
 
 def check_stop(client: httpx.Client, model: str) -> Check:
@@ -141,8 +164,14 @@ def check_stop(client: httpx.Client, model: str) -> Check:
         problems.append(f"text {got!r} != {expected!r}")
     if finish != "stop":
         problems.append(f"finish_reason={finish!r}, expected 'stop'")
-    return _check("completion.stop", not problems, "; ".join(problems) or f"stopped before {stop!r}", ex,
-                  expected=expected, actual=got)  # fmt: skip
+    return _check(
+        "completion.stop",
+        not problems,
+        "; ".join(problems) or f"stopped before {stop!r}",
+        ex,
+        expected=expected,
+        actual=got,
+    )
 
 
 def check_n(client: httpx.Client, model: str) -> Check:
@@ -150,15 +179,22 @@ def check_n(client: httpx.Client, model: str) -> Check:
     choices = ex.data.get("choices", []) if isinstance(ex.data, dict) else []
     indices = sorted(c["index"] for c in choices if isinstance(c, dict) and isinstance(c.get("index"), int))
     ok = ex.status == 200 and indices == [0, 1]
-    return _check("completion.n", ok, f"n=2 -> {len(choices)} choices, indices {indices}", ex, expected=[0, 1], actual=indices)
+    return _check(
+        "completion.n", ok, f"n=2 -> {len(choices)} choices, indices {indices}", ex, expected=[0, 1], actual=indices
+    )
 
 
 def check_seed(client: httpx.Client, model: str) -> Check:
     body = {"prompt": "Once upon a time", "max_tokens": 12, "temperature": 1.0, "seed": 1234}
     a, b = _completion(client, model, **body), _completion(client, model, **body)
     ok = a.status == b.status == 200 and _text(a) == _text(b)
-    return _check("completion.seed", ok, "same seed, same text" if ok else f"{_text(a)!r} != {_text(b)!r}", a,
-                  actual=[_text(a), _text(b)])  # fmt: skip
+    return _check(
+        "completion.seed",
+        ok,
+        "same seed, same text" if ok else f"{_text(a)!r} != {_text(b)!r}",
+        a,
+        actual=[_text(a), _text(b)],
+    )
 
 
 def check_stream_equals_plain(client: httpx.Client, model: str) -> Check:
@@ -185,8 +221,14 @@ def check_stream_equals_plain(client: httpx.Client, model: str) -> Check:
         problems.append(f"streamed {streamed!r} != plain {plain_text!r}")
     if not usage or usage.get("completion_tokens") != (plain_usage or {}).get("completion_tokens"):
         problems.append(f"streamed usage {usage!r} != plain usage {plain_usage!r}")
-    return _check("stream.equals_plain", not problems, "; ".join(problems)[:300] or "identical text and usage",
-                  plain, expected=plain_text, actual=streamed)  # fmt: skip
+    return _check(
+        "stream.equals_plain",
+        not problems,
+        "; ".join(problems)[:300] or "identical text and usage",
+        plain,
+        expected=plain_text,
+        actual=streamed,
+    )
 
 
 def check_logprobs_shapes(client: httpx.Client, model: str, k: int = 3) -> list[Check]:
@@ -207,10 +249,21 @@ def check_logprobs_shapes(client: httpx.Client, model: str, k: int = 3) -> list[
             problems.append(f"top_logprobs entries do not hold {k} (or {k}+1) alternatives")
     legacy = _check("completion.logprobs_shape", not problems, "; ".join(problems) or "legacy shape, sizes match", ex)
 
-    cbody = {"model": model, "messages": CHAT_MESSAGES, "max_tokens": 4, "temperature": 0, "logprobs": True, "top_logprobs": k}
+    cbody = {
+        "model": model,
+        "messages": CHAT_MESSAGES,
+        "max_tokens": 4,
+        "temperature": 0,
+        "logprobs": True,
+        "top_logprobs": k,
+    }
     cex = exchange(client, "POST", "/v1/chat/completions", cbody)
     cproblems = []
-    content = ((((cex.data.get("choices") or [{}])[0].get("logprobs")) or {}).get("content")) if isinstance(cex.data, dict) else None
+    content = (
+        ((((cex.data.get("choices") or [{}])[0].get("logprobs")) or {}).get("content"))
+        if isinstance(cex.data, dict)
+        else None
+    )
     if cex.status != 200:
         cproblems.append(f"HTTP {cex.status}")
     elif not isinstance(content, list) or not content:
@@ -222,7 +275,9 @@ def check_logprobs_shapes(client: httpx.Client, model: str, k: int = 3) -> list[
                 cproblems.append(f"bad entry {item!r}"[:160])
                 break
             if not isinstance(tops, list) or len(tops) != k:
-                cproblems.append(f"top_logprobs has {len(tops) if isinstance(tops, list) else tops!r} entries, expected {k}")
+                cproblems.append(
+                    f"top_logprobs has {len(tops) if isinstance(tops, list) else tops!r} entries, expected {k}"
+                )
                 break
     chat = _check("chat.logprobs_shape", not cproblems, "; ".join(cproblems) or "content[] shape, sizes match", cex)
     return [legacy, chat]
@@ -237,12 +292,28 @@ def check_errors(client: httpx.Client, model: str) -> list[Check]:
     out = []
     for name, body, raw in cases:
         ex = exchange(client, "POST", "/v1/completions", body, raw=raw)
-        ok = 400 <= ex.status < 500 and ex.is_json and isinstance(ex.data, dict) and ("error" in ex.data or "detail" in ex.data)
+        ok = (
+            400 <= ex.status < 500
+            and ex.is_json
+            and isinstance(ex.data, dict)
+            and ("error" in ex.data or "detail" in ex.data)
+        )
         got = f"HTTP {ex.status}" + ("" if 400 <= ex.status < 500 else " (expected 4xx)")
-        got += ", JSON error body" if ok or (ex.is_json and isinstance(ex.data, dict) and "error" in ex.data) else ", no JSON error body"
+        got += (
+            ", JSON error body"
+            if ok or (ex.is_json and isinstance(ex.data, dict) and "error" in ex.data)
+            else ", no JSON error body"
+        )
         out.append(_check(name, ok, got, ex, expected="4xx with a JSON error", actual=ex.data))
     after = exchange(client, "GET", "/v1/models")
-    out.append(_check("error.server_keeps_serving", after.status == 200, f"GET /v1/models after bad requests -> {after.status}", after))
+    out.append(
+        _check(
+            "error.server_keeps_serving",
+            after.status == 200,
+            f"GET /v1/models after bad requests -> {after.status}",
+            after,
+        )
+    )
     return out
 
 
@@ -256,7 +327,14 @@ def check_embeddings(client: httpx.Client, model: str, *, normalized: bool) -> l
     dims = [len(v) if isinstance(v, list) else None for v in vectors]
     again = exchange(client, "POST", "/v1/embeddings", {"model": model, "input": inputs[:1]})
     dim2 = len(again.data["data"][0]["embedding"]) if again.status == 200 else None
-    checks = [_check("embeddings.dimension_stable", dims[0] == dims[1] == dim2 and bool(dims[0]), f"dimensions {dims + [dim2]}", ex)]
+    checks = [
+        _check(
+            "embeddings.dimension_stable",
+            dims[0] == dims[1] == dim2 and bool(dims[0]),
+            f"dimensions {dims + [dim2]}",
+            ex,
+        )
+    ]
     if normalized:
         norms = [sum(x * x for x in v) ** 0.5 for v in vectors if isinstance(v, list)]
         ok = all(abs(n - 1.0) <= 1e-3 for n in norms)
@@ -264,8 +342,14 @@ def check_embeddings(client: httpx.Client, model: str, *, normalized: bool) -> l
     return checks
 
 
-def conformance(client: httpx.Client, model: str, *, kind: str = "chat", normalized_embeddings: bool = False,
-                timings: dict[str, float] | None = None) -> list[Check]:  # fmt: skip
+def conformance(
+    client: httpx.Client,
+    model: str,
+    *,
+    kind: str = "chat",
+    normalized_embeddings: bool = False,
+    timings: dict[str, float] | None = None,
+) -> list[Check]:
     """Every check for a model of ``kind``; ``timings`` gets the seconds each group of checks took."""
     timings = {} if timings is None else timings
 
@@ -278,12 +362,16 @@ def conformance(client: httpx.Client, model: str, *, kind: str = "chat", normali
         return out if isinstance(out, list) else [out]
 
     if kind == "embedding":
-        return [*run("models", lambda: check_models(client, model)),
-                *run("embeddings", lambda: check_embeddings(client, model, normalized=normalized_embeddings)),
-                *run("errors", lambda: check_errors(client, model))]  # fmt: skip
+        return [
+            *run("models", lambda: check_models(client, model)),
+            *run("embeddings", lambda: check_embeddings(client, model, normalized=normalized_embeddings)),
+            *run("errors", lambda: check_errors(client, model)),
+        ]
     return [
         *run("models", lambda: check_models(client, model)),
-        *(run("chat", lambda: check_chat(client, model)) if kind == "chat" else ()),  # a base model has no chat template
+        *(
+            run("chat", lambda: check_chat(client, model)) if kind == "chat" else ()
+        ),  # a base model has no chat template
         *run("completion", lambda: check_completion(client, model)),
         *run("stop", lambda: check_stop(client, model)),
         *run("n", lambda: check_n(client, model)),

@@ -44,14 +44,29 @@ def loop(text: str) -> str | None:
 def degeneration_check(samples: Sequence[Mapping[str, Any]]) -> Check:
     loops = {str(s.get("prompt", "")): phrase for s in samples if (phrase := loop(str(s.get("text", "")))) is not None}
     ok = len(loops) * 2 < len(samples) if samples else True
-    detail = (f"{len(loops)} of {len(samples)} greedy answers loop"
-              + (": " + "; ".join(f"{p[:40]!r} -> {ph!r} again and again" for p, ph in list(loops.items())[:3]) if loops else ""))
-    return Check(group="accuracy", name="accuracy.no_degeneration", passed=ok, detail=detail,
-                 evidence={"loops": loops, "texts": [str(s.get("text", ""))[:200] for s in samples if s.get("prompt") in loops][:5]})
+    detail = f"{len(loops)} of {len(samples)} greedy answers loop" + (
+        ": " + "; ".join(f"{p[:40]!r} -> {ph!r} again and again" for p, ph in list(loops.items())[:3]) if loops else ""
+    )
+    return Check(
+        group="accuracy",
+        name="accuracy.no_degeneration",
+        passed=ok,
+        detail=detail,
+        evidence={
+            "loops": loops,
+            "texts": [str(s.get("text", ""))[:200] for s in samples if s.get("prompt") in loops][:5],
+        },
+    )
 
 
 def floor_check(scored: TextAccuracy, min_accuracy: float) -> Check:
     o = scored.overall
     ok = o.accuracy >= min_accuracy
-    return Check(group="accuracy", name="accuracy.floor", passed=ok,
-                 detail=f"{o.accuracy:.1%} ({o.correct}/{o.n}) {'>=' if ok else '<'} the model's min_accuracy {min_accuracy:.1%}")
+    return Check(
+        group="accuracy",
+        name="accuracy.floor",
+        passed=ok,
+        detail=(
+            f"{o.accuracy:.1%} ({o.correct}/{o.n}) {'>=' if ok else '<'} the model's min_accuracy {min_accuracy:.1%}"
+        ),
+    )

@@ -51,6 +51,7 @@ SENTENCES = (
     "hoist the load to your left shoulder",
 )
 
+
 @dataclass(frozen=True, kw_only=True)
 class Clip:
     text: str
@@ -65,7 +66,9 @@ class Clip:
 def espeak() -> str:
     found = shutil.which("espeak-ng")
     if found is None:
-        raise HarnessError("espeak-ng is not on PATH: it makes the speech the STT probes transcribe (apt-get install espeak-ng)")
+        raise HarnessError(
+            "espeak-ng is not on PATH: it makes the speech the STT probes transcribe (apt-get install espeak-ng)"
+        )
     return found
 
 
@@ -103,8 +106,12 @@ def make_clips(n: int, seed: int, cache_dir: Path, voice: str = "en-us") -> list
         if not path.exists():
             tmp = path.with_name(f".{key}.{os.getpid()}.wav")  # parallel workers may make the same clip
             # argv only; the text goes in on stdin so nothing in it can read as an option
-            proc = subprocess.run([exe, "-v", voice, "-s", str(wpm), "-w", str(tmp), "--stdin"], input=text, text=True,
-                                  capture_output=True)  # fmt: skip
+            proc = subprocess.run(
+                [exe, "-v", voice, "-s", str(wpm), "-w", str(tmp), "--stdin"],
+                input=text,
+                text=True,
+                capture_output=True,
+            )
             if proc.returncode != 0 or not tmp.exists():
                 raise HarnessError(f"espeak-ng failed for {text!r}: {(proc.stderr or proc.stdout).strip()[:200]}")
             tmp.replace(path)

@@ -49,12 +49,19 @@ def _problem(ex: Exchange) -> str:
 
 def transcribe(client: httpx.Client, model: str, clip: Clip, response_format: str = "json", **fields: str) -> Exchange:
     form = {"model": model, "response_format": response_format, "temperature": "0", "language": "en", **fields}
-    return exchange(client, "POST", "/v1/audio/transcriptions", form, files={"file": (clip.path.name, clip.audio, "audio/wav")})
+    return exchange(
+        client, "POST", "/v1/audio/transcriptions", form, files={"file": (clip.path.name, clip.audio, "audio/wav")}
+    )
 
 
 def transcript(ex: Exchange) -> str | None:
     """The text of a json/verbose_json answer, or None when it is not a transcription."""
-    if ex.status == 200 and isinstance(ex.data, dict) and isinstance(ex.data.get("text"), str) and error_in_200(ex) is None:
+    if (
+        ex.status == 200
+        and isinstance(ex.data, dict)
+        and isinstance(ex.data.get("text"), str)
+        and error_in_200(ex) is None
+    ):
         return str(ex.data["text"])
     return None
 
@@ -66,7 +73,11 @@ def _format_problem(fmt: str, ex: Exchange, clip: Clip, plain: str) -> str:
     if fmt != "verbose_json" and ex.content_type.startswith("application/json"):
         return f"JSON-encoded (content-type {ex.content_type}), expected {fmt} as text/plain: {body[:160]}"
     if fmt == "text":
-        return "" if words(body) == words(plain) else f"text {body.strip()[:120]!r} differs from the json answer {plain[:120]!r}"
+        return (
+            ""
+            if words(body) == words(plain)
+            else f"text {body.strip()[:120]!r} differs from the json answer {plain[:120]!r}"
+        )
     if fmt == "srt":
         return "" if _SRT_CUE.search(body) else f"not SRT (no '1' cue with 00:00:00,000 --> timing): {body[:200]!r}"
     if fmt == "vtt":
@@ -79,7 +90,11 @@ def _format_problem(fmt: str, ex: Exchange, clip: Clip, plain: str) -> str:
         return f"no segments list: {body[:200]}"
     for s in segments:
         start, end = (s.get("start"), s.get("end")) if isinstance(s, dict) else (None, None)
-        if not isinstance(start, int | float) or not isinstance(end, int | float) or not 0 <= start <= end <= clip.duration_s + 1.0:
+        if (
+            not isinstance(start, int | float)
+            or not isinstance(end, int | float)
+            or not 0 <= start <= end <= clip.duration_s + 1.0
+        ):
             return f"segment times {start!r}..{end!r} outside 0..{clip.duration_s:.2f} s: {str(s)[:200]}"
     return ""
 
@@ -90,25 +105,58 @@ def stt_conformance(client: httpx.Client, model: str, clip: Clip) -> tuple[list[
     checks = []
     first = transcribe(client, model, clip)
     plain = transcript(first)
-    checks.append(_check(g, "stt.json", plain is not None and bool(words(plain)),
-                         f"text {plain[:120]!r}" if plain is not None else _problem(first), first, actual=first.data))  # fmt: skip
+    checks.append(
+        _check(
+            g,
+            "stt.json",
+            plain is not None and bool(words(plain)),
+            f"text {plain[:120]!r}" if plain is not None else _problem(first),
+            first,
+            actual=first.data,
+        )
+    )
     for fmt in RESPONSE_FORMATS[1:]:
         ex = transcribe(client, model, clip, fmt)
         problem = _format_problem(fmt, ex, clip, plain or "")
-        checks.append(_check(g, f"stt.response_format.{fmt}", not problem, problem or f"valid {fmt}", ex,
-                             actual=ex.content.decode("utf-8", errors="replace")))  # fmt: skip
+        checks.append(
+            _check(
+                g,
+                f"stt.response_format.{fmt}",
+                not problem,
+                problem or f"valid {fmt}",
+                ex,
+                actual=ex.content.decode("utf-8", errors="replace"),
+            )
+        )
     again = transcribe(client, model, clip)
     same = transcript(again)
-    checks.append(_check(g, "stt.deterministic", None if plain is None else same == plain,
-                         "same clip twice at temperature 0: " + ("identical" if same == plain else f"{plain!r} then {same!r}"),
-                         again))  # fmt: skip
+    checks.append(
+        _check(
+            g,
+            "stt.deterministic",
+            None if plain is None else same == plain,
+            "same clip twice at temperature 0: " + ("identical" if same == plain else f"{plain!r} then {same!r}"),
+            again,
+        )
+    )
     # Errors: a 4xx status is the API's contract; an error inside an HTTP 200 breaks every client
     # that checks the status.
     cases: list[tuple[str, Callable[[], Exchange]]] = [
         ("stt.error.unknown_response_format", lambda: transcribe(client, model, clip, "bogus-format")),
-        ("stt.error.not_audio", lambda: exchange(client, "POST", "/v1/audio/transcriptions", {"model": model},
-                                                 files={"file": ("notes.wav", b"this is not audio", "audio/wav")})),  # fmt: skip
-        ("stt.error.missing_file", lambda: exchange(client, "POST", "/v1/audio/transcriptions", {"model": model}, files={})),
+        (
+            "stt.error.not_audio",
+            lambda: exchange(
+                client,
+                "POST",
+                "/v1/audio/transcriptions",
+                {"model": model},
+                files={"file": ("notes.wav", b"this is not audio", "audio/wav")},
+            ),
+        ),
+        (
+            "stt.error.missing_file",
+            lambda: exchange(client, "POST", "/v1/audio/transcriptions", {"model": model}, files={}),
+        ),
     ]
     for name, send in cases:
         ex = send()
@@ -119,9 +167,15 @@ def stt_conformance(client: httpx.Client, model: str, clip: Clip) -> tuple[list[
             detail = f"HTTP {ex.status}" + ("" if 400 <= ex.status < 500 else " (expected 4xx)")
         checks.append(_check(g, name, 400 <= ex.status < 500, detail, ex, actual=ex.data))
     after = transcribe(client, model, clip)
-    checks.append(_check(g, "stt.error.server_keeps_serving", transcript(after) is not None,
-                         f"a good request after the bad ones -> {_problem(after) if transcript(after) is None else 'transcribed'}",
-                         after))  # fmt: skip
+    checks.append(
+        _check(
+            g,
+            "stt.error.server_keeps_serving",
+            transcript(after) is not None,
+            f"a good request after the bad ones -> {_problem(after) if transcript(after) is None else 'transcribed'}",
+            after,
+        )
+    )
     return checks, plain
 
 
@@ -136,11 +190,21 @@ def transcribe_all(client: httpx.Client, model: str, clips: Sequence[Clip]) -> l
     return out
 
 
-def wer_check(texts: Sequence[str], hyps: Sequence[str], ref_wer: float | None, ref_version: str, *, max_wer: float,
-              tolerance: float, is_reference: bool) -> tuple[Check, SpeechAccuracy]:  # fmt: skip
+def wer_check(
+    texts: Sequence[str],
+    hyps: Sequence[str],
+    ref_wer: float | None,
+    ref_version: str,
+    *,
+    max_wer: float,
+    tolerance: float,
+    is_reference: bool,
+) -> tuple[Check, SpeechAccuracy]:
     """WER against the spoken text: under ``max_wer``, and no worse than the reference pin's + tolerance."""
     rate, edits, total = wer(texts, hyps)
-    per = tuple(ClipScore(spoken=t, heard=h, edits=edit_distance(words(t), words(h))) for t, h in zip(texts, hyps, strict=True))
+    per = tuple(
+        ClipScore(spoken=t, heard=h, edits=edit_distance(words(t), words(h))) for t, h in zip(texts, hyps, strict=True)
+    )
     summary = SpeechAccuracy(wer=rate, edits=edits, words=total, clips=len(texts), per_clip=per, reference_wer=ref_wer)
     detail = f"WER {rate:.1%} ({edits} edits in {total} words, {len(texts)} clips)"
     ok = rate <= max_wer
@@ -155,14 +219,27 @@ def wer_check(texts: Sequence[str], hyps: Sequence[str], ref_wer: float | None, 
     return _check("accuracy", "accuracy.wer", ok, detail, worst=worst), summary
 
 
-def transcript_agreement(ours: Sequence[str], theirs: Sequence[str], ref_version: str, max_differing: int) -> tuple[Check, Agreement]:
+def transcript_agreement(
+    ours: Sequence[str], theirs: Sequence[str], ref_version: str, max_differing: int
+) -> tuple[Check, Agreement]:
     """Transcripts vs the reference pin's, clip by clip (the same audio, greedy decoding)."""
     differ = [i for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) if words(a) != words(b)]
     rate, _, _ = wer(theirs, ours)
-    items = tuple(ItemAgreement(prompt=f"clip {i}", identical=False, ours_text=ours[i], reference_text=theirs[i]) for i in differ)
-    summary = Agreement(kind="transcripts", reference_version=ref_version, compared=len(ours), identical=len(ours) - len(differ),
-                        differ=len(differ), wer_vs_reference=rate, items=items)  # fmt: skip
+    items = tuple(
+        ItemAgreement(prompt=f"clip {i}", identical=False, ours_text=ours[i], reference_text=theirs[i]) for i in differ
+    )
+    summary = Agreement(
+        kind="transcripts",
+        reference_version=ref_version,
+        compared=len(ours),
+        identical=len(ours) - len(differ),
+        differ=len(differ),
+        wer_vs_reference=rate,
+        items=items,
+    )
     ok = len(differ) <= max_differing
-    detail = f"{len(ours) - len(differ)}/{len(ours)} transcripts identical to {ref_version}'s (WER between them {rate:.1%})"
+    detail = (
+        f"{len(ours) - len(differ)}/{len(ours)} transcripts identical to {ref_version}'s (WER between them {rate:.1%})"
+    )
     differing = [{"ours": x.ours_text, "reference": x.reference_text} for x in items[:3]]
     return _check("agreement", "agreement.transcripts", ok, detail, differing=differing), summary

@@ -53,11 +53,19 @@ def workload_digest(matrix: Matrix) -> str:
 
 
 def run_info(matrix: Matrix, run_id: str, expected: Sequence[str] = ()) -> RunInfo:
-    return RunInfo(backend=matrix.backend, matrix=str(matrix.path), run_id=run_id,
-                   references={name: p.reference.text for name, p in matrix.platforms.items()},
-                   required_checks=matrix.policy.required_checks, tie_break=matrix.policy.tie_break,
-                   noise=matrix.thresholds.throughput_noise, drift=matrix.thresholds.machine_drift, seed=matrix.workload.seed,
-                   workload=workload_digest(matrix), expected=tuple(expected))  # fmt: skip
+    return RunInfo(
+        backend=matrix.backend,
+        matrix=str(matrix.path),
+        run_id=run_id,
+        references={name: p.reference.text for name, p in matrix.platforms.items()},
+        required_checks=matrix.policy.required_checks,
+        tie_break=matrix.policy.tie_break,
+        noise=matrix.thresholds.throughput_noise,
+        drift=matrix.thresholds.machine_drift,
+        seed=matrix.workload.seed,
+        workload=workload_digest(matrix),
+        expected=tuple(expected),
+    )
 
 
 def _info(settings: Matrix | RunInfo, run_id: str = "", expected: Sequence[str] = ()) -> RunInfo:
@@ -82,8 +90,9 @@ def groups(cells: Sequence[CellResult]) -> dict[Group, list[CellResult]]:
     return out
 
 
-def recommendations(settings: Matrix | RunInfo, cells: Sequence[CellResult], found: Sequence[Verdict] | None = None
-                    ) -> list[Recommendation]:  # fmt: skip
+def recommendations(
+    settings: Matrix | RunInfo, cells: Sequence[CellResult], found: Sequence[Verdict] | None = None
+) -> list[Recommendation]:
     """One per model, platform and kind of machine (GPU model, or CPU ISA). ``found``: the run's verdicts,
     when already computed."""
     info = _info(settings)
@@ -94,8 +103,17 @@ def recommendations(settings: Matrix | RunInfo, cells: Sequence[CellResult], fou
     for (model, platform, hardware), group in by_group.items():
         ref = info.references.get(platform, group[0].version)
         mine = [v for v in found if v.model == model and (not v.measured_on or v.measured_on == hardware)]
-        out.append(recommend(group, required_checks=info.required_checks, noise=info.noise, tie_break=info.tie_break, reference=ref,
-                             verdicts=mine, measured_on=hardware if several else ""))  # fmt: skip
+        out.append(
+            recommend(
+                group,
+                required_checks=info.required_checks,
+                noise=info.noise,
+                tie_break=info.tie_break,
+                reference=ref,
+                verdicts=mine,
+                measured_on=hardware if several else "",
+            )
+        )
     return out
 
 
@@ -132,11 +150,19 @@ def pins_document(recs: Sequence[Recommendation], cells: Sequence[CellResult]) -
     models = []
     for r in recs:
         entry = r.to_dict()
-        cell = next((c for (m, p, hw, label), c in by_pin.items() if (m, p, label) == (r.model, r.platform, r.label)
-                     and (not r.measured_on or hw == r.measured_on)), None)  # fmt: skip
+        cell = next(
+            (
+                c
+                for (m, p, hw, label), c in by_pin.items()
+                if (m, p, label) == (r.model, r.platform, r.label) and (not r.measured_on or hw == r.measured_on)
+            ),
+            None,
+        )
         if cell is not None and cell.install is not None:
             entry["executable"] = Path(cell.install.executable).name
-            entry["install"] = cell.install.export()  # what was run: pipx/uv argv + env, a download's URL + sha256, or manual + path
+            entry["install"] = (
+                cell.install.export()
+            )  # what was run: pipx/uv argv + env, a download's URL + sha256, or manual + path
             if cell.install.build_constraints:  # e.g. PIP_BUILD_CONSTRAINT=<file with these lines>
                 entry["build_constraints"] = list(cell.install.build_constraints)
         if cell is not None and cell.fingerprint is not None:
@@ -145,9 +171,16 @@ def pins_document(recs: Sequence[Recommendation], cells: Sequence[CellResult]) -
     return {"schema_version": 2, "models": models}
 
 
-def write_reports(settings: Matrix | RunInfo, run_dir: Path, run_id: str, cells: Sequence[CellResult], *,
-                  expected: Sequence[str] = (), history: Path | None = None, trends: Sequence[Trend] | None = None
-                  ) -> tuple[ReportPaths, list[Recommendation]]:  # fmt: skip
+def write_reports(
+    settings: Matrix | RunInfo,
+    run_dir: Path,
+    run_id: str,
+    cells: Sequence[CellResult],
+    *,
+    expected: Sequence[str] = (),
+    history: Path | None = None,
+    trends: Sequence[Trend] | None = None,
+) -> tuple[ReportPaths, list[Recommendation]]:
     """``expected``: the cell ids the run was asked to run; a report written before all of them reached a
     final result says it is partial, and which did not run. ``history``: a history dir; each measured
     cell is compared with its earlier runs there, then added to it (once per run id)."""
@@ -158,15 +191,30 @@ def write_reports(settings: Matrix | RunInfo, run_dir: Path, run_id: str, cells:
     recs = recommendations(info, cells, found)
     run_dir.mkdir(parents=True, exist_ok=True)
     if trends is None:
-        trends = History(history).record(sort_cells(cells), dataclasses.replace(info, run_id=run_id)) if history is not None else []
-    paths = ReportPaths(run_dir=run_dir, markdown=run_dir / "report.md", html=run_dir / "report.html",
-                        results_json=run_dir / "results.json", pins_json=run_dir / "pins.json", verdicts=tuple(found),
-                        trends=tuple(trends))  # fmt: skip
+        trends = (
+            History(history).record(sort_cells(cells), dataclasses.replace(info, run_id=run_id))
+            if history is not None
+            else []
+        )
+    paths = ReportPaths(
+        run_dir=run_dir,
+        markdown=run_dir / "report.md",
+        html=run_dir / "report.html",
+        results_json=run_dir / "results.json",
+        pins_json=run_dir / "pins.json",
+        verdicts=tuple(found),
+        trends=tuple(trends),
+    )
     view = build(info.backend, info.matrix, run_id, cells, recs, partial=partial, verdicts=found, trends=trends)
     _atomic_write(paths.markdown, markdown.render(view))
     _atomic_write(paths.html, html.render(view))
-    results = {"schema_version": SCHEMA_VERSION, "run_id": run_id, "backend": info.backend, "matrix": info.matrix,
-               "cells": [c.to_dict() for c in sort_cells(cells)]}  # fmt: skip
+    results = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id,
+        "backend": info.backend,
+        "matrix": info.matrix,
+        "cells": [c.to_dict() for c in sort_cells(cells)],
+    }
     _atomic_write(paths.results_json, json.dumps(results, indent=2, sort_keys=True) + "\n")
     pins = pins_document(recs, cells)
     pins["verdicts"] = [v.to_dict() for v in found]
@@ -217,21 +265,29 @@ def merge(run_dirs: Sequence[Path], *, matrix: Matrix | None = None) -> Merged:
             raise HarnessError(str(exc)) from exc
         notes += loaded.notes
         if infos and info.backend != infos[0].backend:
-            raise HarnessError(f"{run_dir}: a {info.backend} run; {run_dirs[0]} is {infos[0].backend}: merge runs of one matrix")
+            raise HarnessError(
+                f"{run_dir}: a {info.backend} run; {run_dirs[0]} is {infos[0].backend}: merge runs of one matrix"
+            )
         if infos and (info.workload, info.references) != (infos[0].workload, infos[0].references):
-            raise HarnessError(f"{run_dir}: its workload or reference pins differ from {run_dirs[0]}'s: its numbers do not merge")
+            raise HarnessError(
+                f"{run_dir}: its workload or reference pins differ from {run_dirs[0]}'s: its numbers do not merge"
+            )
         infos.append(info)
         for cell in found:
             key = (cell.cell_id, cell.hardware)
             old = cells.get(key)
-            if old is not None and (old.final and not cell.final or (old.final == cell.final and old.finished_at > cell.finished_at)):
+            if old is not None and (
+                old.final and not cell.final or (old.final == cell.final and old.finished_at > cell.finished_at)
+            ):
                 replaced.append((key, where[key], run_dir))
                 continue
             if old is not None:
                 replaced.append((key, run_dir, where[key]))
             cells[key], origin[key], where[key] = cell, info, run_dir
     ids = [i.run_id for i in infos]
-    names = {d: (f"run {i.run_id}" if ids.count(i.run_id) == 1 else str(d)) for d, i in zip(run_dirs, infos, strict=True)}
+    names = {
+        d: (f"run {i.run_id}" if ids.count(i.run_id) == 1 else str(d)) for d, i in zip(run_dirs, infos, strict=True)
+    }
     notes += [f"{cid}: {names[kept]}'s result is kept over {names[other]}'s" for (cid, _), kept, other in replaced]
     first = infos[0]
     expected = tuple(dict.fromkeys(cid for i in infos for cid in (i.expected or ())))
@@ -241,8 +297,9 @@ def merge(run_dirs: Sequence[Path], *, matrix: Matrix | None = None) -> Merged:
     return Merged(info=merged, cells=list(cells.values()), notes=notes, runs=origin)
 
 
-def rebuild(run_dirs: Sequence[Path], out: Path | None = None, *, matrix: Matrix | None = None, history: Path | None = None
-            ) -> tuple[ReportPaths, list[Recommendation], list[str]]:  # fmt: skip
+def rebuild(
+    run_dirs: Sequence[Path], out: Path | None = None, *, matrix: Matrix | None = None, history: Path | None = None
+) -> tuple[ReportPaths, list[Recommendation], list[str]]:
     """Reports from stored results: one run dir again, in place; several merged into ``out`` (which gets
     their cells as its own results.jsonl and run.json, so it is a run dir too). Idempotent."""
     merged = merge(run_dirs, matrix=matrix)
@@ -254,7 +311,9 @@ def rebuild(run_dirs: Sequence[Path], out: Path | None = None, *, matrix: Matrix
         _atomic_write(target / "results.jsonl", lines)
         info.write(target)
     elif len(run_dirs) > 1:
-        raise HarnessError(f"{target}: the merged report needs its own directory (--out), not one of the runs it merges")
+        raise HarnessError(
+            f"{target}: the merged report needs its own directory (--out), not one of the runs it merges"
+        )
     trends = None
     if history is not None:  # each cell enters history under the run that measured it, not the merge
         store = History(history)

@@ -43,25 +43,34 @@ def curve_svg(cells: Sequence[CellResult], width: int = 640, height: int = 260) 
         return x, topm + h - h * v / top
 
     colours = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
-             f'<line x1="{left}" y1="{topm + h}" x2="{left + w}" y2="{topm + h}" stroke="#999"/>',
-             f'<line x1="{left}" y1="{topm}" x2="{left}" y2="{topm + h}" stroke="#999"/>',
-             f'<text x="5" y="{topm + 10}" font-size="11">{top:.0f}</text>',
-             f'<text x="5" y="{topm + h}" font-size="11">0</text>',
-             f'<text x="{left}" y="{height - 5}" font-size="11">{escape(unit)} per load point</text>']  # fmt: skip
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
+        f'<line x1="{left}" y1="{topm + h}" x2="{left + w}" y2="{topm + h}" stroke="#999"/>',
+        f'<line x1="{left}" y1="{topm}" x2="{left}" y2="{topm + h}" stroke="#999"/>',
+        f'<text x="5" y="{topm + 10}" font-size="11">{top:.0f}</text>',
+        f'<text x="5" y="{topm + h}" font-size="11">0</text>',
+        f'<text x="{left}" y="{height - 5}" font-size="11">{escape(unit)} per load point</text>',
+    ]
     for i, label in enumerate(labels):
         x, _ = xy(i, 0)
-        parts.append(f'<text x="{x:.0f}" y="{topm + h + 14}" font-size="10" text-anchor="middle">{escape(label)}</text>')
+        parts.append(
+            f'<text x="{x:.0f}" y="{topm + h + 14}" font-size="10" text-anchor="middle">{escape(label)}</text>'
+        )
     for n, (version, points) in enumerate(series):
         colour = colours[n % len(colours)]
         coords = [xy(i, p.median if p.median == p.median else 0.0) for i, p in enumerate(points)]
-        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="'
-                     + " ".join(f"{x:.1f},{y:.1f}" for x, y in coords) + '"/>')  # fmt: skip
+        parts.append(
+            f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="'
+            + " ".join(f"{x:.1f},{y:.1f}" for x, y in coords)
+            + '"/>'
+        )
         for i, p in enumerate(points):
             if p.ci95:
                 (x, y1), (_, y2) = xy(i, max(p.ci95[0], 0.0)), xy(i, p.ci95[1])
                 parts.append(f'<line x1="{x:.1f}" y1="{y1:.1f}" x2="{x:.1f}" y2="{y2:.1f}" stroke="{colour}"/>')
-        parts.append(f'<text x="{left + w + 8}" y="{topm + 14 + 14 * n}" font-size="11" fill="{colour}">{escape(version)}</text>')
+        parts.append(
+            f'<text x="{left + w + 8}" y="{topm + 14 + 14 * n}" font-size="11" fill="{colour}">{escape(version)}</text>'
+        )
     parts.append("</svg>")
     return Markup("".join(parts))
 
@@ -80,12 +89,17 @@ def trend_svg(trend: Trend, width: int = 160, height: int = 32) -> Markup:
     coords = [xy(i, p) for i, p in points]
     x, y = coords[-1]
     title = escape("; ".join(f"{r}: {p:.1f}" if p is not None else f"{r}: —" for r, p in trend.series))
-    return Markup(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img"><title>{title}</title>'
-                  f'<polyline fill="none" stroke="#1f77b4" stroke-width="1.5" points="'
-                  + " ".join(f"{a:.1f},{b:.1f}" for a, b in coords)
-                  + f'"/><circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="#d62728"/></svg>')  # fmt: skip
+    return Markup(
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img"><title>{title}</title>'
+        f'<polyline fill="none" stroke="#1f77b4" stroke-width="1.5" points="'
+        + " ".join(f"{a:.1f},{b:.1f}" for a, b in coords)
+        + f'"/><circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="#d62728"/></svg>'
+    )
 
 
 def render(view: ReportView) -> str:
-    return _ENV.get_template("report.html.j2").render(view=view, curves=[(m, curve_svg(cells)) for m, cells in view.curves],
-                                                      trends=[(t, trend_svg(t)) for t in view.trends])  # fmt: skip
+    return _ENV.get_template("report.html.j2").render(
+        view=view,
+        curves=[(m, curve_svg(cells)) for m, cells in view.curves],
+        trends=[(t, trend_svg(t)) for t in view.trends],
+    )

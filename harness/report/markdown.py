@@ -28,13 +28,22 @@ def _block(text: str, info: str = "") -> list[str]:
 
 
 def _cell(v: CellView) -> list[str]:
-    out = [f"### {markdown_text(v.title)}", "", f"- status: {v.status}" + (f" — {markdown_text(v.reason)}" if v.reason else "")]
+    out = [
+        f"### {markdown_text(v.title)}",
+        "",
+        f"- status: {v.status}" + (f" — {markdown_text(v.reason)}" if v.reason else ""),
+    ]
     out += [f"- {label}: {markdown_text(value)}" for label, value in v.facts]
     out += [f"- warning: {markdown_text(w)}" for w in v.warnings]
     if v.checks is not None:
         out += ["", tabulate(_rows(v.checks), headers=list(v.checks.headers), tablefmt="github")]
     for e in v.evidence:
-        out += ["", f"Evidence for failed check `{markdown_text(e.check).replace('`', '')}`:", "", *_block(e.text, "json")]
+        out += [
+            "",
+            f"Evidence for failed check `{markdown_text(e.check).replace('`', '')}`:",
+            "",
+            *_block(e.text, "json"),
+        ]
     for t in v.tables:
         out += _table(t)
     out.append("")
@@ -51,18 +60,34 @@ def render(view: ReportView) -> str:
         out.append(f"- {markdown_text(r.where)}: {head} — " + "; ".join(markdown_text(x) for x in r.reasons))
         out += [f"  - {markdown_text(version)}: {markdown_text(why)}" for version, why in r.rejected.items()]
     if view.verdicts:
-        out += ["", "## Verdicts against the deployed pin", "",
-                "Ratio pin / deployed with a 95% bootstrap interval; a difference inside the noise margin is none.", ""]
+        out += [
+            "",
+            "## Verdicts against the deployed pin",
+            "",
+            "Ratio pin / deployed with a 95% bootstrap interval; a difference inside the noise margin is none.",
+            "",
+        ]
         out += [f"- {markdown_text(v.line)}" for v in view.verdicts]
     if view.trends:
-        out += ["", "## History on this kind of machine", "",
-                "Each pin against its own last runs (same machine kind, same workload); two flagged runs in a row are a regression.",
-                ""]  # fmt: skip
+        out += [
+            "",
+            "## History on this kind of machine",
+            "",
+            "Each pin against its own last runs (same machine kind, same "
+            "workload); two flagged runs in a row are a regression.",
+            "",
+        ]
         for t in view.trends:
             spark = sparkline([p for _, p in t.series])
             chart = f" — peak {t.unit} over {len(t.series)} runs: `{spark}`" if len(t.series) > 1 else ""
             out.append(f"- {markdown_text(t.line)}{chart}")
-    out += ["", "## Summary", "", tabulate(_rows(view.summary), headers=list(view.summary.headers), tablefmt="github"), ""]
+    out += [
+        "",
+        "## Summary",
+        "",
+        tabulate(_rows(view.summary), headers=list(view.summary.headers), tablefmt="github"),
+        "",
+    ]
     if view.timing:
         out += [f"Where the time went: {markdown_text(view.timing)}", ""]
     out += ["## Details", ""]

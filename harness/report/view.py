@@ -75,8 +75,12 @@ def partial_run(cells: Sequence[CellResult], expected: Sequence[str]) -> Partial
     if not missing:
         return None
     interrupted = {c.cell_id for c in cells if not c.final}
-    return Partial(ran=len(set(expected) & final), of=len(set(expected)), not_run=tuple(missing),
-                   why=tuple("interrupted" if cid in interrupted else "" for cid in missing))
+    return Partial(
+        ran=len(set(expected) & final),
+        of=len(set(expected)),
+        not_run=tuple(missing),
+        why=tuple("interrupted" if cid in interrupted else "" for cid in missing),
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,7 +91,9 @@ class ReportView:
     summary: Table
     cells: tuple[CellView, ...]
     failures: tuple[CellView, ...]
-    curves: tuple[tuple[str, tuple[CellResult, ...]], ...] = field(default_factory=tuple)  # per model, for the HTML chart
+    curves: tuple[tuple[str, tuple[CellResult, ...]], ...] = field(
+        default_factory=tuple
+    )  # per model, for the HTML chart
     partial: Partial | None = None
     verdicts: tuple[Verdict, ...] = ()  # each pin against the deployed (reference) pin, like with like
     trends: tuple[Trend, ...] = ()  # each cell against its own earlier runs (history)
@@ -104,8 +110,10 @@ def sparkline(values: Sequence[float | None]) -> str:
         return ""
     lo, hi = min(known), max(known)
     span = (hi - lo) or 1.0
-    return "".join(" " if v is None or math.isnan(v) else SPARKS[min(int((v - lo) / span * (len(SPARKS) - 1) + 0.5), 7)]
-                   for v in values)  # fmt: skip
+    return "".join(
+        " " if v is None or math.isnan(v) else SPARKS[min(int((v - lo) / span * (len(SPARKS) - 1) + 0.5), 7)]
+        for v in values
+    )
 
 
 def fmt(value: float | None, spec: str = ".1f") -> str:
@@ -163,17 +171,35 @@ def first_p50(cell: CellResult) -> str:
     return f"{'latency' if cell.rate_unit == AUDIO_UNIT else 'TTFT'} {value:.0f} ms"
 
 
-SUMMARY_HEADERS = ("pin", "model", "platform", "status", "startup s", "peak throughput", "p50 at lowest load", "agreement", "accuracy",
-                   "machine")  # fmt: skip
+SUMMARY_HEADERS = (
+    "pin",
+    "model",
+    "platform",
+    "status",
+    "startup s",
+    "peak throughput",
+    "p50 at lowest load",
+    "agreement",
+    "accuracy",
+    "machine",
+)
 
 
 def summary_row(c: CellResult) -> tuple[str, ...]:
     measured = c.status is not Status.ERROR  # a cell that could not be measured has no numbers to show, partial or not
     peak = c.peak_rate() if measured else None
-    return (c.pin_label + (" (ref)" if c.is_reference else ""), c.model, c.platform, status_label(c), fmt(c.startup_s),
-            "—" if peak is None else f"{peak:{_rate_spec(c.rate_unit)}} {c.rate_unit}", first_p50(c) if measured else "—",
-            agreement_text(c),
-            accuracy_text(c), c.fingerprint.numerics if c.fingerprint else "—")  # fmt: skip
+    return (
+        c.pin_label + (" (ref)" if c.is_reference else ""),
+        c.model,
+        c.platform,
+        status_label(c),
+        fmt(c.startup_s),
+        "—" if peak is None else f"{peak:{_rate_spec(c.rate_unit)}} {c.rate_unit}",
+        first_p50(c) if measured else "—",
+        agreement_text(c),
+        accuracy_text(c),
+        c.fingerprint.numerics if c.fingerprint else "—",
+    )
 
 
 def _pct(d: Distribution, q: int, spec: str) -> str:
@@ -206,37 +232,110 @@ def load_table(cell: CellResult) -> Table:
     """The load points of this cell's kind: text generation, or audio (latency, real-time factor)."""
     title = "Load points (median of repeats; client-bound points are not used to recommend)"
     if cell.rate_unit == AUDIO_UNIT:
-        rows = tuple((p.label, str(p.run.requests), str(p.run.completed), fmt(p.median, ".2f"), _spread(p), fmt(p.run.request_s, ".2f"),
-                      _dist3(p.dist("latency_ms")), "/".join(_dist3(p.dist("rtf"), ".2f").split("/")[:2]), fmt(p.run.audio_s, ".1f"),
-                      str(getattr(p.dist("latency_ms"), "n", 0)))  # fmt: skip
-                     for p in cell.throughput)
-        return Table(title=title, headers=("point", "req", "ok", "audio s/s", "spread (95% CI / range)", "req/s", "latency p50/p90/p99 ms",
-                                           "RTF p50/p90", "audio s", "latency samples"), rows=rows)  # fmt: skip
+        rows = tuple(
+            (
+                p.label,
+                str(p.run.requests),
+                str(p.run.completed),
+                fmt(p.median, ".2f"),
+                _spread(p),
+                fmt(p.run.request_s, ".2f"),
+                _dist3(p.dist("latency_ms")),
+                "/".join(_dist3(p.dist("rtf"), ".2f").split("/")[:2]),
+                fmt(p.run.audio_s, ".1f"),
+                str(getattr(p.dist("latency_ms"), "n", 0)),
+            )
+            for p in cell.throughput
+        )
+        return Table(
+            title=title,
+            headers=(
+                "point",
+                "req",
+                "ok",
+                "audio s/s",
+                "spread (95% CI / range)",
+                "req/s",
+                "latency p50/p90/p99 ms",
+                "RTF p50/p90",
+                "audio s",
+                "latency samples",
+            ),
+            rows=rows,
+        )
     out = []
     for p in cell.throughput:
         r = p.run
-        out.append((p.label, str(r.requests), str(r.completed), fmt(p.median), _spread(p), fmt(r.request_s, ".2f"),
-                    fmt(r.goodput_req_s, ".2f"),
-                    _dist3(p.dist("ttft_ms")), fmt(getattr(p.dist("tpot_ms"), "p50", None)), fmt(getattr(p.dist("itl_ms"), "p50", None)),
-                    fmt(getattr(p.dist("e2el_ms"), "p50", None), ".0f"), fmt(r.output_tokens / r.completed if r.completed else None),
-                    str(getattr(p.dist("ttft_ms"), "n", 0)), f"{r.client_cpu_util:.0%}", fmt(getattr(p.dist("loop_lag_ms"), "p99", None)),
-                    ("CLIENT-BOUND: " + p.saturation_reason) if p.saturated else ""))  # fmt: skip
-    return Table(title=title, headers=("point", "req", "ok", "out tok/s", "spread (95% CI / range)", "req/s", "goodput req/s",
-                                       "TTFT p50/p90/p99 ms", "TPOT p50 ms", "ITL p50 ms", "E2EL p50 ms", "tokens/req", "TTFT samples",
-                                       "client CPU", "loop lag p99 ms", "flag"), rows=tuple(out))  # fmt: skip
+        out.append(
+            (
+                p.label,
+                str(r.requests),
+                str(r.completed),
+                fmt(p.median),
+                _spread(p),
+                fmt(r.request_s, ".2f"),
+                fmt(r.goodput_req_s, ".2f"),
+                _dist3(p.dist("ttft_ms")),
+                fmt(getattr(p.dist("tpot_ms"), "p50", None)),
+                fmt(getattr(p.dist("itl_ms"), "p50", None)),
+                fmt(getattr(p.dist("e2el_ms"), "p50", None), ".0f"),
+                fmt(r.output_tokens / r.completed if r.completed else None),
+                str(getattr(p.dist("ttft_ms"), "n", 0)),
+                f"{r.client_cpu_util:.0%}",
+                fmt(getattr(p.dist("loop_lag_ms"), "p99", None)),
+                ("CLIENT-BOUND: " + p.saturation_reason) if p.saturated else "",
+            )
+        )
+    return Table(
+        title=title,
+        headers=(
+            "point",
+            "req",
+            "ok",
+            "out tok/s",
+            "spread (95% CI / range)",
+            "req/s",
+            "goodput req/s",
+            "TTFT p50/p90/p99 ms",
+            "TPOT p50 ms",
+            "ITL p50 ms",
+            "E2EL p50 ms",
+            "tokens/req",
+            "TTFT samples",
+            "client CPU",
+            "loop lag p99 ms",
+            "flag",
+        ),
+        rows=tuple(out),
+    )
 
 
 def _facts(c: CellResult) -> list[tuple[str, str]]:
-    facts = [("phases", (", ".join(f"{p} {c.phases[p]:.1f} s" for p in PHASES if p in c.phases) or "—")
-              + (" (installed in this run)" if c.installed_now else ""))]  # fmt: skip
+    facts = [
+        (
+            "phases",
+            (", ".join(f"{p} {c.phases[p]:.1f} s" for p in PHASES if p in c.phases) or "—")
+            + (" (installed in this run)" if c.installed_now else ""),
+        )
+    ]
     if c.probe_s:
         inside = sum(c.probe_s.values())
-        facts.append(("probes", ", ".join(f"{k} {v:.1f} s" for k, v in c.probe_s.items())
-                      + (f"; between them {c.phases['probes'] - inside:.1f} s" if "probes" in c.phases else "")))  # fmt: skip
+        facts.append(
+            (
+                "probes",
+                ", ".join(f"{k} {v:.1f} s" for k, v in c.probe_s.items())
+                + (f"; between them {c.phases['probes'] - inside:.1f} s" if "probes" in c.phases else ""),
+            )
+        )
     if c.conformance_s:
         facts.append(("conformance checks", ", ".join(f"{k} {v:.1f} s" for k, v in c.conformance_s.items())))
     if (over := c.overhead_s()) is not None:
-        facts.append(("harness overhead", f"{over:.1f} s of {c.wall_s:.1f} s ({over / c.wall_s:.1%}): wall time no phase accounts for"))
+        facts.append(
+            (
+                "harness overhead",
+                f"{over:.1f} s of {c.wall_s:.1f} s ({over / c.wall_s:.1%}): wall time no phase accounts for",
+            )
+        )
     if c.install is not None:
         facts.append(("executable", c.install.executable))
         how = c.install.kind + (f" from {c.install.url} (sha256 {c.install.sha256})" if c.install.url else "")
@@ -246,10 +345,17 @@ def _facts(c: CellResult) -> list[tuple[str, str]]:
     fp = c.fingerprint
     if fp is not None:
         m = fp.machine
-        facts.append(("machine", f"{m.cpu_model}, {m.cores} cores, {m.memory_bytes / 2**30:.0f} GiB, {m.arch} "
-                                 f"[{' '.join(m.cpu_flags) or 'flags unknown'}], {m.os}, Python {m.python}"))  # fmt: skip
+        facts.append(
+            (
+                "machine",
+                f"{m.cpu_model}, {m.cores} cores, {m.memory_bytes / 2**30:.0f} GiB, {m.arch} "
+                f"[{' '.join(m.cpu_flags) or 'flags unknown'}], {m.os}, Python {m.python}",
+            )
+        )
         for g in fp.gpus:
-            facts.append((f"GPU {g.index}", f"{g.name} ({g.uuid}), {g.memory_mib:.0f} MiB, driver {g.driver}, CUDA {g.cuda}"))
+            facts.append(
+                (f"GPU {g.index}", f"{g.name} ({g.uuid}), {g.memory_mib:.0f} MiB, driver {g.driver}, CUDA {g.cuda}")
+            )
         if fp.torch:
             facts.append(("torch", fp.torch))
         if fp.distributions:
@@ -271,27 +377,64 @@ def _tables(c: CellResult) -> list[Table]:
     tables = []
     a = c.agreement
     if a is not None and a.kind == "greedy" and a.items:
-        rows = tuple((r.prompt, "identical", "—", "", "") if r.identical else
-                     (r.prompt, "close (in top-k)" if r.close else "DIFFERS", f"token {r.position}: {r.ours!r} vs {r.reference!r}",
-                      r.ours_text, r.reference_text) for r in a.items)  # fmt: skip
-        tables.append(Table(title=f"Agreement with the reference {a.reference_version}, per prompt",
-                            headers=("prompt", "result", "first divergence", "ours", "reference"), rows=rows))  # fmt: skip
+        rows = tuple(
+            (r.prompt, "identical", "—", "", "")
+            if r.identical
+            else (
+                r.prompt,
+                "close (in top-k)" if r.close else "DIFFERS",
+                f"token {r.position}: {r.ours!r} vs {r.reference!r}",
+                r.ours_text,
+                r.reference_text,
+            )
+            for r in a.items
+        )
+        tables.append(
+            Table(
+                title=f"Agreement with the reference {a.reference_version}, per prompt",
+                headers=("prompt", "result", "first divergence", "ours", "reference"),
+                rows=rows,
+            )
+        )
     if a is not None and a.kind == "transcripts" and a.items:
-        tables.append(Table(title=f"Transcripts that differ from the reference {a.reference_version}'s",
-                            headers=("clip", "ours", "reference"),
-                            rows=tuple((r.prompt, r.ours_text, r.reference_text) for r in a.items)))  # fmt: skip
+        tables.append(
+            Table(
+                title=f"Transcripts that differ from the reference {a.reference_version}'s",
+                headers=("clip", "ours", "reference"),
+                rows=tuple((r.prompt, r.ours_text, r.reference_text) for r in a.items),
+            )
+        )
     acc = c.accuracy
     if isinstance(acc, TextAccuracy):
         scores = [("overall", acc.overall), *sorted(acc.tasks.items())]
-        tables.append(Table(title="Task accuracy", headers=("task", "correct", "accuracy", "Wilson 95% CI"),
-                            rows=tuple((name, f"{s.correct}/{s.n}", f"{s.accuracy:.1%}", f"[{s.wilson_low:.1%}, {s.wilson_high:.1%}]")
-                                       for name, s in scores)))  # fmt: skip
+        tables.append(
+            Table(
+                title="Task accuracy",
+                headers=("task", "correct", "accuracy", "Wilson 95% CI"),
+                rows=tuple(
+                    (name, f"{s.correct}/{s.n}", f"{s.accuracy:.1%}", f"[{s.wilson_low:.1%}, {s.wilson_high:.1%}]")
+                    for name, s in scores
+                ),
+            )
+        )
     if isinstance(acc, SpeechAccuracy) and acc.per_clip:
-        tables.append(Table(title=f"Transcripts ({accuracy_text(c)})", headers=("spoken", "heard", "word edits"),
-                            rows=tuple((r.spoken, r.heard, str(r.edits)) for r in acc.per_clip)))  # fmt: skip
+        tables.append(
+            Table(
+                title=f"Transcripts ({accuracy_text(c)})",
+                headers=("spoken", "heard", "word edits"),
+                rows=tuple((r.spoken, r.heard, str(r.edits)) for r in acc.per_clip),
+            )
+        )
     if c.startup:
-        tables.append(Table(title="Startup", headers=("start", "ready s", "log ready line s", "phases (from the server log)"),
-                            rows=tuple((kind, fmt(s.seconds), fmt(s.log_ready_s), _phases(s.phases)) for kind, s in c.startup.items())))
+        tables.append(
+            Table(
+                title="Startup",
+                headers=("start", "ready s", "log ready line s", "phases (from the server log)"),
+                rows=tuple(
+                    (kind, fmt(s.seconds), fmt(s.log_ready_s), _phases(s.phases)) for kind, s in c.startup.items()
+                ),
+            )
+        )
     if c.throughput:
         tables.append(load_table(c))
     return tables
@@ -300,25 +443,66 @@ def _tables(c: CellResult) -> list[Table]:
 def cell_view(c: CellResult) -> CellView:
     checks = None
     if c.checks:
-        checks = Table(title="Checks", headers=("group", "check", "result", "detail"),
-                       rows=tuple((ch.group, ch.name, verdict(ch.passed, ch.waived),
-                                   ch.detail + (f" — waived: {ch.waived}" if ch.waived else "")) for ch in c.checks))  # fmt: skip
-    evidence = tuple(Evidence(check=ch.name, text=json.dumps(dump(ch.evidence), ensure_ascii=False, indent=1, default=str))
-                     for ch in c.checks if ch.passed is False)  # fmt: skip
+        checks = Table(
+            title="Checks",
+            headers=("group", "check", "result", "detail"),
+            rows=tuple(
+                (
+                    ch.group,
+                    ch.name,
+                    verdict(ch.passed, ch.waived),
+                    ch.detail + (f" — waived: {ch.waived}" if ch.waived else ""),
+                )
+                for ch in c.checks
+            ),
+        )
+    evidence = tuple(
+        Evidence(check=ch.name, text=json.dumps(dump(ch.evidence), ensure_ascii=False, indent=1, default=str))
+        for ch in c.checks
+        if ch.passed is False
+    )
     failed = c.status is not Status.PASSED
-    return CellView(anchor=c.cell_id, title=f"{c.label} · {c.model} · {c.platform}", status=status_label(c), ok=not failed,
-                    reason=c.reason, facts=tuple(_facts(c)), warnings=tuple(c.warnings), checks=checks, evidence=evidence,
-                    tables=tuple(_tables(c)), log_path=c.log_path if failed else "",
-                    log_excerpt=c.log_excerpt if failed else "")  # fmt: skip
+    return CellView(
+        anchor=c.cell_id,
+        title=f"{c.label} · {c.model} · {c.platform}",
+        status=status_label(c),
+        ok=not failed,
+        reason=c.reason,
+        facts=tuple(_facts(c)),
+        warnings=tuple(c.warnings),
+        checks=checks,
+        evidence=evidence,
+        tables=tuple(_tables(c)),
+        log_path=c.log_path if failed else "",
+        log_excerpt=c.log_excerpt if failed else "",
+    )
 
 
 def sort_cells(cells: Sequence[CellResult]) -> list[CellResult]:
-    return sorted(cells, key=lambda c: (c.model, c.platform, c.variant != c.deployed_variant, c.variant, not c.is_reference,
-                                        Version(c.version)))  # fmt: skip
+    return sorted(
+        cells,
+        key=lambda c: (
+            c.model,
+            c.platform,
+            c.variant != c.deployed_variant,
+            c.variant,
+            not c.is_reference,
+            Version(c.version),
+        ),
+    )
 
 
-def build(backend: str, matrix_path: str, run_id: str, cells: Sequence[CellResult], recs: Sequence[Recommendation], *,
-          partial: Partial | None = None, verdicts: Sequence[Verdict] = (), trends: Sequence[Trend] = ()) -> ReportView:  # fmt: skip
+def build(
+    backend: str,
+    matrix_path: str,
+    run_id: str,
+    cells: Sequence[CellResult],
+    recs: Sequence[Recommendation],
+    *,
+    partial: Partial | None = None,
+    verdicts: Sequence[Verdict] = (),
+    trends: Sequence[Trend] = (),
+) -> ReportView:
     ordered = sort_cells(cells)
     views = tuple(cell_view(c) for c in ordered)
     models = dict.fromkeys(c.model for c in ordered)
@@ -328,10 +512,21 @@ def build(backend: str, matrix_path: str, run_id: str, cells: Sequence[CellResul
         total = sum(c.wall_s for c in walls)
         per = {p: sum(c.phases.get(p, 0.0) for c in walls) for p in PHASES}
         over = sum(c.overhead_s() or 0.0 for c in walls)
-        timing = (f"{len(walls)} cells, {total:.0f} s: " + ", ".join(f"{p} {v:.0f} s" for p, v in per.items() if v)
-                  + f"; harness overhead {over:.1f} s ({over / total:.1%})")  # fmt: skip
-    return ReportView(title=f"{backend} pin matrix — run {run_id}", timing=timing, matrix_path=matrix_path, recommendations=tuple(recs),
-                      summary=Table(title="Summary", headers=SUMMARY_HEADERS, rows=tuple(summary_row(c) for c in ordered)),
-                      cells=views, failures=tuple(v for v in views if not v.ok),
-                      curves=tuple((m, tuple(c for c in ordered if c.model == m)) for m in models), partial=partial,
-                      verdicts=tuple(verdicts), trends=tuple(trends))  # fmt: skip
+        timing = (
+            f"{len(walls)} cells, {total:.0f} s: "
+            + ", ".join(f"{p} {v:.0f} s" for p, v in per.items() if v)
+            + f"; harness overhead {over:.1f} s ({over / total:.1%})"
+        )
+    return ReportView(
+        title=f"{backend} pin matrix — run {run_id}",
+        timing=timing,
+        matrix_path=matrix_path,
+        recommendations=tuple(recs),
+        summary=Table(title="Summary", headers=SUMMARY_HEADERS, rows=tuple(summary_row(c) for c in ordered)),
+        cells=views,
+        failures=tuple(v for v in views if not v.ok),
+        curves=tuple((m, tuple(c for c in ordered if c.model == m)) for m in models),
+        partial=partial,
+        verdicts=tuple(verdicts),
+        trends=tuple(trends),
+    )

@@ -16,16 +16,32 @@ from harness.install import InstallPaths, InstallRequest, install_pin, pipx_comm
 from harness.spec import parse_matrix
 from harness.versions import parse_pin
 
-MATRIX = {"backend": "cowsay", "custom": {"run_command": "cowsay -t {{model_name}}", "installer": "pipx", "pipx_app": "cowsay"},
-          "platforms": {"cpu": {"package": "cowsay", "versions": ["6.1"], "reference": "6.1",
-                                "models": [{"name": "m", "source": f"file://{Path(__file__).resolve()}"}]}}}  # fmt: skip
+MATRIX = {
+    "backend": "cowsay",
+    "custom": {"run_command": "cowsay -t {{model_name}}", "installer": "pipx", "pipx_app": "cowsay"},
+    "platforms": {
+        "cpu": {
+            "package": "cowsay",
+            "versions": ["6.1"],
+            "reference": "6.1",
+            "models": [{"name": "m", "source": f"file://{Path(__file__).resolve()}"}],
+        }
+    },
+}
 
 
 def test_exported_pipx_command_installs_the_pin_on_a_fresh_machine(tmp_path: Path) -> None:
     matrix = parse_matrix(MATRIX, "cowsay.toml")
     paths = InstallPaths(data_dir=tmp_path / "here", bin_dir=tmp_path / "here" / "bin", pipx=pipx_command(None))
-    rec = install_pin(InstallRequest(backend=matrix.get_backend(), platform="cpu", pin=parse_pin("6.1"), package="cowsay"), paths)
-    assert (rec.kind, rec.installed_now) == ("pipx", True) and rec.ran[0][-4:] == ("--force", "--suffix", "_6.1", "cowsay==6.1")
+    rec = install_pin(
+        InstallRequest(backend=matrix.get_backend(), platform="cpu", pin=parse_pin("6.1"), package="cowsay"), paths
+    )
+    assert (rec.kind, rec.installed_now) == ("pipx", True) and rec.ran[0][-4:] == (
+        "--force",
+        "--suffix",
+        "_6.1",
+        "cowsay==6.1",
+    )
     exported = rec.export()
     assert exported["commands"] == [["pipx", "install", "--force", "--suffix", "_6.1", "cowsay==6.1"]]
 

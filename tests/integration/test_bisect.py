@@ -41,9 +41,26 @@ def test_bisect_names_the_first_slow_release_within_budget(tmp_path: Path, capsy
     matrix.write_text(MATRIX.format(model=model))
     for i in range(8):  # 10 ms per token, then twice that from 1.0.5 on
         install_manual_pin(tmp_path / "bin", f"1.0.{i}", "--token-delay", "0.02" if i >= 5 else "0.01")
-    code = main(["bisect", str(matrix), "--good", "1.0.0", "--bad", "1.0.7", "--versions-from", "installed", "--platform", "cpu",
-                 "--bin-dir", str(tmp_path / "bin"), "--data-dir", str(tmp_path / "data"),
-                 "--reports-dir", str(tmp_path / "reports")])  # fmt: skip
+    code = main(
+        [
+            "bisect",
+            str(matrix),
+            "--good",
+            "1.0.0",
+            "--bad",
+            "1.0.7",
+            "--versions-from",
+            "installed",
+            "--platform",
+            "cpu",
+            "--bin-dir",
+            str(tmp_path / "bin"),
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--reports-dir",
+            str(tmp_path / "reports"),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert "first bad release on throughput: 1.0.5 (last good: 1.0.4) — 1.0.5 vs 1.0.0 (good): output tok/s ×0." in out
@@ -51,7 +68,9 @@ def test_bisect_names_the_first_slow_release_within_budget(tmp_path: Path, capsy
     outcome = json.loads((run / "bisect.json").read_text())
     assert outcome["first_bad"] == "1.0.5" and outcome["cells_run"] <= outcome["budget"] == 4
     assert [s["version"] for s in outcome["steps"]] == ["1.0.4", "1.0.6", "1.0.5"]
-    assert "## Verdicts against the deployed pin" in (run / "report.md").read_text()  # every cell's evidence, as any run's
+    assert (
+        "## Verdicts against the deployed pin" in (run / "report.md").read_text()
+    )  # every cell's evidence, as any run's
 
 
 def test_bisect_refuses_what_it_cannot_do(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -59,7 +78,16 @@ def test_bisect_refuses_what_it_cannot_do(tmp_path: Path, capsys: pytest.Capture
     model.write_bytes(b"GGUF")
     matrix = tmp_path / "scripted.toml"
     matrix.write_text(MATRIX.format(model=model))
-    common = ["--versions-from", "installed", "--platform", "cpu", "--bin-dir", str(tmp_path / "bin"), "--data-dir", str(tmp_path / "d")]
+    common = [
+        "--versions-from",
+        "installed",
+        "--platform",
+        "cpu",
+        "--bin-dir",
+        str(tmp_path / "bin"),
+        "--data-dir",
+        str(tmp_path / "d"),
+    ]
     assert main(["bisect", str(matrix), "--good", "1.0.7", "--bad", "1.0.0", *common]) == 2
     assert capsys.readouterr().err.strip() == "error: --good 1.0.7 must be older than --bad 1.0.0"
     assert main(["bisect", str(matrix), "--good", "1.0.0", "--bad", "1.0.7", "--model", "nope", *common]) == 2

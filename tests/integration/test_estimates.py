@@ -17,7 +17,9 @@ def test_a_second_run_prints_each_cells_expected_time_from_history(tmp_path: Pat
     assert "history expects" not in first.stdout and "expected to take" not in first.stdout  # nothing known yet
     second = _run(tmp_path, matrix, "--run-id", "two")
     assert second.returncode == 0, second.stdout + second.stderr
-    assert "pinmatrix: history expects " in second.stdout and "for 2 of 2 cell(s) on this kind of machine" in second.stdout
+    assert (
+        "pinmatrix: history expects " in second.stdout and "for 2 of 2 cell(s) on this kind of machine" in second.stdout
+    )
     assert "[scripted_2.0.0-tiny-cpu] expected to take ~" in second.stdout
     third = _run(tmp_path, matrix, "--run-id", "three", "--no-history")
     assert "history expects" not in third.stdout

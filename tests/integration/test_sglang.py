@@ -32,7 +32,9 @@ def _pin(tmp: Path, form: str) -> Path:
         pkg = tmp / "site" / "sglang"
         pkg.mkdir(parents=True)
         (pkg / "__init__.py").write_text("")
-        stand_in = f"import runpy, sys\nsys.argv[0] = {str(SERVER)!r}\nrunpy.run_path({str(SERVER)!r}, run_name='__main__')\n"
+        stand_in = (
+            f"import runpy, sys\nsys.argv[0] = {str(SERVER)!r}\nrunpy.run_path({str(SERVER)!r}, run_name='__main__')\n"
+        )
         (pkg / "launch_server.py").write_text(stand_in)
         exe.symlink_to(sys.executable)
     return exe
@@ -43,16 +45,30 @@ def test_sglang_launch_forms_serve_and_pass_the_text_probes(tmp_path: Path, form
     exe = _pin(tmp_path, form)
     model = tmp_path / "model"
     model.mkdir()
-    matrix = parse_matrix({
-        "backend": "sglang-on-cpu",
-        "platforms": {"cpu": {"versions": ["0.5.0"], "reference": "0.5.0", "env": {"PYTHONPATH": str(tmp_path / "site")},
-                              "models": [{"name": "qwen", "source": f"file://{model}"}]}},
-        "workload": {"output_tokens": 4, "concurrency": [1], "requests_per_level": 2, "agreement_prompts": 2},
-        "accuracy": {"tasks": []},
-        "thresholds": {"startup_deadline_s": 20},
-    }, "sglang.toml")  # fmt: skip
-    ctx = RunContext(matrix=matrix, platform="cpu", paths=InstallPaths(data_dir=tmp_path / "data", bin_dir=exe.parent, pipx=("false",)),
-                     run_dir=tmp_path / "run", slot=Slot(platform="cpu"))  # fmt: skip
+    matrix = parse_matrix(
+        {
+            "backend": "sglang-on-cpu",
+            "platforms": {
+                "cpu": {
+                    "versions": ["0.5.0"],
+                    "reference": "0.5.0",
+                    "env": {"PYTHONPATH": str(tmp_path / "site")},
+                    "models": [{"name": "qwen", "source": f"file://{model}"}],
+                }
+            },
+            "workload": {"output_tokens": 4, "concurrency": [1], "requests_per_level": 2, "agreement_prompts": 2},
+            "accuracy": {"tasks": []},
+            "thresholds": {"startup_deadline_s": 20},
+        },
+        "sglang.toml",
+    )
+    ctx = RunContext(
+        matrix=matrix,
+        platform="cpu",
+        paths=InstallPaths(data_dir=tmp_path / "data", bin_dir=exe.parent, pipx=("false",)),
+        run_dir=tmp_path / "run",
+        slot=Slot(platform="cpu"),
+    )
     plat = matrix.platforms["cpu"]
     result = run_cell(ctx, plat.versions[0], plat.models[0])
     assert result.status is Status.PASSED, (result.reason, result.log_excerpt)
@@ -68,7 +84,9 @@ def _library_only_wheel(where: Path) -> None:
 
     where.mkdir(parents=True)
     dist = "sglang-0.4.6.dist-info"
-    stand_in = f"import runpy, sys\nsys.argv[0] = {str(SERVER)!r}\nrunpy.run_path({str(SERVER)!r}, run_name='__main__')\n"
+    stand_in = (
+        f"import runpy, sys\nsys.argv[0] = {str(SERVER)!r}\nrunpy.run_path({str(SERVER)!r}, run_name='__main__')\n"
+    )
     with zipfile.ZipFile(where / "sglang-0.4.6-py3-none-any.whl", "w") as zf:
         zf.writestr("sglang/__init__.py", "")
         zf.writestr("sglang/launch_server.py", stand_in)
@@ -91,14 +109,23 @@ def test_a_release_without_the_console_script_installs_with_uv_and_launches_as_a
     monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "wheels"))  # passed to uv as --find-links
     model = tmp_path / "model"
     model.mkdir()
-    matrix = parse_matrix({
-        "backend": "sglang-on-cpu",
-        "platforms": {"cpu": {"versions": ["0.4.6"], "reference": "0.4.6", "installer": "uv",
-                              "models": [{"name": "qwen", "source": f"file://{model}"}]}},
-        "workload": {"output_tokens": 4, "concurrency": [1], "requests_per_level": 2, "agreement_prompts": 2},
-        "accuracy": {"tasks": []},
-        "thresholds": {"startup_deadline_s": 20},
-    }, "sglang.toml")  # fmt: skip
+    matrix = parse_matrix(
+        {
+            "backend": "sglang-on-cpu",
+            "platforms": {
+                "cpu": {
+                    "versions": ["0.4.6"],
+                    "reference": "0.4.6",
+                    "installer": "uv",
+                    "models": [{"name": "qwen", "source": f"file://{model}"}],
+                }
+            },
+            "workload": {"output_tokens": 4, "concurrency": [1], "requests_per_level": 2, "agreement_prompts": 2},
+            "accuracy": {"tasks": []},
+            "thresholds": {"startup_deadline_s": 20},
+        },
+        "sglang.toml",
+    )
     paths = InstallPaths(data_dir=tmp_path / "data", bin_dir=tmp_path / "bin", pipx=("false",))
     ctx = RunContext(matrix=matrix, platform="cpu", paths=paths, run_dir=tmp_path / "run", slot=Slot(platform="cpu"))
     plat = matrix.platforms["cpu"]

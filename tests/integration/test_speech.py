@@ -32,13 +32,28 @@ ERROR_CHECKS = {"stt.error.unknown_response_format", "stt.error.not_audio", "stt
 
 
 def _matrix(model: Path, kind: str = "stt", **model_fields: str):
-    return parse_matrix({
-        "backend": "scripted-speech",
-        "platforms": {"cpu": {"package": "scripted-server", "versions": ["1.0.0", "2.0.0"], "reference": "1.0.0",
-                              "models": [{"name": "whisper", "source": f"file://{model}", "kind": kind, **model_fields}]}},
-        "workload": {"seed": SEED, "speech_clips": CLIPS, "concurrency": [1, 2], "requests_per_level": 4, "repeats": 2},
-        "thresholds": {"startup_deadline_s": 20, "max_wer": 0.3, "wer_tolerance": 0.05},
-    }, "speech.toml")  # fmt: skip
+    return parse_matrix(
+        {
+            "backend": "scripted-speech",
+            "platforms": {
+                "cpu": {
+                    "package": "scripted-server",
+                    "versions": ["1.0.0", "2.0.0"],
+                    "reference": "1.0.0",
+                    "models": [{"name": "whisper", "source": f"file://{model}", "kind": kind, **model_fields}],
+                }
+            },
+            "workload": {
+                "seed": SEED,
+                "speech_clips": CLIPS,
+                "concurrency": [1, 2],
+                "requests_per_level": 4,
+                "repeats": 2,
+            },
+            "thresholds": {"startup_deadline_s": 20, "max_wer": 0.3, "wer_tolerance": 0.05},
+        },
+        "speech.toml",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +68,13 @@ def stt_reference(tmp_path_factory: pytest.TempPathFactory):
     transcripts.write_text(json.dumps({hashlib.sha256(c.audio).hexdigest(): c.text for c in clips}))
     install_manual_pin(tmp / "bin", "1.0.0", "--transcripts", str(transcripts), backend="scripted-speech")
     matrix = _matrix(model)
-    ctx = RunContext(matrix=matrix, platform="cpu", paths=InstallPaths(data_dir=data, bin_dir=tmp / "bin", pipx=("false",)),
-                     run_dir=tmp / "run", slot=Slot(platform="cpu"))  # fmt: skip
+    ctx = RunContext(
+        matrix=matrix,
+        platform="cpu",
+        paths=InstallPaths(data_dir=data, bin_dir=tmp / "bin", pipx=("false",)),
+        run_dir=tmp / "run",
+        slot=Slot(platform="cpu"),
+    )
     plat = matrix.platforms["cpu"]
     ref = run_cell(ctx, plat.versions[0], plat.models[0])
     assert ref.status is Status.PASSED, (ref.reason, [c for c in ref.checks if c.passed is not True])
@@ -97,7 +117,11 @@ def test_planted_speech_fault_fails_exactly_its_check(stt_reference, mode: str, 
         assert check.detail == "error returned as HTTP 200 with status_code 400 in the body (expected an HTTP 4xx)"
         assert check.evidence["actual"]["status_code"] == 400
     if mode == "mishear":
-        assert isinstance(result.accuracy, SpeechAccuracy) and result.accuracy.wer > 0 and result.accuracy.reference_wer == 0.0
+        assert (
+            isinstance(result.accuracy, SpeechAccuracy)
+            and result.accuracy.wer > 0
+            and result.accuracy.reference_wer == 0.0
+        )
         assert result.agreement is not None and result.agreement.differ >= 1
 
 
@@ -105,7 +129,9 @@ def test_planted_speech_fault_fails_exactly_its_check(stt_reference, mode: str, 
 def stt_server(tmp_path: Path):
     """A second scripted server on its own port: the STT end of the TTS round trip."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(SERVER), "--host", "127.0.0.1", "--port", str(port)], stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(SERVER), "--host", "127.0.0.1", "--port", str(port)], stderr=subprocess.DEVNULL
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -120,13 +146,20 @@ def stt_server(tmp_path: Path):
 
 
 @pytest.mark.parametrize(("mode", "passes"), [("ok", True), ("tts-garbled", False)])
-def test_tts_cell_checks_audio_duration_and_round_trip(tmp_path: Path, stt_server: str, mode: str, passes: bool) -> None:
+def test_tts_cell_checks_audio_duration_and_round_trip(
+    tmp_path: Path, stt_server: str, mode: str, passes: bool
+) -> None:
     model = tmp_path / "voice"
     model.mkdir()
     matrix = _matrix(model, kind="tts", voice="alloy", stt_url=stt_server, stt_model="scripted")
     install_manual_pin(tmp_path / "bin", "1.0.0", "--mode", mode, backend="scripted-speech")
-    ctx = RunContext(matrix=matrix, platform="cpu", paths=InstallPaths(data_dir=tmp_path / "data", bin_dir=tmp_path / "bin",
-                     pipx=("false",)), run_dir=tmp_path / "run", slot=Slot(platform="cpu"))  # fmt: skip
+    ctx = RunContext(
+        matrix=matrix,
+        platform="cpu",
+        paths=InstallPaths(data_dir=tmp_path / "data", bin_dir=tmp_path / "bin", pipx=("false",)),
+        run_dir=tmp_path / "run",
+        slot=Slot(platform="cpu"),
+    )
     plat = matrix.platforms["cpu"]
     result = run_cell(ctx, plat.versions[0], plat.models[0])
     verdicts = {c.name: c.passed for c in result.checks}
@@ -135,7 +168,9 @@ def test_tts_cell_checks_audio_duration_and_round_trip(tmp_path: Path, stt_serve
         assert all(verdicts[f"tts.audio[{i}]"] and verdicts[f"tts.duration[{i}]"] for i in range(CLIPS))
         assert verdicts["tts.round_trip_wer"] is True and verdicts["tts.error.empty_input"] is True
         assert isinstance(result.accuracy, SpeechAccuracy) and result.accuracy.wer == 0.0
-        assert result.rate_unit == "audio s/s" and all((p.dist("rtf") or pytest.fail("no rtf")).p50 < 1 for p in result.throughput)
+        assert result.rate_unit == "audio s/s" and all(
+            (p.dist("rtf") or pytest.fail("no rtf")).p50 < 1 for p in result.throughput
+        )
     else:
         # not audio: every synthesis fails its check, and the load run cannot measure a thing
         assert all(verdicts[f"tts.audio[{i}]"] is False for i in range(CLIPS))

@@ -42,7 +42,9 @@ throughput_noise = 0.2
     return path
 
 
-def test_variants_are_a_dimension_compared_like_with_like_and_recommended_with_parameters(tmp_path: Path, gguf_model: Path) -> None:
+def test_variants_are_a_dimension_compared_like_with_like_and_recommended_with_parameters(
+    tmp_path: Path, gguf_model: Path
+) -> None:
     for version in ("1.0.0", "2.0.0"):
         install_manual_pin(tmp_path / "bin", version)
     proc = _run(tmp_path, _variant_matrix(tmp_path, gguf_model), "--run-id", "v1")
@@ -59,9 +61,13 @@ def test_variants_are_a_dimension_compared_like_with_like_and_recommended_with_p
     cells = {c["cell_id"]: c for c in json.loads((run_dir / "results.json").read_text())["cells"]}
     fast2 = cells["scripted_2.0.0-tiny-cpu-fast"]
     assert (fast2["variant"], fast2["baseline_variant"], fast2["deployed_variant"]) == ("fast", "fast", "slow")
-    assert fast2["backend_parameters"] == ["--token-delay", "0.001"] and fast2["backend_env"] == {"SCRIPTED_NOTE": "fast"}
+    assert fast2["backend_parameters"] == ["--token-delay", "0.001"] and fast2["backend_env"] == {
+        "SCRIPTED_NOTE": "fast"
+    }
     greedy = next(c for c in fast2["checks"] if c["name"] == "agreement.greedy")
-    assert greedy["passed"] and "vs 1.0.0 [fast]" in greedy["detail"]  # like with like: the reference pin in the same variant
+    assert (
+        greedy["passed"] and "vs 1.0.0 [fast]" in greedy["detail"]
+    )  # like with like: the reference pin in the same variant
     assert "--token-delay" in cells["scripted_1.0.0-tiny-cpu-fast"]["fingerprint"]["launch_argv"]
     # where the time went, per group of conformance checks, inside the conformance probe's own time
     timings = fast2["conformance_s"]
@@ -71,11 +77,17 @@ def test_variants_are_a_dimension_compared_like_with_like_and_recommended_with_p
     pins = json.loads((run_dir / "pins.json").read_text())
     (rec,) = pins["models"]
     assert (rec["backend_version"], rec["variant"], rec["backend_parameters"], rec["env"]) == (
-        "2.0.0", "fast", ["--token-delay", "0.001"], {"SCRIPTED_NOTE": "fast"})
+        "2.0.0",
+        "fast",
+        ["--token-delay", "0.001"],
+        {"SCRIPTED_NOTE": "fast"},
+    )
     assert any("not the deployed 'slow'" in r for r in rec["reasons"])
     lines = [v for v in pins["verdicts"] if v["metric"] == "output tok/s"]
     # the fast variant's reference pin against the deployed launch (same pin, other parameters): faster
-    assert any(v["version"] == "1.0.0 [fast]" and v["reference"] == "1.0.0 [slow]" and v["verdict"] == "faster" for v in lines), lines
+    assert any(
+        v["version"] == "1.0.0 [fast]" and v["reference"] == "1.0.0 [slow]" and v["verdict"] == "faster" for v in lines
+    ), lines
     # pins within one variant: against that variant's reference pin
     assert any(v["version"] == "2.0.0 [fast]" and v["reference"] == "1.0.0 [fast]" for v in lines), lines
     assert not any(v["version"] == "2.0.0 [fast]" and v["reference"] == "1.0.0 [slow]" for v in lines)
@@ -87,17 +99,24 @@ def test_a_variant_compared_with_another_variants_reference(tmp_path: Path, gguf
     """reference_variant: a launch whose outputs should equal the deployed launch's is checked against it."""
     for version in ("1.0.0", "2.0.0"):
         install_manual_pin(tmp_path / "bin", version)
-    extra = '[[platforms.cpu.variants]]\nname = "fast-vs-slow"\nserve_args = ["--token-delay", "0.001"]\nreference_variant = "slow"'
+    extra = (
+        '[[platforms.cpu.variants]]\nname = "fast-vs-slow"\n'
+        'serve_args = ["--token-delay", "0.001"]\nreference_variant = "slow"'
+    )
     proc = _run(tmp_path, _variant_matrix(tmp_path, gguf_model, extra), "--run-id", "v2", "-k", "slow")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     run_dir = tmp_path / "reports" / "scripted" / "v2"
     cells = {c["cell_id"]: c for c in json.loads((run_dir / "results.json").read_text())["cells"]}
     ref_in_variant = cells["scripted_1.0.0-tiny-cpu-fast-vs-slow"]
     greedy = next(c for c in ref_in_variant["checks"] if c["name"] == "agreement.greedy")
-    assert greedy["passed"] and "vs 1.0.0 [slow]" in greedy["detail"]  # the reference pin itself, compared with the other launch
+    assert (
+        greedy["passed"] and "vs 1.0.0 [slow]" in greedy["detail"]
+    )  # the reference pin itself, compared with the other launch
 
 
-def test_a_variant_for_other_cpus_is_skipped_with_the_reason_and_not_counted_missing(tmp_path: Path, gguf_model: Path) -> None:
+def test_a_variant_for_other_cpus_is_skipped_with_the_reason_and_not_counted_missing(
+    tmp_path: Path, gguf_model: Path
+) -> None:
     from harness.fingerprint import Machine
 
     if "avx2" not in Machine.detect().cpu_flags:
@@ -106,8 +125,12 @@ def test_a_variant_for_other_cpus_is_skipped_with_the_reason_and_not_counted_mis
         pytest.skip("needs a CPU with avx2 (the variant is for CPUs without it)")
     for version in ("1.0.0", "2.0.0"):
         install_manual_pin(tmp_path / "bin", version)
-    extra = '[[platforms.cpu.variants]]\nname = "no-avx2"\nserve_args = ["--token-delay", "0.001"]\ncpu_lacks = ["avx2"]'
-    proc = _run(tmp_path, _variant_matrix(tmp_path, gguf_model, extra), "--run-id", "v3", "-k", "slow or no-avx2", "-rs")
+    extra = (
+        '[[platforms.cpu.variants]]\nname = "no-avx2"\nserve_args = ["--token-delay", "0.001"]\ncpu_lacks = ["avx2"]'
+    )
+    proc = _run(
+        tmp_path, _variant_matrix(tmp_path, gguf_model, extra), "--run-id", "v3", "-k", "slow or no-avx2", "-rs"
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "2 passed, 2 skipped" in proc.stdout
     assert "launch variant 'no-avx2' is for CPUs without avx2; this one has avx2" in proc.stdout

@@ -18,21 +18,41 @@ from tests.support.scripted_backend import install_manual_pin
 def _pair(tmp_path: Path, seed: int, slow_delay: float) -> tuple[CellResult, CellResult]:
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF")
-    matrix = parse_matrix({
-        "backend": "scripted",
-        "platforms": {"cpu": {"package": "scripted-server", "versions": ["1.0.0", "2.0.0"], "reference": "1.0.0",
-                              "models": [{"name": "tiny", "source": f"file://{model}"}]}},
-        # 10 ms per token: the pin's own pace dominates the machine's jitter, as a real server's does
-        "workload": {"seed": seed, "output_tokens": 8, "concurrency": [2], "requests_per_level": 10, "agreement_prompts": 1,
-                     "warmup_requests": 1},
-        "accuracy": {"tasks": []},
-        # machine_drift: under `pytest -n 2` on two cores another worker's tests make the machine move by design
-        "thresholds": {"startup_deadline_s": 20, "machine_drift": 0.5},
-    }, "aa.toml")  # fmt: skip
+    matrix = parse_matrix(
+        {
+            "backend": "scripted",
+            "platforms": {
+                "cpu": {
+                    "package": "scripted-server",
+                    "versions": ["1.0.0", "2.0.0"],
+                    "reference": "1.0.0",
+                    "models": [{"name": "tiny", "source": f"file://{model}"}],
+                }
+            },
+            # 10 ms per token: the pin's own pace dominates the machine's jitter, as a real server's does
+            "workload": {
+                "seed": seed,
+                "output_tokens": 8,
+                "concurrency": [2],
+                "requests_per_level": 10,
+                "agreement_prompts": 1,
+                "warmup_requests": 1,
+            },
+            "accuracy": {"tasks": []},
+            # machine_drift: under `pytest -n 2` on two cores another worker's tests make the machine move by design
+            "thresholds": {"startup_deadline_s": 20, "machine_drift": 0.5},
+        },
+        "aa.toml",
+    )
     install_manual_pin(tmp_path / "bin", "1.0.0", "--token-delay", "0.01")
     install_manual_pin(tmp_path / "bin", "2.0.0", "--token-delay", str(slow_delay))
-    ctx = RunContext(matrix=matrix, platform="cpu", paths=InstallPaths(data_dir=tmp_path / "data", bin_dir=tmp_path / "bin",
-                     pipx=("false",)), run_dir=tmp_path / "run", slot=Slot(platform="cpu"))  # fmt: skip
+    ctx = RunContext(
+        matrix=matrix,
+        platform="cpu",
+        paths=InstallPaths(data_dir=tmp_path / "data", bin_dir=tmp_path / "bin", pipx=("false",)),
+        run_dir=tmp_path / "run",
+        slot=Slot(platform="cpu"),
+    )
     plat = matrix.platforms["cpu"]
     ref, other = run_cell(ctx, plat.versions[0], plat.models[0]), run_cell(ctx, plat.versions[1], plat.models[0])
     assert ref.status is Status.PASSED and other.status is Status.PASSED, (ref.reason, other.reason)

@@ -23,7 +23,11 @@ def text_run(tok_s: float, *, requests: int = 8, ttft_s: float = 0.05, client_cp
         sent = i * duration / requests
         step = (duration / requests - ttft_s) / max(n, 1)
         chunks = tuple(sent + ttft_s + k * step for k in range(n))
-        records.append(RequestRecord(sent=sent, chunk_times=chunks, end=chunks[-1] if chunks else sent, output_tokens=n, chunk_count=n))
+        records.append(
+            RequestRecord(
+                sent=sent, chunk_times=chunks, end=chunks[-1] if chunks else sent, output_tokens=n, chunk_count=n
+            )
+        )
     return summarize(records, duration, client_cpu_s=client_cpu_s)
 
 
@@ -33,9 +37,22 @@ def text_point(concurrency: int, *rates: float, client_cpu_s: float = 0.1) -> Lo
 
 
 def audio_point(concurrency: int, *rates: float, latency_ms: float = 1450.0, rtf: float = 0.5) -> LoadPoint:
-    runs = [Run(rate=r, requests=8, completed=8, failed=0, duration_s=11.0, request_s=0.7, audio_s=22.3,
-                distributions={"latency_ms": Distribution.of([latency_ms * concurrency] * 8),
-                               "rtf": Distribution.of([rtf * concurrency] * 8)}) for r in rates]  # fmt: skip
+    runs = [
+        Run(
+            rate=r,
+            requests=8,
+            completed=8,
+            failed=0,
+            duration_s=11.0,
+            request_s=0.7,
+            audio_s=22.3,
+            distributions={
+                "latency_ms": Distribution.of([latency_ms * concurrency] * 8),
+                "rtf": Distribution.of([rtf * concurrency] * 8),
+            },
+        )
+        for r in rates
+    ]
     return LoadPoint.of(label=f"c={concurrency}", mode="concurrency", target=concurrency, unit=AUDIO_UNIT, runs=runs)
 
 
@@ -43,9 +60,16 @@ def sample(prompt: str, tokens: Sequence[str], tops: Sequence[dict[str, float]])
     return {"prompt": prompt, "tokens": list(tokens), "top_logprobs": list(tops), "text": "".join(tokens)}
 
 
-def greedy_agreement(ours: list[dict[str, object]], reference: list[dict[str, object]], ref_version: str) -> tuple[list[Check], Agreement]:
-    t = agreement.Thresholds(top_k=5, max_disagreeing_prompts=0, max_diverging_prompts=-1, min_divergence_position=0,
-                             prompt_logprob_tolerance=None)  # fmt: skip
+def greedy_agreement(
+    ours: list[dict[str, object]], reference: list[dict[str, object]], ref_version: str
+) -> tuple[list[Check], Agreement]:
+    t = agreement.Thresholds(
+        top_k=5,
+        max_disagreeing_prompts=0,
+        max_diverging_prompts=-1,
+        min_divergence_position=0,
+        prompt_logprob_tolerance=None,
+    )
     return agreement.evaluate(ours, reference, ref_version, t)
 
 
@@ -57,14 +81,30 @@ def task_accuracy(correct: int, n: int, tasks: dict[str, tuple[int, int]] | None
     return TextAccuracy(digest="d", overall=score(correct, n), tasks={t: score(*v) for t, v in (tasks or {}).items()})
 
 
-def wer_accuracy(spoken: Sequence[str], heard: Sequence[str], ref_wer: float | None, *, is_reference: bool) -> tuple[Check, object]:
+def wer_accuracy(
+    spoken: Sequence[str], heard: Sequence[str], ref_wer: float | None, *, is_reference: bool
+) -> tuple[Check, object]:
     return stt.wer_check(spoken, heard, ref_wer, "ref", max_wer=0.5, tolerance=0.05, is_reference=is_reference)
 
 
-def cell(version: str, *, backend: str = "vllm", model: str = "m", reference: bool = False, startup_s: float = 30.0,
-         **fields: object) -> CellResult:  # fmt: skip
-    c = CellResult(cell_id=f"{backend}_{version}-{model}-cpu", backend=backend, version=version, model=model, platform="cpu",
-                   is_reference=reference, **fields)  # type: ignore[arg-type]  # fmt: skip
+def cell(
+    version: str,
+    *,
+    backend: str = "vllm",
+    model: str = "m",
+    reference: bool = False,
+    startup_s: float = 30.0,
+    **fields: object,
+) -> CellResult:
+    c = CellResult(
+        cell_id=f"{backend}_{version}-{model}-cpu",
+        backend=backend,
+        version=version,
+        model=model,
+        platform="cpu",
+        is_reference=reference,
+        **fields,
+    )  # type: ignore[arg-type]
     c.startup["cold"] = Startup(seconds=startup_s)
     c.phases["startup"] = startup_s
     return c

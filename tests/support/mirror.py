@@ -1,6 +1,6 @@
 """A release mirror on 127.0.0.1 laid out like GitHub releases, for download tests.
 
-    /gpustack/llama-box/releases/download/<version>/<asset>.zip  and  .../sha256sum.txt
+/gpustack/llama-box/releases/download/<version>/<asset>.zip  and  .../sha256sum.txt
 """
 
 from __future__ import annotations

@@ -29,16 +29,29 @@ class ScriptedFlavour(BaseFlavour):
     pipx_app: str = "scripted"
 
     def launch_argv(self, ctx: LaunchContext) -> list[str]:
-        return [str(ctx.executable), "--host", ctx.host, "--port", str(ctx.port),
-                "--served-model-name", ctx.served_name, "--model", str(ctx.model_path), *ctx.extra_args]  # fmt: skip
+        return [
+            str(ctx.executable),
+            "--host",
+            ctx.host,
+            "--port",
+            str(ctx.port),
+            "--served-model-name",
+            ctx.served_name,
+            "--model",
+            str(ctx.model_path),
+            *ctx.extra_args,
+        ]
 
     def launch_env(self, ctx: LaunchContext) -> dict[str, str]:
         return {"CUDA_VISIBLE_DEVICES": ",".join(map(str, ctx.gpus))} if self.platform == "cuda" else {}
 
 
 # "cuda": the same server told which GPUs are its slot's, for scheduling tests with PINMATRIX_GPUS set
-SCRIPTED = register(Backend(name="scripted", installer="pipx", flavours={"cpu": ScriptedFlavour(),
-                                                                        "cuda": ScriptedFlavour(platform="cuda")}))  # fmt: skip
+SCRIPTED = register(
+    Backend(
+        name="scripted", installer="pipx", flavours={"cpu": ScriptedFlavour(), "cuda": ScriptedFlavour(platform="cuda")}
+    )
+)
 
 
 @dataclass(frozen=True)

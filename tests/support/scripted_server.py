@@ -115,7 +115,9 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _transcribe(self, raw: bytes) -> None:
-        msg = email.parser.BytesParser().parsebytes(b"content-type: " + self.headers["content-type"].encode() + b"\r\n\r\n" + raw)
+        msg = email.parser.BytesParser().parsebytes(
+            b"content-type: " + self.headers["content-type"].encode() + b"\r\n\r\n" + raw
+        )
         fields: dict[str, bytes] = {}
         for part in msg.get_payload() if msg.is_multipart() else []:
             fields[part.get_param("name", header="content-disposition")] = part.get_payload(decode=True)
@@ -132,7 +134,7 @@ class Handler(BaseHTTPRequestHandler):
         except (wave.Error, EOFError):
             return self._audio_error(400, "Invalid data found when processing input")
         if frames.startswith(SPEECH_MAGIC):  # speech this server synthesized
-            text = frames[len(SPEECH_MAGIC):].split(b"\0")[0].decode()
+            text = frames[len(SPEECH_MAGIC) :].split(b"\0")[0].decode()
         else:
             digest = hashlib.sha256(audio).hexdigest()
             text = TRANSCRIPTS.get(digest, "")
@@ -141,14 +143,25 @@ class Handler(BaseHTTPRequestHandler):
         text = text[:1].upper() + text[1:] + "."
         end = f"{int(duration) // 60:02d}:{duration % 60:06.3f}"
         if fmt in ("text", "srt", "vtt"):
-            body = {"text": text, "srt": f"1\n00:00:00,000 --> 00:{end.replace('.', ',')}\n{text}\n",
-                    "vtt": f"WEBVTT\n\n00:00.000 --> {end}\n{text}\n"}[fmt]
+            body = {
+                "text": text,
+                "srt": f"1\n00:00:00,000 --> 00:{end.replace('.', ',')}\n{text}\n",
+                "vtt": f"WEBVTT\n\n00:00.000 --> {end}\n{text}\n",
+            }[fmt]
             if ARGS.mode == "text-as-json":
                 return self._json(200, text)
             return self._send(200, body.encode(), "text/plain; charset=utf-8")
         if fmt == "verbose_json":
-            return self._json(200, {"task": "transcribe", "language": "en", "duration": duration, "text": text,
-                                    "segments": [{"id": 0, "start": 0.0, "end": round(duration, 2), "text": " " + text}]})
+            return self._json(
+                200,
+                {
+                    "task": "transcribe",
+                    "language": "en",
+                    "duration": duration,
+                    "text": text,
+                    "segments": [{"id": 0, "start": 0.0, "end": round(duration, 2), "text": " " + text}],
+                },
+            )
         return self._json(200, {"text": text})
 
     def _speech(self, body: dict) -> None:
@@ -214,7 +227,9 @@ class Handler(BaseHTTPRequestHandler):
         usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": n_out}
         usage["total_tokens"] = usage["prompt_tokens"] + n_out + (1 if ARGS.mode == "wrong-usage" else 0)
         if body.get("stream"):
-            if ARGS.mode.startswith("die-in-load:") and body.get("ignore_eos"):  # killed mid-throughput (the OOM killer does this)
+            if ARGS.mode.startswith("die-in-load:") and body.get(
+                "ignore_eos"
+            ):  # killed mid-throughput (the OOM killer does this)
                 LOAD_REQUESTS.append(1)
                 if len(LOAD_REQUESTS) > int(ARGS.mode.split(":")[1]):
                     print("scripted: killed during load", file=sys.stderr, flush=True)
@@ -225,23 +240,48 @@ class Handler(BaseHTTPRequestHandler):
             text = "".join(toks)
             if chat:
                 content = ("<|im_start|>assistant\n" if ARGS.mode == "special-tokens" else "") + text
-                c: dict[str, Any] = {"index": i, "message": {"role": "assistant", "content": content}, "finish_reason": finish}
+                c: dict[str, Any] = {
+                    "index": i,
+                    "message": {"role": "assistant", "content": content},
+                    "finish_reason": finish,
+                }
                 if body.get("logprobs"):
                     k = int(body.get("top_logprobs") or 1)
-                    c["logprobs"] = {"content": [{"token": t, "logprob": -0.1, "bytes": list(t.encode()),
-                                                  "top_logprobs": [{"token": a, "logprob": lp} for a, lp in _top(t, k).items()]}
-                                                 for t in toks]}
+                    c["logprobs"] = {
+                        "content": [
+                            {
+                                "token": t,
+                                "logprob": -0.1,
+                                "bytes": list(t.encode()),
+                                "top_logprobs": [{"token": a, "logprob": lp} for a, lp in _top(t, k).items()],
+                            }
+                            for t in toks
+                        ]
+                    }
             else:
                 c = {"index": i, "text": text, "finish_reason": finish}
                 if body.get("logprobs"):
                     k = int(body["logprobs"])
                     offsets = [sum(len(x) for x in toks[:j]) for j in range(len(toks))]
-                    c["logprobs"] = {"tokens": toks, "token_logprobs": [-0.1] * len(toks),
-                                     "top_logprobs": [_top(t, k) for t in toks], "text_offset": offsets}
+                    c["logprobs"] = {
+                        "tokens": toks,
+                        "token_logprobs": [-0.1] * len(toks),
+                        "top_logprobs": [_top(t, k) for t in toks],
+                        "text_offset": offsets,
+                    }
             out.append(c)
         obj = "chat.completion" if chat else "text_completion"
-        self._json(200, {"id": f"x-{time.monotonic_ns()}", "object": obj, "created": int(time.time()),
-                         "model": ARGS.served_model_name, "choices": out, "usage": usage})
+        self._json(
+            200,
+            {
+                "id": f"x-{time.monotonic_ns()}",
+                "object": obj,
+                "created": int(time.time()),
+                "model": ARGS.served_model_name,
+                "choices": out,
+                "usage": usage,
+            },
+        )
 
     def _embeddings(self, body: dict) -> None:
         inputs = body.get("input")
@@ -254,8 +294,15 @@ class Handler(BaseHTTPRequestHandler):
                 vec[0] += 0.5  # a different model, as far as cosine can tell
             norm = sum(x * x for x in vec) ** 0.5
             data.append({"object": "embedding", "index": i, "embedding": [x / norm for x in vec]})
-        self._json(200, {"object": "list", "data": data, "model": ARGS.served_model_name,
-                         "usage": {"prompt_tokens": 1, "total_tokens": 1}})
+        self._json(
+            200,
+            {
+                "object": "list",
+                "data": data,
+                "model": ARGS.served_model_name,
+                "usage": {"prompt_tokens": 1, "total_tokens": 1},
+            },
+        )
 
     def _stream(self, toks: list[str], usage: dict[str, int], body: dict) -> None:
         self.send_response(200)

@@ -58,7 +58,9 @@ def test_run_scores_with_mock_server() -> None:
 
 def _result(correct: int, n: int, digest: str = "d") -> TextAccuracy:
     lo, hi = wilson(correct, n)
-    return TextAccuracy(digest=digest, overall=TaskScore(correct=correct, n=n, accuracy=correct / n, wilson_low=lo, wilson_high=hi))
+    return TextAccuracy(
+        digest=digest, overall=TaskScore(correct=correct, n=n, accuracy=correct / n, wilson_low=lo, wilson_high=hi)
+    )
 
 
 def test_gate_rule() -> None:
@@ -67,7 +69,9 @@ def test_gate_rule() -> None:
     assert same.passed is True
     dropped = gate(_result(60, 160), ref, "0.31.0", 0.2, is_reference=False)
     assert dropped.passed is False
-    assert dropped.detail.startswith("37.5% (60/160, Wilson 95% [30.4%, 45.2%]) vs reference 0.31.0 55.0%: lower bound 30.4% < 44.0%")
+    assert dropped.detail.startswith(
+        "37.5% (60/160, Wilson 95% [30.4%, 45.2%]) vs reference 0.31.0 55.0%: lower bound 30.4% < 44.0%"
+    )
     assert gate(_result(1, 2), _result(1, 2, "other"), "x", 0.2, is_reference=False).passed is None
     assert gate(_result(1, 2), None, "x", 0.2, is_reference=True).passed is True
 
@@ -90,11 +94,15 @@ def _paired(outcomes: str, digest: str = "d") -> TextAccuracy:
 
 
 def test_paired_gate_never_fails_an_identical_pin_and_catches_a_net_loss() -> None:
-    ref = _paired("1" * 25 + "0" * 15)  # 25/40: the Wilson gate failed an identical pin here (lower bound 47.0% < 50.0%)
+    ref = _paired(
+        "1" * 25 + "0" * 15
+    )  # 25/40: the Wilson gate failed an identical pin here (lower bound 47.0% < 50.0%)
     assert gate(_paired("1" * 25 + "0" * 15), ref, "0.31.0", 0.2, is_reference=False).passed is True
     lost8 = gate(_paired("0" * 8 + "1" * 17 + "0" * 15), ref, "0.31.0", 0.2, is_reference=False)
     assert lost8.passed is False
-    assert lost8.detail.endswith("paired with 0.31.0 on the same 40 items: 8 lost, 0 gained (exact McNemar p=0.0039 < 0.05)")
+    assert lost8.detail.endswith(
+        "paired with 0.31.0 on the same 40 items: 8 lost, 0 gained (exact McNemar p=0.0039 < 0.05)"
+    )
     # swaps that cancel out are not a loss
     swapped = gate(_paired("0" * 3 + "1" * 22 + "1" * 3 + "0" * 12), ref, "0.31.0", 0.2, is_reference=False)
     assert swapped.passed is True and "3 lost, 3 gained" in swapped.detail

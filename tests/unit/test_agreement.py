@@ -2,34 +2,60 @@ from __future__ import annotations
 
 import pytest
 
-from harness.probes.agreement import Thresholds, compare, cosine, evaluate, evaluate_embeddings, normalise_logprobs, prompt_logprob_delta
+from harness.probes.agreement import (
+    Thresholds,
+    compare,
+    cosine,
+    evaluate,
+    evaluate_embeddings,
+    normalise_logprobs,
+    prompt_logprob_delta,
+)
 
 
 def _s(prompt: str, tokens: list[str], tops: list[dict[str, float]], plp: list[dict[str, float]] | None = None) -> dict:
     return {"prompt": prompt, "text": "".join(tokens), "tokens": tokens, "top_logprobs": tops, "prompt_logprobs": plp}
 
 
-T = Thresholds(top_k=5, max_disagreeing_prompts=0, max_diverging_prompts=-1, min_divergence_position=0, prompt_logprob_tolerance=None)
+T = Thresholds(
+    top_k=5,
+    max_disagreeing_prompts=0,
+    max_diverging_prompts=-1,
+    min_divergence_position=0,
+    prompt_logprob_tolerance=None,
+)
 
 
 def test_both_logprob_shapes_normalise_alike() -> None:
     legacy = {"logprobs": {"tokens": ["A", "B"], "top_logprobs": [{"A": -0.1, "C": -2.0}, {"B": -0.2}]}}
-    chat = {"logprobs": {"content": [
-        {"token": "A", "top_logprobs": [{"token": "A", "logprob": -0.1}, {"token": "C", "logprob": -2.0}]},
-        {"token": "B", "top_logprobs": [{"token": "B", "logprob": -0.2}]},
-    ]}}  # fmt: skip
+    chat = {
+        "logprobs": {
+            "content": [
+                {"token": "A", "top_logprobs": [{"token": "A", "logprob": -0.1}, {"token": "C", "logprob": -2.0}]},
+                {"token": "B", "top_logprobs": [{"token": "B", "logprob": -0.2}]},
+            ]
+        }
+    }
     assert normalise_logprobs(legacy) == normalise_logprobs(chat) == (["A", "B"], [{"A": -0.1, "C": -2.0}, {"B": -0.2}])
 
 
 def test_check_logprobs_close_rule() -> None:
-    ref = [_s("p1", ["a", "b", "c"], [{"a": 0}, {"b": 0, "x": -1}, {"c": 0}]),
-           _s("p2", ["a", "b"], [{"a": 0}, {"b": 0}]),
-           _s("p3", ["a", "b"], [{"a": 0}, {"b": 0}])]  # fmt: skip
-    ours = [_s("p1", ["a", "x", "q"], [{"a": 0}, {"x": 0, "b": -1}, {"q": 0}]),  # close: each in the other's top-k
-            _s("p2", ["a", "z"], [{"a": 0}, {"z": 0}]),  # far: neither in the other's top-k
-            _s("p3", ["a", "b"], [{"a": 0}, {"b": 0}])]  # fmt: skip
+    ref = [
+        _s("p1", ["a", "b", "c"], [{"a": 0}, {"b": 0, "x": -1}, {"c": 0}]),
+        _s("p2", ["a", "b"], [{"a": 0}, {"b": 0}]),
+        _s("p3", ["a", "b"], [{"a": 0}, {"b": 0}]),
+    ]
+    ours = [
+        _s("p1", ["a", "x", "q"], [{"a": 0}, {"x": 0, "b": -1}, {"q": 0}]),  # close: each in the other's top-k
+        _s("p2", ["a", "z"], [{"a": 0}, {"z": 0}]),  # far: neither in the other's top-k
+        _s("p3", ["a", "b"], [{"a": 0}, {"b": 0}]),
+    ]
     got = [(r.prompt, r.identical, r.position, r.ours, r.reference, r.close) for r in compare(ours, ref)]
-    assert got == [("p1", False, 1, "x", "b", True), ("p2", False, 1, "z", "b", False), ("p3", True, None, "", "", True)]
+    assert got == [
+        ("p1", False, 1, "x", "b", True),
+        ("p2", False, 1, "z", "b", False),
+        ("p3", True, None, "", "", True),
+    ]
     checks, summary = evaluate(ours, ref, "1.0", T)
     assert (summary.kind, summary.compared, summary.identical, summary.close, summary.differ) == ("greedy", 3, 1, 1, 1)
     assert checks[0].passed is False
@@ -93,9 +119,15 @@ def test_greedy_prompts_sent_concurrently_answer_as_sequentially_and_in_order() 
         with lock:
             state["now"] -= 1
         toks = [f" {body['prompt'][:3]}{i}" for i in range(body["max_tokens"])]
-        lp = {"tokens": toks, "token_logprobs": [-0.1] * len(toks), "top_logprobs": [{t: -0.1} for t in toks],
-              "text_offset": [0] * len(toks)}
-        return httpx.Response(200, json={"choices": [{"index": 0, "text": "".join(toks), "logprobs": lp, "finish_reason": "length"}]})
+        lp = {
+            "tokens": toks,
+            "token_logprobs": [-0.1] * len(toks),
+            "top_logprobs": [{t: -0.1} for t in toks],
+            "text_offset": [0] * len(toks),
+        }
+        return httpx.Response(
+            200, json={"choices": [{"index": 0, "text": "".join(toks), "logprobs": lp, "finish_reason": "length"}]}
+        )
 
     prompts = [f"p{i:02d} prompt" for i in range(9)]
 

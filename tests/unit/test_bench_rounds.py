@@ -17,7 +17,9 @@ def test_the_issues_client_capacity_rounds_are_not_a_measured_difference() -> No
     assert s.median == pytest.approx(172 / 87)
     assert (s.low, s.high) == (pytest.approx(111 / 123), pytest.approx(176 / 81)) and s.coverage == 0.75
     assert s.verdict.startswith("no measured difference")  # best-of-3 called it 1.43x
-    assert paired([100.0, 104.0, 97.0, 103.0], [100.0] * 4, warmup=0).verdict.startswith("no measured difference: the rounds spread")
+    assert paired([100.0, 104.0, 97.0, 103.0], [100.0] * 4, warmup=0).verdict.startswith(
+        "no measured difference: the rounds spread"
+    )
 
 
 def test_a_steady_difference_is_measured_and_the_cold_round_dropped() -> None:
@@ -42,7 +44,9 @@ def test_median_interval_coverage_is_exact() -> None:
 
 def test_rounds_alternate_who_goes_first() -> None:
     calls: list[str] = []
-    ours, theirs = run_rounds(4, [lambda: calls.append("a") or 1.0, lambda: calls.append("b") or 2.0], say=lambda _: None)
+    ours, theirs = run_rounds(
+        4, [lambda: calls.append("a") or 1.0, lambda: calls.append("b") or 2.0], say=lambda _: None
+    )
     assert calls == ["a", "b", "b", "a", "a", "b", "b", "a"] and ours == [1.0] * 4 and theirs == [2.0] * 4
     assert [order(r) for r in range(2)] == [(0, 1), (1, 0)]
 

@@ -19,7 +19,9 @@ def test_the_first_bad_release_is_found_within_budget(first_bad: str) -> None:
 
     def measure(version: str) -> Step:
         ran.append(version)
-        return Step(version=version, word="bad" if RELEASES.index(version) >= RELEASES.index(first_bad) else "good", why="")
+        return Step(
+            version=version, word="bad" if RELEASES.index(version) >= RELEASES.index(first_bad) else "good", why=""
+        )
 
     found, steps = search(RELEASES, measure)
     assert found == first_bad
@@ -39,13 +41,22 @@ def test_a_cell_that_cannot_be_judged_stops_the_search() -> None:
 
 def test_judging_on_throughput_and_on_a_check_group() -> None:
     good = cells.cell("1.0.0", reference=True, throughput=[_point(30.0, 1)])
-    assert judge(cells.cell("1.0.4", throughput=[_point(30.0, 2)]), good, "throughput", noise=0.05, drift=0.1, seed=0).word == "good"
+    assert (
+        judge(cells.cell("1.0.4", throughput=[_point(30.0, 2)]), good, "throughput", noise=0.05, drift=0.1, seed=0).word
+        == "good"
+    )
     slow = judge(cells.cell("1.0.5", throughput=[_point(15.0, 3)]), good, "throughput", noise=0.05, drift=0.1, seed=0)
     assert slow.word == "bad" and "slower" in slow.why
-    few = judge(cells.cell("1.0.5", throughput=[_point(15.0, 3, requests=3)]), good, "throughput", noise=0.05, drift=0.1, seed=0)
+    few = judge(
+        cells.cell("1.0.5", throughput=[_point(15.0, 3, requests=3)]), good, "throughput", noise=0.05, drift=0.1, seed=0
+    )
     assert few.word == "cannot judge" and "too few samples" in few.why
-    broken = cells.cell("1.0.6", status=Status.FAILED, failure_class=FailureClass.CHECK_FAILED,
-                        checks=[Check(group="agreement", name="agreement.greedy", passed=False, detail="3 prompts disagree")])  # fmt: skip
+    broken = cells.cell(
+        "1.0.6",
+        status=Status.FAILED,
+        failure_class=FailureClass.CHECK_FAILED,
+        checks=[Check(group="agreement", name="agreement.greedy", passed=False, detail="3 prompts disagree")],
+    )
     assert judge(broken, good, "agreement", noise=0.05, drift=0.1, seed=0).why == "agreement.greedy: 3 prompts disagree"
     assert judge(broken, good, "conformance", noise=0.05, drift=0.1, seed=0).word == "cannot judge"  # none ran
     dead = cells.cell("1.0.6", status=Status.ERROR, failure_class=FailureClass.STARTUP_FAILED, reason="exit 1")

@@ -30,7 +30,9 @@ def test_a_server_that_keeps_dropping_is_a_probe_error() -> None:
 
 
 def test_non_json_answers_are_kept_as_text() -> None:
-    client = httpx.Client(base_url="http://t", transport=httpx.MockTransport(lambda r: httpx.Response(500, text="boom")))
+    client = httpx.Client(
+        base_url="http://t", transport=httpx.MockTransport(lambda r: httpx.Response(500, text="boom"))
+    )
     ex = exchange(client, "POST", "/v1/completions", raw="{bad")
     assert (ex.status, ex.data, ex.is_json, ex.request["body"]) == (500, "boom", False, "{bad")
 

@@ -79,8 +79,14 @@ def _files(zip_bytes: bytes, sha: str | None = None) -> dict[str, bytes]:
 
 def _install(tmp_path: Path, transport: httpx.MockTransport, **kw):
     paths = InstallPaths(data_dir=tmp_path / "data", bin_dir=tmp_path / "bin", pipx=("false",))
-    req = InstallRequest(backend=LLAMA_BOX, platform="cpu", pin=parse_pin("v0.0.140"), download_base_url="https://mirror.test",
-                         host=Host(os="linux", arch="amd64"), **kw)  # fmt: skip
+    req = InstallRequest(
+        backend=LLAMA_BOX,
+        platform="cpu",
+        pin=parse_pin("v0.0.140"),
+        download_base_url="https://mirror.test",
+        host=Host(os="linux", arch="amd64"),
+        **kw,
+    )
     return install_pin(req, paths, transport=transport)
 
 
@@ -90,18 +96,31 @@ def _leftovers(tmp_path: Path) -> list[str]:
 
 
 def test_verified_download_is_unpacked_and_linked(tmp_path: Path) -> None:
-    archive = _zip({"dist/llama-box": b"#!/bin/sh\necho box\n", "dist/libllama.so": b"lib"})  # zips carry a time: made once
+    archive = _zip(
+        {"dist/llama-box": b"#!/bin/sh\necho box\n", "dist/libllama.so": b"lib"}
+    )  # zips carry a time: made once
     transport, seen = _mirror(_files(archive))
     got = _install(tmp_path, transport)
-    assert got.executable == str(tmp_path / "bin" / "llama-box_v0.0.140") and got.installed_now and got.kind == "download"
+    assert (
+        got.executable == str(tmp_path / "bin" / "llama-box_v0.0.140") and got.installed_now and got.kind == "download"
+    )
     target = tmp_path / "bin" / "llama-box" / "llama-box-v0.0.140" / "dist" / "llama-box"
     assert Path(got.executable).resolve() == target.resolve() and target.stat().st_mode & stat.S_IXUSR
     zip_sha = hashlib.sha256(archive).hexdigest()
-    assert (got.url, got.sha256) == (f"https://mirror.test/gpustack/llama-box/releases/download/v0.0.140/{ASSET}.zip", zip_sha)
-    assert seen == ["/gpustack/llama-box/releases/download/v0.0.140/sha256sum.txt",
-                    f"/gpustack/llama-box/releases/download/v0.0.140/{ASSET}.zip"]  # fmt: skip
+    assert (got.url, got.sha256) == (
+        f"https://mirror.test/gpustack/llama-box/releases/download/v0.0.140/{ASSET}.zip",
+        zip_sha,
+    )
+    assert seen == [
+        "/gpustack/llama-box/releases/download/v0.0.140/sha256sum.txt",
+        f"/gpustack/llama-box/releases/download/v0.0.140/{ASSET}.zip",
+    ]
     again = _install(tmp_path, _mirror({})[0])  # nothing to download a second time
-    assert (again.installed_now, again.kind, again.sha256) == (False, "download", zip_sha)  # what was verified, remembered
+    assert (again.installed_now, again.kind, again.sha256) == (
+        False,
+        "download",
+        zip_sha,
+    )  # what was verified, remembered
     assert _leftovers(tmp_path) == ["llama-box-v0.0.140"]
 
 
@@ -116,9 +135,18 @@ def test_hash_in_the_matrix_skips_sha256sum(tmp_path: Path) -> None:
     ("files", "message"),
     [
         ({}, "HTTP 404 Not Found: https://mirror.test/gpustack/llama-box/releases/download/v0.0.140/sha256sum.txt"),
-        (_files(_zip({"llama-box": b"x"}), sha="0" * 64), f"sha256 mismatch for {ASSET}.zip: expected {'0' * 64}, got "),
-        (_files(_zip({"../evil": b"x", "llama-box": b"x"})), "refusing archive member '../evil': it escapes the target directory"),
-        (_files(_zip({"/abs/llama-box": b"x"})), "refusing archive member '/abs/llama-box': it escapes the target directory"),
+        (
+            _files(_zip({"llama-box": b"x"}), sha="0" * 64),
+            f"sha256 mismatch for {ASSET}.zip: expected {'0' * 64}, got ",
+        ),
+        (
+            _files(_zip({"../evil": b"x", "llama-box": b"x"})),
+            "refusing archive member '../evil': it escapes the target directory",
+        ),
+        (
+            _files(_zip({"/abs/llama-box": b"x"})),
+            "refusing archive member '/abs/llama-box': it escapes the target directory",
+        ),
         (_files(_zip({"llama-box": b"x"}, symlink="link")), "refusing archive member 'link': symlinks are not allowed"),
         (_files(b"not a zip at all"), f"{ASSET}.zip is not a valid zip archive"),
         (_files(_zip({"README": b"x"})), f"{ASSET}.zip holds no 'llama-box' executable"),
@@ -137,8 +165,13 @@ def test_faults_fail_cleanly(tmp_path: Path, files: dict[str, bytes], message: s
 
 def test_http_mirror_needs_permission(tmp_path: Path) -> None:
     paths = InstallPaths(data_dir=tmp_path / "d", bin_dir=tmp_path / "b", pipx=("false",))
-    req = InstallRequest(backend=LLAMA_BOX, platform="cpu", pin=parse_pin("v1"), download_base_url="http://mirror.test",
-                         host=Host(os="linux", arch="amd64"))  # fmt: skip
+    req = InstallRequest(
+        backend=LLAMA_BOX,
+        platform="cpu",
+        pin=parse_pin("v1"),
+        download_base_url="http://mirror.test",
+        host=Host(os="linux", arch="amd64"),
+    )
     url = f"http://mirror.test/gpustack/llama-box/releases/download/v1/{ASSET}.zip"
     with pytest.raises(InstallError, match=f"refusing download URL '{url}': https only"):
         install_pin(req, paths)
@@ -186,5 +219,7 @@ def test_release_list_ranges() -> None:
     assert resolve_releases(url, SpecifierSet(">=0.0.139"), 1, prereleases=True, transport=t) == ["v0.0.142rc1"]
     assert seen[0] == "https://mirror.test/api/v3/repos/gpustack/llama-box/releases?per_page=100"
     assert releases_url("https://github.com") == "https://api.github.com/repos/gpustack/llama-box/releases?per_page=100"
-    with pytest.raises(InstallError, match=r"no release at .*/gpustack/llama-box/releases\?per_page=100 matches >=1\.0"):
+    with pytest.raises(
+        InstallError, match=r"no release at .*/gpustack/llama-box/releases\?per_page=100 matches >=1\.0"
+    ):
         resolve_releases(url, SpecifierSet(">=1.0"), 1, transport=t)

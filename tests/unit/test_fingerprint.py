@@ -21,8 +21,20 @@ flags\t\t: fpu sse sse2 avx avx2 fma f16c
 def test_cpu_model_and_the_isa_flags_that_matter() -> None:
     m = Machine.detect(AVX512_AMX)
     assert m.cpu_model == "Intel(R) Xeon(R) Platinum 8480+"
-    assert m.cpu_flags == ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
-                           "amx_tile", "amx_bf16", "amx_int8")  # fmt: skip
+    assert m.cpu_flags == (
+        "avx",
+        "avx2",
+        "fma",
+        "f16c",
+        "avx512f",
+        "avx512bw",
+        "avx512vl",
+        "avx512_vnni",
+        "avx512_bf16",
+        "amx_tile",
+        "amx_bf16",
+        "amx_int8",
+    )
     assert m.cores > 0 and m.memory_bytes > 0 and m.python == sys.version.split()[0]
 
 
@@ -72,7 +84,8 @@ def test_gpu_facts_from_nvml_and_the_gpu_decides_numerics() -> None:
     nvml = FakeNVML()
     gpus = gpu_facts([1], nvml=nvml)
     assert [(g.index, g.name, g.uuid, g.memory_mib, g.driver, g.cuda, g.compute_capability) for g in gpus] == [
-        (1, "NVIDIA H100 80GB HBM3", "GPU-00000001", 81559.0, "570.86.15", "12.8", "9.0")]
+        (1, "NVIDIA H100 80GB HBM3", "GPU-00000001", 81559.0, "570.86.15", "12.8", "9.0")
+    ]
     assert nvml.calls == ["init", "shutdown"]
     assert Fingerprint(machine=Machine.detect(EPYC_AVX2), gpus=gpus).numerics == "gpu-NVIDIA-H100-80GB-HBM3"
     assert gpu_facts([]) == ()
@@ -85,6 +98,8 @@ def test_distributions_of_an_environment() -> None:
 
 
 def test_secrets_are_masked() -> None:
-    env = mask_env({"HF_TOKEN": "hf_abc", "PIP_INDEX_URL": "https://user:pw@host/simple", "VLLM_CPU_KVCACHE_SPACE": "2"})
+    env = mask_env(
+        {"HF_TOKEN": "hf_abc", "PIP_INDEX_URL": "https://user:pw@host/simple", "VLLM_CPU_KVCACHE_SPACE": "2"}
+    )
     assert env == {"HF_TOKEN": "***", "PIP_INDEX_URL": "https://user:***@host/simple", "VLLM_CPU_KVCACHE_SPACE": "2"}
     assert mask_argv(["srv", "--index", "https://u:secret@h/x"]) == ("srv", "--index", "https://u:***@h/x")

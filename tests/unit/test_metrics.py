@@ -62,7 +62,9 @@ def test_goodput_and_saturation_from_hand_computed_timelines() -> None:
     b = RequestRecord(sent=0.2, chunk_times=(0.5, 0.7), end=0.8, output_tokens=2, chunk_count=2)
     assert summarize([a, b], 2.0, slo=Slo(ttft_ms=200)).goodput_req_s == 0.5  # only A: 1 request / 2 s
     assert summarize([a, b], 2.0, slo=Slo(tpot_ms=260, e2el_ms=600)).goodput_req_s == 0.5
-    assert summarize([a, b], 2.0, slo=Slo(ttft_ms=301, tpot_ms=301)).goodput_req_s == 1.0  # 300 ms is 300.00000000000006 in floats
+    assert (
+        summarize([a, b], 2.0, slo=Slo(ttft_ms=301, tpot_ms=301)).goodput_req_s == 1.0
+    )  # 300 ms is 300.00000000000006 in floats
     busy = summarize([a, b], 1.0, client_cpu_s=0.95, limits=ClientLimits(cpu_util=0.9))
     assert busy.saturated and busy.saturation_reason == "client CPU 95% of one core (limit 90%)"
     laggy = summarize([a, b], 1.0, loop_lags_ms=[1.0] * 98 + [80.0, 90.0])
@@ -71,8 +73,10 @@ def test_goodput_and_saturation_from_hand_computed_timelines() -> None:
 
 
 def test_aggregate_repeats() -> None:
-    reps = [summarize([RequestRecord(sent=0, chunk_times=(0.1,), end=d, output_tokens=10, chunk_count=10)], d)
-            for d in (1.0, 2.0, 4.0)]  # 10, 5, 2.5 tok/s
+    reps = [
+        summarize([RequestRecord(sent=0, chunk_times=(0.1,), end=d, output_tokens=10, chunk_count=10)], d)
+        for d in (1.0, 2.0, 4.0)
+    ]  # 10, 5, 2.5 tok/s
     point = aggregate(reps, mode="concurrency", target=4)
     assert [r.rate for r in point.runs] == [10.0, 5.0, 2.5]
     assert (point.label, point.unit, point.median, point.run.rate) == ("c=4", "output tok/s", 5.0, 5.0)

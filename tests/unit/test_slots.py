@@ -105,8 +105,15 @@ def test_a_cell_waits_for_its_gpus_to_be_let_go_and_names_them_when_they_are_not
     held = FakeMemNVML({0: [100], 1: [40000]})
     why = wait_for_free_memory([0, 1], max_used_mib=1024, timeout_s=0, nvml=held, sleep=naps.append)
     assert why == "GPU memory not free after 0 s (GPU 1 40000 MiB used; at most 1024 MiB allowed before a cell)"
-    assert wait_for_free_memory([0], max_used_mib=1024, timeout_s=0, nvml=FakeNVML(None)) is None  # no driver: cannot tell
-    assert [slot_count([0, 1, 2, 3], 1), slot_count([0, 1, 2, 3], 2), slot_count([0, 1, 2, 3], 8), slot_count([], 0)] == [4, 2, 1, 1]
+    assert (
+        wait_for_free_memory([0], max_used_mib=1024, timeout_s=0, nvml=FakeNVML(None)) is None
+    )  # no driver: cannot tell
+    assert [
+        slot_count([0, 1, 2, 3], 1),
+        slot_count([0, 1, 2, 3], 2),
+        slot_count([0, 1, 2, 3], 8),
+        slot_count([], 0),
+    ] == [4, 2, 1, 1]
 
 
 def test_a_driver_that_cannot_list_its_gpus_is_one_line() -> None:
@@ -117,6 +124,8 @@ def test_a_driver_that_cannot_list_its_gpus_is_one_line() -> None:
             raise RuntimeError("GPU is lost")
 
     nvml = Broken(2)
-    with pytest.raises(GpuDiscoveryError, match=r"^NVML found a driver but could not list its GPUs: RuntimeError: GPU is lost$"):
+    with pytest.raises(
+        GpuDiscoveryError, match=r"^NVML found a driver but could not list its GPUs: RuntimeError: GPU is lost$"
+    ):
         discover_gpus([env_provider({}), nvml_provider(nvml)])
     assert nvml.calls == ["init", "shutdown"]

