@@ -52,7 +52,7 @@ def test_the_workflows_run_what_the_readme_and_the_harness_say() -> None:
 
 
 def test_ci_checks_the_format_before_the_tests() -> None:
-    """The formatter runs: CI fails on code `ruff format` would change (no `# fmt: skip` to hide behind)."""
+    """The formatter runs: CI fails on code `ruff format` would change (and no skip markers to hide behind)."""
     noxfile = (ROOT / "noxfile.py").read_text()
     assert '"ruff", "format", "--check"' in noxfile
     for ci in (ROOT / ".ci" / "run", ROOT / ".github" / "workflows" / "tests.yml"):
