@@ -36,7 +36,7 @@ MEMBER = "gpustack_runner/runner.py.json"
 
 
 class CatalogueError(HarnessError):
-    pass
+    """GPUStack's runner catalogue could not be fetched or read."""
 
 
 @dataclass(frozen=True, kw_only=True)

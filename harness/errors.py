@@ -7,9 +7,15 @@
     ├── LaunchError          a server did not become ready
     │   ├── ServerExited     ... because its process exited
     │   └── ReadinessTimeout ... because the deadline passed
-    └── ProbeError           a probe could not talk to the server at all
+    ├── ProbeError           a probe could not talk to the server at all
+    ├── MachineBusy          the machine cannot host a cell now (its GPUs are in use): infrastructure
+    ├── InvalidPin           a version string is not PEP 440 (versions.py, beside the Pin it guards)
+    ├── GpuDiscoveryError    GPUs that are there but cannot be used as found (slots.py)
+    ├── IndexError_          a package index could not be asked, or had nothing that matched (index.py)
+    └── CatalogueError       GPUStack's runner catalogue could not be read (catalogue.py)
 
-Errors from httpx, subprocess and pynvml are translated at the boundary (``raise ... from exc``).
+Errors from httpx, subprocess and pynvml are translated at the boundary (``raise ... from exc``). A subclass
+defined beside its only raiser is still drawn here (tests/unit/test_errors.py holds the tree complete).
 """
 
 from __future__ import annotations
@@ -64,3 +70,7 @@ class ReadinessTimeout(LaunchError):
 
 class ProbeError(HarnessError):
     """A probe could not get a usable answer from the server."""
+
+
+class MachineBusy(HarnessError):
+    """The machine cannot host the cell now (its GPUs are in use): an infrastructure failure, not the pin's."""

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..errors import HarnessError
+from ..words import ModelKind
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,7 +115,7 @@ class Flavour(Protocol):
         (``setuptools<81`` for packages whose setup.py still imports pkg_resources)."""
 
     @property
-    def api_kinds(self) -> tuple[str, ...]:
+    def api_kinds(self) -> tuple[ModelKind, ...]:
         """The model kinds this backend serves (chat, embedding, stt, tts): a matrix model of another
         kind is refused when the matrix is read."""
 
@@ -151,7 +152,7 @@ class BaseFlavour:
     pipx_app: str = ""
     install_env: Mapping[str, str] = field(default_factory=dict)
     build_constraints: tuple[str, ...] = ()
-    api_kinds: tuple[str, ...] = ("chat", "embedding")
+    api_kinds: tuple[ModelKind, ...] = (ModelKind.CHAT, ModelKind.EMBEDDING)
 
     def releases_url(self, base_url: str) -> str | None:
         return None

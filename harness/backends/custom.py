@@ -23,12 +23,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..words import ModelKind
 from .contract import Backend, BaseFlavour, DownloadPlan, Host, LaunchContext
 
 PLACEHOLDERS = ("model_path", "port", "model_name", "gpu_ids", "gpu_count", "host")
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_]+)\s*\}\}")
 INSTALLERS = ("manual", "pipx", "download")
-API_KINDS = ("chat", "embedding", "stt", "tts")
+API_KINDS = tuple(k.value for k in ModelKind if k is not ModelKind.COMPLETION)  # completion: a chat server serves it
 
 
 def substitute(token: str, values: Mapping[str, str]) -> str:
@@ -140,7 +141,7 @@ def parse_custom(name: str, table: Mapping[str, Any]) -> tuple[Backend | None, l
             model_format=fmt,
             pipx_app=pipx_app,
             run_command=tuple(argv),
-            api_kinds=tuple(kinds),
+            api_kinds=tuple(ModelKind(k) for k in kinds),
             download_url=urls["download_url"],
             sha256sum_url=urls["sha256sum_url"],
             archive_executable=archive_executable,

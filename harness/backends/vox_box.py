@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..words import ModelKind
 from .contract import Backend, BaseFlavour, LaunchContext
 
 
@@ -22,7 +23,7 @@ class VoxBoxFlavour(BaseFlavour):
     ready_line: str | None = r"vox_box\.server\.server - INFO - Serving on "  # cross-checks the /health poll
     pipx_app: str = "vox-box"
     build_constraints: tuple[str, ...] = ("setuptools<81",)
-    api_kinds: tuple[str, ...] = ("stt", "tts")
+    api_kinds: tuple[ModelKind, ...] = (ModelKind.STT, ModelKind.TTS)
     supports_ignore_eos: bool = False
 
     def launch_argv(self, ctx: LaunchContext) -> list[str]:

@@ -18,6 +18,7 @@ LAYERS = (
         "harness.convert_gguf",
         "harness.safe",
         "harness.stability",
+        "harness.words",
     ),
     ("harness.backends",),
     ("harness.install",),

@@ -1,0 +1,88 @@
+"""What a plan's probes share while one server is up: the cell's result to fill, the server, and the outputs
+this pin gave (stored for the others) next to the reference pin's."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from ..errors import HarnessError
+from ..probes import accuracy as task_sets
+from ..probes import speech
+from ..results import CellResult, TextAccuracy
+from ..spec import Accuracy, ModelSpec, Thresholds, Workload
+from .context import RunContext
+from .reference import ReferenceStore
+
+Alive = Callable[[str], None]  # raises ProbeError when the server has died (the argument says during what)
+
+
+@dataclass(kw_only=True)
+class Probing:
+    """One cell's probes against one running server. A probe is a function of this (``harness.cell.plans``)."""
+
+    ctx: RunContext
+    result: CellResult
+    model: ModelSpec
+    base_url: str
+    alive: Alive = lambda _: None
+    outputs: dict[str, Any] = field(default_factory=dict)  # what this pin answered, stored for the other pins
+    clips: list[speech.Clip] = field(default_factory=list)  # stt: the speech every pin hears
+    scored: TextAccuracy | None = None  # task accuracy, gated once the reference's is known
+
+    @property
+    def workload(self) -> Workload:
+        return self.ctx.matrix.workload
+
+    @property
+    def thresholds(self) -> Thresholds:
+        return self.ctx.matrix.thresholds
+
+    @property
+    def accuracy(self) -> Accuracy:
+        return self.ctx.matrix.accuracy
+
+    def say(self, message: str) -> None:
+        self.ctx.progress(message)
+
+    def client(self, timeout: float | None = None) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, timeout=timeout or self.thresholds.request_timeout_s)
+
+    @functools.cached_property
+    def items(self) -> list[task_sets.Item]:
+        """The task-accuracy items (text models): built-in seeded sets and the matrix's JSONL files."""
+        if not self.model.kind.generates_text:
+            return []
+        acc, seed = self.accuracy, self.workload.seed
+        items = [i for task in acc.tasks for i in task_sets.builtin_items(task, acc.items_per_task, seed)]
+        for path in acc.files:
+            try:
+                items += task_sets.load_jsonl(path)
+            except (OSError, ValueError) as exc:
+                raise HarnessError(f"accuracy file: {exc}") from exc
+        return items
+
+    @functools.cached_property
+    def store(self) -> ReferenceStore:
+        """Keyed by what shapes the outputs: the accuracy items, the speech clips, this machine's numerics."""
+        fp = self.result.fingerprint
+        return ReferenceStore(
+            self.ctx,
+            self.model,
+            self.items,
+            extra=[c.path.name for c in self.clips] or None,
+            numerics=fp.numerics if fp is not None else "unknown",
+            variant=self.result.variant,
+        )
+
+    @functools.cached_property
+    def reference(self) -> dict[str, Any] | None:
+        """The reference pin's stored outputs (None for the reference pin itself, or when it has none yet)."""
+        return None if self.result.is_baseline else self.store.load()
+
+    def save_outputs(self) -> None:
+        self.store.save(self.result.version, self.outputs)
