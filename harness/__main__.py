@@ -47,6 +47,7 @@ from .slots import cuda_driver_version, default_platform, discover_gpus
 from .spec import load_matrix
 from .verdict import compare_runs
 from .versions import InvalidPin, parse_pin
+from .words import TrendWord
 
 
 def _paths(a: argparse.Namespace) -> InstallPaths:
@@ -171,7 +172,7 @@ def cmd_report(a: argparse.Namespace) -> int:
         with open(step_summary, "a", encoding="utf-8") as fh:
             fh.write(first_screen(paths.markdown.read_text(encoding="utf-8")) + "\n")
     deployed = set(RunInfo.read(paths.run_dir).references.values())
-    regressed = [t for t in paths.trends if t.word == "regression" and t.version in deployed]
+    regressed = [t for t in paths.trends if t.word is TrendWord.REGRESSION and t.version in deployed]
     for t in regressed:
         print(terminal(f"regression of the deployed pin: {t.line}"), file=sys.stderr)
     return 1 if a.fail_on_regression and regressed else 0

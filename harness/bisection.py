@@ -38,6 +38,7 @@ from .slots import Slot
 from .spec import Matrix, PinSpec, VersionSet
 from .verdict import compare
 from .versions import InvalidPin, parse_pin
+from .words import StepWord, VerdictWord
 
 CRITERIA = ("throughput", "agreement", "accuracy", "conformance")
 SOURCES = ("index", "installed")
@@ -46,7 +47,7 @@ SOURCES = ("index", "installed")
 @dataclass(frozen=True, kw_only=True)
 class Step:
     version: str
-    word: str  # good | bad | cannot judge
+    word: StepWord
     why: str
 
 
@@ -97,16 +98,16 @@ def search(
     after = list(releases[1:])  # the good pin is known good; the last one is bad
     if verify_bad:
         steps.append(measure(after[-1]))
-        if steps[-1].word != "bad":
+        if steps[-1].word is not StepWord.BAD:
             return None, steps
     lo, hi = 0, len(after) - 1
     while lo < hi:
         mid = (lo + hi) // 2
         step = measure(after[mid])
         steps.append(step)
-        if step.word == "bad":
+        if step.word is StepWord.BAD:
             hi = mid
-        elif step.word == "good":
+        elif step.word is StepWord.GOOD:
             lo = mid + 1
         else:
             return None, steps
@@ -117,28 +118,33 @@ def judge(cell: CellResult, good: CellResult, on: str, *, noise: float, drift: f
     """Good or bad against the good pin's cell, on one criterion; "cannot judge" when the cell says nothing."""
     if cell.status is not Status.PASSED and cell.failure_class is not FailureClass.CHECK_FAILED:
         what = cell.failure_class.value if cell.failure_class else cell.status.value
-        return Step(version=cell.version, word="cannot judge", why=f"{what}: {cell.reason}")
+        return Step(version=cell.version, word=StepWord.CANNOT_JUDGE, why=f"{what}: {cell.reason}")
     if on == "throughput":
         found = compare(
             cell, good, noise=noise, seed=seed, drift=drift, labels=(cell.version, f"{good.version} (good)")
         )
-        slower = [v for v in found if v.word == "slower"]
+        slower = [v for v in found if v.word is VerdictWord.SLOWER]
         if slower:
-            return Step(version=cell.version, word="bad", why=slower[0].line)
-        if found and all(v.word in ("no detectable difference", "faster") for v in found):
+            return Step(version=cell.version, word=StepWord.BAD, why=slower[0].line)
+        fine = (VerdictWord.NO_DIFFERENCE, VerdictWord.FASTER)
+        if found and all(v.word in fine for v in found):
             best = next((v for v in found if v.metric == "output tok/s"), found[0])
-            return Step(version=cell.version, word="good", why=best.line)
-        unclear = next((v for v in found if v.word not in ("no detectable difference", "faster")), None)
+            return Step(version=cell.version, word=StepWord.GOOD, why=best.line)
+        unclear = next((v for v in found if v.word not in fine), None)
         return Step(
-            version=cell.version, word="cannot judge", why=unclear.line if unclear else "no load point measured on both"
+            version=cell.version,
+            word=StepWord.CANNOT_JUDGE,
+            why=unclear.line if unclear else "no load point measured on both",
         )
     failed = [c for c in cell.checks if c.group == on and c.passed is False]
     if failed:
-        return Step(version=cell.version, word="bad", why="; ".join(f"{c.name}: {c.detail[:160]}" for c in failed))
+        return Step(
+            version=cell.version, word=StepWord.BAD, why="; ".join(f"{c.name}: {c.detail[:160]}" for c in failed)
+        )
     ran = [c for c in cell.checks if c.group == on and c.passed is True]
     if not ran:
-        return Step(version=cell.version, word="cannot judge", why=f"no {on} check was evaluated")
-    return Step(version=cell.version, word="good", why=f"{len(ran)} {on} check(s) passed")
+        return Step(version=cell.version, word=StepWord.CANNOT_JUDGE, why=f"no {on} check was evaluated")
+    return Step(version=cell.version, word=StepWord.GOOD, why=f"{len(ran)} {on} check(s) passed")
 
 
 def releases_between(

@@ -28,6 +28,7 @@ from .serial import LoadError, dump
 from .stats import percentile
 from .verdict import Verdict, compare
 from .versions import path_safe
+from .words import TrendWord, VerdictWord
 
 LAST = 10  # SGLang's nightly compares with the last 10 runs; PyTorch's dashboard with a rolling median
 
@@ -49,7 +50,7 @@ class Trend:
     version: str
     model: str
     platform: str
-    word: str  # first run | steady | suspicious | regression | improved
+    word: TrendWord
     compared: int  # earlier runs pooled
     verdicts: tuple[Verdict, ...]
     series: tuple[tuple[str, float | None], ...]  # (run id, peak rate), oldest first, this run last
@@ -59,7 +60,7 @@ class Trend:
     def line(self) -> str:
         if not self.compared:
             return f"{self.version} on {self.model}: first run on this kind of machine with this workload"
-        flagged = [v for v in self.verdicts if v.word == "slower"]
+        flagged = [v for v in self.verdicts if v.word is VerdictWord.SLOWER]
         why = (
             "; ".join(v.line for v in flagged[:3])
             if flagged
@@ -72,7 +73,7 @@ class Trend:
             "version": self.version,
             "model": self.model,
             "platform": self.platform,
-            "trend": self.word,
+            "trend": self.word.value,
             "compared_runs": self.compared,
             "verdicts": [v.to_dict() for v in self.verdicts],
             "series": [{"run_id": r, "peak": p} for r, p in self.series],
@@ -179,7 +180,7 @@ class History:
             earlier = []
         series = tuple((e.run_id, e.peak) for e in earlier) + ((info.run_id, cell.peak_rate()),)
 
-        def trend(word: str, found: Sequence[Verdict] = ()) -> Trend:
+        def trend(word: TrendWord, found: Sequence[Verdict] = ()) -> Trend:
             return Trend(
                 version=cell.pin_label,
                 model=cell.model,
@@ -192,7 +193,7 @@ class History:
             )
 
         if not earlier:
-            return trend("first run")
+            return trend(TrendWord.FIRST_RUN)
         labels = (
             f"{cell.pin_label} ({info.run_id})",
             f"{cell.pin_label} (last {len(earlier)} run{'s' * (len(earlier) > 1)})",
@@ -201,12 +202,12 @@ class History:
             cell, pooled([e.cell for e in earlier]), noise=info.noise, seed=info.seed, labels=labels, drift=info.drift
         )
         words = {v.word for v in found}
-        if "slower" in words:
-            word = "regression" if earlier[-1].flagged else "suspicious"
-        elif "faster" in words:
-            word = "improved"
+        if VerdictWord.SLOWER in words:
+            word = TrendWord.REGRESSION if earlier[-1].flagged else TrendWord.SUSPICIOUS
+        elif VerdictWord.FASTER in words:
+            word = TrendWord.IMPROVED
         else:
-            word = "steady"
+            word = TrendWord.STEADY
         return trend(word, found)
 
     def record(self, cells: Sequence[CellResult], info: RunInfo) -> list[Trend]:
@@ -227,7 +228,7 @@ class History:
                     "run_id": info.run_id,
                     "numerics": _numerics(cell),
                     "workload": info.workload,
-                    "flagged": t.word in ("suspicious", "regression"),
+                    "flagged": t.word.flagged,
                     "peak": cell.peak_rate(),
                     "finished_at": cell.finished_at,
                     "cell": cell.to_dict(),

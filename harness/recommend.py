@@ -13,13 +13,15 @@ one pin goes to the deployed launch (changing nothing beats changing parameters 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from packaging.version import Version
 
 from .results import AUDIO_UNIT, CellResult, SpeechAccuracy, Status
 from .verdict import Verdict
+from .words import VerdictWord
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -124,41 +126,75 @@ def recommend(
             eligible.append(cell)
         else:
             rejected[cell.pin_label] = why
+    base = Recommendation(
+        backend=first.backend,
+        model=first.model,
+        platform=first.platform,
+        version=None,
+        reasons=("no pin installed, started and passed every required check",),
+        rejected=rejected,
+        measured_on=measured_on,
+    )
     if not eligible:
-        return Recommendation(
-            backend=first.backend,
-            model=first.model,
-            platform=first.platform,
-            version=None,
-            reasons=("no pin installed, started and passed every required check",),
-            rejected=rejected,
-            measured_on=measured_on,
-        )
-    deployed = next((c for c in eligible if c.deployed), None)
-    slower: dict[str, Verdict] = {}
-    if deployed is not None:  # never worse than what runs today, when that still qualifies
-        for v in verdicts:
-            if v.word == "slower" and v.deployed and v.model == first.model:
-                slower.setdefault(v.version, v)
-        for c in [c for c in eligible if c.pin_label in slower]:
-            eligible.remove(c)
-            rejected[c.pin_label] = f"slower than the deployed pin {deployed.pin_label}: {slower[c.pin_label].line}"
+        return base
+    _drop_slower(eligible, rejected, verdicts, first.model)
     ranked = sorted(eligible, key=lambda c: c.peak_rate() or 0.0, reverse=True)
     tied = [c for c in ranked if _tied(c, ranked[0], noise)]
-    if tie_break == "closest-to-reference":
-        ordered = sorted({Version(c.version) for c in cells})
-        ref_pos = ordered.index(Version(reference)) if Version(reference) in ordered else 0
-
-        def distance(
-            c: CellResult,
-        ) -> tuple[int, bool, int]:  # nearest first; the deployed launch; the newer of two equals
-            pos = ordered.index(Version(c.version))
-            return (abs(pos - ref_pos), c.variant != c.deployed_variant, -pos)
-
-        chosen = min(tied, key=distance)
-    else:
-        chosen = max(tied, key=lambda c: (Version(c.version), c.variant == c.deployed_variant))
+    chosen = _break_tie(tied, cells, reference, tie_break)
     reasons = [f"passed {', '.join(required_checks)} and started in {chosen.startup_s or 0.0:.1f} s"]
+    reasons += _how_sure(chosen, verdicts, first.model)
+    reasons += _ranking(chosen, ranked, tied, rejected, noise=noise, tie_break=tie_break)
+    if chosen.variant and chosen.variant != chosen.deployed_variant:
+        env = " ".join(f"{k}={v}" for k, v in chosen.backend_env.items())
+        reasons.append(
+            f"launched with the {chosen.variant!r} variant's parameters "
+            f"({' '.join(chosen.backend_parameters) or 'none'}"
+            + (f", env {env}" if env else "")
+            + f"), not the deployed {chosen.deployed_variant!r}"
+        )
+    return replace(
+        base,
+        version=chosen.version,
+        reasons=tuple(reasons),
+        ranking=tuple((c.pin_label, c.peak_rate() or 0.0) for c in ranked),
+        unit=chosen.rate_unit,
+        variant=chosen.variant,
+        backend_parameters=chosen.backend_parameters,
+        env=dict(chosen.backend_env),
+    )
+
+
+def _drop_slower(eligible: list[CellResult], rejected: dict[str, str], verdicts: Sequence[Verdict], model: str) -> None:
+    """Never worse than what runs today, when that still qualifies: a pin with a "slower" verdict against the
+    deployed pin is not eligible."""
+    deployed = next((c for c in eligible if c.deployed), None)
+    if deployed is None:
+        return
+    slower: dict[str, Verdict] = {}
+    for v in verdicts:
+        if v.word is VerdictWord.SLOWER and v.deployed and v.model == model:
+            slower.setdefault(v.version, v)
+    for c in [c for c in eligible if c.pin_label in slower]:
+        eligible.remove(c)
+        rejected[c.pin_label] = f"slower than the deployed pin {deployed.pin_label}: {slower[c.pin_label].line}"
+
+
+def _break_tie(tied: list[CellResult], cells: Sequence[CellResult], reference: str, tie_break: str) -> CellResult:
+    if tie_break != "closest-to-reference":  # newest; of one pin, the deployed launch
+        return max(tied, key=lambda c: (Version(c.version), c.variant == c.deployed_variant))
+    ordered = sorted({Version(c.version) for c in cells})
+    ref_pos = ordered.index(Version(reference)) if Version(reference) in ordered else 0
+
+    def distance(c: CellResult) -> tuple[int, bool, int]:  # nearest first; the deployed launch; the newer of two
+        pos = ordered.index(Version(c.version))
+        return (abs(pos - ref_pos), c.variant != c.deployed_variant, -pos)
+
+    return min(tied, key=distance)
+
+
+def _how_sure(chosen: CellResult, verdicts: Sequence[Verdict], model: str) -> list[str]:
+    """Speech: what a user hears; any pin: what its verdicts against the deployed pin say."""
+    reasons = []
     if isinstance(chosen.accuracy, SpeechAccuracy):  # speech: what a user hears, and how long a request takes
         ref_wer = chosen.accuracy.reference_wer
         reasons.append(
@@ -166,9 +202,9 @@ def recommend(
             + (f" (reference {ref_wer:.1%})" if ref_wer is not None else "")
             + (f", latency p50 {chosen.first_p50_ms():.0f} ms at the lowest load" if chosen.first_p50_ms() else "")
         )
-    mine = [v for v in verdicts if v.version == chosen.pin_label and v.deployed and v.model == first.model]
-    if mine:  # how sure: what the chosen pin's verdicts against the deployed pin say
-        words = {w: sum(v.word == w for v in mine) for w in dict.fromkeys(v.word for v in mine)}
+    mine = [v for v in verdicts if v.version == chosen.pin_label and v.deployed and v.model == model]
+    if mine:
+        words = Counter(v.word for v in mine)
         reasons.append(
             f"against the deployed pin {mine[0].reference}: "
             + ", ".join(f"{n} {w}" for w, n in words.items())
@@ -177,20 +213,21 @@ def recommend(
     waived = sorted({c.name for c in chosen.checks if c.waived})
     if waived:
         reasons.append(f"{len(waived)} known deviation(s) waived by the matrix: {', '.join(waived)}")
+    return reasons
+
+
+def _ranking(
+    chosen: CellResult,
+    ranked: list[CellResult],
+    tied: list[CellResult],
+    rejected: dict[str, str],
+    *,
+    noise: float,
+    tie_break: str,
+) -> list[str]:
+    """Why the chosen pin's throughput won, and each other eligible pin's throughput as its reason."""
     tok, unit = chosen.peak_rate() or 0.0, chosen.rate_unit
     spec = ".2f" if unit == AUDIO_UNIT else ".1f"  # ~2 audio s/s on CPU: one decimal hides the differences
-    if chosen.peak_rate() is None:  # e.g. an embedding model: no generation throughput to rank by
-        reasons.append(f"no throughput measured; chosen among {len(tied)} eligible pin(s) by policy '{tie_break}'")
-    elif len(tied) > 1:
-        others = ", ".join(f"{c.pin_label} ({c.peak_rate() or 0.0:{spec}})" for c in tied if c is not chosen)
-        how = (
-            "95% CIs overlap with"
-            if chosen.peak_ci95() and all(c.peak_ci95() for c in tied)
-            else f"within {noise:.0%} of"
-        )
-        reasons.append(f"peak {tok:{spec}} {unit}, {how} {others}: a tie, broken by policy '{tie_break}'")
-    else:
-        reasons.append(f"fastest eligible pin: peak {tok:{spec}} {unit}")
     for cell in ranked:
         if cell is not chosen:
             rejected.setdefault(
@@ -198,24 +235,11 @@ def recommend(
                 f"eligible, not chosen: {cell.peak_rate() or 0.0:{spec}} {unit}"
                 + (" (tie lost to policy)" if cell in tied else f" vs {tok:{spec}}"),
             )
-    if chosen.variant and chosen.variant != chosen.deployed_variant:
-        reasons.append(
-            f"launched with the {chosen.variant!r} variant's parameters "
-            f"({' '.join(chosen.backend_parameters) or 'none'}"
-            + (", env " + " ".join(f"{k}={v}" for k, v in chosen.backend_env.items()) if chosen.backend_env else "")
-            + f"), not the deployed {chosen.deployed_variant!r}"
-        )
-    return Recommendation(
-        backend=first.backend,
-        model=first.model,
-        platform=first.platform,
-        version=chosen.version,
-        reasons=tuple(reasons),
-        rejected=rejected,
-        ranking=tuple((c.pin_label, c.peak_rate() or 0.0) for c in ranked),
-        unit=unit,
-        variant=chosen.variant,
-        backend_parameters=chosen.backend_parameters,
-        env=dict(chosen.backend_env),
-        measured_on=measured_on,
-    )
+    if chosen.peak_rate() is None:  # e.g. an embedding model: no generation throughput to rank by
+        return [f"no throughput measured; chosen among {len(tied)} eligible pin(s) by policy '{tie_break}'"]
+    if len(tied) > 1:
+        others = ", ".join(f"{c.pin_label} ({c.peak_rate() or 0.0:{spec}})" for c in tied if c is not chosen)
+        repeated = chosen.peak_ci95() and all(c.peak_ci95() for c in tied)
+        how = "95% CIs overlap with" if repeated else f"within {noise:.0%} of"
+        return [f"peak {tok:{spec}} {unit}, {how} {others}: a tie, broken by policy '{tie_break}'"]
+    return [f"fastest eligible pin: peak {tok:{spec}} {unit}"]

@@ -28,6 +28,7 @@ from .install.record import InstallRecord
 from .serial import LoadError, dump, load_record
 from .stability import Stability
 from .stats import Distribution, ci95_positive, percentile
+from .words import AgreementKind
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 2
@@ -227,7 +228,7 @@ class Agreement:
     """Agreement with the reference pin. ``kind``: reference (this is it), not-compared (no stored
     outputs), greedy (text, top-k rule), transcripts (speech), embeddings (cosine)."""
 
-    kind: str
+    kind: AgreementKind
     reference_version: str
     compared: int = 0  # prompts or clips
     identical: int = 0
@@ -237,6 +238,9 @@ class Agreement:
     wer_vs_reference: float | None = None
     items: tuple[ItemAgreement, ...] = ()
     note: str = ""
+
+    def __post_init__(self) -> None:  # a kind given as its word (a test, an older caller) becomes the member
+        object.__setattr__(self, "kind", AgreementKind(self.kind))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -259,7 +263,7 @@ class CellResult:
     status: Status = Status.PASSED
     failure_class: FailureClass | None = None
     reason: str = ""
-    expected_failure: str | None = None
+    expected_failure: FailureClass | None = None  # the matrix's `expect`: this class is an xfail
     selected_by: str = ""  # the version set that brought this pin in
     variant: str = ""  # the launch variant ("": the platform declares none)
     baseline_variant: str = ""  # the variant whose reference pin this cell is compared with
@@ -293,6 +297,10 @@ class CellResult:
     warnings: list[str] = field(default_factory=list)
     started_at: str = ""
     finished_at: str = ""
+
+    def __post_init__(self) -> None:  # a class given as its word (a test, an older caller) becomes the member
+        if self.expected_failure is not None:
+            self.expected_failure = FailureClass(self.expected_failure)
 
     @property
     def label(self) -> str:

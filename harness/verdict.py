@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .results import CellResult, LoadPoint
 from .stability import unstable
 from .stats import MIN_SAMPLES, mean, percentile
+from .words import VerdictWord
 
 RESAMPLES = 2000
 MIN_REPEATS_FOR_RUNS = 3  # from three repeats on, throughput is resampled over runs rather than requests
@@ -52,15 +53,20 @@ class Verdict:
     model: str
     point: str
     metric: str
-    ratio: float | None  # pin / reference
-    low: float | None
-    high: float | None
+    ratio: float | None = None  # pin / reference
+    low: float | None = None
+    high: float | None = None
     n: int  # samples on the pin's side
     n_reference: int
-    word: str  # slower | faster | no detectable difference | too few samples | client-bound | machine unstable
+    word: VerdictWord
     deployed: bool = True  # against the run's reference pin (False: against another run's same pin)
     note: str = ""  # why a word is not a verdict on the pin (machine unstable: what moved)
     measured_on: str = ""  # the kind of machine both sides ran on (``Fingerprint.numerics``)
+
+    @property
+    def flagged(self) -> bool:
+        """Shown in red: a pin measurably slower."""
+        return self.word is VerdictWord.SLOWER
 
     @property
     def line(self) -> str:
@@ -84,7 +90,7 @@ class Verdict:
             "ci95": None if self.low is None else [self.low, self.high],
             "n": self.n,
             "n_reference": self.n_reference,
-            "verdict": self.word,
+            "verdict": self.word.value,
             **({"note": self.note} if self.note else {}),
             **({"measured_on": self.measured_on} if self.measured_on else {}),
         }
@@ -134,7 +140,18 @@ def compare(
     the machine's calibration may move before a difference is put down to the machine."""
     moved = unstable(cell.stability, reference.stability, drift)
     ours_label, theirs_label = labels or (cell.pin_label, reference.pin_label)
-    deployed = labels is None if deployed is None else deployed
+    base = Verdict(
+        version=ours_label,
+        reference=theirs_label,
+        model=cell.model,
+        point="",
+        metric="",
+        n=0,
+        n_reference=0,
+        word=VerdictWord.TOO_FEW,
+        deployed=labels is None if deployed is None else deployed,
+        measured_on=cell.hardware,
+    )
     metrics = SPEECH_METRICS if cell.rate_unit == "audio s/s" else TEXT_METRICS
     theirs_by_label = {p.label: p for p in reference.throughput}
     out = []
@@ -145,65 +162,34 @@ def compare(
         over_runs = min(len(point.runs), len(ref_point.runs)) >= MIN_REPEATS_FOR_RUNS
         for metric in metrics:
             ours, theirs = _samples(point, metric, over_runs), _samples(ref_point, metric, over_runs)
-
-            def verdict(
-                word: str,
-                ratio: float | None = None,
-                low: float | None = None,
-                high: float | None = None,
-                *,
-                point: LoadPoint = point,
-                metric: Metric = metric,
-                n: int = len(ours),
-                n_ref: int = len(theirs),
-                note: str = "",
-            ) -> Verdict:
-                return Verdict(
-                    version=ours_label,
-                    reference=theirs_label,
-                    model=cell.model,
-                    point=point.label,
-                    metric=metric.name,
-                    ratio=ratio,
-                    low=low,
-                    high=high,
-                    n=n,
-                    n_reference=n_ref,
-                    word=word,
-                    deployed=deployed,
-                    note=note,
-                    measured_on=cell.hardware,
-                )
-
+            sized = replace(base, point=point.label, metric=metric.name, n=len(ours), n_reference=len(theirs))
             if point.saturated or ref_point.saturated:
-                out.append(verdict("client-bound"))
+                out.append(replace(sized, word=VerdictWord.CLIENT_BOUND))
                 continue
             needed = MIN_REPEATS_FOR_RUNS if metric.sample == "tok_s" and over_runs else MIN_SAMPLES[50]
             if min(len(ours), len(theirs)) < needed or metric.statistic(theirs) <= 0:
-                out.append(verdict("too few samples"))
+                out.append(sized)  # too few samples
                 continue
             ratio, low, high = bootstrap_ratio(ours, theirs, metric.statistic, seed=seed)
-            worse_low, better_high = (
-                (low, high) if metric.higher_is_better else (1 / high, 1 / low)
-            )  # as "goodness" ratios
-            if better_high < 1 - noise:
-                word = "slower"
-            elif worse_low > 1 + noise:
-                word = "faster"
-            else:
-                word = "no detectable difference"
-            if moved is not None and word != "no detectable difference":  # the machine, not (provably) the pin
-                out.append(verdict("machine unstable", ratio, low, high, note=f"looked {word}, but {moved}"))
-                continue
-            if word == "no detectable difference" and (low > 1 or high < 1):  # measurable, but not beyond the margin
-                out.append(
-                    verdict(
-                        word, ratio, low, high, note=f"the interval excludes 1, but not the ±{noise:.0%} noise margin"
-                    )
-                )
-                continue
-            out.append(verdict(word, ratio, low, high))
+            word, note = _word(low, high, metric.higher_is_better, noise, moved)
+            out.append(replace(sized, ratio=ratio, low=low, high=high, word=word, note=note))
     return out
+
+
+def _word(low: float, high: float, higher_is_better: bool, noise: float, moved: str | None) -> tuple[VerdictWord, str]:
+    """The word for a ratio's interval, and a note when the word needs one."""
+    worse_low, better_high = (low, high) if higher_is_better else (1 / high, 1 / low)  # as "goodness" ratios
+    if better_high < 1 - noise:
+        word = VerdictWord.SLOWER
+    elif worse_low > 1 + noise:
+        word = VerdictWord.FASTER
+    else:
+        word = VerdictWord.NO_DIFFERENCE
+    if moved is not None and word is not VerdictWord.NO_DIFFERENCE:  # the machine, not (provably) the pin
+        return VerdictWord.MACHINE_UNSTABLE, f"looked {word}, but {moved}"
+    if word is VerdictWord.NO_DIFFERENCE and (low > 1 or high < 1):  # measurable, but not beyond the margin
+        return word, f"the interval excludes 1, but not the ±{noise:.0%} noise margin"
+    return word, ""
 
 
 def compare_runs(
@@ -233,13 +219,10 @@ def compare_runs(
                     model=cell.model,
                     point="every point",
                     metric="all",
-                    ratio=None,
-                    low=None,
-                    high=None,
                     n=0,
                     n_reference=0,
                     deployed=False,
-                    word="different machines: not compared",
+                    word=VerdictWord.OTHER_MACHINE,
                 )
             )
             continue

@@ -82,7 +82,7 @@ class StepWord(Word):
 
     GOOD = "good"
     BAD = "bad"
-    UNCLEAR = "unclear"
+    CANNOT_JUDGE = "cannot judge"
 
 
 class LoadProfile(Word):

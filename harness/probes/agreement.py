@@ -18,6 +18,7 @@ import httpx
 
 from ..errors import ProbeError
 from ..results import Agreement, Check, ItemAgreement
+from ..words import AgreementKind
 from .checks import exchange
 
 PROMPTS = (
@@ -171,7 +172,7 @@ def evaluate(
     disagreeing = [r for r in diverging if not r.close or (r.position or 0) < t.min_divergence_position]
     delta = prompt_logprob_delta(ours, reference)
     summary = Agreement(
-        kind="greedy",
+        kind=AgreementKind.GREEDY,
         reference_version=ref_version,
         compared=len(per_prompt),
         identical=len(per_prompt) - len(diverging),

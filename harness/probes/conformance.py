@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from ..errors import ProbeError
+from ..words import ModelKind
 from .checks import Check, Exchange, exchange
 
 # Raw chat-template markers that must never reach a user: their presence means the template was not
@@ -231,7 +232,13 @@ def check_stream_equals_plain(client: httpx.Client, model: str) -> Check:
     )
 
 
-def check_logprobs_shapes(client: httpx.Client, model: str, k: int = 3) -> list[Check]:
+def check_logprobs_shapes(client: httpx.Client, model: str, k: int = 3, *, chat: bool = True) -> list[Check]:
+    """The legacy completions shape, and (``chat``: the model has a chat template) the chat ``content[]`` one."""
+    legacy = check_completion_logprobs(client, model, k)
+    return [legacy, check_chat_logprobs(client, model, k)] if chat else [legacy]
+
+
+def check_completion_logprobs(client: httpx.Client, model: str, k: int = 3) -> Check:
     ex = _completion(client, model, prompt=COMPLETION_PROMPT, max_tokens=4, logprobs=k)
     problems = []
     lp = ((ex.data.get("choices") or [{}])[0].get("logprobs") or {}) if isinstance(ex.data, dict) else {}
@@ -247,8 +254,10 @@ def check_logprobs_shapes(client: httpx.Client, model: str, k: int = 3) -> list[
         tops = lp.get("top_logprobs") or []
         if any(not isinstance(t, dict) or not k <= len(t) <= k + 1 for t in tops):
             problems.append(f"top_logprobs entries do not hold {k} (or {k}+1) alternatives")
-    legacy = _check("completion.logprobs_shape", not problems, "; ".join(problems) or "legacy shape, sizes match", ex)
+    return _check("completion.logprobs_shape", not problems, "; ".join(problems) or "legacy shape, sizes match", ex)
 
+
+def check_chat_logprobs(client: httpx.Client, model: str, k: int = 3) -> Check:
     cbody = {
         "model": model,
         "messages": CHAT_MESSAGES,
@@ -279,8 +288,7 @@ def check_logprobs_shapes(client: httpx.Client, model: str, k: int = 3) -> list[
                     f"top_logprobs has {len(tops) if isinstance(tops, list) else tops!r} entries, expected {k}"
                 )
                 break
-    chat = _check("chat.logprobs_shape", not cproblems, "; ".join(cproblems) or "content[] shape, sizes match", cex)
-    return [legacy, chat]
+    return _check("chat.logprobs_shape", not cproblems, "; ".join(cproblems) or "content[] shape, sizes match", cex)
 
 
 def check_errors(client: httpx.Client, model: str) -> list[Check]:
@@ -346,12 +354,13 @@ def conformance(
     client: httpx.Client,
     model: str,
     *,
-    kind: str = "chat",
+    kind: ModelKind = ModelKind.CHAT,
     normalized_embeddings: bool = False,
     timings: dict[str, float] | None = None,
 ) -> list[Check]:
     """Every check for a model of ``kind``; ``timings`` gets the seconds each group of checks took."""
     timings = {} if timings is None else timings
+    chat = kind is ModelKind.CHAT  # a base model (completion) has no chat template: no chat request at all
 
     def run(name: str, fn: Callable[[], Check | list[Check]]) -> list[Check]:
         t0 = time.monotonic()
@@ -361,7 +370,7 @@ def conformance(
             timings[name] = time.monotonic() - t0
         return out if isinstance(out, list) else [out]
 
-    if kind == "embedding":
+    if kind is ModelKind.EMBEDDING:
         return [
             *run("models", lambda: check_models(client, model)),
             *run("embeddings", lambda: check_embeddings(client, model, normalized=normalized_embeddings)),
@@ -369,14 +378,12 @@ def conformance(
         ]
     return [
         *run("models", lambda: check_models(client, model)),
-        *(
-            run("chat", lambda: check_chat(client, model)) if kind == "chat" else ()
-        ),  # a base model has no chat template
+        *(run("chat", lambda: check_chat(client, model)) if chat else ()),  # a base model has no chat template
         *run("completion", lambda: check_completion(client, model)),
         *run("stop", lambda: check_stop(client, model)),
         *run("n", lambda: check_n(client, model)),
         *run("seed", lambda: check_seed(client, model)),
         *run("stream", lambda: check_stream_equals_plain(client, model)),
-        *run("logprobs", lambda: check_logprobs_shapes(client, model)),
+        *run("logprobs", lambda: check_logprobs_shapes(client, model, chat=chat)),
         *run("errors", lambda: check_errors(client, model)),
     ]

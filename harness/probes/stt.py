@@ -13,6 +13,7 @@ import httpx
 from ..errors import ProbeError
 from ..results import Agreement, Check, ClipScore, ItemAgreement, SpeechAccuracy
 from ..serial import dump
+from ..words import AgreementKind
 from .checks import Exchange, exchange
 from .speech import Clip
 from .wer import edit_distance, wer, words
@@ -229,7 +230,7 @@ def transcript_agreement(
         ItemAgreement(prompt=f"clip {i}", identical=False, ours_text=ours[i], reference_text=theirs[i]) for i in differ
     )
     summary = Agreement(
-        kind="transcripts",
+        kind=AgreementKind.TRANSCRIPTS,
         reference_version=ref_version,
         compared=len(ours),
         identical=len(ours) - len(differ),

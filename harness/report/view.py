@@ -18,6 +18,7 @@ from ..results import AUDIO_UNIT, CellResult, LoadPoint, SpeechAccuracy, Status,
 from ..serial import dump
 from ..stats import Distribution, enough_for
 from ..verdict import Verdict
+from ..words import AgreementKind
 
 PHASES = ("install", "model", "calibration", "startup", "probes", "warm start")
 
@@ -123,9 +124,9 @@ def fmt(value: float | None, spec: str = ".1f") -> str:
 def status_label(cell: CellResult) -> str:
     if cell.status is Status.PASSED:
         return "PASSED"
-    cls = cell.failure_class.value if cell.failure_class else None
-    expected = cell.expected_failure is not None and cell.expected_failure == cls
-    return (cls or cell.status.value).upper() + (" (expected)" if expected else "")
+    cls = cell.failure_class
+    expected = cls is not None and cell.expected_failure is cls
+    return (cls.value if cls else cell.status.value).upper() + (" (expected)" if expected else "")
 
 
 def verdict(passed: bool | None, waived: str = "") -> str:
@@ -142,13 +143,13 @@ def agreement_text(cell: CellResult) -> str:
     a = cell.agreement
     if a is None:
         return "—"
-    if a.kind == "reference":
+    if a.kind is AgreementKind.REFERENCE:
         return "reference"
-    if a.kind == "transcripts":
+    if a.kind is AgreementKind.TRANSCRIPTS:
         return f"{a.identical}/{a.compared} transcripts identical (WER between {a.wer_vs_reference or 0.0:.1%})"
-    if a.kind == "greedy":
+    if a.kind is AgreementKind.GREEDY:
         return f"{a.identical}/{a.compared} identical, {a.close} close, {a.differ} differ"
-    if a.kind == "embeddings":
+    if a.kind is AgreementKind.EMBEDDINGS:
         passed = [c.passed for c in cell.checks if c.name == "agreement.embeddings"]
         return f"{a.compared} embeddings " + ("agree" if passed and passed[0] else "differ")
     return a.note or "—"
@@ -376,7 +377,7 @@ def _phases(phases: Mapping[str, float]) -> str:
 def _tables(c: CellResult) -> list[Table]:
     tables = []
     a = c.agreement
-    if a is not None and a.kind == "greedy" and a.items:
+    if a is not None and a.kind is AgreementKind.GREEDY and a.items:
         rows = tuple(
             (r.prompt, "identical", "—", "", "")
             if r.identical
@@ -396,7 +397,7 @@ def _tables(c: CellResult) -> list[Table]:
                 rows=rows,
             )
         )
-    if a is not None and a.kind == "transcripts" and a.items:
+    if a is not None and a.kind is AgreementKind.TRANSCRIPTS and a.items:
         tables.append(
             Table(
                 title=f"Transcripts that differ from the reference {a.reference_version}'s",

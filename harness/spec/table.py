@@ -127,13 +127,13 @@ class Table:
         for f in dataclasses.fields(type(self.defaults)):
             if f.name in skip or f.name not in self.data:
                 continue
-            kind, low = str(f.type), minimums.get(f.name)
-            if kind == "int":
+            typ, low = str(f.type), minimums.get(f.name)
+            if typ == "int":
                 out[f.name] = self.get_int(f.name, minimum=int(low or 0))
-            elif kind in ("float", "float | None"):
-                out[f.name] = self.get_float(f.name, 0.0 if kind != "float" else None, minimum=low or 0.0)
-            elif kind == "bool":
+            elif typ in ("float", "float | None"):
+                out[f.name] = self.get_float(f.name, 0.0 if typ != "float" else None, minimum=low or 0.0)
+            elif typ == "bool":
                 out[f.name] = self.get_bool(f.name)
-            elif kind == "str":
+            elif typ == "str":
                 out[f.name] = self.get_str(f.name) or self.default(f.name)
         return out

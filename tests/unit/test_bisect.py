@@ -7,6 +7,7 @@ import pytest
 
 from harness.bisection import Step, budget, judge, search
 from harness.results import Check, FailureClass, Status
+from harness.words import StepWord
 from tests.support import cells
 from tests.unit.test_verdict import _point
 
@@ -20,7 +21,9 @@ def test_the_first_bad_release_is_found_within_budget(first_bad: str) -> None:
     def measure(version: str) -> Step:
         ran.append(version)
         return Step(
-            version=version, word="bad" if RELEASES.index(version) >= RELEASES.index(first_bad) else "good", why=""
+            version=version,
+            word=StepWord.BAD if RELEASES.index(version) >= RELEASES.index(first_bad) else StepWord.GOOD,
+            why="",
         )
 
     found, steps = search(RELEASES, measure)
@@ -30,12 +33,12 @@ def test_the_first_bad_release_is_found_within_budget(first_bad: str) -> None:
 
 
 def test_verify_bad_stops_when_the_bad_end_is_not_bad() -> None:
-    found, steps = search(RELEASES, lambda v: Step(version=v, word="good", why="same"), verify_bad=True)
+    found, steps = search(RELEASES, lambda v: Step(version=v, word=StepWord.GOOD, why="same"), verify_bad=True)
     assert found is None and [s.version for s in steps] == ["1.0.7"]
 
 
 def test_a_cell_that_cannot_be_judged_stops_the_search() -> None:
-    found, steps = search(RELEASES, lambda v: Step(version=v, word="cannot judge", why="install-failed: x"))
+    found, steps = search(RELEASES, lambda v: Step(version=v, word=StepWord.CANNOT_JUDGE, why="install-failed: x"))
     assert found is None and len(steps) == 1
 
 

