@@ -1,12 +1,5 @@
-"""Outcomes as data: one typed ``CellResult`` per cell, appended to ``results.jsonl`` the moment the cell ends.
-
-Every part is a frozen dataclass that other runs, other machines and later versions of the harness read
-back: ``Check``, ``LoadPoint`` (its ``Run`` per repeat, the unit explicit, sample counts in every
-``Distribution``), ``Agreement``, ``TextAccuracy`` / ``SpeechAccuracy``, ``Startup``, the install record
-and the ``Fingerprint``. JSON goes through ``harness.serial`` and is described by the JSON Schema shipped
-as ``harness/schema/results-v2.json``. Schema version 1 files (dicts, before the types) are converted
-on load, with one line saying so.
-"""
+"""The typed records of a cell: ``Check``, ``LoadPoint`` (a ``Run`` per repeat), ``Agreement``, accuracy,
+``Startup`` and the ``CellResult`` that holds them, with the JSON Schema derived from their type hints."""
 
 from __future__ import annotations
 
@@ -14,26 +7,24 @@ import enum
 import json
 import logging
 import math
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from filelock import FileLock
-
-from .fingerprint import Fingerprint, Machine
-from .install.record import InstallRecord
-from .serial import LoadError, dump, load_record
-from .stability import Stability
-from .stats import Distribution, ci95_positive, percentile
-from .words import AgreementKind
+from ..fingerprint import Fingerprint
+from ..install.record import InstallRecord
+from ..serial import LoadError, dump, load_record
+from ..stability import Stability
+from ..stats import Distribution, ci95_positive, percentile
+from ..words import AgreementKind
+from .units import TEXT_UNIT
+from .v1 import convert_v1
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 2
-SCHEMA_FILE = Path(__file__).parent / "schema" / f"results-v{SCHEMA_VERSION}.json"
-TEXT_UNIT, AUDIO_UNIT = "output tok/s", "audio s/s"
+SCHEMA_FILE = Path(__file__).parents[1] / "schema" / f"results-v{SCHEMA_VERSION}.json"
 
 
 class Status(str, enum.Enum):
@@ -395,7 +386,7 @@ class CellResult:
 
 def results_schema() -> dict[str, Any]:
     """The JSON Schema of results.json (and of each results.jsonl line, ``#/$defs/CellLine``)."""
-    from .serial import schema
+    from ..serial import schema
 
     doc = schema(CellResult)
     defs = doc["$defs"]
@@ -419,303 +410,3 @@ def results_schema() -> dict[str, Any]:
         "additionalProperties": False,
         "$defs": defs,
     }
-
-
-# --- schema version 1 -------------------------------------------------------------------------
-
-
-def _v1_point(p: Mapping[str, Any]) -> dict[str, Any]:
-    audio = "audio_s_per_s" in p or "audio_s_per_s_median" in p
-    key = "audio_s_per_s" if audio else "output_tok_s"
-    names = ("latency_ms", "rtf") if audio else ("ttft_ms", "tpot_ms", "itl_ms", "e2el_ms", "loop_lag_ms")
-
-    def run(r: Mapping[str, Any]) -> dict[str, Any]:
-        return {
-            "rate": r.get(key),
-            "requests": r.get("requests", 0),
-            "completed": r.get("completed", 0),
-            "failed": r.get("failed", 0),
-            "duration_s": r.get("duration_s"),
-            "request_s": r.get("request_s"),
-            "distributions": {n: r[n] for n in names if isinstance(r.get(n), dict)},
-            "output_tokens": r.get("output_tokens", 0),
-            "audio_s": r.get("audio_s", 0.0),
-            "goodput_req_s": r.get("goodput_req_s"),
-            "token_count_mismatches": r.get("token_count_mismatches", 0),
-            "client_cpu_s": r.get("client_cpu_s", 0.0),
-            "client_cpu_util": r.get("client_cpu_util", 0.0),
-            "saturated": bool(r.get("saturated", False)),
-            "saturation_reason": r.get("saturation_reason", ""),
-            "errors": list(r.get("errors", [])),
-        }
-
-    runs = [run(r) for r in p.get("repeats") or [p]]
-    ci = p.get(f"{key}_ci95")
-    return {
-        "label": p.get("label", ""),
-        "mode": p.get("mode", "concurrency"),
-        "target": p.get("target"),
-        "unit": AUDIO_UNIT if audio else TEXT_UNIT,
-        "runs": runs,
-        "median": p.get(f"{key}_median", p.get(key)),
-        "ci95": list(ci) if ci else None,
-        "saturated": bool(p.get("saturated", False)),
-        "saturation_reason": p.get("saturation_reason", ""),
-    }
-
-
-def _v1_agreement(a: Mapping[str, Any]) -> dict[str, Any] | None:
-    if not a:
-        return None
-    if a.get("reference"):
-        return {"kind": "reference", "reference_version": ""}
-    if "clips" in a:
-        return {
-            "kind": "transcripts",
-            "reference_version": a.get("reference_version", ""),
-            "compared": a["clips"],
-            "identical": a.get("identical", 0),
-            "differ": a.get("differ", 0),
-            "wer_vs_reference": a.get("wer_vs_reference"),
-            "items": [
-                {
-                    "prompt": "",
-                    "identical": False,
-                    "ours_text": c.get("ours", ""),
-                    "reference_text": c.get("reference", ""),
-                }
-                for c in a.get("per_clip", [])
-            ],
-        }
-    if "prompts" in a:
-        return {
-            "kind": "greedy",
-            "reference_version": a.get("reference_version", ""),
-            "compared": a["prompts"],
-            "identical": a.get("identical", 0),
-            "close": a.get("close", 0),
-            "differ": a.get("disagree", 0),
-            "prompt_logprob_max_delta": a.get("prompt_logprob_max_delta"),
-            "items": list(a.get("per_prompt", [])),
-        }
-    return {"kind": "not-compared", "reference_version": "", "note": a.get("note", "")}
-
-
-def _v1_accuracy(a: Mapping[str, Any]) -> dict[str, Any] | None:
-    if not a:
-        return None
-    if "wer" in a:
-        return {
-            "kind": "wer",
-            "wer": a["wer"],
-            "edits": a.get("edits", 0),
-            "words": a.get("words", 0),
-            "clips": a.get("clips", len(a.get("per_clip", []))),
-            "per_clip": list(a.get("per_clip", [])),
-            "reference_wer": a.get("reference_wer"),
-        }
-    return {
-        "kind": "tasks",
-        "digest": a.get("digest", ""),
-        "overall": a["overall"],
-        "tasks": a.get("tasks", {}),
-        "misses": list(a.get("misses", [])),
-    }
-
-
-def convert_v1(data: Mapping[str, Any]) -> dict[str, Any]:
-    """A schema-1 cell (plain dicts) in schema 2. Its machine is unknown beyond host name and
-    architecture, so its numbers never compare with a fingerprinted run's."""
-    fp = data.get("fingerprint") or {}
-    command = fp.get("install_command") or []
-    kind = fp.get("origin") or (
-        "download" if command[:1] == ["download"] else "manual" if command[:1] == ["manual"] else "pipx"
-    )
-    install = None
-    if data.get("executable") or fp.get("origin"):
-        install = InstallRecord(
-            kind=kind,
-            executable=data.get("executable", ""),
-            installed_now=bool(data.get("installed_now")),
-            size_bytes=int(fp.get("venv_bytes") or fp.get("install_bytes") or 0),
-            command=(tuple(command),) if kind == "pipx" and command else (),
-            url=command[1] if kind == "download" and len(command) > 1 else "",
-            build_constraints=tuple(fp.get("build_constraints") or ()),
-            note="converted from results schema 1: what ran was not recorded",
-        )
-    machine = Machine(
-        hostname=fp.get("host", ""),
-        os="",
-        arch=fp.get("machine", ""),
-        python="",
-        cpu_model="unknown",
-        cores=0,
-        memory_bytes=0,
-        cpu_flags=(),
-    )
-    fingerprint = Fingerprint(
-        machine=machine,
-        slot=fp.get("slot", "cpu"),
-        package=fp.get("package", ""),
-        model_source=fp.get("model_source", ""),
-        model_path=fp.get("model_path", ""),
-        model_sha256=fp.get("model_sha256", ""),
-        numerics="unknown (schema 1)",
-    )
-    notes = {k: str(fp[k]) for k in ("fixed_output_length",) if k in fp}
-    if "speech" in fp:
-        notes["speech"] = json.dumps(fp["speech"], sort_keys=True)
-    checks = [
-        {k: v for k, v in c.items() if k in ("group", "name", "passed", "detail", "evidence")}
-        | {"waived": c.get("waived") or ""}
-        for c in data.get("checks", [])
-    ]
-    startup = {
-        k: {"seconds": s.get("seconds"), "log_ready_s": s.get("log_ready_s"), "phases": s.get("phases") or {}}
-        for k, s in (data.get("startup") or {}).items()
-    }
-    if not startup and data.get("startup_s") is not None:
-        startup = {"cold": {"seconds": data["startup_s"]}}
-    keep = (
-        "cell_id",
-        "backend",
-        "version",
-        "model",
-        "platform",
-        "is_reference",
-        "status",
-        "failure_class",
-        "reason",
-        "expected_failure",
-        "phases",
-        "gpu_memory_peak_mib",
-        "log_path",
-        "log_excerpt",
-        "warnings",
-        "started_at",
-        "finished_at",
-    )
-    out = {k: data[k] for k in keep if k in data}
-    return out | {
-        "selected_by": fp.get("selected_by", ""),
-        "startup": startup,
-        "install": dump(install) if install else None,
-        "fingerprint": dump(fingerprint),
-        "notes": notes,
-        "checks": checks,
-        "agreement": _v1_agreement(data.get("agreement") or {}),
-        "accuracy": _v1_accuracy(data.get("accuracy") or {}),
-        "throughput": [_v1_point(p) for p in data.get("throughput") or []],
-    }
-
-
-@dataclass(frozen=True, kw_only=True)
-class RunInfo:
-    """What a run's reports need besides its cells, kept as ``run.json`` beside ``results.jsonl``: a run
-    directory rebuilds its reports, merges with other shards and feeds history without its matrix file."""
-
-    backend: str
-    matrix: str  # the matrix file, as given
-    run_id: str
-    references: Mapping[str, str]  # platform -> the reference (deployed) pin
-    required_checks: tuple[str, ...]
-    tie_break: str
-    noise: float  # thresholds.throughput_noise
-    drift: float  # thresholds.machine_drift
-    seed: int
-    workload: str  # digest of the settings that shape measured numbers: runs compare only when equal
-    expected: tuple[str, ...] = ()  # the cell ids the run was asked to run
-    sources: tuple[str, ...] = ()  # merged from these run ids
-
-    @classmethod
-    def read(cls, run_dir: Path) -> RunInfo:
-        path = run_dir / "run.json"
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise LoadError(f"{path}: missing (an older run: give its matrix with --matrix)") from None
-        except (OSError, ValueError) as exc:
-            raise LoadError(f"{path}: cannot read: {exc}") from exc
-        if not isinstance(data, dict):
-            raise LoadError(f"{path}: expected an object")
-        try:
-            return load_record(cls, data)
-        except LoadError as exc:
-            raise LoadError(f"{path}: {exc}") from exc
-
-    def write(self, run_dir: Path) -> None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = run_dir / f".run.json.{os.getpid()}"  # xdist workers may write it at once: each its own tmp
-        tmp.write_text(json.dumps(dump(self), indent=1, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, run_dir / "run.json")
-
-
-def _is_json(line: str) -> bool:
-    try:
-        json.loads(line)
-    except ValueError:
-        return False
-    return True
-
-
-def append_line(path: Path, line: str) -> None:
-    """One JSON line, on disk when this returns (the caller holds the file's lock)."""
-    with path.open("a+b") as fh:
-        fh.seek(0, 2)
-        if fh.tell():  # a line torn by a killed run: the next one still starts on its own line
-            fh.seek(-1, 2)
-            torn = fh.read(1) != b"\n"
-            fh.seek(0, 2)
-            if torn:
-                fh.write(b"\n")
-        fh.write(line.encode("utf-8") + b"\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-class ResultStore:
-    """Append-only JSONL, safe across pytest-xdist workers (file lock around each append)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = FileLock(str(path) + ".lock")
-        self.notes: list[str] = []  # e.g. lines converted from an older schema
-
-    def append(self, result: CellResult) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock:
-            append_line(self.path, json.dumps(result.to_dict(), sort_keys=True, allow_nan=False))
-
-    def load(self) -> list[CellResult]:
-        """Every stored result; a later line for the same cell replaces an earlier one (re-runs)."""
-        if not self.path.exists():
-            return []
-        by_cell: dict[str, CellResult] = {}
-        converted = 0
-        text = self.path.read_text(encoding="utf-8", errors="replace")
-        lines = text.splitlines()
-        for n, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            if not _is_json(line):  # torn: a run killed while writing it (later runs append after it)
-                self.notes.append(
-                    f"{self.path}:{n}: a torn line (the run was killed while writing it) was skipped; "
-                    "that cell runs again on resume"
-                )
-                log.warning(self.notes[-1])
-                continue
-            try:
-                data = json.loads(line)
-                if not isinstance(data, dict):
-                    raise LoadError(f"expected an object, got {type(data).__name__}")
-                converted += data.get("schema_version") == 1
-                result = CellResult.from_dict(data)
-            except (ValueError, KeyError, TypeError) as exc:
-                raise ValueError(f"{self.path}:{n}: {exc}") from exc
-            by_cell[result.cell_id] = result
-        if converted:
-            self.notes.append(
-                f"{self.path}: {converted} line(s) converted from results schema 1 (machine facts unknown)"
-            )
-            log.warning(self.notes[-1])
-        return list(by_cell.values())
