@@ -10,7 +10,8 @@ from __future__ import annotations
 from tabulate import tabulate
 
 from ..safe import fence, markdown_text, visible_controls
-from .view import CellView, ReportView, Table, sparkline
+from .cells import CellView, Table
+from .view import ReportView, sparkline
 
 
 def _rows(t: Table) -> list[list[str]]:
