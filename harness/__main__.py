@@ -23,6 +23,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from . import releases
 from .backends import Host, get_backend, known_backends
@@ -246,9 +247,7 @@ def cmd_schema(a: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m harness", description="Pin management for GPUStack bin dirs.")
-    sub = ap.add_subparsers(dest="command", required=True)
+def _install_parsers(sub: Any) -> None:
     for name in ("install", "pins"):
         p = sub.add_parser(name)
         p.add_argument("--bin-dir")
@@ -272,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
                 help="mirror for prebuilt backends (GPUStack's option)",
             )
             p.add_argument("--allow-http-mirror", action="store_true", help="allow a plain-http download mirror")
+
+
+def _compare_parser(sub: Any) -> None:
     cmp = sub.add_parser("compare", help="verdicts of run B's cells against the same pins in run A")
     cmp.add_argument("before", help="a run directory (reports/<backend>/<run-id>)")
     cmp.add_argument("after", help="a later run directory")
@@ -282,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
         "--drift", type=float, default=0.10, help="machine speed change that makes a difference 'machine unstable'"
     )
     cmp.add_argument("--json", action="store_true", help="the verdicts as JSON")
+
+
+def _bisect_parser(sub: Any) -> None:
     bis = sub.add_parser("bisect", help="the first bad release between a good and a bad pin")
     bis.add_argument("matrix", help="the matrix file (its backend, package, model, workload, thresholds)")
     bis.add_argument("--good", required=True, help="a release that is good (runs first, as the reference)")
@@ -303,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
         bis.add_argument(opt)
     bis.add_argument("--tools-download-base-url", default=DEFAULT_BASE_URL)
     bis.add_argument("--allow-http-mirror", action="store_true")
+
+
+def _cells_parser(sub: Any) -> None:
     cel = sub.add_parser("cells", help="the matrix's cells, the GPUs each needs and the shard that runs it")
     cel.add_argument("matrix")
     cel.add_argument("--platform", choices=("cpu", "cuda"))
@@ -312,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
         cel.add_argument(opt)
     cel.add_argument("--no-history", action="store_true", help="balance shards by count, not by history's cell times")
     cel.add_argument("--tools-download-base-url", default=DEFAULT_BASE_URL)
+
+
+def _report_parsers(sub: Any) -> None:
     rep = sub.add_parser(
         "report", aliases=["merge"], help="reports again from stored results; several run dirs merged into one"
     )
@@ -333,6 +344,13 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("schema", help="the results JSON Schema (results.json, results.jsonl lines)").add_argument(
         "--write", action="store_true", help=f"write it to {SCHEMA_FILE.name} in the package"
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m harness", description="Pin management for GPUStack bin dirs.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    for add in (_install_parsers, _compare_parser, _bisect_parser, _cells_parser, _report_parsers):
+        add(sub)
     a = ap.parse_args(argv)
     if a.command == "install" and not (a.versions or (a.matrix and a.backend)):
         ap.error("install: name at least one version")

@@ -35,7 +35,7 @@ from .install import InstallPaths
 from .report import run_info, write_reports
 from .results import CellResult, FailureClass, ResultStore, Status
 from .slots import Slot
-from .spec import Matrix, PinSpec, VersionSet
+from .spec import Matrix, ModelSpec, PinSpec, VersionSet
 from .verdict import compare
 from .versions import InvalidPin, parse_pin
 from .words import StepWord, VerdictWord
@@ -60,6 +60,20 @@ class Outcome:
     steps: tuple[Step, ...]  # in the order run (the good pin's reference cell not included)
     first_bad: str | None  # None: the search stopped on a cell it could not judge
     cells_run: int
+
+    @classmethod
+    def of(
+        cls, releases: Sequence[str], on: str, steps: Sequence[Step], first_bad: str | None, cells_run: int
+    ) -> Outcome:
+        return cls(
+            good=releases[0],
+            bad=releases[-1],
+            on=on,
+            releases=tuple(releases),
+            steps=tuple(steps),
+            first_bad=first_bad,
+            cells_run=cells_run,
+        )
 
     @property
     def line(self) -> str:
@@ -172,6 +186,50 @@ def releases_between(
     return [lo.text, *dict.fromkeys(found), hi.text]
 
 
+def _runner(
+    base: RunContext,
+    pins: tuple[PinSpec, ...],
+    model: ModelSpec,
+    store: ResultStore,
+    ran: list[CellResult],
+    progress: Progress,
+) -> Callable[[str], CellResult]:
+    """Runs one release's cell, records it in the store and in ``ran``."""
+
+    def run(version: str) -> CellResult:
+        ctx = dataclasses.replace(base, progress=lambda message: progress(f"[{version}] {message}"))
+        result = run_cell(ctx, next(p for p in pins if p.pin.text == version), model)
+        store.append(result)
+        ran.append(result)
+        return result
+
+    return run
+
+
+def _search_matrix(matrix: Matrix, platform: str, releases: list[str]) -> tuple[Matrix, tuple[PinSpec, ...]]:
+    """The matrix with the releases as its pins; the good pin is this search's reference: agreement and verdicts
+    are against it."""
+    pins = tuple(PinSpec(pin=parse_pin(v), why="bisect") for v in releases)
+    plat = dataclasses.replace(matrix.platforms[platform], versions=pins, reference=pins[0].pin, version_sets=())
+    return dataclasses.replace(matrix, platforms={**matrix.platforms, platform: plat}), pins
+
+
+def _check_arguments(matrix: Matrix, platform: str, *, on: str, source: str, model: str | None) -> ModelSpec:
+    """The model to bisect on, once the criterion, the release source and the platform are known ones."""
+    if on not in CRITERIA:
+        raise HarnessError(f"--on {on!r}: expected one of {', '.join(CRITERIA)}")
+    if source not in SOURCES:
+        raise HarnessError(f"--versions-from {source!r}: expected one of {', '.join(SOURCES)}")
+    if platform not in matrix.platforms:
+        raise HarnessError(f"{matrix.path}: no '{platform}' platform (has: {', '.join(matrix.platforms)})")
+    plat = matrix.platforms[platform]
+    models = {m.name: m for m in plat.models}
+    chosen = models.get(model or plat.models[0].name)
+    if chosen is None:
+        raise HarnessError(f"--model {model!r}: not a model of platform {platform} (has: {', '.join(models)})")
+    return chosen
+
+
 def bisect(
     matrix: Matrix,
     platform: str,
@@ -189,57 +247,34 @@ def bisect(
     progress: Progress = print,
     slot: Slot | None = None,
 ) -> tuple[Outcome, Path]:
-    if on not in CRITERIA:
-        raise HarnessError(f"--on {on!r}: expected one of {', '.join(CRITERIA)}")
-    if source not in SOURCES:
-        raise HarnessError(f"--versions-from {source!r}: expected one of {', '.join(SOURCES)}")
-    if platform not in matrix.platforms:
-        raise HarnessError(f"{matrix.path}: no '{platform}' platform (has: {', '.join(matrix.platforms)})")
-    plat = matrix.platforms[platform]
-    models = {m.name: m for m in plat.models}
-    chosen = models.get(model or plat.models[0].name)
-    if chosen is None:
-        raise HarnessError(f"--model {model!r}: not a model of platform {platform} (has: {', '.join(models)})")
+    chosen = _check_arguments(matrix, platform, on=on, source=source, model=model)
     releases = releases_between(
         matrix, platform, good, bad, source=source, paths=paths, download_base_url=download_base_url
     )
-    progress(
-        f"bisecting {len(releases)} releases of {matrix.backend} on {on}: {', '.join(releases)} "
-        f"(at most {budget(len(releases))} cells)"
-    )
-    # The good pin is this search's reference: agreement and verdicts are against it.
-    pins = tuple(PinSpec(pin=parse_pin(v), why="bisect") for v in releases)
-    plat = dataclasses.replace(plat, versions=pins, reference=pins[0].pin, version_sets=())
-    matrix = dataclasses.replace(matrix, platforms={**matrix.platforms, platform: plat})
+    listed = f"{len(releases)} releases of {matrix.backend} on {on}: {', '.join(releases)}"
+    progress(f"bisecting {listed} (at most {budget(len(releases))} cells)")
+    matrix, pins = _search_matrix(matrix, platform, releases)
     run_id = "bisect-" + dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     run_dir = reports_dir.resolve() / matrix.backend / run_id
     store = ResultStore(run_dir / "results.jsonl")
     run_info(matrix, run_id).write(run_dir)
     ran: list[CellResult] = []
+    base = RunContext(
+        matrix=matrix,
+        platform=platform,
+        paths=paths,
+        run_dir=run_dir,
+        slot=slot or Slot(platform=platform),
+        download_base_url=download_base_url,
+        allow_http_mirror=allow_http_mirror,
+    )
 
-    def run(version: str) -> CellResult:
-        say = lambda message: progress(f"[{version}] {message}")  # noqa: E731
-        ctx = RunContext(
-            matrix=matrix,
-            platform=platform,
-            paths=paths,
-            run_dir=run_dir,
-            slot=slot or Slot(platform=platform),
-            progress=say,
-            download_base_url=download_base_url,
-            allow_http_mirror=allow_http_mirror,
-        )
-        result = run_cell(ctx, next(p for p in pins if p.pin.text == version), chosen)
-        store.append(result)
-        ran.append(result)
-        return result
-
+    run = _runner(base, pins, chosen, store, ran, progress)
     reference = run(releases[0])
     t = matrix.thresholds
     if reference.status is not Status.PASSED:
-        raise HarnessError(
-            f"the good pin {good} did not pass ({reference.reason}): there is nothing to compare against"
-        )
+        why = f"the good pin {good} did not pass ({reference.reason}): there is nothing to compare against"
+        raise HarnessError(why)
 
     def measure(version: str) -> Step:
         step = judge(
@@ -249,15 +284,7 @@ def bisect(
         return step
 
     first_bad, steps = search(releases, measure, verify_bad=verify_bad)
-    outcome = Outcome(
-        good=releases[0],
-        bad=releases[-1],
-        on=on,
-        releases=tuple(releases),
-        steps=tuple(steps),
-        first_bad=first_bad,
-        cells_run=len(ran),
-    )
+    outcome = Outcome.of(releases, on, steps, first_bad, cells_run=len(ran))
     write_reports(matrix, run_dir, run_id, ran)
     (run_dir / "bisect.json").write_text(json.dumps(outcome.to_dict(), indent=1) + "\n", encoding="utf-8")
     return outcome, run_dir

@@ -71,69 +71,86 @@ def _describe(tp: Any) -> str:
 def load(tp: Any, data: Any, path: str = "") -> Any:
     """``data`` as an instance of ``tp``; LoadError naming the path of the first misfit."""
     where = path or "(top)"
+    origin = get_origin(tp)
     if tp is Any:
         return data
     if _is_union(tp):
-        options = get_args(tp)
-        if data is None and type(None) in options:
-            return None
-        records: list[type] = [o for o in options if _is_record(o)]
-        if records and isinstance(data, Mapping):
-            by_kind = {_kind_of(o): o for o in records}
-            chosen = by_kind.get(data.get("kind")) if len(records) > 1 else records[0]
-            if chosen is None:
-                raise LoadError(
-                    f"{where}: unknown kind {data.get('kind')!r} (expected one of: {', '.join(map(str, by_kind))})"
-                )
-            return load(chosen, data, path)
-        for o in options:
-            if o is type(None):
-                continue
-            try:
-                return load(o, data, path)
-            except LoadError:
-                continue
-        raise LoadError(f"{where}: expected {' or '.join(_describe(o) for o in options)}, got {data!r:.80}")
-    origin = get_origin(tp)
+        return _load_union(tp, data, path)
     if origin is Literal:
         if data not in get_args(tp):
             raise LoadError(f"{where}: expected one of {list(get_args(tp))}, got {data!r:.80}")
         return data
     if _is_record(tp):
-        if not isinstance(data, Mapping):
-            raise LoadError(f"{where}: expected an object, got {data!r:.80}")
-        hints, kwargs = _hints(tp), {}
-        names = {f.name for f in _fields(tp)}
-        for key in data:
-            if key not in names:
-                raise LoadError(f"{_join(path, key)}: unknown field (expected one of: {', '.join(sorted(names))})")
-        for f in _fields(tp):
-            if f.name in data:
-                kwargs[f.name] = load(hints[f.name], data[f.name], _join(path, f.name))
-            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise LoadError(f"{_join(path, f.name)}: missing")
-        return tp(**kwargs)
+        return _load_record(tp, data, path)
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         try:
             return tp(data)
         except ValueError:
             raise LoadError(f"{where}: expected one of {[m.value for m in tp]}, got {data!r:.80}") from None
     if origin in (tuple, list, Sequence):
-        if not isinstance(data, list | tuple):
-            raise LoadError(f"{where}: expected an array, got {data!r:.80}")
-        args = get_args(tp)
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(data) != len(args):
-                raise LoadError(f"{where}: expected {len(args)} items, got {len(data)}")
-            return tuple(load(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, data, strict=True)))
-        item = args[0] if args else Any
-        items = [load(item, v, f"{path}[{i}]") for i, v in enumerate(data)]
-        return items if origin is list else tuple(items)
+        return _load_sequence(tp, data, path)
     if origin in (dict, Mapping):
         if not isinstance(data, Mapping):
             raise LoadError(f"{where}: expected an object, got {data!r:.80}")
         _, value_tp = get_args(tp) or (str, Any)
         return {str(k): load(value_tp, v, _join(path, str(k))) for k, v in data.items()}
+    return _load_scalar(tp, data, where)
+
+
+def _load_union(tp: Any, data: Any, path: str) -> Any:
+    """A record union is chosen by its ``kind``; any other union by the first option that loads."""
+    options = get_args(tp)
+    if data is None and type(None) in options:
+        return None
+    records: list[type] = [o for o in options if _is_record(o)]
+    if records and isinstance(data, Mapping):
+        by_kind = {_kind_of(o): o for o in records}
+        chosen = by_kind.get(data.get("kind")) if len(records) > 1 else records[0]
+        if chosen is None:
+            known = ", ".join(map(str, by_kind))
+            raise LoadError(f"{path or '(top)'}: unknown kind {data.get('kind')!r} (expected one of: {known})")
+        return load(chosen, data, path)
+    for o in options:
+        if o is type(None):
+            continue
+        try:
+            return load(o, data, path)
+        except LoadError:
+            continue
+    expected = " or ".join(_describe(o) for o in options)
+    raise LoadError(f"{path or '(top)'}: expected {expected}, got {data!r:.80}")
+
+
+def _load_record(tp: Any, data: Any, path: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise LoadError(f"{path or '(top)'}: expected an object, got {data!r:.80}")
+    hints, kwargs = _hints(tp), {}
+    names = {f.name for f in _fields(tp)}
+    for key in data:
+        if key not in names:
+            raise LoadError(f"{_join(path, key)}: unknown field (expected one of: {', '.join(sorted(names))})")
+    for f in _fields(tp):
+        if f.name in data:
+            kwargs[f.name] = load(hints[f.name], data[f.name], _join(path, f.name))
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise LoadError(f"{_join(path, f.name)}: missing")
+    return tp(**kwargs)
+
+
+def _load_sequence(tp: Any, data: Any, path: str) -> Any:
+    if not isinstance(data, list | tuple):
+        raise LoadError(f"{path or '(top)'}: expected an array, got {data!r:.80}")
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is tuple and args and args[-1] is not Ellipsis:
+        if len(data) != len(args):
+            raise LoadError(f"{path or '(top)'}: expected {len(args)} items, got {len(data)}")
+        return tuple(load(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, data, strict=True)))
+    item = args[0] if args else Any
+    items = [load(item, v, f"{path}[{i}]") for i, v in enumerate(data)]
+    return items if origin is list else tuple(items)
+
+
+def _load_scalar(tp: Any, data: Any, where: str) -> Any:
     if tp is float:
         if data is None:  # NaN/inf were written as null: a missing figure reads as missing
             return math.nan

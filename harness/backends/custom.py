@@ -69,6 +69,41 @@ class CustomFlavour(BaseFlavour):
         return env
 
 
+def _run_command(command: Any, errors: list[tuple[str, str]]) -> list[str]:
+    """The run command split into arguments once (no shell), its placeholders checked."""
+    if not isinstance(command, str) or not command.strip():
+        errors.append(("custom.run_command", f"expected a non-empty str, got {command!r}"))
+        return []
+    argv: list[str] = []
+    try:
+        # `{{ name }}` and `{{name}}` alike: tighten before splitting so a placeholder stays one word
+        argv = shlex.split(_PLACEHOLDER.sub(lambda m: "{{" + m.group(1) + "}}", command))
+    except ValueError as exc:
+        errors.append(("custom.run_command", f"cannot split into arguments: {exc}"))
+    for placeholder in sorted({m.group(1) for t in argv for m in _PLACEHOLDER.finditer(t)} - set(PLACEHOLDERS)):
+        known = ", ".join(PLACEHOLDERS)
+        errors.append(("custom.run_command", f"unknown placeholder {{{{{placeholder}}}}} (known: {known})"))
+    return argv
+
+
+def _download_urls(table: Mapping[str, Any], installer: Any, errors: list[tuple[str, str]]) -> dict[str, Any]:
+    """``download_url`` (with ``{{version}}``, for installer = "download" only) and ``sha256sum_url``."""
+    urls = {key: table.get(key, "") for key in ("download_url", "sha256sum_url")}
+    for key, url in urls.items():
+        if not isinstance(url, str) or (url and not url.startswith(("https://", "http://"))):
+            errors.append((f"custom.{key}", f"expected an http(s) URL, got {url!r}"))
+        elif url and (bad := {m.group(1) for m in _PLACEHOLDER.finditer(url)} - {"version"}):
+            errors.append((f"custom.{key}", f"unknown placeholder {{{{{sorted(bad)[0]}}}}} (known: version)"))
+    download = urls["download_url"]
+    if installer == "download" and "{{version}}" not in str(download).replace(" ", ""):
+        errors.append(
+            ("custom.download_url", f"installer 'download' needs a URL with {{{{version}}}}, got {download!r}")
+        )
+    elif installer != "download" and download:
+        errors.append(("custom.download_url", f"only for installer = 'download' (installer is {installer!r})"))
+    return urls
+
+
 def parse_custom(name: str, table: Mapping[str, Any]) -> tuple[Backend | None, list[tuple[str, str]]]:
     """A Backend from a matrix's ``[custom]`` table, or the (path, message) errors that prevent it."""
     errors: list[tuple[str, str]] = []
@@ -86,20 +121,7 @@ def parse_custom(name: str, table: Mapping[str, Any]) -> tuple[Backend | None, l
     for key in table:
         if key not in known:
             errors.append((f"custom.{key}", f"unknown key (expected one of: {', '.join(known)})"))
-    command = table.get("run_command")
-    argv: list[str] = []
-    if not isinstance(command, str) or not command.strip():
-        errors.append(("custom.run_command", f"expected a non-empty str, got {command!r}"))
-    else:
-        try:
-            # `{{ name }}` and `{{name}}` alike: tighten before splitting so a placeholder stays one word
-            argv = shlex.split(_PLACEHOLDER.sub(lambda m: "{{" + m.group(1) + "}}", command))
-        except ValueError as exc:
-            errors.append(("custom.run_command", f"cannot split into arguments: {exc}"))
-        for placeholder in sorted({m.group(1) for t in argv for m in _PLACEHOLDER.finditer(t)} - set(PLACEHOLDERS)):
-            errors.append(
-                ("custom.run_command", f"unknown placeholder {{{{{placeholder}}}}} (known: {', '.join(PLACEHOLDERS)})")
-            )
+    argv = _run_command(table.get("run_command"), errors)
     health = table.get("health_check_path", "/v1/models")
     if not isinstance(health, str) or not health.startswith("/"):
         errors.append(("custom.health_check_path", f"expected a path starting with '/', got {health!r}"))
@@ -110,21 +132,7 @@ def parse_custom(name: str, table: Mapping[str, Any]) -> tuple[Backend | None, l
     if installer not in INSTALLERS:
         errors.append(("custom.installer", f"unknown value {installer!r} (expected one of: {', '.join(INSTALLERS)})"))
     pipx_app = table.get("pipx_app", argv[0] if argv else "")
-    urls = {key: table.get(key, "") for key in ("download_url", "sha256sum_url")}
-    for key, url in urls.items():
-        if not isinstance(url, str) or (url and not url.startswith(("https://", "http://"))):
-            errors.append((f"custom.{key}", f"expected an http(s) URL, got {url!r}"))
-        elif url and (bad := {m.group(1) for m in _PLACEHOLDER.finditer(url)} - {"version"}):
-            errors.append((f"custom.{key}", f"unknown placeholder {{{{{sorted(bad)[0]}}}}} (known: version)"))
-    if installer == "download" and "{{version}}" not in str(urls["download_url"]).replace(" ", ""):
-        errors.append(
-            (
-                "custom.download_url",
-                f"installer 'download' needs a URL with {{{{version}}}}, got {urls['download_url']!r}",
-            )
-        )
-    elif installer != "download" and urls["download_url"]:
-        errors.append(("custom.download_url", f"only for installer = 'download' (installer is {installer!r})"))
+    urls = _download_urls(table, installer, errors)
     archive_executable = table.get("archive_executable", argv[0].rsplit("/", 1)[-1] if argv else "")
     kinds = table.get("api_kinds", ["chat", "embedding"])
     if not isinstance(kinds, list) or not kinds or not all(k in API_KINDS for k in kinds):

@@ -126,6 +126,47 @@ def safe_extract(archive: Path, dest: Path) -> None:
                 (dest / info.filename).chmod(mode | stat.S_IRUSR | stat.S_IWUSR)
 
 
+def _already_there(
+    exe: Path, paths: InstallPaths, backend: str, plan: DownloadPlan, marker: Path, target: Path, started: float
+) -> InstallRecord:
+    """A pin already in the bin dir: a download of ours (with the URL and hash it was verified against), or,
+    by GPUStack's manual-install rule, an executable used as is."""
+    if origin_of(exe, paths, backend) != "download":
+        return InstallRecord(kind="manual", executable=str(exe))
+    try:
+        fetched = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        fetched = {}
+    return InstallRecord(
+        kind="download",
+        executable=str(exe),
+        url=str(fetched.get("url", plan.url)),
+        sha256=str(fetched.get("sha256", "")),
+        size_bytes=tree_size(target) if target.exists() else 0,
+        seconds=time.monotonic() - started,
+    )
+
+
+def _unpack(tmp: Path, plan: DownloadPlan, target: Path) -> Path:
+    """The verified archive in ``tmp`` unpacked safely and moved into ``target`` whole (atomically); returns
+    the executable's path inside it."""
+    unpacked = tmp / "unpacked"
+    try:
+        safe_extract(tmp / "asset.zip", unpacked)
+    except zipfile.BadZipFile as exc:
+        raise InstallError(f"{plan.filename} is not a valid zip archive: {exc}") from exc
+    name = plan.executable
+    found = [p for p in unpacked.rglob("*") if p.name in (name, name + ".exe") and p.is_file()]
+    if not found:
+        raise InstallError(f"{plan.filename} holds no {name!r} executable")
+    found[0].chmod(found[0].stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    if target.exists():
+        shutil.rmtree(target)
+    inside = found[0].relative_to(unpacked)
+    os.replace(unpacked, target)  # atomic: the version dir appears whole or not at all
+    return inside
+
+
 def install_archive(
     backend: str,
     pin: Pin,
@@ -151,27 +192,13 @@ def install_archive(
             progress(f"removing broken link {exe}")
             exe.unlink()
         if exe.exists():
-            if origin_of(exe, paths, backend) != "download":
-                return InstallRecord(kind="manual", executable=str(exe))
-            try:
-                fetched = json.loads(marker.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                fetched = {}
-            return InstallRecord(
-                kind="download",
-                executable=str(exe),
-                url=str(fetched.get("url", plan.url)),
-                sha256=str(fetched.get("sha256", "")),
-                size_bytes=tree_size(target) if target.exists() else 0,
-                seconds=time.monotonic() - started,
-            )
+            return _already_there(exe, paths, backend, plan, marker, target, started)
         for url in (plan.url, plan.sums_url):
             scheme = url.split("://", 1)[0].lower()
             if scheme != "https" and not (scheme == "http" and allow_http):
                 raise InstallError(f"refusing download URL {url!r}: https only (allow an http mirror explicitly)")
-        with httpx.Client(
-            transport=transport, timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=True
-        ) as client:
+        timeout = httpx.Timeout(60.0, connect=10.0)
+        with httpx.Client(transport=transport, timeout=timeout, follow_redirects=True) as client:
             if sha256 is None:
                 progress(f"fetching {plan.sums_url}")
                 sums, _ = _get(client, plan.sums_url, None, progress)
@@ -182,22 +209,10 @@ def install_archive(
                 _, got = _get(client, plan.url, tmp / "asset.zip", progress)
                 if got != sha256.lower():
                     raise InstallError(f"sha256 mismatch for {plan.filename}: expected {sha256.lower()}, got {got}")
-                unpacked = tmp / "unpacked"
-                try:
-                    safe_extract(tmp / "asset.zip", unpacked)
-                except zipfile.BadZipFile as exc:
-                    raise InstallError(f"{plan.filename} is not a valid zip archive: {exc}") from exc
-                name = plan.executable
-                found = [p for p in unpacked.rglob("*") if p.name in (name, name + ".exe") and p.is_file()]
-                if not found:
-                    raise InstallError(f"{plan.filename} holds no {name!r} executable")
-                found[0].chmod(found[0].stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-                if target.exists():
-                    shutil.rmtree(target)
-                os.replace(unpacked, target)  # atomic: the version dir appears whole or not at all
+                inside = _unpack(tmp, plan, target)
                 marker.parent.mkdir(parents=True, exist_ok=True)
                 marker.write_text(json.dumps({"url": plan.url, "sha256": got}) + "\n", encoding="utf-8")
-                link(exe, target / found[0].relative_to(unpacked))
+                link(exe, target / inside)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
     return InstallRecord(

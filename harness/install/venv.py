@@ -357,60 +357,82 @@ def ensure_installed(
                 progress(f"removing broken link {stale}")
                 stale.unlink()
         if exe.exists():
-            found = venv_and_origin(exe, paths)
-            if found is None:  # GPUStack's manual-install rule: an executable already there is used as is
-                return InstallRecord(kind="manual", executable=str(exe))
-            venv_root, origin = found
-            info = _marker(venv_root)
-            if info is None:  # installed, but the fix-ups never finished (interrupted): finish them now
-                existing = (
-                    PipxVenv(paths, package, suffix, venv_root, log)
-                    if origin == "pipx"
-                    else UvVenv(shutil.which("uv") or "uv", venv_root, log)
-                )
-                info = _finish(flavour, existing, exe, pin.text, progress)
-            ran = tuple(tuple(str(x) for x in a) for a in info.get("ran") or ())
-            return dataclasses.replace(
-                base,
-                kind=origin,
-                seconds=time.monotonic() - started,
-                size_bytes=int(info.get("size_bytes") or 0),
-                ran=ran,
-            )
+            return _already_there(flavour, package, pin, paths, exe, base, started, progress)
         log.write_text("", encoding="utf-8")
         urls, warnings = reachable_indexes(extra_index_urls)
         for w in warnings:
             progress(f"warning: {w}")
         if installer == "uv":
-            uv_venv, uv_ran = _uv_install(flavour, package, pin, paths, exe, urls, pip_args, log, progress)
-            info = _finish(flavour, uv_venv, exe, pin.text, progress, uv_ran)
-            return dataclasses.replace(
-                base,
-                kind="uv",
-                installed_now=True,
-                seconds=time.monotonic() - started,
-                warnings=tuple(warnings),
-                size_bytes=int(info["size_bytes"]),
-                ran=tuple(tuple(a) for a in uv_ran),
-            )
-        argv = pipx_argv(paths.pipx, package, pin, urls, pip_args)
-        progress(f"installing {requirement(package, pin)} with pipx (log: {log})")
-        _run_logged(argv, {**_pipx_env(paths), **_install_env(flavour, paths)}, log, what="pipx install")
-        new_root = (venv_and_origin(app_link, paths) or (None,))[0]
-        if new_root is None:
-            raise InstallError(f"pipx install succeeded but {app_link} is missing or not a pipx link", log)
-        info = _finish(flavour, PipxVenv(paths, package, suffix, new_root, log), exe, pin.text, progress, [argv])
-        if not exe.exists():
-            raise InstallError(f"{exe} is missing after install", log)
+            uv_venv, ran = _uv_install(flavour, package, pin, paths, exe, urls, pip_args, log, progress)
+            info = _finish(flavour, uv_venv, exe, pin.text, progress, ran)
+        else:
+            info, ran = _pipx_install(flavour, package, pin, paths, exe, urls, pip_args, log, progress)
         return dataclasses.replace(
             base,
-            kind="pipx",
+            kind=installer,
             installed_now=True,
             seconds=time.monotonic() - started,
             warnings=tuple(warnings),
             size_bytes=int(info["size_bytes"]),
-            ran=(tuple(argv),),
+            ran=tuple(tuple(a) for a in ran),
         )
+
+
+def _already_there(
+    flavour: Flavour,
+    package: str,
+    pin: Pin,
+    paths: InstallPaths,
+    exe: Path,
+    base: InstallRecord,
+    started: float,
+    progress: Progress,
+) -> InstallRecord:
+    """A pin already in the bin dir: a venv of ours (its fix-ups finished if an earlier install was cut short),
+    or, by GPUStack's manual-install rule, an executable used as is."""
+    found = venv_and_origin(exe, paths)
+    if found is None:
+        return InstallRecord(kind="manual", executable=str(exe))
+    venv_root, origin = found
+    info = _marker(venv_root)
+    if info is None:  # installed, but the fix-ups never finished (interrupted): finish them now
+        log = Path(base.log)
+        existing = (
+            PipxVenv(paths, package, pipx_suffix(pin), venv_root, log)
+            if origin == "pipx"
+            else UvVenv(shutil.which("uv") or "uv", venv_root, log)
+        )
+        info = _finish(flavour, existing, exe, pin.text, progress)
+    ran = tuple(tuple(str(x) for x in a) for a in info.get("ran") or ())
+    return dataclasses.replace(
+        base, kind=origin, seconds=time.monotonic() - started, size_bytes=int(info.get("size_bytes") or 0), ran=ran
+    )
+
+
+def _pipx_install(
+    flavour: Flavour,
+    package: str,
+    pin: Pin,
+    paths: InstallPaths,
+    exe: Path,
+    urls: Sequence[str],
+    pip_args: Sequence[str],
+    log: Path,
+    progress: Progress,
+) -> tuple[dict[str, Any], list[list[str]]]:
+    """``pipx install --suffix _<version>`` the GPUStack way, then the flavour's fix-ups."""
+    argv = pipx_argv(paths.pipx, package, pin, urls, pip_args)
+    progress(f"installing {requirement(package, pin)} with pipx (log: {log})")
+    _run_logged(argv, {**_pipx_env(paths), **_install_env(flavour, paths)}, log, what="pipx install")
+    app_link = paths.bin_dir / f"{flavour.pipx_app}{pipx_suffix(pin)}"
+    new_root = (venv_and_origin(app_link, paths) or (None,))[0]
+    if new_root is None:
+        raise InstallError(f"pipx install succeeded but {app_link} is missing or not a pipx link", log)
+    venv = PipxVenv(paths, package, pipx_suffix(pin), new_root, log)
+    info = _finish(flavour, venv, exe, pin.text, progress, [argv])
+    if not exe.exists():
+        raise InstallError(f"{exe} is missing after install", log)
+    return info, [argv]
 
 
 def remove_pin(exe: Path, paths: InstallPaths) -> int:

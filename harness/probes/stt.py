@@ -100,6 +100,33 @@ def _format_problem(fmt: str, ex: Exchange, clip: Clip, plain: str) -> str:
     return ""
 
 
+def _error_checks(client: httpx.Client, model: str, clip: Clip) -> list[Check]:
+    """A 4xx status is the API's contract; an error inside an HTTP 200 breaks every client that checks the
+    status."""
+    not_audio = {"file": ("notes.wav", b"this is not audio", "audio/wav")}
+    cases: list[tuple[str, Callable[[], Exchange]]] = [
+        ("stt.error.unknown_response_format", lambda: transcribe(client, model, clip, "bogus-format")),
+        (
+            "stt.error.not_audio",
+            lambda: exchange(client, "POST", "/v1/audio/transcriptions", {"model": model}, files=not_audio),
+        ),
+        (
+            "stt.error.missing_file",
+            lambda: exchange(client, "POST", "/v1/audio/transcriptions", {"model": model}, files={}),
+        ),
+    ]
+    checks = []
+    for name, send in cases:
+        ex = send()
+        code = error_in_200(ex)
+        if code is not None:
+            detail = f"error returned as HTTP 200 with status_code {code} in the body (expected an HTTP 4xx)"
+        else:
+            detail = f"HTTP {ex.status}" + ("" if 400 <= ex.status < 500 else " (expected 4xx)")
+        checks.append(_check("conformance", name, 400 <= ex.status < 500, detail, ex, actual=ex.data))
+    return checks
+
+
 def stt_conformance(client: httpx.Client, model: str, clip: Clip) -> tuple[list[Check], str | None]:
     """Conformance checks, and the json transcript of ``clip`` (None when there is none)."""
     g = "conformance"
@@ -140,33 +167,7 @@ def stt_conformance(client: httpx.Client, model: str, clip: Clip) -> tuple[list[
             again,
         )
     )
-    # Errors: a 4xx status is the API's contract; an error inside an HTTP 200 breaks every client
-    # that checks the status.
-    cases: list[tuple[str, Callable[[], Exchange]]] = [
-        ("stt.error.unknown_response_format", lambda: transcribe(client, model, clip, "bogus-format")),
-        (
-            "stt.error.not_audio",
-            lambda: exchange(
-                client,
-                "POST",
-                "/v1/audio/transcriptions",
-                {"model": model},
-                files={"file": ("notes.wav", b"this is not audio", "audio/wav")},
-            ),
-        ),
-        (
-            "stt.error.missing_file",
-            lambda: exchange(client, "POST", "/v1/audio/transcriptions", {"model": model}, files={}),
-        ),
-    ]
-    for name, send in cases:
-        ex = send()
-        code = error_in_200(ex)
-        if code is not None:
-            detail = f"error returned as HTTP 200 with status_code {code} in the body (expected an HTTP 4xx)"
-        else:
-            detail = f"HTTP {ex.status}" + ("" if 400 <= ex.status < 500 else " (expected 4xx)")
-        checks.append(_check(g, name, 400 <= ex.status < 500, detail, ex, actual=ex.data))
+    checks += _error_checks(client, model, clip)
     after = transcribe(client, model, clip)
     checks.append(
         _check(

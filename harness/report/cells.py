@@ -119,85 +119,80 @@ def _spread(p: LoadPoint) -> str:
     return f"{min(rates):{spec}}–{max(rates):{spec}}" if len(rates) > 1 else "1 run"
 
 
+_AUDIO_HEADERS = (
+    "point",
+    "req",
+    "ok",
+    "audio s/s",
+    "spread (95% CI / range)",
+    "req/s",
+    "latency p50/p90/p99 ms",
+    "RTF p50/p90",
+    "audio s",
+    "latency samples",
+)
+_TEXT_HEADERS = (
+    "point",
+    "req",
+    "ok",
+    "out tok/s",
+    "spread (95% CI / range)",
+    "req/s",
+    "goodput req/s",
+    "TTFT p50/p90/p99 ms",
+    "TPOT p50 ms",
+    "ITL p50 ms",
+    "E2EL p50 ms",
+    "tokens/req",
+    "TTFT samples",
+    "client CPU",
+    "loop lag p99 ms",
+    "flag",
+)
+
+
 def load_table(cell: CellResult) -> Table:
     """The load points of this cell's kind: text generation, or audio (latency, real-time factor)."""
     title = "Load points (median of repeats; client-bound points are not used to recommend)"
     if cell.rate_unit == AUDIO_UNIT:
-        rows = tuple(
-            (
-                p.label,
-                str(p.run.requests),
-                str(p.run.completed),
-                fmt(p.median, ".2f"),
-                _spread(p),
-                fmt(p.run.request_s, ".2f"),
-                _dist3(p.dist("latency_ms")),
-                "/".join(_dist3(p.dist("rtf"), ".2f").split("/")[:2]),
-                fmt(p.run.audio_s, ".1f"),
-                str(getattr(p.dist("latency_ms"), "n", 0)),
-            )
-            for p in cell.throughput
-        )
-        return Table(
-            title=title,
-            headers=(
-                "point",
-                "req",
-                "ok",
-                "audio s/s",
-                "spread (95% CI / range)",
-                "req/s",
-                "latency p50/p90/p99 ms",
-                "RTF p50/p90",
-                "audio s",
-                "latency samples",
-            ),
-            rows=rows,
-        )
-    out = []
-    for p in cell.throughput:
-        r = p.run
-        out.append(
-            (
-                p.label,
-                str(r.requests),
-                str(r.completed),
-                fmt(p.median),
-                _spread(p),
-                fmt(r.request_s, ".2f"),
-                fmt(r.goodput_req_s, ".2f"),
-                _dist3(p.dist("ttft_ms")),
-                fmt(getattr(p.dist("tpot_ms"), "p50", None)),
-                fmt(getattr(p.dist("itl_ms"), "p50", None)),
-                fmt(getattr(p.dist("e2el_ms"), "p50", None), ".0f"),
-                fmt(r.output_tokens / r.completed if r.completed else None),
-                str(getattr(p.dist("ttft_ms"), "n", 0)),
-                f"{r.client_cpu_util:.0%}",
-                fmt(getattr(p.dist("loop_lag_ms"), "p99", None)),
-                ("CLIENT-BOUND: " + p.saturation_reason) if p.saturated else "",
-            )
-        )
-    return Table(
-        title=title,
-        headers=(
-            "point",
-            "req",
-            "ok",
-            "out tok/s",
-            "spread (95% CI / range)",
-            "req/s",
-            "goodput req/s",
-            "TTFT p50/p90/p99 ms",
-            "TPOT p50 ms",
-            "ITL p50 ms",
-            "E2EL p50 ms",
-            "tokens/req",
-            "TTFT samples",
-            "client CPU",
-            "loop lag p99 ms",
-            "flag",
-        ),
-        rows=tuple(out),
+        return Table(title=title, headers=_AUDIO_HEADERS, rows=tuple(_audio_row(p) for p in cell.throughput))
+    return Table(title=title, headers=_TEXT_HEADERS, rows=tuple(_text_row(p) for p in cell.throughput))
+
+
+def _audio_row(p: LoadPoint) -> tuple[str, ...]:
+    return (
+        p.label,
+        str(p.run.requests),
+        str(p.run.completed),
+        fmt(p.median, ".2f"),
+        _spread(p),
+        fmt(p.run.request_s, ".2f"),
+        _dist3(p.dist("latency_ms")),
+        "/".join(_dist3(p.dist("rtf"), ".2f").split("/")[:2]),
+        fmt(p.run.audio_s, ".1f"),
+        str(getattr(p.dist("latency_ms"), "n", 0)),
+    )
+
+
+def _text_row(p: LoadPoint) -> tuple[str, ...]:
+    r = p.run
+    return (
+        p.label,
+        str(r.requests),
+        str(r.completed),
+        fmt(p.median),
+        _spread(p),
+        fmt(r.request_s, ".2f"),
+        fmt(r.goodput_req_s, ".2f"),
+        _dist3(p.dist("ttft_ms")),
+        fmt(getattr(p.dist("tpot_ms"), "p50", None)),
+        fmt(getattr(p.dist("itl_ms"), "p50", None)),
+        fmt(getattr(p.dist("e2el_ms"), "p50", None), ".0f"),
+        fmt(r.output_tokens / r.completed if r.completed else None),
+        str(getattr(p.dist("ttft_ms"), "n", 0)),
+        f"{r.client_cpu_util:.0%}",
+        fmt(getattr(p.dist("loop_lag_ms"), "p99", None)),
+        ("CLIENT-BOUND: " + p.saturation_reason) if p.saturated else "",
     )
 
 
@@ -265,57 +260,7 @@ def _phases(phases: Mapping[str, float]) -> str:
 
 
 def _tables(c: CellResult) -> list[Table]:
-    tables = []
-    a = c.agreement
-    if a is not None and a.kind is AgreementKind.GREEDY and a.items:
-        rows = tuple(
-            (r.prompt, "identical", "—", "", "")
-            if r.identical
-            else (
-                r.prompt,
-                "close (in top-k)" if r.close else "DIFFERS",
-                f"token {r.position}: {r.ours!r} vs {r.reference!r}",
-                r.ours_text,
-                r.reference_text,
-            )
-            for r in a.items
-        )
-        tables.append(
-            Table(
-                title=f"Agreement with the reference {a.reference_version}, per prompt",
-                headers=("prompt", "result", "first divergence", "ours", "reference"),
-                rows=rows,
-            )
-        )
-    if a is not None and a.kind is AgreementKind.TRANSCRIPTS and a.items:
-        tables.append(
-            Table(
-                title=f"Transcripts that differ from the reference {a.reference_version}'s",
-                headers=("clip", "ours", "reference"),
-                rows=tuple((r.prompt, r.ours_text, r.reference_text) for r in a.items),
-            )
-        )
-    acc = c.accuracy
-    if isinstance(acc, TextAccuracy):
-        scores = [("overall", acc.overall), *sorted(acc.tasks.items())]
-        tables.append(
-            Table(
-                title="Task accuracy",
-                headers=("task", "correct", "accuracy", "Wilson 95% CI"),
-                rows=tuple(
-                    (name, f"{s.correct}/{s.n}", f"{s.accuracy:.1%}", f"[{s.wilson_low:.1%}, {s.wilson_high:.1%}]")
-                    for name, s in scores
-                ),
-            )
-        )
-    if isinstance(acc, SpeechAccuracy) and acc.per_clip:
-        tables.append(
-            Table(
-                title=f"Transcripts ({accuracy_text(c)})",
-                headers=("spoken", "heard", "word edits"),
-                rows=tuple((r.spoken, r.heard, str(r.edits)) for r in acc.per_clip),
-            )
-        )
+    tables = _agreement_tables(c) + _accuracy_tables(c)
     if c.startup:
         tables.append(
             Table(
@@ -329,6 +274,56 @@ def _tables(c: CellResult) -> list[Table]:
     if c.throughput:
         tables.append(load_table(c))
     return tables
+
+
+def _agreement_tables(c: CellResult) -> list[Table]:
+    a = c.agreement
+    if a is None or not a.items:
+        return []
+    if a.kind is AgreementKind.TRANSCRIPTS:
+        return [
+            Table(
+                title=f"Transcripts that differ from the reference {a.reference_version}'s",
+                headers=("clip", "ours", "reference"),
+                rows=tuple((r.prompt, r.ours_text, r.reference_text) for r in a.items),
+            )
+        ]
+    if a.kind is not AgreementKind.GREEDY:
+        return []
+    rows = tuple(
+        (r.prompt, "identical", "—", "", "")
+        if r.identical
+        else (
+            r.prompt,
+            "close (in top-k)" if r.close else "DIFFERS",
+            f"token {r.position}: {r.ours!r} vs {r.reference!r}",
+            r.ours_text,
+            r.reference_text,
+        )
+        for r in a.items
+    )
+    headers = ("prompt", "result", "first divergence", "ours", "reference")
+    return [Table(title=f"Agreement with the reference {a.reference_version}, per prompt", headers=headers, rows=rows)]
+
+
+def _accuracy_tables(c: CellResult) -> list[Table]:
+    acc = c.accuracy
+    if isinstance(acc, TextAccuracy):
+        scores = [("overall", acc.overall), *sorted(acc.tasks.items())]
+        rows = tuple(
+            (name, f"{s.correct}/{s.n}", f"{s.accuracy:.1%}", f"[{s.wilson_low:.1%}, {s.wilson_high:.1%}]")
+            for name, s in scores
+        )
+        return [Table(title="Task accuracy", headers=("task", "correct", "accuracy", "Wilson 95% CI"), rows=rows)]
+    if isinstance(acc, SpeechAccuracy) and acc.per_clip:
+        return [
+            Table(
+                title=f"Transcripts ({accuracy_text(c)})",
+                headers=("spoken", "heard", "word edits"),
+                rows=tuple((r.spoken, r.heard, str(r.edits)) for r in acc.per_clip),
+            )
+        ]
+    return []
 
 
 def cell_view(c: CellResult) -> CellView:

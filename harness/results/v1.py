@@ -111,45 +111,31 @@ def _v1_accuracy(a: Mapping[str, Any]) -> dict[str, Any] | None:
     }
 
 
+_KEPT = (  # schema-1 fields that schema 2 kept as they were
+    "cell_id",
+    "backend",
+    "version",
+    "model",
+    "platform",
+    "is_reference",
+    "status",
+    "failure_class",
+    "reason",
+    "expected_failure",
+    "phases",
+    "gpu_memory_peak_mib",
+    "log_path",
+    "log_excerpt",
+    "warnings",
+    "started_at",
+    "finished_at",
+)
+
+
 def convert_v1(data: Mapping[str, Any]) -> dict[str, Any]:
     """A schema-1 cell (plain dicts) in schema 2. Its machine is unknown beyond host name and
     architecture, so its numbers never compare with a fingerprinted run's."""
     fp = data.get("fingerprint") or {}
-    command = fp.get("install_command") or []
-    kind = fp.get("origin") or (
-        "download" if command[:1] == ["download"] else "manual" if command[:1] == ["manual"] else "pipx"
-    )
-    install = None
-    if data.get("executable") or fp.get("origin"):
-        install = InstallRecord(
-            kind=kind,
-            executable=data.get("executable", ""),
-            installed_now=bool(data.get("installed_now")),
-            size_bytes=int(fp.get("venv_bytes") or fp.get("install_bytes") or 0),
-            command=(tuple(command),) if kind == "pipx" and command else (),
-            url=command[1] if kind == "download" and len(command) > 1 else "",
-            build_constraints=tuple(fp.get("build_constraints") or ()),
-            note="converted from results schema 1: what ran was not recorded",
-        )
-    machine = Machine(
-        hostname=fp.get("host", ""),
-        os="",
-        arch=fp.get("machine", ""),
-        python="",
-        cpu_model="unknown",
-        cores=0,
-        memory_bytes=0,
-        cpu_flags=(),
-    )
-    fingerprint = Fingerprint(
-        machine=machine,
-        slot=fp.get("slot", "cpu"),
-        package=fp.get("package", ""),
-        model_source=fp.get("model_source", ""),
-        model_path=fp.get("model_path", ""),
-        model_sha256=fp.get("model_sha256", ""),
-        numerics="unknown (schema 1)",
-    )
     notes = {k: str(fp[k]) for k in ("fixed_output_length",) if k in fp}
     if "speech" in fp:
         notes["speech"] = json.dumps(fp["speech"], sort_keys=True)
@@ -164,34 +150,56 @@ def convert_v1(data: Mapping[str, Any]) -> dict[str, Any]:
     }
     if not startup and data.get("startup_s") is not None:
         startup = {"cold": {"seconds": data["startup_s"]}}
-    keep = (
-        "cell_id",
-        "backend",
-        "version",
-        "model",
-        "platform",
-        "is_reference",
-        "status",
-        "failure_class",
-        "reason",
-        "expected_failure",
-        "phases",
-        "gpu_memory_peak_mib",
-        "log_path",
-        "log_excerpt",
-        "warnings",
-        "started_at",
-        "finished_at",
-    )
-    out = {k: data[k] for k in keep if k in data}
-    return out | {
+    install = _v1_install(data, fp)
+    return {k: data[k] for k in _KEPT if k in data} | {
         "selected_by": fp.get("selected_by", ""),
         "startup": startup,
         "install": dump(install) if install else None,
-        "fingerprint": dump(fingerprint),
+        "fingerprint": dump(_v1_fingerprint(fp)),
         "notes": notes,
         "checks": checks,
         "agreement": _v1_agreement(data.get("agreement") or {}),
         "accuracy": _v1_accuracy(data.get("accuracy") or {}),
         "throughput": [_v1_point(p) for p in data.get("throughput") or []],
     }
+
+
+def _v1_install(data: Mapping[str, Any], fp: Mapping[str, Any]) -> InstallRecord | None:
+    if not (data.get("executable") or fp.get("origin")):
+        return None
+    command = fp.get("install_command") or []
+    kind = fp.get("origin") or (
+        "download" if command[:1] == ["download"] else "manual" if command[:1] == ["manual"] else "pipx"
+    )
+    return InstallRecord(
+        kind=kind,
+        executable=data.get("executable", ""),
+        installed_now=bool(data.get("installed_now")),
+        size_bytes=int(fp.get("venv_bytes") or fp.get("install_bytes") or 0),
+        command=(tuple(command),) if kind == "pipx" and command else (),
+        url=command[1] if kind == "download" and len(command) > 1 else "",
+        build_constraints=tuple(fp.get("build_constraints") or ()),
+        note="converted from results schema 1: what ran was not recorded",
+    )
+
+
+def _v1_fingerprint(fp: Mapping[str, Any]) -> Fingerprint:
+    machine = Machine(
+        hostname=fp.get("host", ""),
+        os="",
+        arch=fp.get("machine", ""),
+        python="",
+        cpu_model="unknown",
+        cores=0,
+        memory_bytes=0,
+        cpu_flags=(),
+    )
+    return Fingerprint(
+        machine=machine,
+        slot=fp.get("slot", "cpu"),
+        package=fp.get("package", ""),
+        model_source=fp.get("model_source", ""),
+        model_path=fp.get("model_path", ""),
+        model_sha256=fp.get("model_sha256", ""),
+        numerics="unknown (schema 1)",
+    )
