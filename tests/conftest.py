@@ -7,9 +7,13 @@ import pytest
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # The tier of a test is the folder it lives in (tests/unit, tests/integration, tests/e2e).
+    # The tier of a test is the folder under tests/ it lives in (tests/unit/cell/... is unit).
+    here = Path(__file__).resolve().parent
     for item in items:
-        tier = Path(str(item.path)).parent.name
+        try:
+            tier = Path(str(item.path)).resolve().relative_to(here).parts[0]
+        except ValueError:  # not under tests/ (a matrix file given to the plugin)
+            continue
         if tier in ("unit", "integration", "e2e"):
             item.add_marker(getattr(pytest.mark, tier))
 

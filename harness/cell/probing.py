@@ -33,6 +33,7 @@ class Probing:
     outputs: dict[str, Any] = field(default_factory=dict)  # what this pin answered, stored for the other pins
     clips: list[speech.Clip] = field(default_factory=list)  # stt: the speech every pin hears
     scored: TextAccuracy | None = None  # task accuracy, gated once the reference's is known
+    transport: httpx.BaseTransport | None = None  # tests: an httpx.MockTransport in place of the server
 
     @property
     def workload(self) -> Workload:
@@ -50,7 +51,8 @@ class Probing:
         self.ctx.progress(message)
 
     def client(self, timeout: float | None = None) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url, timeout=timeout or self.thresholds.request_timeout_s)
+        timeout = timeout or self.thresholds.request_timeout_s
+        return httpx.Client(base_url=self.base_url, timeout=timeout, transport=self.transport)
 
     @functools.cached_property
     def items(self) -> list[task_sets.Item]:

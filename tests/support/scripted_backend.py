@@ -16,6 +16,7 @@ from pathlib import Path
 from harness.backends import Backend, BaseFlavour, LaunchContext, register
 from harness.cell import RunContext, run_cell
 from harness.results import CellResult
+from harness.words import ModelKind
 
 SERVER = Path(__file__).with_name("scripted_server.py")
 
@@ -58,7 +59,7 @@ SCRIPTED = register(
 class ScriptedSpeechFlavour(ScriptedFlavour):
     """The same server as a speech backend (its pins are ``scripted-speech_<version>``)."""
 
-    api_kinds: tuple[str, ...] = ("stt", "tts")
+    api_kinds: tuple[ModelKind, ...] = (ModelKind.STT, ModelKind.TTS)
     model_format: str = "dir"
 
 

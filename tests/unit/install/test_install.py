@@ -20,7 +20,7 @@ from harness.install import (
 )
 from harness.versions import parse_pin
 
-DATA = Path(__file__).with_name("data")
+DATA = Path(__file__).parents[1] / "data"
 
 
 def test_decisive_line_from_real_resolution_failure() -> None:

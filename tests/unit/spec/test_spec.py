@@ -7,7 +7,7 @@ import pytest
 from harness.errors import SpecError
 from harness.spec import load_matrix, parse_matrix
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 EXISTING = f"file://{Path(__file__).resolve()}"  # a file:// model must exist when the matrix is read
 
 GOOD = {
