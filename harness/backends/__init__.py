@@ -16,6 +16,7 @@ from .contract import (
     Host,
     InstalledVenv,
     LaunchContext,
+    ServedMetrics,
 )
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "Host",
     "InstalledVenv",
     "LaunchContext",
+    "ServedMetrics",
     "get_backend",
     "known_backends",
     "register",

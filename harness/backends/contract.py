@@ -57,6 +57,25 @@ class LaunchContext:
     cache_dir: Path  # per-cell scratch for caches and temp files
 
 
+@dataclass(frozen=True, kw_only=True)
+class ServedMetrics:
+    """What a backend's server says about itself, and where: the version it runs, and its Prometheus metrics
+    (the token counters dashboards and autoscalers read, the server-side TTFT histogram). Empty: not exposed."""
+
+    version_path: str = ""  # GET it for the running version (JSON)
+    version_field: str = "version"  # the field holding it (dotted for nested: "build.version")
+    version_scheme: str = "pep440"  # "pep440" (Python backends) or "build" (a llama.cpp build number: b11434)
+    metrics_path: str = ""  # Prometheus text format
+    prompt_counter: str = ""  # sample names, e.g. vllm:prompt_tokens_total
+    generation_counter: str = ""
+    ttft_histogram: str = ""  # a histogram family in seconds, e.g. vllm:time_to_first_token_seconds
+    metrics_args: tuple[str, ...] = ()  # launch arguments that turn the metrics on (sglang --enable-metrics)
+
+    @property
+    def counts_tokens(self) -> bool:
+        return bool(self.metrics_path and self.prompt_counter and self.generation_counter)
+
+
 class InstalledVenv(Protocol):
     """The pipx venv of an installed pin, as the installer hands it to post-install fix-ups."""
 
@@ -119,6 +138,10 @@ class Flavour(Protocol):
         """The model kinds this backend serves (chat, embedding, stt, tts): a matrix model of another
         kind is refused when the matrix is read."""
 
+    @property
+    def served(self) -> ServedMetrics:
+        """Where the server reports its version and metrics."""
+
     def post_install(self, venv: InstalledVenv, version: str) -> None:
         """Fix-ups after ``pipx install``; must be idempotent."""
 
@@ -153,6 +176,7 @@ class BaseFlavour:
     install_env: Mapping[str, str] = field(default_factory=dict)
     build_constraints: tuple[str, ...] = ()
     api_kinds: tuple[ModelKind, ...] = (ModelKind.CHAT, ModelKind.EMBEDDING)
+    served: ServedMetrics = ServedMetrics()  # what the server says about itself (nothing: not exposed)
 
     def releases_url(self, base_url: str) -> str | None:
         return None

@@ -10,6 +10,11 @@ an install source, declared in the matrix's ``[custom]`` table instead of a modu
                                    # against sha256sum.txt beside it (sha256sum_url) or a pin's sha256,
                                    # archive_executable = the executable inside (default: the command's first word)
     api_kinds = ["chat"]           # the model kinds it serves (default: chat, embedding)
+    version_path = "/version"      # optional: where it says which version runs ({"version": "1.2.0"}), and
+    version_field = "version"      #   the JSON field (dotted when nested); checked against the pin (server.version)
+    metrics_path = "/metrics"      # optional: Prometheus metrics, with the token counters' sample names:
+    prompt_tokens_metric = "x:prompt_tokens_total"   # checked against the usage the client received
+    generation_tokens_metric = "x:generation_tokens_total"
 
 The command is split into argv with shlex once, then placeholders are substituted inside each argument:
 nothing ever goes through a shell. Its first word names the program; the pin's executable replaces it.
@@ -24,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..words import ModelKind
-from .contract import Backend, BaseFlavour, DownloadPlan, Host, LaunchContext
+from .contract import Backend, BaseFlavour, DownloadPlan, Host, LaunchContext, ServedMetrics
 
 PLACEHOLDERS = ("model_path", "port", "model_name", "gpu_ids", "gpu_count", "host")
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_]+)\s*\}\}")
@@ -104,6 +109,30 @@ def _download_urls(table: Mapping[str, Any], installer: Any, errors: list[tuple[
     return urls
 
 
+_SERVED_KEYS = ("version_path", "version_field", "metrics_path", "prompt_tokens_metric", "generation_tokens_metric")
+
+
+def _served(table: Mapping[str, Any], errors: list[tuple[str, str]]) -> ServedMetrics:
+    """Where a custom backend says which version runs and counts its tokens (each optional)."""
+    values = {key: table.get(key, "") for key in _SERVED_KEYS}
+    for key, value in values.items():
+        if not isinstance(value, str):
+            errors.append((f"custom.{key}", f"expected a str, got {value!r}"))
+        elif key.endswith("_path") and value and not value.startswith("/"):
+            errors.append((f"custom.{key}", f"expected a path starting with '/', got {value!r}"))
+    if bool(values["prompt_tokens_metric"]) != bool(values["generation_tokens_metric"]):
+        errors.append(("custom.prompt_tokens_metric", "give both token metrics, or neither"))
+    if values["prompt_tokens_metric"] and not values["metrics_path"]:
+        errors.append(("custom.metrics_path", "the token metrics need the path they are served at"))
+    return ServedMetrics(
+        version_path=str(values["version_path"]),
+        version_field=str(values["version_field"] or "version"),
+        metrics_path=str(values["metrics_path"]),
+        prompt_counter=str(values["prompt_tokens_metric"]),
+        generation_counter=str(values["generation_tokens_metric"]),
+    )
+
+
 def parse_custom(name: str, table: Mapping[str, Any]) -> tuple[Backend | None, list[tuple[str, str]]]:
     """A Backend from a matrix's ``[custom]`` table, or the (path, message) errors that prevent it."""
     errors: list[tuple[str, str]] = []
@@ -117,6 +146,7 @@ def parse_custom(name: str, table: Mapping[str, Any]) -> tuple[Backend | None, l
         "download_url",
         "sha256sum_url",
         "archive_executable",
+        *_SERVED_KEYS,
     )
     for key in table:
         if key not in known:
@@ -137,6 +167,7 @@ def parse_custom(name: str, table: Mapping[str, Any]) -> tuple[Backend | None, l
     kinds = table.get("api_kinds", ["chat", "embedding"])
     if not isinstance(kinds, list) or not kinds or not all(k in API_KINDS for k in kinds):
         errors.append(("custom.api_kinds", f"expected a non-empty list of {', '.join(API_KINDS)}, got {kinds!r}"))
+    served = _served(table, errors)
     if errors:
         return None, errors
     # A manual pin has no package; a pipx one names it in the matrix's platforms.<p>.package.
@@ -153,6 +184,7 @@ def parse_custom(name: str, table: Mapping[str, Any]) -> tuple[Backend | None, l
             download_url=urls["download_url"],
             sha256sum_url=urls["sha256sum_url"],
             archive_executable=archive_executable,
+            served=served,
         )
         for p in ("cpu", "cuda")
     }

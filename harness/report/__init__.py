@@ -167,6 +167,13 @@ def pins_document(recs: Sequence[Recommendation], cells: Sequence[CellResult]) -
                 entry["build_constraints"] = list(cell.install.build_constraints)
         if cell is not None and cell.fingerprint is not None:
             entry["measured_on"] = cell.fingerprint.numerics  # the kind of machine this recommendation holds for
+        if cell is not None and cell.served is not None:  # the version that answered, and the families it changed
+            s = cell.served
+            served: dict[str, object] = {
+                "detected_version": s.version or None,
+                "compared_with": s.compared_with or None,
+            }
+            entry["served"] = served | {"families_added": list(s.added), "families_removed": list(s.removed)}
         models.append(entry)
     return {"schema_version": 2, "models": models}
 

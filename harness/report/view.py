@@ -101,6 +101,7 @@ SUMMARY_HEADERS = (
     "agreement",
     "accuracy",
     "machine",
+    "server says",
 )
 
 
@@ -118,6 +119,7 @@ def summary_row(c: CellResult) -> tuple[str, ...]:
         agreement_text(c),
         accuracy_text(c),
         c.fingerprint.numerics if c.fingerprint else "—",
+        c.served.line if c.served is not None else "—",
     )
 
 

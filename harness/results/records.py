@@ -235,6 +235,35 @@ class Agreement:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Served:
+    """What the server said about itself: the version it runs, whether its token counters matched the usage
+    the client received, its TTFT histogram's median next to the client's, and its metric families (with
+    those added and removed against the reference pin's)."""
+
+    version: str = ""  # as reported ("" = not exposed)
+    version_matches: bool | None = None
+    tokens_match: bool | None = None  # None: no token counters
+    server_ttft_p50_ms: float | None = None
+    client_ttft_p50_ms: float | None = None
+    families: tuple[str, ...] = ()
+    compared_with: str = ""  # the reference pin whose families these were compared with ("" = not compared)
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+
+    @property
+    def line(self) -> str:
+        """One line for the summary: "0.32.0; counters match; families +1/-0 vs 0.31.0"."""
+        parts = [self.version or "version not exposed"]
+        if self.tokens_match is not None:
+            parts.append("counters match" if self.tokens_match else "COUNTERS DIFFER")
+        if self.compared_with:
+            parts.append(f"families +{len(self.added)}/-{len(self.removed)} vs {self.compared_with}")
+        elif self.families:
+            parts.append(f"{len(self.families)} families")
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Startup:
     seconds: float  # spawn -> first ready response
     log_ready_s: float | None = None  # when the server's ready line appeared (cross-check)
@@ -282,6 +311,7 @@ class CellResult:
     checks: list[Check] = field(default_factory=list)
     agreement: Agreement | None = None
     accuracy: TextAccuracy | SpeechAccuracy | None = None
+    served: Served | None = None  # what the server said about itself (version, counters, metric families)
     throughput: list[LoadPoint] = field(default_factory=list)
     log_path: str = ""
     log_excerpt: str = ""

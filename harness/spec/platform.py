@@ -35,6 +35,7 @@ _PLATFORM_KEYS = (
     "gpus_per_cell",
     "installer",
     "variants",
+    "required_metrics",
 )
 
 
@@ -205,6 +206,7 @@ def platform(name: str, value: Any, path: str, errors: Errors, flavours: Mapping
     gpus = t.get_int("gpus_per_cell", 1 if name != "cpu" else 0)
     installer = t.get_choice("installer", ("pipx", "uv"))
     serve_args = t.get_str_list("serve_args")
+    required_metrics = t.get_str_list("required_metrics")
     variants = _variants(t.get_array("variants"), join(path, "variants"), errors)
     if package is None or reference is None or None in entries or None in models or variants is None:
         return None
@@ -221,6 +223,7 @@ def platform(name: str, value: Any, path: str, errors: Errors, flavours: Mapping
         gpus_per_cell=gpus,
         installer=installer,
         variants=variants or (VariantSpec(),),
+        required_metrics=required_metrics,
     )
 
 

@@ -125,6 +125,8 @@ class PlatformSpec:
     gpus_per_cell: int = 0
     installer: str = "pipx"  # or "uv": the same bin-dir layout, built with uv
     variants: tuple[VariantSpec, ...] = (VariantSpec(),)
+    # metric families every pin must expose (a team's dashboards and alerts read them): metrics.names fails without
+    required_metrics: tuple[str, ...] = ()
 
     def variant(self, name: str) -> VariantSpec:
         return next(v for v in self.variants if v.name == name)

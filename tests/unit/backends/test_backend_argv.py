@@ -40,6 +40,7 @@ def test_sglang_serve_subcommand_when_the_pin_is_the_console_script(tmp_path: Pa
         "qwen",
         "--tp-size",
         "2",
+        "--enable-metrics",  # what metrics.token_accounting reads
         "--mem-fraction-static",
         "0.8",
     ]
@@ -68,6 +69,7 @@ def test_sglang_module_form_when_the_pin_is_a_python(tmp_path: Path) -> None:
         "30000",
         "--served-model-name",
         "qwen",
+        "--enable-metrics",
     ]
 
 

@@ -86,7 +86,8 @@ def test_custom_backend_errors() -> None:
     assert info.value.errors == [
         "custom.shell: unknown key (expected one of: run_command, "
         "health_check_path, model_format, installer, pipx_app, api_kinds, "
-        "download_url, sha256sum_url, archive_executable)",
+        "download_url, sha256sum_url, archive_executable, version_path, version_field, metrics_path, "
+        "prompt_tokens_metric, generation_tokens_metric)",
         "custom.run_command: unknown placeholder {{prot}} (known: "
         "model_path, port, model_name, gpu_ids, gpu_count, host)",
         "custom.health_check_path: expected a path starting with '/', got 'health'",
@@ -167,3 +168,27 @@ def test_custom_download_backend_plan_and_errors() -> None:
             "c.toml",
         )
     assert info.value.errors == ["custom.download_url: only for installer = 'download' (installer is 'manual')"]
+
+
+def test_custom_backend_says_where_its_version_and_token_counters_are() -> None:
+    model = {"name": "m", "source": f"file://{Path(__file__).resolve()}"}
+    plat = {"platforms": {"cpu": {"versions": ["1.0"], "reference": "1.0", "models": [model]}}}
+    custom = {
+        "run_command": "srv --port {{port}}",
+        "version_path": "/v",
+        "version_field": "build.version",
+        "metrics_path": "/metrics",
+        "prompt_tokens_metric": "srv:prompt_tokens_total",
+        "generation_tokens_metric": "srv:generation_tokens_total",
+    }
+    m = parse_matrix({"backend": "my-srv", "custom": custom, **plat}, "c.toml")
+    served = m.get_backend().flavour("cpu").served
+    assert (served.version_path, served.version_field, served.counts_tokens) == ("/v", "build.version", True)
+    bad = {"run_command": "srv", "version_path": "v", "prompt_tokens_metric": "srv:p_total"}
+    with pytest.raises(SpecError) as info:
+        parse_matrix({"backend": "my-srv", "custom": bad, **plat}, "c.toml")
+    assert info.value.errors == [
+        "custom.version_path: expected a path starting with '/', got 'v'",
+        "custom.prompt_tokens_metric: give both token metrics, or neither",
+        "custom.metrics_path: the token metrics need the path they are served at",
+    ]

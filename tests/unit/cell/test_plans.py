@@ -79,10 +79,13 @@ def test_every_model_kind_has_a_plan() -> None:
         assert plan.kind is kind and plan.probes, kind
     assert plan_for(ModelKind.CHAT).names == [
         "api_conformance",
+        "server_version",
         "greedy_samples",
         "task_accuracy",
+        "served_metrics",
         "store_outputs",
         "greedy_agreement",
+        "metric_names",
         "accuracy_gate",
         "throughput",
     ]

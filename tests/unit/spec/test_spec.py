@@ -80,7 +80,7 @@ def test_every_error_is_reported_at_once() -> None:
     }
     assert _errors(data) == [
         "platforms.cpu.colour: unknown key (expected one of: package, versions, reference, models, serve_args, env, "
-        "extra_index_urls, gpus_per_cell, installer, variants)",
+        "extra_index_urls, gpus_per_cell, installer, variants, required_metrics)",
         "platforms.cpu.versions[1]: invalid version 'not a version!': not a PEP 440 version",
         "platforms.cpu.versions[2]: duplicate version '0.31.0'",
         "platforms.cpu.reference: '0.99.0' is not one of versions",
