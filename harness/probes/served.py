@@ -39,7 +39,14 @@ class Scrape:
 
     @property
     def backend_families(self) -> list[str]:
-        return sorted(n for n in self.families if not _CLIENT_LIBRARY.match(n))
+        """The backend's families: not the client library's own, nor the ``<family>_created`` timestamps it
+        adds beside each counter and histogram."""
+        return sorted(
+            n
+            for n in self.families
+            if not _CLIENT_LIBRARY.match(n)
+            and not (n.endswith("_created") and n.removesuffix("_created") in self.families)
+        )
 
 
 def parse_metrics(text: str) -> Scrape:

@@ -55,6 +55,7 @@ def render(view: ReportView) -> str:
     out = [f"# {markdown_text(view.title)}", ""]
     if view.partial is not None:  # first, before any recommendation it qualifies
         out += [f"**{markdown_text(view.partial.line)}**", ""]
+    out += [f"**{markdown_text(finding)}**\n" for finding in view.findings]  # the model, not the pins
     out += [f"Matrix: {markdown_text(view.matrix_path)}", "", "## Recommendation", ""]
     for r in view.recommendations:
         head = f"**{markdown_text(r.headline)}**"

@@ -6,6 +6,7 @@ Every string here is plain text; each renderer escapes it for its own format.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -13,7 +14,7 @@ from packaging.version import Version
 
 from ..history import Trend
 from ..recommend import Recommendation
-from ..results import AUDIO_UNIT, CellResult, Status
+from ..results import AUDIO_UNIT, CellResult, FailureClass, Status
 from ..verdict import Verdict
 from .cells import PHASES, CellView, Table, accuracy_text, agreement_text, cell_view, fmt, rate_spec, status_label
 
@@ -65,6 +66,7 @@ class ReportView:
     verdicts: tuple[Verdict, ...] = ()  # each pin against the deployed (reference) pin, like with like
     trends: tuple[Trend, ...] = ()  # each cell against its own earlier runs (history)
     timing: str = ""  # the run's wall time per phase and the harness's own share
+    findings: tuple[str, ...] = ()  # what no pin is to blame for (every pin failed on the same model line)
 
 
 SPARKS = "▁▂▃▄▅▆▇█"
@@ -123,6 +125,33 @@ def summary_row(c: CellResult) -> tuple[str, ...]:
     )
 
 
+_EXITED = re.compile(r"^server (?:exited with code -?\d+|was killed by \S+|.*?) before it was ready: ")
+
+
+def model_findings(cells: Sequence[CellResult]) -> list[str]:
+    """Per model and platform: every pin (two or more) failed to start, or to prepare the model, with the same
+    decisive line: the model or its preparation is the finding, not the pins."""
+    out = []
+    groups: dict[tuple[str, str], list[CellResult]] = {}
+    for c in cells:
+        groups.setdefault((c.model, c.platform), []).append(c)
+    for (model, platform), group in groups.items():
+        tried = [c for c in group if c.failure_class is not FailureClass.INSTALL_FAILED and c.final]
+        if len({c.version for c in tried}) < 2:
+            continue
+        failed = {FailureClass.STARTUP_FAILED, FailureClass.MODEL_FAILED}
+        if not all(c.failure_class in failed for c in tried):
+            continue
+        lines = {_EXITED.sub("", c.reason) for c in tried}
+        if len(lines) == 1:
+            (line,) = lines
+            pins = ", ".join(sorted({c.version for c in tried}))
+            out.append(
+                f"No pin could load {model} on {platform} ({pins}): {line} — the model or its preparation, not the pins"
+            )
+    return out
+
+
 def sort_cells(cells: Sequence[CellResult]) -> list[CellResult]:
     return sorted(
         cells,
@@ -174,4 +203,5 @@ def build(
         partial=partial,
         verdicts=tuple(verdicts),
         trends=tuple(trends),
+        findings=tuple(model_findings(ordered)),
     )

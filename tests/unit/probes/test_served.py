@@ -28,6 +28,8 @@ def _text(prompt: float, generation: float, ttft: dict[str, float]) -> str:
         f'vllm:generation_tokens_total{{engine="0",model_name="m"}} {generation}',
         "# TYPE vllm:time_to_first_token_seconds histogram",
         *(f'vllm:time_to_first_token_seconds_bucket{{le="{le}",model_name="m"}} {n}' for le, n in ttft.items()),
+        "# TYPE vllm:generation_tokens_created gauge",
+        'vllm:generation_tokens_created{engine="0",model_name="m"} 1.7e9',
         "# TYPE python_gc_objects_collected_total counter",
         'python_gc_objects_collected_total{generation="0"} 12.0',
     ]

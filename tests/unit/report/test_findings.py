@@ -1,0 +1,69 @@
+"""When every pin of a model fails on the same model line, the report says first that it is the model (or its
+preparation), not the pins."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.report import write_reports
+from harness.report.view import model_findings
+from harness.results import CellResult, FailureClass, Status
+from harness.spec import parse_matrix
+from tests.support import cells
+
+HERE = Path(__file__).resolve()
+LINE = "ValueError: Invalid repository ID or local directory specified: '/data/models/pypi/abc'"
+
+
+def _failed(version: str, cls: FailureClass, reason: str, **kw: object) -> CellResult:
+    c = cells.cell(version, model="base", status=Status.ERROR, failure_class=cls, reason=reason, **kw)
+    return c
+
+
+def test_every_pin_failing_on_the_same_line_is_the_models_finding(tmp_path: Path) -> None:
+    found = [
+        _failed("0.31.0", FailureClass.STARTUP_FAILED, f"server exited with code 1 before it was ready: {LINE}"),
+        _failed("0.32.0", FailureClass.STARTUP_FAILED, f"server exited with code 2 before it was ready: {LINE}"),
+        _failed("0.26.0", FailureClass.INSTALL_FAILED, "pipx install: no torch"),  # never got to the model
+    ]
+    assert model_findings(found) == [
+        f"No pin could load base on cpu (0.31.0, 0.32.0): {LINE} — the model or its preparation, not the pins"
+    ]
+    matrix = parse_matrix(
+        {
+            "backend": "vllm",
+            "platforms": {
+                "cpu": {
+                    "versions": ["0.31.0", "0.32.0", "0.26.0"],
+                    "reference": "0.31.0",
+                    "models": [{"name": "base", "source": f"file://{HERE}"}],
+                }
+            },
+        },
+        "m.toml",
+    )
+    paths, _ = write_reports(matrix, tmp_path / "run", "run", found)
+    md = paths.markdown.read_text()
+    assert md.index("No pin could load base on cpu") < md.index("## Recommendation")
+    html = paths.html.read_text()
+    assert 'class="rec norec finding"' in html and html.index("No pin could load") < html.index("Recommendation</h2>")
+
+
+def test_different_lines_or_one_pin_are_the_pins_own() -> None:
+    one = [_failed("0.32.0", FailureClass.STARTUP_FAILED, f"server exited with code 1 before it was ready: {LINE}")]
+    assert model_findings(one) == []
+    two = [
+        *one,
+        _failed("0.31.0", FailureClass.STARTUP_FAILED, "server exited with code 1 before it was ready: CUDA error"),
+    ]
+    assert model_findings(two) == []
+    passed = [*one, cells.cell("0.31.0", model="base", status=Status.PASSED)]
+    assert model_findings(passed) == []
+
+
+def test_a_model_no_pin_could_prepare_is_said_once() -> None:
+    reason = "file:///m: not a model: the directory holds notes.txt"
+    both = [_failed(v, FailureClass.MODEL_FAILED, reason) for v in ("0.31.0", "0.32.0")]
+    assert model_findings(both) == [
+        f"No pin could load base on cpu (0.31.0, 0.32.0): {reason} — the model or its preparation, not the pins"
+    ]
