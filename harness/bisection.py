@@ -7,7 +7,7 @@ from the pins already in the bin dir (``--versions-from installed``). The good p
 reference; each midpoint cell is judged against it on one criterion:
 
 - ``throughput``: any verdict "slower" (output tok/s, TTFT p50, TPOT p50 at any load point, ``verdict.py``);
-  "no detectable difference" or "faster" everywhere is good; anything else (too few samples, client-bound,
+  "equivalent" or "faster" everywhere is good; anything else (inconclusive, too few samples, client-bound,
   machine unstable) cannot be judged, and the search stops and says so rather than guess;
 - ``agreement`` / ``accuracy`` / ``conformance``: a failed check of that group against the good pin.
 
@@ -34,6 +34,7 @@ from .errors import HarnessError, InstallError
 from .install import InstallPaths
 from .report import run_info, write_reports
 from .results import CellResult, FailureClass, ResultStore, Status
+from .safe import shorten
 from .slots import Slot
 from .spec import Matrix, ModelSpec, PinSpec, VersionSet
 from .verdict import compare
@@ -140,7 +141,7 @@ def judge(cell: CellResult, good: CellResult, on: str, *, noise: float, drift: f
         slower = [v for v in found if v.word is VerdictWord.SLOWER]
         if slower:
             return Step(version=cell.version, word=StepWord.BAD, why=slower[0].line)
-        fine = (VerdictWord.NO_DIFFERENCE, VerdictWord.FASTER)
+        fine = (VerdictWord.EQUIVALENT, VerdictWord.FASTER)
         if found and all(v.word in fine for v in found):
             best = next((v for v in found if v.metric == "output tok/s"), found[0])
             return Step(version=cell.version, word=StepWord.GOOD, why=best.line)
@@ -153,7 +154,9 @@ def judge(cell: CellResult, good: CellResult, on: str, *, noise: float, drift: f
     failed = [c for c in cell.checks if c.group == on and c.passed is False]
     if failed:
         return Step(
-            version=cell.version, word=StepWord.BAD, why="; ".join(f"{c.name}: {c.detail[:160]}" for c in failed)
+            version=cell.version,
+            word=StepWord.BAD,
+            why="; ".join(f"{c.name}: {shorten(c.detail, 160)}" for c in failed),
         )
     ran = [c for c in cell.checks if c.group == on and c.passed is True]
     if not ran:

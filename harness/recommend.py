@@ -210,6 +210,13 @@ def _how_sure(chosen: CellResult, verdicts: Sequence[Verdict], model: str) -> li
             + ", ".join(f"{n} {w}" for w, n in words.items())
             + f" ({len(mine)} metric x load point verdicts)"
         )
+        unsure = [v for v in mine if v.word is VerdictWord.INCONCLUSIVE]
+        if unsure:  # not called equal to what runs today on intervals that allow a real difference
+            first = unsure[0]
+            reasons.append(
+                f"not shown equivalent to the deployed pin on {len(unsure)} of them ({first.metric} at {first.point}: "
+                f"{first.note}); more repeats (workload.repeats, or workload.target_precision) narrow the intervals"
+            )
     waived = sorted({c.name for c in chosen.checks if c.waived})
     if waived:
         reasons.append(f"{len(waived)} known deviation(s) waived by the matrix: {', '.join(waived)}")

@@ -51,3 +51,18 @@ def fence(text: str) -> str:
     """A backtick fence longer than any run of backticks in ``text`` (CommonMark closes on an equal one)."""
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
     return "`" * max(3, longest + 1)
+
+
+_NUMBER_TAIL = re.compile(r"[\w.+-]*\d[\w.+-]*$")
+
+
+def shorten(text: str, width: int) -> str:
+    """``text`` cut to at most ``width`` characters for a summary: at a word boundary, with an ellipsis, and
+    never inside a number ("exact McNemar p=1.3e-19" is never shown as "p=1")."""
+    if len(text) <= width:
+        return text
+    head = text[: width - 1]
+    cut = head.rsplit(None, 1)[0] if " " in head.strip() else head
+    if cut == head and text[width - 1 : width].strip():  # one long word: keep no broken number at its end
+        cut = _NUMBER_TAIL.sub("", cut) or cut
+    return cut.rstrip(" ,;:(") + "…"

@@ -3,9 +3,10 @@
 Per model and load point (the same label on both sides, neither client-bound), for output tok/s, TTFT p50
 and TPOT p50 (speech: latency p50): the ratio pin / reference with a 95% percentile-bootstrap interval, and
 a word. Resampled are requests (per-request samples kept in each ``Run``), or the repeats' rates when a
-point has three or more. "slower"/"faster" only when the whole interval lies beyond the matrix's noise
-margin (``throughput_noise``, 5%: two runs of one pin differ by that much on this kind of machine);
-"no detectable difference" otherwise; "too few samples" below the 7 a median needs (MLPerf's
+point has three or more. Equivalence-test words against the matrix's noise margin (``throughput_noise``):
+"slower"/"faster" when the whole interval lies beyond it, "equivalent" when the whole interval lies inside
+±margin, "inconclusive" otherwise, with the bound in words ("could be up to 25% slower"); "too few
+samples" below the 7 a median needs (MLPerf's
 early-stopping minimum for p50). A difference measured while the machine itself moved (its calibration,
 ``stability.py``, differs around or between the two cells by more than ``machine_drift``) is
 "machine unstable", not a verdict on the pin. The bootstrap is seeded: the same results give the same verdicts.
@@ -62,6 +63,17 @@ class Verdict:
     deployed: bool = True  # against the run's reference pin (False: against another run's same pin)
     note: str = ""  # why a word is not a verdict on the pin (machine unstable: what moved)
     measured_on: str = ""  # the kind of machine both sides ran on (``Fingerprint.numerics``)
+    margin: float = 0.0  # the ±noise margin the word was decided against
+    higher_is_better: bool = True  # throughput; latencies are better lower
+
+    @property
+    def goodness(self) -> tuple[float, float, float] | None:
+        """(ratio, low, high) oriented so that above 1 is better for the pin, whatever the metric."""
+        if self.ratio is None or self.low is None or self.high is None:
+            return None
+        if self.higher_is_better:
+            return self.ratio, self.low, self.high
+        return 1 / self.ratio, 1 / self.high, 1 / self.low
 
     @property
     def flagged(self) -> bool:
@@ -93,6 +105,7 @@ class Verdict:
             "verdict": self.word.value,
             **({"note": self.note} if self.note else {}),
             **({"measured_on": self.measured_on} if self.measured_on else {}),
+            **({"margin": self.margin} if self.margin else {}),
         }
 
 
@@ -162,7 +175,15 @@ def compare(
         over_runs = min(len(point.runs), len(ref_point.runs)) >= MIN_REPEATS_FOR_RUNS
         for metric in metrics:
             ours, theirs = _samples(point, metric, over_runs), _samples(ref_point, metric, over_runs)
-            sized = replace(base, point=point.label, metric=metric.name, n=len(ours), n_reference=len(theirs))
+            sized = replace(
+                base,
+                point=point.label,
+                metric=metric.name,
+                n=len(ours),
+                n_reference=len(theirs),
+                margin=noise,
+                higher_is_better=metric.higher_is_better,
+            )
             if point.saturated or ref_point.saturated:
                 out.append(replace(sized, word=VerdictWord.CLIENT_BOUND))
                 continue
@@ -177,19 +198,34 @@ def compare(
 
 
 def _word(low: float, high: float, higher_is_better: bool, noise: float, moved: str | None) -> tuple[VerdictWord, str]:
-    """The word for a ratio's interval, and a note when the word needs one."""
+    """The word for a ratio's interval against ±``noise``, and a note when the word needs one."""
     worse_low, better_high = (low, high) if higher_is_better else (1 / high, 1 / low)  # as "goodness" ratios
     if better_high < 1 - noise:
         word = VerdictWord.SLOWER
     elif worse_low > 1 + noise:
         word = VerdictWord.FASTER
+    elif worse_low >= 1 - noise and better_high <= 1 + noise:
+        word = VerdictWord.EQUIVALENT
     else:
-        word = VerdictWord.NO_DIFFERENCE
-    if moved is not None and word is not VerdictWord.NO_DIFFERENCE:  # the machine, not (provably) the pin
+        word = VerdictWord.INCONCLUSIVE
+    if moved is not None and word is not VerdictWord.EQUIVALENT:  # the machine, not (provably) the pin
         return VerdictWord.MACHINE_UNSTABLE, f"looked {word}, but {moved}"
-    if word is VerdictWord.NO_DIFFERENCE and (low > 1 or high < 1):  # measurable, but not beyond the margin
-        return word, f"the interval excludes 1, but not the ±{noise:.0%} noise margin"
+    if word is VerdictWord.INCONCLUSIVE:
+        return word, _bounds(low, high, higher_is_better, noise)
     return word, ""
+
+
+def _bounds(low: float, high: float, higher_is_better: bool, noise: float) -> str:
+    """What an inconclusive interval allows, in words: "could be up to 25% slower"."""
+    slower = (1 - low) if higher_is_better else (high - 1)  # the worst case, as a fraction of the deployed pin
+    faster = (high - 1) if higher_is_better else (1 - low)
+    parts = []
+    if slower > noise:
+        parts.append(f"could be up to {slower:.0%} slower")
+    if faster > noise:
+        parts.append(f"could be up to {faster:.0%} faster")
+    margin = f"not shown within the ±{noise:.0%} margin"
+    return ", ".join(parts) + f": {margin}" if parts else margin
 
 
 def compare_runs(

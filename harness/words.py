@@ -39,9 +39,10 @@ class ModelKind(Word):
 class VerdictWord(Word):
     """One metric of a pin against the deployed pin at one load point."""
 
-    SLOWER = "slower"
-    FASTER = "faster"
-    NO_DIFFERENCE = "no detectable difference"
+    SLOWER = "slower"  # the whole interval beyond the margin, the worse way
+    FASTER = "faster"  # the whole interval beyond the margin, the better way
+    EQUIVALENT = "equivalent"  # the whole interval inside ±margin: shown to be the same, within the margin
+    INCONCLUSIVE = "inconclusive"  # anything else: may be inside the margin, may be beyond it (its note says how far)
     TOO_FEW = "too few samples"
     CLIENT_BOUND = "client-bound"
     MACHINE_UNSTABLE = "machine unstable"
@@ -50,7 +51,7 @@ class VerdictWord(Word):
     @property
     def decided(self) -> bool:
         """A statement about the pin (not about the samples, the client or the machine)."""
-        return self in (VerdictWord.SLOWER, VerdictWord.FASTER, VerdictWord.NO_DIFFERENCE)
+        return self in (VerdictWord.SLOWER, VerdictWord.FASTER, VerdictWord.EQUIVALENT)
 
 
 class TrendWord(Word):

@@ -18,6 +18,7 @@ from ..errors import MachineBusy, ProbeError, ServerExited
 from ..fingerprint import mask_argv, mask_env
 from ..launch import HOST, Server, decisive_line, free_port, log_tail, parse_phases
 from ..results import CellResult, FailureClass, Startup, Status
+from ..safe import shorten
 from ..slots import GpuMemorySampler, wait_for_free_memory
 from ..spec import ModelSpec
 from ..stability import Stability, calibrate
@@ -193,5 +194,5 @@ def _judge(ctx: RunContext, result: CellResult, log_path: Path) -> None:
     failed = [c for c in result.checks if c.blocking(policy.required_checks)]
     if failed:
         result.status, result.failure_class = Status.FAILED, FailureClass.CHECK_FAILED
-        result.reason = "failed: " + ", ".join(f"{c.name} ({c.detail[:120]})" for c in failed)
+        result.reason = "failed: " + ", ".join(f"{c.name} ({shorten(c.detail, 120)})" for c in failed)
         result.log_excerpt = log_tail(log_path, lines=25)

@@ -11,6 +11,7 @@ import pytest
 from ..report import first_screen, write_reports
 from ..results import ResultStore
 from ..safe import terminal
+from ..words import VerdictWord
 from .options import EXPECTED, MATRICES, history_dir, run_dir
 
 
@@ -48,8 +49,11 @@ def write_summary(terminalreporter: Any, config: pytest.Config) -> None:
                 tr.write_line(terminal(f"  - {reason}"))
             for version, why in rec.rejected.items():
                 tr.write_line(terminal(f"  x {version}: {why}"))
-        for verdict in paths.verdicts:
+        shown = [v for v in paths.verdicts if v.word is not VerdictWord.EQUIVALENT]  # one line each that is not
+        for verdict in shown:
             tr.write_line(terminal(f"verdict: {verdict.line}"), red=verdict.flagged)
+        if len(shown) < len(paths.verdicts):
+            tr.write_line(f"verdicts: {len(paths.verdicts) - len(shown)} equivalent within their margin (report.md)")
         for trend in paths.trends:
             if trend.compared:
                 tr.write_line(terminal(f"history: {trend.line}"), red=trend.word.flagged)

@@ -3,6 +3,7 @@ matrix says is ever markup; throughput curves as inline SVG."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import jinja2
@@ -11,6 +12,8 @@ from markupsafe import Markup, escape
 from ..history import Trend
 from ..results import CellResult
 from ..safe import visible_controls
+from ..verdict import Verdict
+from ..words import VerdictWord
 from .view import ReportView
 
 
@@ -97,9 +100,60 @@ def trend_svg(trend: Trend, width: int = 160, height: int = 32) -> Markup:
     )
 
 
+_WORD_COLOURS = {
+    VerdictWord.SLOWER: "#b00020",
+    VerdictWord.FASTER: "#13722b",
+    VerdictWord.EQUIVALENT: "#1f77b4",
+    VerdictWord.INCONCLUSIVE: "#d98200",
+}
+
+
+def forest_svg(verdicts: Sequence[Verdict], width: int = 900, row: int = 22) -> Markup:
+    """Every verdict with an interval as a row: the ratio (oriented so right is better for the pin) with its 95%
+    interval on a log scale, the ±margin band shaded, coloured by its word."""
+    rows = [(v, g) for v in verdicts if (g := v.goodness) is not None]
+    if not rows:
+        return Markup("")
+    label_w, pad = 330, 12
+    lo = min(0.5, *(g[1] for _, g in rows))
+    hi = max(1.5, *(g[2] for _, g in rows))
+    span = math.log(hi) - math.log(lo)
+
+    def x(value: float) -> float:
+        return label_w + (width - label_w - pad) * (math.log(value) - math.log(lo)) / span
+
+    height = row * len(rows) + 40
+    margin = max(v.margin for v, _ in rows)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" class="forest">',
+        f"<title>{escape('Verdicts: pin / deployed, right is better; the band is the noise margin')}</title>",
+        f'<rect x="{x(1 - margin):.1f}" y="0" width="{x(1 + margin) - x(1 - margin):.1f}" height="{height - 30}" '
+        'fill="#e8eef6"/>',
+        f'<line x1="{x(1):.1f}" y1="0" x2="{x(1):.1f}" y2="{height - 30}" stroke="#666" stroke-dasharray="3,3"/>',
+    ]
+    for i, (v, (ratio, low, high)) in enumerate(rows):
+        y = row * i + row / 2 + 2
+        colour = _WORD_COLOURS.get(v.word, "#777")
+        label = escape(f"{v.version} · {v.metric} · {v.point}")
+        parts += [
+            f'<text x="4" y="{y + 4:.1f}" font-size="12">{label}</text>',
+            f'<line x1="{x(low):.1f}" y1="{y:.1f}" x2="{x(high):.1f}" y2="{y:.1f}" '
+            f'stroke="{colour}" stroke-width="2"/>',
+            f'<circle cx="{x(ratio):.1f}" cy="{y:.1f}" r="4" fill="{colour}"><title>{escape(v.line)}</title></circle>',
+        ]
+    for tick in (0.5, 0.8, 1.0, 1.25, 2.0):
+        if lo <= tick <= hi:
+            parts.append(
+                f'<text x="{x(tick):.1f}" y="{height - 12}" font-size="11" text-anchor="middle">×{tick:g}</text>'
+            )
+    parts.append(f'<text x="{label_w}" y="{height - 2}" font-size="11">← worse for the pin · better →</text></svg>')
+    return Markup("".join(parts))
+
+
 def render(view: ReportView) -> str:
     return _ENV.get_template("report.html.j2").render(
         view=view,
         curves=[(m, curve_svg(cells)) for m, cells in view.curves],
         trends=[(t, trend_svg(t)) for t in view.trends],
+        forest=forest_svg(view.verdicts),
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from tabulate import tabulate
 
 from ..safe import fence, markdown_text, visible_controls
+from ..verdict import Verdict
 from .cells import CellView, Table
 from .view import ReportView, sparkline
 
@@ -51,6 +52,13 @@ def _cell(v: CellView) -> list[str]:
     return out
 
 
+def _verdict_row(v: Verdict) -> list[str]:
+    interval = f"[{v.low:.2f}, {v.high:.2f}]" if v.low is not None and v.high is not None else "—"
+    ratio = f"×{v.ratio:.2f}" if v.ratio is not None else "—"
+    row = [v.version, v.metric, v.point, ratio, interval, str(v.word), f"{v.n} vs {v.n_reference}", v.note]
+    return [markdown_text(x) for x in row]
+
+
 def render(view: ReportView) -> str:
     out = [f"# {markdown_text(view.title)}", ""]
     if view.partial is not None:  # first, before any recommendation it qualifies
@@ -66,10 +74,15 @@ def render(view: ReportView) -> str:
             "",
             "## Verdicts against the deployed pin",
             "",
-            "Ratio pin / deployed with a 95% bootstrap interval; a difference inside the noise margin is none.",
+            "Ratio pin / deployed with a 95% bootstrap interval, against the ±noise margin: slower / faster when the "
+            "whole interval lies beyond it, equivalent when it lies inside, inconclusive otherwise.",
             "",
+            tabulate(
+                [_verdict_row(v) for v in view.verdicts],
+                headers=["pin", "metric", "point", "ratio", "95% interval", "word", "samples", "note"],
+                tablefmt="github",
+            ),
         ]
-        out += [f"- {markdown_text(v.line)}" for v in view.verdicts]
     if view.trends:
         out += [
             "",

@@ -9,6 +9,7 @@ from harness.results import LoadPoint
 from harness.spec import parse_matrix
 from harness.stability import Stability, calibrate, unstable
 from harness.verdict import bootstrap_ratio, compare
+from harness.words import VerdictWord
 from tests.support import cells
 
 
@@ -35,13 +36,20 @@ def _point(
     return aggregate([summarize(records, float(requests), client_cpu_s=client_cpu_s)], mode="concurrency", target=c)
 
 
-def test_a_pin_against_itself_shows_no_difference_whatever_the_seed() -> None:
+def test_a_pin_against_itself_is_never_slower_or_faster_whatever_the_seed() -> None:
+    """An A/A pair: never a difference; "equivalent" only where the interval shows it, else "inconclusive"
+    with how far it could be (16 requests a side cannot show a 5% margin on every metric)."""
     for seed in range(10):
         ref = cells.cell("1.0.0", reference=True, throughput=[_point(30.0, seed)])
         same = cells.cell("1.0.1", throughput=[_point(30.0, 1000 + seed)])
         found = compare(same, ref, seed=seed)
         assert [v.metric for v in found] == ["output tok/s", "TTFT p50", "TPOT p50"]
-        assert {v.word for v in found} == {"no detectable difference"}, [v.line for v in found]
+        assert {v.word for v in found} <= {VerdictWord.EQUIVALENT, VerdictWord.INCONCLUSIVE}, [v.line for v in found]
+        for v in found:
+            if v.word is VerdictWord.INCONCLUSIVE:
+                assert v.note.endswith("not shown within the ±5% margin") and "could be up to" in v.note, v.line
+        wide = compare(same, ref, seed=seed, noise=0.15)  # at the margin these intervals can show: equivalent
+        assert {v.word for v in wide} == {VerdictWord.EQUIVALENT}, [v.line for v in wide]
 
 
 def test_a_pin_20_percent_slower_is_slower_with_an_interval_that_excludes_one() -> None:
@@ -93,7 +101,10 @@ def test_the_report_shows_verdicts_before_the_summary(tmp_path: Path) -> None:
     paths, _ = write_reports(matrix, tmp_path, "r", [slow, ref])
     md = paths.markdown.read_text()
     assert md.index("## Verdicts against the deployed pin") < md.index("## Summary")
-    assert "- 0.32.0 vs 0.31.0 (deployed): output tok/s ×0.8" in md
+    row = next(ln for ln in md.splitlines() if ln.startswith("| 0.32.0 ") and "output tok/s" in ln)
+    assert "| ×0.8" in row and "| slower " in row  # one table row per pin x metric x point
+    html = paths.html.read_text()
+    assert '<svg xmlns="http://www.w3.org/2000/svg"' in html and 'class="forest"' in html  # the forest plot
     html = paths.html.read_text()
     assert html.index("Verdicts against the deployed pin") < html.index("<h2>Summary</h2>")
 
@@ -122,7 +133,8 @@ def test_a_machine_that_moved_during_one_cell_makes_its_differences_unstable_but
     slow = cells.cell("1.0.1", throughput=[_point(24.0, 2)], stability=Stability(before_mb_s=1800, after_mb_s=1800))
     assert "moved -17% during the other pin's cell" in {v.metric: v for v in compare(slow, ref)}["output tok/s"].note
     same = cells.cell("1.0.1", throughput=[_point(30.0, 3)], stability=Stability(before_mb_s=1800, after_mb_s=1800))
-    assert {v.word for v in compare(same, ref, seed=1)} == {"no detectable difference"}  # nothing to explain away
+    words = {v.word for v in compare(same, ref, seed=1)}  # never a difference; never "equivalent" but where shown
+    assert words <= {VerdictWord.EQUIVALENT, VerdictWord.MACHINE_UNSTABLE} and VerdictWord.SLOWER not in words
 
 
 def test_the_calibration_is_steady_on_an_idle_machine() -> None:
@@ -136,12 +148,23 @@ def test_throughput_is_compared_over_repeats_only_when_both_sides_have_them() ->
     ref = cells.cell("1.0.0", reference=True, throughput=[cells.text_point(4, 100.0, 101.0, 99.0)])
     one = cells.cell("1.0.1", throughput=[cells.text_point(4, 100.0)])
     tok = {v.metric: v for v in compare(one, ref)}["output tok/s"]
-    assert tok.word == "no detectable difference" and 0.9 < (tok.ratio or 0) < 1.1, tok.line
+    assert tok.word is VerdictWord.EQUIVALENT and 0.9 < (tok.ratio or 0) < 1.1, tok.line
 
 
-def test_a_small_but_measurable_difference_says_it_is_inside_the_noise_margin() -> None:
+def test_a_small_difference_whose_interval_is_inside_the_margin_is_equivalent() -> None:
     ref = cells.cell("1.0.0", reference=True, throughput=[_point(30.0, 1, jitter=0.01)])
     near = cells.cell("1.0.1", throughput=[_point(29.0, 2, jitter=0.01)])
     tok = {v.metric: v for v in compare(near, ref)}["output tok/s"]
-    assert tok.word == "no detectable difference" and (tok.high or 1) < 1, tok.line
-    assert tok.line.endswith("(n=16 vs 16): the interval excludes 1, but not the ±5% noise margin")
+    assert tok.word is VerdictWord.EQUIVALENT and (tok.high or 1) < 1, tok.line
+    assert tok.line.endswith("— equivalent (n=16 vs 16)")
+
+
+def test_an_interval_that_reaches_past_the_margin_is_inconclusive_with_its_bound() -> None:
+    """The issue's case: TTFT ×1.18 [1.11, 1.25] at a ±15% margin is not "no difference": it may be 25% slower."""
+    from harness.verdict import _word
+
+    word, note = _word(1.11, 1.25, higher_is_better=False, noise=0.15, moved=None)
+    assert word is VerdictWord.INCONCLUSIVE and note == "could be up to 25% slower: not shown within the ±15% margin"
+    assert _word(0.80, 0.90, higher_is_better=True, noise=0.05, moved=None)[0] is VerdictWord.SLOWER
+    assert _word(0.97, 1.03, higher_is_better=True, noise=0.05, moved=None) == (VerdictWord.EQUIVALENT, "")
+    assert _word(0.97, 1.10, higher_is_better=True, noise=0.05, moved=None)[1].startswith("could be up to 10% faster")

@@ -222,7 +222,8 @@ def test_a_cell_that_could_not_be_measured_shows_no_peak(tmp_path: Path, hostile
     made[0].status, made[0].failure_class = Status.ERROR, FailureClass.PROBE_FAILED
     made[0].reason = "2 of 8 requests failed at c=4: server exited with signal 9 (SIGKILL)"
     paths, _ = write_reports(MATRIX, tmp_path / "vllm" / "r", "r", made)
-    row = next(ln for ln in paths.markdown.read_text().splitlines() if ln.startswith("| 0.32.0 "))
+    summary = paths.markdown.read_text().partition("## Summary")[2]
+    row = next(ln for ln in summary.splitlines() if ln.startswith("| 0.32.0 "))
     assert "PROBE-FAILED" in row and "output tok/s" not in row and "TTFT" not in row
 
 
