@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import releases
+from . import gpustack, releases
 from .backends import Host, get_backend, known_backends
 from .bisection import CRITERIA, SOURCES, bisect, budget
 from .cell import cell_id
@@ -247,6 +247,24 @@ def cmd_schema(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gpustack_cleanup(a: argparse.Namespace) -> int:
+    """Delete the models a killed run left on a GPUStack server (only those its ledger recorded)."""
+    data_dir = Path(a.data_dir).expanduser() if a.data_dir else default_data_dir()
+    ledger = gpustack.Ledger(data_dir)
+    urls = [a.url.rstrip("/")] if a.url else sorted({e["url"] for e in ledger.entries()})
+    for url in urls:
+        client = gpustack.Client(url, gpustack.api_key(a.api_key_env, url), verify=not a.insecure)
+        try:
+            deleted = gpustack.cleanup(ledger, client)
+        finally:
+            client.close()
+        for what in deleted:
+            print(f"deleted {what} from {url}")
+        if not deleted:
+            print(f"nothing left on {url}")
+    return 0
+
+
 def _install_parsers(sub: Any) -> None:
     for name in ("install", "pins"):
         p = sub.add_parser(name)
@@ -351,6 +369,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="command", required=True)
     for add in (_install_parsers, _compare_parser, _bisect_parser, _cells_parser, _report_parsers):
         add(sub)
+    gc = sub.add_parser("gpustack-cleanup", help="delete the models a killed run left on a GPUStack server")
+    gc.add_argument("--data-dir", help="whose ledger (default: $PINMATRIX_DATA_DIR or ~/.cache/pinmatrix)")
+    gc.add_argument("--url", help="the GPUStack server (default: every server the ledger names)")
+    gc.add_argument("--api-key-env", default="GPUSTACK_API_KEY", help="the variable holding the API key")
+    gc.add_argument("--insecure", action="store_true", help="do not verify the server's TLS certificate")
     a = ap.parse_args(argv)
     if a.command == "install" and not (a.versions or (a.matrix and a.backend)):
         ap.error("install: name at least one version")
@@ -363,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         "merge": cmd_report,
         "bisect": cmd_bisect,
         "cells": cmd_cells,
+        "gpustack-cleanup": cmd_gpustack_cleanup,
     }
     try:
         return commands[a.command](a)

@@ -12,7 +12,8 @@
     ├── InvalidPin           a version string is not PEP 440 (versions.py, beside the Pin it guards)
     ├── GpuDiscoveryError    GPUs that are there but cannot be used as found (slots.py)
     ├── IndexError_          a package index could not be asked, or had nothing that matched (index.py)
-    └── CatalogueError       GPUStack's runner catalogue could not be read (catalogue.py)
+    ├── CatalogueError       GPUStack's runner catalogue could not be read (catalogue.py)
+    └── GpustackError        a GPUStack 2.x server refused or could not answer (gpustack.py; never holds the key)
 
 Errors from httpx, subprocess and pynvml are translated at the boundary (``raise ... from exc``). A subclass
 defined beside its only raiser is still drawn here (tests/unit/test_errors.py holds the tree complete).

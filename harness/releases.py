@@ -11,7 +11,7 @@ import dataclasses
 
 from packaging.specifiers import SpecifierSet
 
-from . import catalogue, index
+from . import catalogue, gpustack, index
 from .errors import InstallError, SpecError
 from .install import InstallPaths, list_pins
 from .install.download import resolve_releases
@@ -22,6 +22,15 @@ from .versions import InvalidPin, parse_pin
 def find(matrix: Matrix, platform: str, vs: VersionSet, *, paths: InstallPaths, download_base_url: str) -> list[str]:
     """The versions ``vs`` names, oldest first. Raises ``index.IndexError_`` or ``InstallError`` (one line each)."""
     backend = matrix.get_backend()
+    target = matrix.platforms[platform].gpustack
+    if vs.gpustack_backend:
+        if target is None:
+            raise InstallError(f"{vs.describe()}: only a GPUStack platform lists GPUStack's versions")
+        client = gpustack.Client(target.url, gpustack.api_key(target.api_key_env, target.url), verify=target.verify_tls)
+        try:
+            return sorted(client.backend_versions(vs.gpustack_backend), key=lambda text: parse_pin(text).version)
+        finally:
+            client.close()
     if vs.catalogue:
         return catalogue.versions(catalogue.load(paths.data_dir), backend.name, vs.catalogue, vs.newest)
     if vs.installed:
@@ -57,7 +66,7 @@ def resolve(matrix: Matrix, platform: str, *, paths: InstallPaths, download_base
     for vs in plat.version_sets:
         try:
             found = find(matrix, platform, vs, paths=paths, download_base_url=download_base_url)
-        except (index.IndexError_, InstallError, catalogue.CatalogueError) as exc:
+        except (index.IndexError_, InstallError, catalogue.CatalogueError, gpustack.GpustackError) as exc:
             raise SpecError(str(matrix.path), [f"platforms.{platform}.versions: {exc}"]) from exc
         for text in found:
             pins.setdefault(text, PinSpec(pin=parse_pin(text), why=vs.describe()))

@@ -32,7 +32,7 @@ def throughput(p: Probing) -> None:
     if w.profile is LoadProfile.SWEEP:
         found = loadgen.run_sweep(
             p.base_url,
-            p.model.name,
+            p.served_name,
             prompts,
             opts,
             points=w.sweep_points,
@@ -45,7 +45,7 @@ def throughput(p: Probing) -> None:
     else:
         found = loadgen.run_points(
             p.base_url,
-            p.model.name,
+            p.served_name,
             prompts,
             _loads(w),
             opts,
@@ -60,7 +60,7 @@ def throughput(p: Probing) -> None:
 
 def _options(p: Probing) -> loadgen.Options:
     w, t, slo = p.workload, p.thresholds, p.ctx.matrix.slo
-    flavour = p.ctx.matrix.get_backend().flavour(p.ctx.platform)
+    flavour = p.ctx.matrix.flavour(p.ctx.platform)
     # ignore_eos keeps every request at exactly output_tokens, so pins are compared on equal work.
     enforced = w.ignore_eos and flavour.supports_ignore_eos
     p.result.notes["fixed_output_length"] = "enforced (ignore_eos)" if enforced else "not enforced"
@@ -72,6 +72,7 @@ def _options(p: Probing) -> loadgen.Options:
         slo=Slo(ttft_ms=slo.ttft_ms, tpot_ms=slo.tpot_ms, e2el_ms=slo.e2el_ms),
         limits=ClientLimits(cpu_util=t.client_cpu_util, loop_lag_p99_ms=t.client_loop_lag_ms),
         timeout_s=t.request_timeout_s,
+        headers=p.headers,
     )
 
 
@@ -115,12 +116,12 @@ def _text_point_line(p: Probing) -> Callable[[LoadPoint], None]:
 
 def stt_load(p: Probing) -> None:
     """Latency and real-time factor of transcriptions under concurrency."""
-    _audio_load(p, audio_load.stt_sender(p.model.name, p.clips))
+    _audio_load(p, audio_load.stt_sender(p.served_name, p.clips))
 
 
 def tts_load(p: Probing) -> None:
     """Latency and real-time factor of speech synthesis under concurrency."""
-    _audio_load(p, audio_load.tts_sender(p.model.name, p.model.voice, speech_texts(p)))
+    _audio_load(p, audio_load.tts_sender(p.served_name, p.model.voice, speech_texts(p)))
 
 
 def _audio_load(p: Probing, send: audio_load.Send) -> None:
@@ -151,6 +152,7 @@ def _audio_load(p: Probing, send: audio_load.Send) -> None:
         repeats=w.repeats,
         warmup=w.warmup_requests,
         on_point=show,
+        headers=p.headers,
     )
     _failed_requests(p.result.throughput)
 

@@ -4,7 +4,7 @@ this pin gave (stored for the others) next to the reference pin's."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,13 @@ class Probing:
     clips: list[speech.Clip] = field(default_factory=list)  # stt: the speech every pin hears
     scored: TextAccuracy | None = None  # task accuracy, gated once the reference's is known
     transport: httpx.BaseTransport | None = None  # tests: an httpx.MockTransport in place of the server
+    headers: Mapping[str, str] = field(default_factory=dict)  # a GPUStack API key: sent, never stored or shown
+    deployed_as: str = ""  # the name the server serves the model under, when not the matrix's (GPUStack)
+
+    @property
+    def served_name(self) -> str:
+        """The model name requests carry."""
+        return self.deployed_as or self.model.name
 
     @property
     def workload(self) -> Workload:
@@ -52,7 +59,9 @@ class Probing:
 
     def client(self, timeout: float | None = None) -> httpx.Client:
         timeout = timeout or self.thresholds.request_timeout_s
-        return httpx.Client(base_url=self.base_url, timeout=timeout, transport=self.transport)
+        return httpx.Client(
+            base_url=self.base_url, timeout=timeout, transport=self.transport, headers=dict(self.headers)
+        )
 
     @functools.cached_property
     def items(self) -> list[task_sets.Item]:

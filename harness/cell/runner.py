@@ -22,6 +22,7 @@ from ..models import prepare as prepare_model
 from ..results import CellResult, FailureClass, Status
 from ..spec import ModelSpec, PinSpec, VariantSpec
 from .context import RunContext, cell_id, install_request, now, this_machine
+from .deploy import deploy_and_probe
 from .image import against_gpustack_image
 from .plans import plan_for
 from .serve import serve_and_probe
@@ -72,6 +73,10 @@ def run_cell(ctx: RunContext, pin_spec: PinSpec, model: ModelSpec, variant: Vari
     phase = "install"
     t0 = began = time.monotonic()
     try:
+        if ctx.matrix.platforms[ctx.platform].gpustack is not None:  # the server installs, fetches and launches
+            phase = "startup"
+            deploy_and_probe(ctx, result, model, plan_for(model.kind).run)
+            return _finish(result, began)
         exe = _install(ctx, result, pin_spec)
         phase, t0 = "model", time.monotonic()
         local = _prepare(ctx, result, model)
@@ -102,6 +107,10 @@ def run_cell(ctx: RunContext, pin_spec: PinSpec, model: ModelSpec, variant: Vari
     except Exception as exc:  # a harness bug: record it with the traceback, keep the run going
         log.exception("cell %s crashed in %s", result.cell_id, phase)
         fail(result, FailureClass.HARNESS_ERROR, f"{phase}: {type(exc).__name__}: {exc}", None)
+    return _finish(result, began)
+
+
+def _finish(result: CellResult, began: float) -> CellResult:
     result.finished_at = now()
     result.wall_s = time.monotonic() - began
     return result
@@ -128,7 +137,7 @@ def _install(ctx: RunContext, result: CellResult, pin_spec: PinSpec) -> Path:
 def _prepare(ctx: RunContext, result: CellResult, model: ModelSpec) -> LocalModel:
     t0 = time.monotonic()
     ctx.progress(f"preparing model {model.name}")
-    fmt = ctx.matrix.get_backend().flavour(ctx.platform).model_format
+    fmt = ctx.matrix.flavour(ctx.platform).model_format
     local = prepare_model(model.source, fmt, ctx.paths.data_dir, progress=ctx.progress, sha256=model.sha256)
     result.phases["model"] = time.monotonic() - t0
     if result.fingerprint is not None:

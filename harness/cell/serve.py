@@ -42,7 +42,7 @@ class Launcher:
 
     def server(self, log: Path) -> Server:
         ctx, result = self.ctx, self.result
-        flavour = ctx.matrix.get_backend().flavour(ctx.platform)
+        flavour = ctx.matrix.flavour(ctx.platform)
         plat = ctx.matrix.platforms[ctx.platform]
         lctx = LaunchContext(
             executable=self.exe,
@@ -75,7 +75,7 @@ class Launcher:
         say, deadline = self.ctx.progress, self.ctx.matrix.thresholds.startup_deadline_s
         say(f"waiting for ready ({label} start) on {srv.base_url} (deadline {deadline:g} s, log: {srv.log_path})")
         seconds = srv.wait_ready(deadline)
-        patterns = self.ctx.matrix.get_backend().flavour(self.ctx.platform).startup_phases
+        patterns = self.ctx.matrix.flavour(self.ctx.platform).startup_phases
         phases = parse_phases(srv.log_path.read_text(encoding="utf-8", errors="replace"), patterns)
         say(f"ready in {seconds:.1f} s ({label})" + "".join(f", {k} {v:g}" for k, v in phases.items()))
         return Startup(seconds=seconds, log_ready_s=srv.log_ready_s, phases=phases)
@@ -140,7 +140,7 @@ def _serve(launcher: Launcher, probes: Probes) -> None:
             with timed(result.phases, "warm start"):
                 launcher.launch(cell_dir / "server-warm.log", "warm").stop()
     result.gpu_memory_peak_mib = {str(g): round(v, 1) for g, v in gpu_memory.peaks_mib.items()}
-    _judge(ctx, result, log_path)
+    judge_checks(ctx, result, log_path)
 
 
 def _wait_for_free_gpus(ctx: RunContext) -> None:
@@ -182,7 +182,7 @@ def _stability(ctx: RunContext, result: CellResult, before: float) -> None:
         )
 
 
-def _judge(ctx: RunContext, result: CellResult, log_path: Path) -> None:
+def judge_checks(ctx: RunContext, result: CellResult, log_path: Path | None) -> None:
     """Known, accepted deviations are waived (still reported, no longer blocking); a blocking failed check
     fails the cell."""
     policy = ctx.matrix.policy
@@ -195,4 +195,4 @@ def _judge(ctx: RunContext, result: CellResult, log_path: Path) -> None:
     if failed:
         result.status, result.failure_class = Status.FAILED, FailureClass.CHECK_FAILED
         result.reason = "failed: " + ", ".join(f"{c.name} ({shorten(c.detail, 120)})" for c in failed)
-        result.log_excerpt = log_tail(log_path, lines=25)
+        result.log_excerpt = log_tail(log_path, lines=25) if log_path is not None else ""

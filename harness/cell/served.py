@@ -25,7 +25,7 @@ SETTLE_S = 3.0  # counters a server updates just after the response: read again 
 
 
 def _served(p: Probing) -> ServedMetrics:
-    return p.ctx.matrix.get_backend().flavour(p.ctx.platform).served
+    return p.ctx.matrix.flavour(p.ctx.platform).served
 
 
 def _record(p: Probing, **changes: object) -> None:
@@ -34,6 +34,8 @@ def _record(p: Probing, **changes: object) -> None:
 
 def server_version(p: Probing) -> None:
     """The version the server reports, against the pin (a bin-dir executable may run another one)."""
+    if any(c.name == "server.version" for c in p.result.checks):
+        return  # already known from where the pin was deployed (GPUStack's instance)
     served = _served(p)
     p.say(f"asking the server its version ({served.version_path or 'not exposed'})")
     with p.client() as client:
@@ -84,16 +86,16 @@ def served_metrics(p: Probing) -> None:
 
 async def _send(p: Probing) -> list[RequestRecord]:
     w = p.workload
-    flavour = p.ctx.matrix.get_backend().flavour(p.ctx.platform)
+    flavour = p.ctx.matrix.flavour(p.ctx.platform)
     extra = {"ignore_eos": True} if w.ignore_eos and flavour.supports_ignore_eos else {}
     prompts = loadgen.make_prompts(ACCOUNTING_REQUESTS, w.input_tokens, w.seed + 7)
     gate = asyncio.Semaphore(2)
     timeout = httpx.Timeout(p.thresholds.request_timeout_s)
-    async with httpx.AsyncClient(base_url=p.base_url, timeout=timeout) as client:
+    async with httpx.AsyncClient(base_url=p.base_url, timeout=timeout, headers=dict(p.headers)) as client:
 
         async def one(prompt: str) -> RequestRecord:
             async with gate:
-                return await loadgen.stream_completion(client, p.model.name, prompt, w.output_tokens, extra)
+                return await loadgen.stream_completion(client, p.served_name, prompt, w.output_tokens, extra)
 
         records = await asyncio.gather(*(one(x) for x in prompts))
     failed = [r.error for r in records if r.error]

@@ -24,7 +24,7 @@ def speech_clips(p: Probing) -> None:
 def stt_conformance(p: Probing) -> None:
     p.say(f"probing API conformance (transcriptions: {', '.join(stt.RESPONSE_FORMATS)}, errors)")
     with p.client(SPEECH_TIMEOUT_S) as client:
-        checks, _ = stt.stt_conformance(client, p.model.name, p.clips[0])
+        checks, _ = stt.stt_conformance(client, p.served_name, p.clips[0])
     p.result.checks += checks
 
 
@@ -33,7 +33,7 @@ def transcripts(p: Probing) -> None:
     t, clips = p.thresholds, p.clips
     p.say(f"transcribing {len(clips)} clips ({sum(c.duration_s for c in clips):.1f} s of speech)")
     with p.client(SPEECH_TIMEOUT_S) as client:
-        heard = stt.transcribe_all(client, p.model.name, clips)
+        heard = stt.transcribe_all(client, p.served_name, clips)
     p.outputs["transcripts"] = heard
     texts = [c.text for c in clips]
     ref_wer = wer(texts, p.reference["transcripts"])[0] if p.reference else None
@@ -69,7 +69,7 @@ def synthesis(p: Probing) -> None:
     round_trip = f", round trip through {model.stt_url}" if stt_fn else ""
     p.say(f"probing speech synthesis ({len(texts)} sentences, voice {model.voice!r}){round_trip}")
     with p.client(SPEECH_TIMEOUT_S) as client:
-        checks, heard = tts.tts_checks(client, model.name, model.voice, texts, stt_fn)
+        checks, heard = tts.tts_checks(client, p.served_name, model.voice, texts, stt_fn)
     p.result.checks += checks
     if heard:
         rate, edits, total = wer(texts, heard)

@@ -19,7 +19,7 @@ def api_conformance(p: Probing) -> None:
     with timed(p.result.probe_s, "conformance"), p.client() as client:
         p.result.checks += conformance.conformance(
             client,
-            p.model.name,
+            p.served_name,
             kind=p.model.kind,
             timings=p.result.conformance_s,
             normalized_embeddings=p.model.normalized_embeddings,
@@ -33,7 +33,7 @@ def greedy_samples(p: Probing) -> None:
     with timed(p.result.probe_s, "agreement"), p.client() as client:
         prompts = list(agreement.PROMPTS[: w.agreement_prompts])
         p.outputs["samples"] = agreement.greedy_samples(
-            client, p.model.name, prompts, w.agreement_max_tokens, t.top_logprobs, concurrency=w.probe_concurrency
+            client, p.served_name, prompts, w.agreement_max_tokens, t.top_logprobs, concurrency=w.probe_concurrency
         )
     p.result.checks.append(quality.degeneration_check(p.outputs["samples"]))  # absolute: the reference pin too
 
@@ -42,7 +42,7 @@ def embedding_samples(p: Probing) -> None:
     w, t = p.workload, p.thresholds
     p.say(f"probing agreement ({w.agreement_prompts} greedy prompts, top-{t.top_logprobs} logprobs)")
     with timed(p.result.probe_s, "agreement"), p.client() as client:
-        p.outputs["embeddings"] = agreement.embeddings(client, p.model.name)
+        p.outputs["embeddings"] = agreement.embeddings(client, p.served_name)
 
 
 def task_accuracy(p: Probing) -> None:
@@ -53,7 +53,12 @@ def task_accuracy(p: Probing) -> None:
     p.say(f"probing task accuracy ({len(p.items)} items: {', '.join(acc.tasks) or 'files'})")
     with timed(p.result.probe_s, "accuracy"):
         p.scored = accuracy.run(
-            p.base_url, p.model.name, p.items, max_tokens=acc.max_tokens, concurrency=acc.concurrency
+            p.base_url,
+            p.served_name,
+            p.items,
+            max_tokens=acc.max_tokens,
+            concurrency=acc.concurrency,
+            headers=p.headers,
         )
     p.outputs["accuracy"] = dump(p.scored)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import httpx
 
@@ -16,7 +16,9 @@ from ..stats import Distribution
 Send = Callable[[httpx.AsyncClient, int], Awaitable[float]]  # request i -> seconds of audio it covered
 
 
-async def _level(base_url: str, send: Send, n: int, concurrency: int, timeout_s: float) -> Run:
+async def _level(
+    base_url: str, send: Send, n: int, concurrency: int, timeout_s: float, headers: Mapping[str, str] | None = None
+) -> Run:
     latencies: list[float] = []
     rtfs: list[float] = []
     audio_s = 0.0
@@ -24,7 +26,9 @@ async def _level(base_url: str, send: Send, n: int, concurrency: int, timeout_s:
     queue = iter(range(n))
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
 
-    async with httpx.AsyncClient(base_url=base_url, timeout=timeout_s, limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=base_url, timeout=timeout_s, limits=limits, headers=dict(headers or {})
+    ) as client:
 
         async def worker() -> None:
             nonlocal audio_s
@@ -67,13 +71,14 @@ def run_levels(
     warmup: int = 1,
     timeout_s: float = 300.0,
     on_point: Callable[[LoadPoint], None] = lambda _: None,
+    headers: Mapping[str, str] | None = None,
 ) -> list[LoadPoint]:
     """One point per concurrency over its repeats (audio s/s), aggregated as text points are."""
     if warmup:
-        asyncio.run(_level(base_url, send, warmup, 1, timeout_s))
+        asyncio.run(_level(base_url, send, warmup, 1, timeout_s, headers))
     points = []
     for c in concurrency:
-        runs = [asyncio.run(_level(base_url, send, requests, c, timeout_s)) for _ in range(repeats)]
+        runs = [asyncio.run(_level(base_url, send, requests, c, timeout_s, headers)) for _ in range(repeats)]
         point = LoadPoint.of(label=f"c={c}", mode="concurrency", target=c, unit=AUDIO_UNIT, runs=runs)
         on_point(point)
         points.append(point)

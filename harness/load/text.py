@@ -131,6 +131,7 @@ class Options:
     slo: Slo | None = None
     limits: ClientLimits | None = None
     timeout_s: float = 300.0
+    headers: Mapping[str, str] = field(default_factory=dict)  # e.g. a GPUStack API key (never logged)
 
 
 LAG_TICK_S = 0.01  # the loop-lag probe asks to sleep this long and records the overshoot
@@ -207,10 +208,16 @@ async def run_load(client: httpx.AsyncClient, model: str, prompts: Sequence[str]
 
 
 def _client(
-    base_url: str, transport: httpx.AsyncBaseTransport | None, width: int, timeout_s: float
+    base_url: str,
+    transport: httpx.AsyncBaseTransport | None,
+    width: int,
+    timeout_s: float,
+    headers: Mapping[str, str] | None = None,
 ) -> httpx.AsyncClient:
     limits = httpx.Limits(max_connections=width, max_keepalive_connections=width)
-    return httpx.AsyncClient(base_url=base_url, transport=transport, limits=limits, timeout=timeout_s)
+    return httpx.AsyncClient(
+        base_url=base_url, transport=transport, limits=limits, timeout=timeout_s, headers=dict(headers or {})
+    )
 
 
 Prompts = Sequence[str] | Callable[[int, int], Sequence[str]]
@@ -247,7 +254,7 @@ def run_points(
     async def main() -> list[LoadPoint]:
         out = []
         width = max(len(prompts_for(0, 0)), 1)
-        async with _client(base_url, transport, width, opts.timeout_s) as client:
+        async with _client(base_url, transport, width, opts.timeout_s, opts.headers) as client:
             for i, load in enumerate(loads):
                 t0 = time.monotonic()
                 reps = [await run_load(client, model, prompts_for(i, r), load, opts) for r in range(repeats)]

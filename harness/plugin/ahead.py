@@ -58,7 +58,7 @@ def prepare_ahead(jobs: Sequence[Job], say: Progress) -> dict[str, str]:
 
 def _prepare_models(jobs: list[Job]) -> None:
     for j in jobs:
-        fmt = j.ctx.matrix.get_backend().flavour(j.ctx.platform).model_format
+        fmt = j.ctx.matrix.flavour(j.ctx.platform).model_format
         with contextlib.suppress(HarnessError):  # its cells say what is wrong
             prepare_model(j.model.source, fmt, j.ctx.paths.data_dir, sha256=j.model.sha256)
 

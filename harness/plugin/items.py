@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from _pytest._code.code import TerminalRepr
 
-from .. import releases
+from .. import gpustack, releases
 from ..cell import CellInterrupted, RunContext, cell_id, run_cell, this_machine
 from ..errors import SpecError
 from ..install import remove_pin
@@ -34,10 +34,14 @@ class MatrixFile(pytest.File):
         except GpuDiscoveryError as exc:
             raise SpecError(str(self.path), [f"GPUs: {exc} (PINMATRIX_GPUS=0,1 chooses them by hand)"]) from exc
         platform = self.config.option.pm_platform or default_platform(gpus)
+        if not self.config.option.pm_platform and platform not in matrix.platforms:
+            remote = [name for name, p in matrix.platforms.items() if p.gpustack is not None]
+            platform = remote[0] if len(remote) == 1 and len(matrix.platforms) == 1 else platform
         if platform not in matrix.platforms:
             has = ", ".join(matrix.platforms)
             raise SpecError(str(self.path), [f"platforms: no '{platform}' platform in this matrix (has: {has})"])
         self._reap_leftovers()
+        matrix = self._gpustack(matrix, platform)
         self._check_before_installing(matrix)
         paths = install_paths(self.config, resolve=False)
         matrix = releases.resolve(matrix, platform, paths=paths, download_base_url=self.config.option.pm_download_base)
@@ -66,6 +70,36 @@ class MatrixFile(pytest.File):
                 f"pinmatrix: stopped server group {pgid}, left running by a killed run"
             )
 
+    def _gpustack(self, matrix: Matrix, platform: str) -> Matrix:
+        """A GPUStack platform: --gpustack-url applied, the key's variable checked, a plain-http key said, and
+        the models a killed run left on that server deleted (only those the ledger recorded)."""
+        plat = matrix.platforms[platform]
+        if plat.gpustack is None:
+            return matrix
+        target = plat.gpustack
+        if url := self.config.option.pm_gpustack_url:
+            target = dataclasses.replace(target, url=url.rstrip("/"))
+            plat = dataclasses.replace(plat, gpustack=target)
+            matrix = dataclasses.replace(matrix, platforms={**matrix.platforms, platform: plat})
+        say = self.config.get_terminal_writer().line
+        try:
+            key = gpustack.api_key(target.api_key_env, target.url)
+        except gpustack.GpustackError as exc:
+            raise SpecError(str(self.path), [f"platforms.{platform}.gpustack.api_key_env: {exc}"]) from exc
+        if warning := gpustack.plain_http_warning(target.url):
+            say(f"pinmatrix: warning: {warning}", yellow=True)
+        client = gpustack.Client(target.url, key, verify=target.verify_tls)
+        try:
+            ledger = gpustack.Ledger(data_dir(self.config))
+            alive = {int(e["pid"]) for e in ledger.entries() if _alive(e.get("pid"))}
+            for what in gpustack.cleanup(ledger, client, alive=alive):
+                say(f"pinmatrix: deleted {what} from {target.url}, left by a killed run")
+        except gpustack.GpustackError as exc:
+            raise SpecError(str(self.path), [f"platforms.{platform}.gpustack: {exc}"]) from exc
+        finally:
+            client.close()
+        return matrix
+
     def _check_before_installing(self, matrix: Matrix) -> None:
         """What a run would only find out after installing every pin: checked now, one line each."""
         opt = self.config.option
@@ -84,6 +118,19 @@ class MatrixFile(pytest.File):
         if isinstance(excinfo.value, SpecError):
             return str(excinfo.value)
         return super().repr_failure(excinfo)
+
+
+def _alive(pid: object) -> bool:
+    """A process still running (its deployments are its own to delete); not this one, which starts now."""
+    if not isinstance(pid, int) or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def cell_order(plat: PlatformSpec, *, pin_by_pin: bool) -> list[tuple[ModelSpec, PinSpec, VariantSpec]]:
@@ -211,7 +258,11 @@ class CellItem(pytest.Item):
         if self.config.option.pm_remove_venvs:
             return {}  # pin by pin on purpose: disk is short
         done = {r.cell_id for r in store.load() if r.final}
-        todo = [i for i in self._cells() if not i.skip_reason and i.cell_id not in done]
+        todo = [
+            i
+            for i in self._cells()
+            if not i.skip_reason and i.cell_id not in done and i.matrix.platforms[i.platform].gpustack is None
+        ]
         return prepare_ahead([Job(ctx=i.ctx(), pin=i.pin, model=i.model) for i in todo], self.ctx().progress)
 
     def _cells(self) -> list[CellItem]:

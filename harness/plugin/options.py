@@ -39,9 +39,13 @@ def add_options(parser: pytest.Parser) -> None:
         "--platform",
         dest="pm_platform",
         default=None,
-        choices=("cpu", "cuda"),
-        help="platform to run (default: cuda when an NVIDIA GPU is found, else cpu)",
+        help="platform to run: cpu, cuda, or a GPUStack platform of the matrix (default: cuda when an NVIDIA GPU "
+        "is found, else cpu; a matrix whose only platform is a GPUStack one runs that)",
     )
+    _run_options(g)
+
+
+def _run_options(g: pytest.OptionGroup) -> None:
     g.addoption("--reports-dir", dest="pm_reports_dir", default="reports", help="where reports/<backend>/<run-id>/ go")
     g.addoption("--run-id", dest="pm_run_id", default=None, help="run id (default: UTC timestamp)")
     g.addoption(
@@ -76,6 +80,12 @@ def add_options(parser: pytest.Parser) -> None:
         dest="pm_remove_venvs",
         action="store_true",
         help="delete each pin's pipx/uv venv after its last cell (vox-box venvs are 7 GiB; cells run pin by pin)",
+    )
+    g.addoption(
+        "--gpustack-url",
+        dest="pm_gpustack_url",
+        default=None,
+        help="run the matrix's GPUStack platform against this server instead of the one it names",
     )
 
 

@@ -127,5 +127,6 @@ def auto_workers(config: pytest.Config) -> int | None:
             plat = load_matrix(path).platforms.get(platform)
         except SpecError:
             return None  # collection says what is wrong with it
-        counts.append(slot_count(gpus, plat.gpus_per_cell) if plat is not None and platform != "cpu" else 1)
+        local_gpus = plat is not None and platform != "cpu" and plat.gpustack is None
+        counts.append(slot_count(gpus, plat.gpus_per_cell) if local_gpus and plat is not None else 1)
     return min(counts)

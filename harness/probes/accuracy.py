@@ -18,7 +18,7 @@ import hashlib
 import json
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -170,9 +170,12 @@ async def _answer_all(
     max_tokens: int,
     concurrency: int,
     transport: httpx.AsyncBaseTransport | None,
+    headers: Mapping[str, str] | None = None,
 ) -> list[str]:
     sem = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(base_url=base_url, transport=transport, timeout=120) as client:
+    async with httpx.AsyncClient(
+        base_url=base_url, transport=transport, timeout=120, headers=dict(headers or {})
+    ) as client:
 
         async def one(item: Item) -> str:
             body = {"model": model, "prompt": item.prompt, "max_tokens": max_tokens, "temperature": 0, "stop": ["\n"]}
@@ -196,9 +199,10 @@ def run(
     max_tokens: int = 8,
     concurrency: int = 4,
     transport: httpx.AsyncBaseTransport | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> TextAccuracy:
     """Answer every item; the score per task and overall, with Wilson 95% intervals and the misses."""
-    answers = asyncio.run(_answer_all(base_url, model, items, max_tokens, concurrency, transport))
+    answers = asyncio.run(_answer_all(base_url, model, items, max_tokens, concurrency, transport, headers))
     per_task: dict[str, list[int]] = {}
     misses = []
     for item, got in zip(items, answers, strict=True):

@@ -165,6 +165,18 @@ def pins_document(recs: Sequence[Recommendation], cells: Sequence[CellResult]) -
             )  # what was run: pipx/uv argv + env, a download's URL + sha256, or manual + path
             if cell.install.build_constraints:  # e.g. PIP_BUILD_CONSTRAINT=<file with these lines>
                 entry["build_constraints"] = list(cell.install.build_constraints)
+        if cell is not None and cell.deployment is not None:  # GPUStack 2.x: the deployment body to apply
+            d = cell.deployment
+            entry["deployment"] = {
+                "backend": d.backend,
+                "backend_version": d.backend_version,
+                "backend_parameters": list(d.backend_parameters),
+                "env": dict(d.env),
+                "server": d.server,
+                **({"cluster_id": d.cluster_id} if d.cluster_id is not None else {}),
+                "worker": d.worker,
+                "gpu": d.gpu,
+            }
         if cell is not None and cell.fingerprint is not None:
             entry["measured_on"] = cell.fingerprint.numerics  # the kind of machine this recommendation holds for
         if cell is not None and cell.served is not None:  # the version that answered, and the families it changed

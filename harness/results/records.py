@@ -264,6 +264,20 @@ class Served:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Deployment:
+    """A pin deployed on a GPUStack 2.x server: what to apply there to run it (the key is never kept)."""
+
+    server: str  # the GPUStack URL
+    backend: str  # GPUStack's backend name
+    backend_version: str
+    backend_parameters: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    cluster_id: int | None = None
+    worker: str = ""
+    gpu: str = ""  # the worker's GPU model the instance ran on
+
+
+@dataclass(frozen=True, kw_only=True)
 class Startup:
     seconds: float  # spawn -> first ready response
     log_ready_s: float | None = None  # when the server's ready line appeared (cross-check)
@@ -312,6 +326,7 @@ class CellResult:
     agreement: Agreement | None = None
     accuracy: TextAccuracy | SpeechAccuracy | None = None
     served: Served | None = None  # what the server said about itself (version, counters, metric families)
+    deployment: Deployment | None = None  # GPUStack platforms: the deployment that was measured
     throughput: list[LoadPoint] = field(default_factory=list)
     log_path: str = ""
     log_excerpt: str = ""

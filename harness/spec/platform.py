@@ -14,7 +14,7 @@ from ..results import FailureClass
 from ..versions import InvalidPin, Pin, parse_pin
 from ..words import ModelKind
 from .table import Errors, Table, join
-from .types import EXPECTABLE, ModelSpec, PinSpec, PlatformSpec, VariantSpec, VersionSet
+from .types import EXPECTABLE, GpustackTarget, ModelSpec, PinSpec, PlatformSpec, VariantSpec, VersionSet
 
 MODEL_SCHEMES = ("file", "hf", "pypi")
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -69,9 +69,14 @@ def _pin(value: Any, path: str, errors: Errors) -> Pin | None:
 
 
 def _version_set(value: dict[str, Any], path: str, errors: Errors) -> VersionSet | None:
-    t = Table(value, path, errors, ("spec", "newest", "prereleases", "installed", "gpustack_runner"))
+    t = Table(
+        value, path, errors, ("spec", "newest", "prereleases", "installed", "gpustack_runner", "gpustack_versions")
+    )
     if t.get_bool("installed", False):
         return VersionSet(installed=True)
+    if "gpustack_versions" in value:
+        backend = t.get_str("gpustack_versions", required=True)
+        return VersionSet(gpustack_backend=backend) if backend else None
     if "gpustack_runner" in value:
         accelerator = t.get_str("gpustack_runner", required=True)
         if accelerator is not None and not re.fullmatch(r"[a-z0-9]+", accelerator):
@@ -91,7 +96,9 @@ def _version_set(value: dict[str, Any], path: str, errors: Errors) -> VersionSet
 
 
 def _pin_spec(value: Any, path: str, errors: Errors) -> PinSpec | VersionSet | None:
-    if isinstance(value, dict) and ("spec" in value or "installed" in value or "gpustack_runner" in value):
+    if isinstance(value, dict) and any(
+        k in value for k in ("spec", "installed", "gpustack_runner", "gpustack_versions")
+    ):
         return _version_set(value, path, errors)
     if isinstance(value, dict):
         t = Table(value, path, errors, ("version", "expect", "why", "sha256"))
@@ -138,7 +145,8 @@ def _model_hashes(value: Any, path: str, errors: Errors) -> dict[str, str]:
     return out
 
 
-def model(value: Any, path: str, errors: Errors) -> ModelSpec | None:
+def model(value: Any, path: str, errors: Errors, *, remote: bool = False) -> ModelSpec | None:
+    """``remote``: the model is fetched by a GPUStack server, not here (hf://, or file:// on its worker)."""
     if not isinstance(value, dict):
         errors.add(path, f"expected a table, got {value!r}")
         return None
@@ -151,7 +159,18 @@ def model(value: Any, path: str, errors: Errors) -> ModelSpec | None:
     if source is not None and (problem := check_model_source(source)):
         errors.add(join(path, "source"), problem)
         source = None
-    elif source is not None and source.startswith("file://") and not Path(source.removeprefix("file://")).exists():
+    elif remote and source is not None and source.startswith("pypi://"):
+        errors.add(
+            join(path, "source"),
+            "a GPUStack server cannot fetch pypi:// models: use hf:// or file:// (a path on its worker)",
+        )
+        source = None
+    elif (
+        not remote
+        and source is not None
+        and source.startswith("file://")
+        and not Path(source.removeprefix("file://")).exists()
+    ):
         # found now, not after every pin has been installed
         errors.add(join(path, "source"), f"no such file or directory: {source.removeprefix('file://')}")
         source = None
@@ -180,6 +199,8 @@ def model(value: Any, path: str, errors: Errors) -> ModelSpec | None:
 
 def platform(name: str, value: Any, path: str, errors: Errors, flavours: Mapping[str, str]) -> PlatformSpec | None:
     """``[platforms.<name>]``; ``flavours``: platform name -> the backend's default package for it."""
+    if isinstance(value, dict) and "gpustack" in value:
+        return gpustack_platform(name, value, path, errors)
     if name not in flavours:
         errors.add(path, f"unknown platform {name!r} for this backend (expected one of: {', '.join(flavours)})")
         return None
@@ -324,3 +345,82 @@ def _variants(values: list[Any], path: str, errors: Errors) -> tuple[VariantSpec
             )
             ok = False
     return tuple(out) if ok else None
+
+
+_GPUSTACK_KEYS = ("gpustack", "versions", "reference", "models", "serve_args", "env", "variants", "required_metrics")
+_TARGET_KEYS = (
+    "url",
+    "api_key_env",
+    "backend",
+    "cluster_id",
+    "worker_selector",
+    "gpu_selector",
+    "verify_tls",
+    "poll_s",
+)
+
+
+def gpustack_platform(name: str, value: dict[str, Any], path: str, errors: Errors) -> PlatformSpec | None:
+    """A platform whose pins a GPUStack 2.x server deploys: ``gpustack = { url, api_key_env, backend, ... }``."""
+    t = Table(
+        value,
+        path,
+        errors,
+        _GPUSTACK_KEYS,
+        PlatformSpec(name=name, package="", versions=(), reference=_NO_PIN, models=()),
+    )
+    target = _target(t.get_table("gpustack", required=True), join(path, "gpustack"), errors)
+    entries, reference = _versions(t, path, errors)
+    where = join(path, "models")
+    models = [model(v, join(where, i), errors, remote=True) for i, v in enumerate(t.get_array("models", required=True))]
+    names = [m.name for m in models if m is not None]
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        errors.add(where, f"duplicate model name {dup!r}")
+    env = str_table(t, "env")
+    serve_args = t.get_str_list("serve_args")
+    required_metrics = t.get_str_list("required_metrics")
+    variants = _variants(t.get_array("variants"), join(path, "variants"), errors)
+    if target is None or reference is None or None in entries or None in models or variants is None:
+        return None
+    return PlatformSpec(
+        name=name,
+        package=target.backend,
+        versions=tuple(p for p in entries if isinstance(p, PinSpec)),
+        version_sets=tuple(e for e in entries if isinstance(e, VersionSet)),
+        reference=reference,
+        models=tuple(m for m in models if m is not None),
+        serve_args=serve_args,
+        env=env,
+        gpus_per_cell=0,  # the server's scheduler places the model
+        installer="gpustack",
+        variants=variants or (VariantSpec(),),
+        required_metrics=required_metrics,
+        gpustack=target,
+    )
+
+
+def _target(value: dict[str, Any], path: str, errors: Errors) -> GpustackTarget | None:
+    t = Table(value, path, errors, _TARGET_KEYS, GpustackTarget(url="", api_key_env="", backend=""))
+    url, key_env, backend = (t.get_str(k, required=True) for k in ("url", "api_key_env", "backend"))
+    if url is not None and not url.startswith(("https://", "http://")):
+        errors.add(join(path, "url"), f"expected an http(s) URL, got {url!r}")
+        url = None
+    if key_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key_env):
+        errors.add(join(path, "api_key_env"), f"expected the name of an environment variable, got {key_env!r}")
+        key_env = None
+    cluster = t.get_int("cluster_id", 0, minimum=1) if "cluster_id" in value else None
+    selector = str_table(t, "worker_selector")
+    gpu = t.get_table("gpu_selector")
+    poll = t.get_float("poll_s", minimum=0.05)
+    if url is None or key_env is None or backend is None:
+        return None
+    return GpustackTarget(
+        url=url.rstrip("/"),
+        api_key_env=key_env,
+        backend=backend,
+        cluster_id=cluster,
+        worker_selector=selector,
+        gpu_selector=dict(gpu),
+        verify_tls=t.get_bool("verify_tls"),
+        poll_s=poll,
+    )

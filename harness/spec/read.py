@@ -103,7 +103,9 @@ def _platforms(
         if spec is None:
             continue
         platforms[name] = spec
-        kinds = (custom or get_backend(backend_name)).flavour(name).api_kinds
+        backend = custom or get_backend(backend_name)
+        flavour = name if spec.gpustack is None else ("cuda" if "cuda" in backend.flavours else next(iter(flavours)))
+        kinds = backend.flavour(flavour).api_kinds
         for i, m in enumerate(spec.models):
             # a chat server serves base models too
             served = ModelKind.CHAT if m.kind is ModelKind.COMPLETION else m.kind

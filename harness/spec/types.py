@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.specifiers import SpecifierSet
 
-from ..backends import Backend, get_backend
+from ..backends import Backend, Flavour, ServedMetrics, get_backend
 from ..results import FailureClass
 from ..versions import Pin
 from ..words import LoadProfile, ModelKind
@@ -41,12 +42,15 @@ class VersionSet:
     prereleases: bool = False
     installed: bool = False
     catalogue: str | None = None  # an accelerator of GPUStack's gpustack-runner catalogue: the versions GPUStack ships
+    gpustack_backend: str | None = None  # every non-deprecated version a GPUStack server lists for this backend
 
     def describe(self) -> str:
         if self.installed:
             return "installed in the bin dir"
         if self.catalogue:
             return f"GPUStack's {self.catalogue} images (gpustack-runner, newest {self.newest})"
+        if self.gpustack_backend:
+            return f"the {self.gpustack_backend} versions the GPUStack server lists"
         pre = ", pre-releases included" if self.prereleases else ""
         return f"range {self.spec or 'any'} (newest {self.newest}{pre})"
 
@@ -112,6 +116,21 @@ class VariantSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class GpustackTarget:
+    """A GPUStack 2.x server that deploys the pins (``[platforms.<p>] gpustack = {...}``): each cell creates a
+    model with the pin as its backend_version, probes it through the server's /v1, and deletes it."""
+
+    url: str
+    api_key_env: str  # the environment variable holding the API key: never the key itself
+    backend: str  # GPUStack's backend name: "vLLM", "SGLang", "VoxBox", or a custom backend's
+    cluster_id: int | None = None
+    worker_selector: Mapping[str, str] = field(default_factory=dict)
+    gpu_selector: Mapping[str, object] = field(default_factory=dict)  # e.g. {"gpu_ids": ["worker1:cuda:0"]}
+    verify_tls: bool = True
+    poll_s: float = 1.0  # how often the instance's state is read while it starts
+
+
+@dataclass(frozen=True, kw_only=True)
 class PlatformSpec:
     name: str
     package: str
@@ -127,6 +146,7 @@ class PlatformSpec:
     variants: tuple[VariantSpec, ...] = (VariantSpec(),)
     # metric families every pin must expose (a team's dashboards and alerts read them): metrics.names fails without
     required_metrics: tuple[str, ...] = ()
+    gpustack: GpustackTarget | None = None  # pins deployed on a GPUStack 2.x server instead of installed here
 
     def variant(self, name: str) -> VariantSpec:
         return next(v for v in self.variants if v.name == name)
@@ -242,3 +262,13 @@ class Matrix:
     def get_backend(self) -> Backend:
         """This matrix's backend: its own [custom] one, or the registered one of that name."""
         return self.custom if self.custom is not None else get_backend(self.backend)
+
+    def flavour(self, platform: str) -> Flavour:
+        """The backend's flavour for a platform. A GPUStack platform runs GPUStack's images (its CUDA flavour's
+        API behaviour, where the backend has one), and only its /v1 is reachable: no metrics, no /version."""
+        plat = self.platforms.get(platform)
+        backend = self.get_backend()
+        if plat is None or plat.gpustack is None:
+            return backend.flavour(platform)
+        name = "cuda" if "cuda" in backend.flavours else next(iter(backend.flavours))
+        return dataclasses.replace(backend.flavour(name), served=ServedMetrics())  # type: ignore[type-var]

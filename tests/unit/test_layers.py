@@ -23,7 +23,15 @@ LAYERS = (
     ("harness.backends",),
     ("harness.install",),
     ("harness.fingerprint", "harness.results"),
-    ("harness.probes", "harness.load", "harness.index", "harness.launch", "harness.slots", "harness.catalogue"),
+    (
+        "harness.probes",
+        "harness.load",
+        "harness.index",
+        "harness.launch",
+        "harness.slots",
+        "harness.catalogue",
+        "harness.gpustack",
+    ),
     (
         "harness.spec",
         "harness.models",

@@ -121,9 +121,9 @@ def test_an_install_failure_keeps_its_decisive_line_and_expected_class(
 def test_failed_checks_fail_the_cell_through_the_plan(ctx: RunContext, monkeypatch: pytest.MonkeyPatch) -> None:
     def serve(ctx: RunContext, result: Any, model: Any, path: Path, exe: Path, probes: Any) -> None:
         result.checks.append(Check(group="conformance", name="chat.shape", passed=False, detail="no choices"))
-        from harness.cell.serve import _judge
+        from harness.cell.serve import judge_checks
 
-        _judge(ctx, result, path)
+        judge_checks(ctx, result, path)
 
     result = _run(ctx, monkeypatch, serve)
     assert result.status is Status.FAILED and result.failure_class is FailureClass.CHECK_FAILED
