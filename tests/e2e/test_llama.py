@@ -185,14 +185,12 @@ def test_llama_cpp_as_a_custom_backend(llama_cpp_build: InstallRecord, tmp_path:
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / f"my-llama_{BUILD}").symlink_to(Path(llama_cpp_build.executable).resolve())
     waivers = ", ".join(f'"{k}" = "{v}"' for k, v in LLAMA_CPP_WAIVERS.items())
+    run = "llama-server --host {{host}} --port {{port}} --model {{model_path}} --alias {{model_name}} --ctx-size 2048"
     matrix = tmp_path / "custom.toml"
     matrix.write_text(f"""
 backend = "my-llama"
 [custom]
-run_command = (
-    "llama-server --host {{{{host}}}} --port {{{{port}}}} --model "
-    "{{{{model_path}}}} --alias {{{{model_name}}}} --ctx-size 2048"
-)
+run_command = "{run}"
 health_check_path = "/health"
 model_format = "gguf"
 installer = "manual"

@@ -247,7 +247,7 @@ def test_a_server_killed_mid_throughput_is_named_and_stops_the_load(tmp_path: Pa
     result = _one_pin(
         tmp_path,
         "--mode",
-        "die-in-load:2",
+        "die-in-load:6",  # the 4 token-accounting requests (streamed, ignore_eos like the load) come first
         workload={"concurrency": [1, 2], "requests_per_level": 4, "warmup_requests": 0},
         progress=said,
     )
@@ -266,7 +266,8 @@ def test_a_stream_that_stalls_mid_response_is_ended_by_the_request_timeout(tmp_p
     )
     assert time.monotonic() - t0 < 30  # not the hour the server would keep it open
     assert (result.status, result.failure_class) == (Status.ERROR, FailureClass.PROBE_FAILED)
-    assert result.reason.startswith("2 of 2 requests failed at c=1: ReadTimeout"), result.reason
+    # the first streamed requests with ignore_eos are the token-accounting ones (then the load's): they stall
+    assert result.reason.startswith("4 of 4 token-accounting requests failed: ReadTimeout"), result.reason
 
 
 def test_a_port_taken_before_the_server_binds_it_is_retried_on_another(
