@@ -127,3 +127,17 @@ class Distribution:
             p99=percentile(values, 99),
             n=len(values),
         )
+
+
+def median_interval(xs: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """The smallest symmetric order-statistic interval (x_(k), x_(n+1-k)) covering the median with at least
+    ``confidence`` (binomial, distribution-free, exact for few values); with too few values for that, the
+    whole range and the coverage it does have."""
+    s = sorted(xs)
+    n = len(s)
+    best_k, coverage = 1, 1 - 2 * 0.5**n  # (min, max)
+    for k in range(1, n // 2 + 1):
+        cover = 1 - 2 * sum(math.comb(n, i) for i in range(k)) * 0.5**n
+        if cover >= confidence:
+            best_k, coverage = k, cover
+    return s[best_k - 1], s[n - best_k], coverage

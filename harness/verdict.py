@@ -14,13 +14,15 @@ early-stopping minimum for p50). A difference measured while the machine itself 
 
 from __future__ import annotations
 
+import math
 import random
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from .results import CellResult, LoadPoint
+from .results import CellResult, LoadPoint, PairedPoint, Round
 from .stability import unstable
-from .stats import MIN_SAMPLES, mean, percentile
+from .stats import MIN_SAMPLES, mean, median_interval, percentile
 from .words import VerdictWord
 
 RESAMPLES = 2000
@@ -65,6 +67,7 @@ class Verdict:
     measured_on: str = ""  # the kind of machine both sides ran on (``Fingerprint.numerics``)
     margin: float = 0.0  # the ±noise margin the word was decided against
     higher_is_better: bool = True  # throughput; latencies are better lower
+    rounds: int = 0  # paired rounds behind it (0: two cells' request pools compared, sequential)
 
     @property
     def goodness(self) -> tuple[float, float, float] | None:
@@ -84,11 +87,11 @@ class Verdict:
     def line(self) -> str:
         what = f"{self.version} vs {self.reference}{' (deployed)' if self.deployed else ''}: {self.metric}"
         note = f": {self.note}" if self.note else ""
+        basis = f"{self.rounds} paired rounds" if self.rounds else f"n={self.n} vs {self.n_reference}"
         if self.ratio is None or self.low is None or self.high is None:
-            return f"{what} at {self.point} — {self.word} (n={self.n} vs {self.n_reference}){note}"
+            return f"{what} at {self.point} — {self.word} ({basis}){note}"
         return (
-            f"{what} ×{self.ratio:.2f} [{self.low:.2f}, {self.high:.2f}] at {self.point} — {self.word} "
-            f"(n={self.n} vs {self.n_reference}){note}"
+            f"{what} ×{self.ratio:.2f} [{self.low:.2f}, {self.high:.2f}] at {self.point} — {self.word} ({basis}){note}"
         )
 
     def to_dict(self) -> dict[str, object]:
@@ -106,6 +109,7 @@ class Verdict:
             **({"note": self.note} if self.note else {}),
             **({"measured_on": self.measured_on} if self.measured_on else {}),
             **({"margin": self.margin} if self.margin else {}),
+            **({"rounds": self.rounds} if self.rounds else {}),
         }
 
 
@@ -146,11 +150,14 @@ def compare(
     labels: tuple[str, str] | None = None,
     drift: float = 0.10,
     deployed: bool | None = None,
+    sequential_noise: float = 0.0,
 ) -> list[Verdict]:
     """Every metric at every load point the two cells share. ``labels``: how to name the two sides (default:
     each pin and its launch variant; two runs of one pin: "0.32.0 (tue)", "0.32.0 (mon)"). ``deployed``:
     whether ``reference`` is what is deployed today (default: when no labels are given). ``drift``: how far
-    the machine's calibration may move before a difference is put down to the machine."""
+    the machine's calibration may move before a difference is put down to the machine. A point the cell
+    measured in paired rounds against ``reference``'s pin is judged on those rounds at ``noise``; any other
+    point compares the two cells' request pools at the wider of ``noise`` and ``sequential_noise``."""
     moved = unstable(cell.stability, reference.stability, drift)
     ours_label, theirs_label = labels or (cell.pin_label, reference.pin_label)
     base = Verdict(
@@ -167,8 +174,12 @@ def compare(
     )
     metrics = SPEECH_METRICS if cell.rate_unit == "audio s/s" else TEXT_METRICS
     theirs_by_label = {p.label: p for p in reference.throughput}
-    out = []
+    paired = {p.label: p for p in cell.paired if p.partner == reference.pin_label and labels is None}
+    out: list[Verdict] = []
     for point in cell.throughput:
+        if point.label in paired:
+            out += compare_paired(paired[point.label], base, noise)
+            continue
         ref_point = theirs_by_label.get(point.label)
         if ref_point is None:
             continue
@@ -181,7 +192,7 @@ def compare(
                 metric=metric.name,
                 n=len(ours),
                 n_reference=len(theirs),
-                margin=noise,
+                margin=max(noise, sequential_noise),
                 higher_is_better=metric.higher_is_better,
             )
             if point.saturated or ref_point.saturated:
@@ -192,7 +203,7 @@ def compare(
                 out.append(sized)  # too few samples
                 continue
             ratio, low, high = bootstrap_ratio(ours, theirs, metric.statistic, seed=seed)
-            word, note = _word(low, high, metric.higher_is_better, noise, moved)
+            word, note = _word(low, high, metric.higher_is_better, max(noise, sequential_noise), moved)
             out.append(replace(sized, ratio=ratio, low=low, high=high, word=word, note=note))
     return out
 
@@ -226,6 +237,77 @@ def _bounds(low: float, high: float, higher_is_better: bool, noise: float) -> st
         parts.append(f"could be up to {faster:.0%} faster")
     margin = f"not shown within the ±{noise:.0%} margin"
     return ", ".join(parts) + f": {margin}" if parts else margin
+
+
+MIN_ROUNDS = 6  # the fewest paired rounds whose order-statistic interval covers the median with >= 95%
+
+
+def round_ratios(rounds: Sequence[Round], metric: Metric) -> list[float]:
+    """Per round, ours / theirs for ``metric`` (rounds where either side has no value are left out)."""
+    out = []
+    for r in rounds:
+        if metric.sample == "tok_s":
+            a, b = r.ours.rate, r.theirs.rate
+        else:
+            da, db = r.ours.distributions.get(metric.sample), r.theirs.distributions.get(metric.sample)
+            a, b = (da.p50 if da else math.nan), (db.p50 if db else math.nan)
+        if a == a and b == b and b > 0:
+            out.append(a / b)
+    return out
+
+
+def paired_word(rounds: Sequence[Round], margin: float, metric_index: int) -> VerdictWord:
+    """The word a paired point would get now on ``TEXT_METRICS[metric_index]`` (to decide on more rounds)."""
+    metric = TEXT_METRICS[metric_index]
+    ratios = round_ratios(rounds, metric)
+    if len(ratios) < MIN_ROUNDS:
+        return VerdictWord.TOO_FEW
+    low, high, _ = median_interval(ratios)
+    return _word(low, high, metric.higher_is_better, margin, None)[0]
+
+
+def compare_paired(point: PairedPoint, base: Verdict, margin: float) -> list[Verdict]:
+    """Each metric of a load point measured in paired rounds: the median of the per-round ratios with its
+    order-statistic interval. Both servers met the same machine in every round: no drift to explain away."""
+    out = []
+    for metric in TEXT_METRICS:
+        ratios = round_ratios(point.rounds, metric)
+        sized = replace(
+            base,
+            point=point.label,
+            metric=metric.name,
+            n=len(ratios),
+            n_reference=len(ratios),
+            rounds=len(ratios),
+            margin=margin,
+            higher_is_better=metric.higher_is_better,
+        )
+        if any(r.ours.saturated or r.theirs.saturated for r in point.rounds):
+            out.append(replace(sized, word=VerdictWord.CLIENT_BOUND))
+        elif len(ratios) < MIN_ROUNDS:
+            out.append(replace(sized, word=VerdictWord.TOO_FEW, note=f"{len(ratios)} rounds: a median's 95% needs 6"))
+        else:
+            low, high, _ = median_interval(ratios)
+            word, note = _word(low, high, metric.higher_is_better, margin, None)
+            ratio = statistics.median(ratios)
+            out.append(replace(sized, ratio=ratio, low=low, high=high, word=word, note=note))
+    return out
+
+
+def aa_floor(cells: Sequence[CellResult]) -> float | None:
+    """This run's own noise floor on this machine: how far apart the deployed pin looked from a twin of itself
+    (its A/A paired rounds), the widest interval bound over metrics and points; None without an A/A control."""
+    bounds = []
+    for c in cells:
+        for point in c.paired:
+            if point.partner != c.pin_label:
+                continue
+            for metric in TEXT_METRICS:
+                ratios = round_ratios(point.rounds, metric)
+                if len(ratios) >= MIN_ROUNDS:
+                    low, high, _ = median_interval(ratios)
+                    bounds.append(max(1 - low, high - 1, 0.0))
+    return max(bounds) if bounds else None
 
 
 def compare_runs(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ..errors import HarnessError
 from ..words import ModelKind
-from . import load, served, speech, text
+from . import load, paired, served, speech, text
 from .probing import Probing
 
 Probe = Callable[[Probing], None]
@@ -63,7 +63,7 @@ _GREEDY = (
     text.greedy_agreement,
     served.metric_names,
     text.accuracy_gate,
-    load.throughput,
+    paired.throughput,  # paired rounds against the deployed pin where both servers fit; alone otherwise
 )
 CHAT = register(Plan(ModelKind.CHAT, _GREEDY))
 COMPLETION = register(Plan(ModelKind.COMPLETION, _GREEDY))  # conformance leaves out what needs a chat template

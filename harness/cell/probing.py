@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,13 @@ from .context import RunContext
 from .reference import ReferenceStore
 
 Alive = Callable[[str], None]  # raises ProbeError when the server has died (the argument says during what)
+# Starts the partner's server beside this one (the deployed pin, or a twin of this pin) and yields its URL;
+# raises NotTogether when the two do not fit on this machine at once.
+Partner = Callable[[], AbstractContextManager[str]]
+
+
+class NotTogether(Exception):
+    """The partner's server cannot be up beside this one here (memory, GPU memory): say why, measure alone."""
 
 
 @dataclass(kw_only=True)
@@ -36,6 +44,9 @@ class Probing:
     transport: httpx.BaseTransport | None = None  # tests: an httpx.MockTransport in place of the server
     headers: Mapping[str, str] = field(default_factory=dict)  # a GPUStack API key: sent, never stored or shown
     deployed_as: str = ""  # the name the server serves the model under, when not the matrix's (GPUStack)
+    partner: Partner | None = None  # for paired rounds (None: this cell's load points are measured alone)
+    partner_label: str = ""  # the partner's pin label, as verdicts name it
+    not_paired: str = ""  # why there is no partner, when there is none
 
     @property
     def served_name(self) -> str:

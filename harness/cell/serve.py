@@ -6,101 +6,25 @@ It is handed the probes to run and never imports the plans."""
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..backends import LaunchContext
-from ..errors import MachineBusy, ProbeError, ServerExited
-from ..fingerprint import mask_argv, mask_env
-from ..launch import HOST, Server, decisive_line, free_port, log_tail, parse_phases
-from ..results import CellResult, FailureClass, Startup, Status
+from ..errors import MachineBusy, ProbeError
+from ..launch import Server, decisive_line, log_tail
+from ..results import CellResult, FailureClass, Status
 from ..safe import shorten
 from ..slots import GpuMemorySampler, wait_for_free_memory
 from ..spec import ModelSpec
 from ..stability import Stability, calibrate
 from .context import RunContext, timed
+from .launcher import Launcher
+from .partner import offer_partner
 from .probing import Probing
 
-PORT_ATTEMPTS = 3  # a port taken between choosing it and the server binding it: start again, at most this often
 Probes = Callable[[Probing], None]
-
-
-@dataclasses.dataclass
-class Launcher:
-    """Starts the cell's server and waits for it to be ready, recording each start in the result."""
-
-    ctx: RunContext
-    result: CellResult
-    model: ModelSpec
-    model_path: Path
-    exe: Path
-    cache_dir: Path
-
-    def server(self, log: Path) -> Server:
-        ctx, result = self.ctx, self.result
-        flavour = ctx.matrix.flavour(ctx.platform)
-        plat = ctx.matrix.platforms[ctx.platform]
-        lctx = LaunchContext(
-            executable=self.exe,
-            model_path=self.model_path,
-            served_name=self.model.name,
-            host=HOST,
-            port=free_port(),
-            gpus=ctx.slot.gpus,
-            extra_args=result.backend_parameters,
-            cache_dir=self.cache_dir,
-        )
-        ours = {**flavour.launch_env(lctx), **plat.env, **plat.variant(result.variant).env}
-        argv = flavour.launch_argv(lctx)
-        if result.fingerprint is not None and not result.fingerprint.launch_argv:
-            # the effective launch line, secrets masked
-            result.fingerprint = dataclasses.replace(
-                result.fingerprint, launch_argv=mask_argv(argv), launch_env=mask_env(ours)
-            )
-        return Server(
-            argv,
-            env={**os.environ, **ours},
-            log_path=log,
-            base_url=f"http://{HOST}:{lctx.port}",
-            readiness_path=flavour.readiness_path,
-            ready_line=flavour.ready_line,
-            records=ctx.paths.data_dir / "servers",
-        )
-
-    def _ready(self, srv: Server, label: str) -> Startup:
-        say, deadline = self.ctx.progress, self.ctx.matrix.thresholds.startup_deadline_s
-        say(f"waiting for ready ({label} start) on {srv.base_url} (deadline {deadline:g} s, log: {srv.log_path})")
-        seconds = srv.wait_ready(deadline)
-        patterns = self.ctx.matrix.flavour(self.ctx.platform).startup_phases
-        phases = parse_phases(srv.log_path.read_text(encoding="utf-8", errors="replace"), patterns)
-        say(f"ready in {seconds:.1f} s ({label})" + "".join(f", {k} {v:g}" for k, v in phases.items()))
-        return Startup(seconds=seconds, log_ready_s=srv.log_ready_s, phases=phases)
-
-    def launch(self, log: Path, label: str) -> Server:
-        """Start and wait for ready; a port another process took between our choosing and the server's
-        binding is a race of this machine, not a backend failure: start again on another port."""
-        for attempt in range(1, PORT_ATTEMPTS + 1):
-            srv = self.server(log)
-            srv.start()
-            try:
-                self.result.startup[label] = self._ready(srv, label)
-                return srv
-            except ServerExited:
-                srv.stop()
-                if attempt < PORT_ATTEMPTS and srv.port_was_taken():
-                    self.ctx.progress(
-                        f"{srv.base_url} was taken before the server bound it; starting again on another port"
-                    )
-                    continue
-                raise
-            except BaseException:
-                srv.stop()
-                raise
-        raise AssertionError("unreachable")
 
 
 def serve_and_probe(
@@ -131,7 +55,9 @@ def _serve(launcher: Launcher, probes: Probes) -> None:
         srv = launcher.launch(log_path, "cold")
         try:
             result.phases["startup"] = result.startup["cold"].seconds
-            _probe(srv, Probing(ctx=ctx, result=result, model=launcher.model, base_url=srv.base_url), probes)
+            p = Probing(ctx=ctx, result=result, model=launcher.model, base_url=srv.base_url)
+            offer_partner(p, launcher, srv)
+            _probe(srv, p, probes)
         finally:
             srv.stop()
         _stability(ctx, result, before)

@@ -23,7 +23,7 @@ from ..recommend import Recommendation, recommend
 from ..results import SCHEMA_VERSION, CellResult, ResultStore, RunInfo
 from ..serial import LoadError, dump
 from ..spec import Matrix
-from ..verdict import Verdict, compare
+from ..verdict import Verdict, aa_floor, compare
 from . import html, markdown
 from .view import build, partial_run, sort_cells
 
@@ -62,6 +62,7 @@ def run_info(matrix: Matrix, run_id: str, expected: Sequence[str] = ()) -> RunIn
         tie_break=matrix.policy.tie_break,
         noise=matrix.thresholds.throughput_noise,
         drift=matrix.thresholds.machine_drift,
+        sequential_noise=matrix.thresholds.sequential_noise,
         seed=matrix.workload.seed,
         workload=workload_digest(matrix),
         expected=tuple(expected),
@@ -131,10 +132,37 @@ def verdicts(settings: Matrix | RunInfo, cells: Sequence[CellResult]) -> list[Ve
     info = _info(settings)
     out = []
     for group in groups(cells).values():
+        floor = aa_floor(group)  # this run's own noise on this machine: the margin is never below it
+        noise = max(info.noise, floor or 0.0)
         for c in group:
             ref = baseline(c, group)
             if ref is not None and c.throughput:
-                out += compare(c, ref, noise=info.noise, seed=info.seed, drift=info.drift, deployed=ref.deployed)
+                out += compare(
+                    c,
+                    ref,
+                    noise=noise,
+                    seed=info.seed,
+                    drift=info.drift,
+                    deployed=ref.deployed,
+                    sequential_noise=info.sequential_noise,
+                )
+    return out
+
+
+def margins(settings: Matrix | RunInfo, cells: Sequence[CellResult]) -> list[str]:
+    """What the verdicts were decided against, per group: the matrix's margin, this run's A/A floor, and the
+    wider margin of points measured alone; and what was up together."""
+    info = _info(settings)
+    out = []
+    for (model, platform, _), group in groups(cells).items():
+        floor = aa_floor(group)
+        aa = f"this run's A/A floor ±{floor:.1%}" if floor is not None else "no A/A control in this run"
+        used = max(info.noise, floor or 0.0)
+        out.append(
+            f"{model} on {platform}: paired rounds decided at ±{used:.0%} (throughput_noise ±{info.noise:.0%}, "
+            f"{aa}); points measured alone at ±{max(used, info.sequential_noise):.0%}"
+        )
+        out += [f"{c.pin_label}: {c.pairing}" for c in group if c.pairing]
     return out
 
 
@@ -225,6 +253,7 @@ def write_reports(
         trends=tuple(trends),
     )
     view = build(info.backend, info.matrix, run_id, cells, recs, partial=partial, verdicts=found, trends=trends)
+    view = dataclasses.replace(view, margins=tuple(margins(info, cells)) if found else ())
     _atomic_write(paths.markdown, markdown.render(view))
     _atomic_write(paths.html, html.render(view))
     results = {

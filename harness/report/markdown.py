@@ -55,7 +55,9 @@ def _cell(v: CellView) -> list[str]:
 def _verdict_row(v: Verdict) -> list[str]:
     interval = f"[{v.low:.2f}, {v.high:.2f}]" if v.low is not None and v.high is not None else "—"
     ratio = f"×{v.ratio:.2f}" if v.ratio is not None else "—"
-    row = [v.version, v.metric, v.point, ratio, interval, str(v.word), f"{v.n} vs {v.n_reference}", v.note]
+    basis = f"{v.rounds} paired rounds" if v.rounds else f"cells alone, n={v.n} vs {v.n_reference}"
+    margin = f"±{v.margin:.0%}" if v.margin else "—"
+    row = [v.version, v.metric, v.point, ratio, interval, margin, str(v.word), basis, v.note]
     return [markdown_text(x) for x in row]
 
 
@@ -77,9 +79,11 @@ def render(view: ReportView) -> str:
             "Ratio pin / deployed with a 95% bootstrap interval, against the ±noise margin: slower / faster when the "
             "whole interval lies beyond it, equivalent when it lies inside, inconclusive otherwise.",
             "",
+            *(f"- {markdown_text(m)}" for m in view.margins),
+            "",
             tabulate(
                 [_verdict_row(v) for v in view.verdicts],
-                headers=["pin", "metric", "point", "ratio", "95% interval", "word", "samples", "note"],
+                headers=["pin", "metric", "point", "ratio", "95% interval", "margin", "word", "basis", "note"],
                 tablefmt="github",
             ),
         ]

@@ -67,6 +67,7 @@ class ReportView:
     trends: tuple[Trend, ...] = ()  # each cell against its own earlier runs (history)
     timing: str = ""  # the run's wall time per phase and the harness's own share
     findings: tuple[str, ...] = ()  # what no pin is to blame for (every pin failed on the same model line)
+    margins: tuple[str, ...] = ()  # what the verdicts were decided against, and what was up together
 
 
 SPARKS = "▁▂▃▄▅▆▇█"

@@ -264,6 +264,25 @@ class Served:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Round:
+    """One paired round of a load point: this pin's run and the partner's, back to back on servers up together."""
+
+    first: str  # "ours" or "theirs": which went first (they alternate, ABBA)
+    ours: Run
+    theirs: Run
+
+
+@dataclass(frozen=True, kw_only=True)
+class PairedPoint:
+    """A load point measured in paired rounds against a partner: the deployed pin (or, for the deployed pin's own
+    cell, a second server of itself: the A/A control)."""
+
+    label: str
+    partner: str  # the partner's pin label, as verdicts name it
+    rounds: tuple[Round, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
 class Deployment:
     """A pin deployed on a GPUStack 2.x server: what to apply there to run it (the key is never kept)."""
 
@@ -327,6 +346,8 @@ class CellResult:
     accuracy: TextAccuracy | SpeechAccuracy | None = None
     served: Served | None = None  # what the server said about itself (version, counters, metric families)
     deployment: Deployment | None = None  # GPUStack platforms: the deployment that was measured
+    paired: list[PairedPoint] = field(default_factory=list)  # load points measured in rounds against a partner
+    pairing: str = ""  # what was up together, or why the load points were measured cell by cell
     throughput: list[LoadPoint] = field(default_factory=list)
     log_path: str = ""
     log_excerpt: str = ""

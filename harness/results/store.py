@@ -30,6 +30,7 @@ class RunInfo:
     tie_break: str
     noise: float  # thresholds.throughput_noise
     drift: float  # thresholds.machine_drift
+    sequential_noise: float = 0.15  # thresholds.sequential_noise: the margin of verdicts from cells measured alone
     seed: int
     workload: str  # digest of the settings that shape measured numbers: runs compare only when equal
     expected: tuple[str, ...] = ()  # the cell ids the run was asked to run

@@ -181,6 +181,12 @@ class Workload:
     ignore_eos: bool = True  # fixed output length, where the backend supports it
     startup: tuple[str, ...] = ("cold",)  # add "warm" to restart with caches kept and time it too
     speech_clips: int = 8  # stt/tts: how many seeded sentences are spoken (and scored)
+    # Paired rounds: each text load point measured against the deployed pin's server, up at the same time, in
+    # rounds that alternate which side goes first (ABBA); a round is one wave of `concurrency` requests a side.
+    # The verdict is the median of the per-round ratios; an inconclusive one gets more rounds, up to max_point_s.
+    # The deployed pin's own cell pairs with a second server of itself: the run's A/A noise floor.
+    paired: bool = True
+    rounds: int = 10  # the fewest with a 95% order-statistic interval narrower than the whole range
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -206,6 +212,9 @@ class Thresholds:
     accuracy_tolerance: float = 0.2
     # Throughput differences smaller than this fraction are treated as noise (ties).
     throughput_noise: float = 0.05
+    # The margin of a verdict from sequential cells (no paired rounds: the servers did not fit together, or
+    # paired = false): the machine moves 10-12% between runs an hour apart (measured), which no pairing cancels.
+    sequential_noise: float = 0.15
     # The machine's own speed (a fixed CPU workload timed around each cell) may move this much before a
     # "slower"/"faster" verdict becomes "machine unstable".
     machine_drift: float = 0.10

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.cell import Probing, RunContext, plan_for, register, run_cell
-from harness.cell import load as cell_load
+from harness.cell import Probing, RunContext, paired, plan_for, register, run_cell
 from harness.install import InstallPaths
 from harness.results import Check, FailureClass, Status
 from harness.slots import Slot
@@ -61,7 +60,7 @@ def ctx(tmp_path: Path) -> RunContext:
 @pytest.fixture
 def chat_plan_with_the_probe():  # type: ignore[no-untyped-def]
     original = plan_for(ModelKind.CHAT)
-    register(original.with_probe(served_models, before=cell_load.throughput))  # the one line
+    register(original.with_probe(served_models, before=paired.throughput))  # the one line
     yield
     register(original)
 

@@ -275,14 +275,14 @@ def test_a_port_taken_before_the_server_binds_it_is_retried_on_another(
 ) -> None:
     import socket
 
-    import harness.cell.serve
+    import harness.cell.launcher
     from harness.launch import free_port
 
     squatter = socket.socket()
     squatter.bind(("127.0.0.1", 0))
     squatter.listen()
     ports = iter([squatter.getsockname()[1]])  # the first port handed out is taken by someone else by then
-    monkeypatch.setattr(harness.cell.serve, "free_port", lambda: next(ports, None) or free_port())
+    monkeypatch.setattr(harness.cell.launcher, "free_port", lambda: next(ports, None) or free_port())
     said: list[str] = []
     try:
         result = _one_pin(tmp_path, progress=said)

@@ -26,14 +26,18 @@ def _pin(tmp: Path, form: str) -> Path:
     bin_dir.mkdir()
     exe = bin_dir / "sglang-on-cpu_0.5.0"
     if form == "serve":  # the console script: `sglang serve --model-path ...`
-        exe.write_text(f"#!/bin/sh\n[ \"$1\" = serve ] || exit 64\nshift\nexec '{sys.executable}' '{SERVER}' \"$@\"\n")
+        exe.write_text(
+            f"#!/bin/sh\n[ \"$1\" = serve ] || exit 64\nshift\n"
+            f"exec '{sys.executable}' '{SERVER}' --metrics-prefix sglang \"$@\"\n"
+        )
         exe.chmod(0o755)
     else:  # an interpreter: `python -m sglang.launch_server --model-path ...`, the module a stand-in
         pkg = tmp / "site" / "sglang"
         pkg.mkdir(parents=True)
         (pkg / "__init__.py").write_text("")
         stand_in = (
-            f"import runpy, sys\nsys.argv[0] = {str(SERVER)!r}\nrunpy.run_path({str(SERVER)!r}, run_name='__main__')\n"
+            f"import runpy, sys\nsys.argv[0] = {str(SERVER)!r}\nsys.argv += ['--metrics-prefix', 'sglang']\n"
+            f"runpy.run_path({str(SERVER)!r}, run_name='__main__')\n"
         )
         (pkg / "launch_server.py").write_text(stand_in)
         exe.symlink_to(sys.executable)
@@ -45,6 +49,8 @@ def test_sglang_launch_forms_serve_and_pass_the_text_probes(tmp_path: Path, form
     exe = _pin(tmp_path, form)
     model = tmp_path / "model"
     model.mkdir()
+    for name, data in (("config.json", b"{}"), ("tokenizer.json", b"{}"), ("model.safetensors", b"x")):
+        (model / name).write_bytes(data)  # an HF directory as SGLang loads one (the model check reads these)
     matrix = parse_matrix(
         {
             "backend": "sglang-on-cpu",
@@ -85,7 +91,8 @@ def _library_only_wheel(where: Path) -> None:
     where.mkdir(parents=True)
     dist = "sglang-0.4.6.dist-info"
     stand_in = (
-        f"import runpy, sys\nsys.argv[0] = {str(SERVER)!r}\nrunpy.run_path({str(SERVER)!r}, run_name='__main__')\n"
+        f"import runpy, sys\nsys.argv[0] = {str(SERVER)!r}\nsys.argv += ['--metrics-prefix', 'sglang']\n"
+        f"runpy.run_path({str(SERVER)!r}, run_name='__main__')\n"
     )
     with zipfile.ZipFile(where / "sglang-0.4.6-py3-none-any.whl", "w") as zf:
         zf.writestr("sglang/__init__.py", "")
@@ -109,6 +116,8 @@ def test_a_release_without_the_console_script_installs_with_uv_and_launches_as_a
     monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "wheels"))  # passed to uv as --find-links
     model = tmp_path / "model"
     model.mkdir()
+    for name, data in (("config.json", b"{}"), ("tokenizer.json", b"{}"), ("model.safetensors", b"x")):
+        (model / name).write_bytes(data)  # an HF directory as SGLang loads one (the model check reads these)
     matrix = parse_matrix(
         {
             "backend": "sglang-on-cpu",

@@ -14,8 +14,11 @@ A test double for fault injection, never a backend. Modes:
   dumb             answers half of the accuracy items wrong
   degenerate       greedy text loops (" France France France ...")
   wrong-counters   /metrics counts one generated token too many per request
+--slowdown F makes every token F times slower (a slower pin); --drift-period S stretches every server's tokens by
+a shared wave over wall time (x1.0 .. x1.8), a machine that drifts under all of them alike.
 What it says about itself: GET /version answers {"version": <--report-version>} (404 without it); GET /metrics
-serves Prometheus token counters (scripted:prompt_tokens_total, scripted:generation_tokens_total), a TTFT
+serves Prometheus token counters (<prefix>:prompt_tokens_total, <prefix>:generation_tokens_total; --metrics-prefix,
+scripted by default), a TTFT
 histogram and --extra-metric families (each a gauge).
 Speech (/v1/audio/transcriptions, /v1/audio/speech):
   error-200        audio errors come back as HTTP 200 {"status_code": 400, ...} (as vox-box does)
@@ -35,6 +38,7 @@ import email.parser
 import hashlib
 import io
 import json
+import math
 import os
 import random
 import signal
@@ -334,12 +338,23 @@ class Handler(BaseHTTPRequestHandler):
         for i, t in enumerate(toks):
             if ARGS.mode == "stall-stream" and body.get("ignore_eos") and i == 1:
                 time.sleep(3600)  # a stream that stops mid-response: the client's per-request timeout must end it
-            time.sleep(ARGS.token_delay)
+            time.sleep(_token_delay())
             send(json.dumps({"object": "text_completion", "choices": [{"index": 0, "text": t, "finish_reason": None}]}))
         if (body.get("stream_options") or {}).get("include_usage"):
             send(json.dumps({"object": "text_completion", "choices": [], "usage": usage}))
         send("[DONE]")
         self.wfile.write(b"0\r\n\r\n")
+
+
+def _token_delay() -> float:
+    """The time per token: --token-delay, times --slowdown, times a machine-wide wave when --drift-period is set
+    (every server reads the same wall clock, so all of them slow down and speed up together, between x1.0 and
+    x1.8, as a machine whose load changes does; no calibration of the harness sees it)."""
+    delay = ARGS.token_delay * ARGS.slowdown
+    if ARGS.drift_period > 0:
+        phase = 2 * math.pi * (time.time() + ARGS.drift_phase) / ARGS.drift_period
+        delay *= 1.0 + 0.4 * (1 - math.cos(phase))
+    return delay
 
 
 def _count(usage: dict[str, int], received: float) -> None:
@@ -352,20 +367,21 @@ def _count(usage: dict[str, int], received: float) -> None:
 
 
 def _metrics() -> str:
+    P = ARGS.metrics_prefix  # noqa: N806 - the family prefix, as a backend names its metrics
     with COUNT_LOCK:
         lines = [
-            "# HELP scripted:prompt_tokens_total Prompt tokens served.",
-            "# TYPE scripted:prompt_tokens_total counter",
-            f'scripted:prompt_tokens_total{{model_name="{ARGS.served_model_name}"}} {COUNTS["prompt"]}.0',
-            "# TYPE scripted:generation_tokens_total counter",
-            f'scripted:generation_tokens_total{{model_name="{ARGS.served_model_name}"}} {COUNTS["generation"]}.0',
-            "# TYPE scripted:time_to_first_token_seconds histogram",
+            f"# HELP {P}:prompt_tokens_total Prompt tokens served.",
+            f"# TYPE {P}:prompt_tokens_total counter",
+            f'{P}:prompt_tokens_total{{model_name="{ARGS.served_model_name}"}} {COUNTS["prompt"]}.0',
+            f"# TYPE {P}:generation_tokens_total counter",
+            f'{P}:generation_tokens_total{{model_name="{ARGS.served_model_name}"}} {COUNTS["generation"]}.0',
+            f"# TYPE {P}:time_to_first_token_seconds histogram",
         ]
         for le in TTFT_BOUNDS:
-            lines.append(f'scripted:time_to_first_token_seconds_bucket{{le="{le}"}} {sum(t <= le for t in TTFT_S)}.0')
-        lines.append(f'scripted:time_to_first_token_seconds_bucket{{le="+Inf"}} {len(TTFT_S)}.0')
-        lines.append(f"scripted:time_to_first_token_seconds_count {len(TTFT_S)}.0")
-        lines.append(f"scripted:time_to_first_token_seconds_sum {sum(TTFT_S)}")
+            lines.append(f'{P}:time_to_first_token_seconds_bucket{{le="{le}"}} {sum(t <= le for t in TTFT_S)}.0')
+        lines.append(f'{P}:time_to_first_token_seconds_bucket{{le="+Inf"}} {len(TTFT_S)}.0')
+        lines.append(f"{P}:time_to_first_token_seconds_count {len(TTFT_S)}.0")
+        lines.append(f"{P}:time_to_first_token_seconds_sum {sum(TTFT_S)}")
     for name in filter(None, ARGS.extra_metric.split(",")):
         lines += [f"# TYPE {name} gauge", f"{name} 1.0"]
     return "\n".join(lines) + "\n"
@@ -382,6 +398,10 @@ def main() -> None:
     p.add_argument("--answers", default="")
     p.add_argument("--transcripts", default="")
     p.add_argument("--token-delay", type=float, default=0.002)
+    p.add_argument("--metrics-prefix", default="scripted")  # sglang, llamacpp...: the names a backend uses
+    p.add_argument("--slowdown", type=float, default=1.0)  # x the time per token: a slower pin
+    p.add_argument("--drift-period", type=float, default=0.0)  # seconds of a machine-wide speed wave (0: none)
+    p.add_argument("--drift-phase", type=float, default=0.0)
     p.add_argument("--report-version", default="")  # what GET /version says (empty: 404, not exposed)
     p.add_argument("--extra-metric", default="")  # comma-separated gauge families /metrics also serves
     global ARGS

@@ -1,0 +1,108 @@
+"""Load points in paired rounds: this pin's server and its partner's (the deployed pin, or a twin of this pin for
+the A/A control) up together, each round one wave of requests a side, back to back, alternating which goes
+first (ABBA), the same prompts on both sides. Whatever the machine does during a round lands on both, so
+the per-round ratios see the pins, not the machine. An inconclusive point gets more rounds, up to
+``workload.max_point_s``. Where the partner cannot be up beside this server, the points are measured alone
+(``load.throughput``) and the verdicts use the sequential margin."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+
+from ..load import text as loadgen
+from ..load.metrics import aggregate
+from ..results import PairedPoint, Round, Run
+from ..verdict import paired_word
+from ..words import LoadProfile, VerdictWord
+from .load import _failed_requests, _options, _text_point_line
+from .load import throughput as alone
+from .probing import NotTogether, Probing
+
+MORE_ROUNDS = 4  # added at a time to an inconclusive point
+
+
+def throughput(p: Probing) -> None:
+    """Paired rounds against the partner where it fits beside this server; alone otherwise (and why)."""
+    w = p.workload
+    why = p.not_paired or _why_alone(p)
+    if why:
+        p.result.pairing = f"measured alone: {why}"
+        alone(p)
+        return
+    assert p.partner is not None
+    try:
+        with p.partner() as partner_url:
+            p.result.pairing = f"paired with {p.partner_label} (both servers up together), {w.rounds}+ rounds a point"
+            _rounds(p, partner_url)
+    except NotTogether as exc:
+        p.result.pairing = f"measured alone: {exc}"
+        alone(p)
+
+
+def _why_alone(p: Probing) -> str:
+    w = p.workload
+    if not w.paired:
+        return "workload.paired = false"
+    if w.profile is not LoadProfile.CONCURRENCY:
+        return f"paired rounds are closed-loop waves; profile {w.profile.value!r} is measured alone"
+    if p.partner is None:
+        return "no partner server for this cell"
+    return ""
+
+
+def _rounds(p: Probing, partner_url: str) -> None:
+    w = p.workload
+    opts = _options(p)
+    bare = loadgen.Options(**{**opts.__dict__, "warmup_requests": 0})
+    show = _text_point_line(p)
+    p.say(
+        f"measuring throughput in paired rounds against {p.partner_label}: concurrency "
+        f"[{', '.join(map(str, w.concurrency))}], {w.rounds} rounds of one wave a side (ABBA)"
+    )
+    for index, c in enumerate(w.concurrency):
+        load = loadgen.Load(mode="concurrency", target=c)
+        rounds = asyncio.run(_point(p, partner_url, index, load, opts, bare))
+        ours = aggregate([r.ours for r in rounds], mode="concurrency", target=c)
+        p.result.throughput.append(ours)
+        p.result.paired.append(PairedPoint(label=ours.label, partner=p.partner_label, rounds=tuple(rounds)))
+        show(ours)
+        _failed_requests([ours, aggregate([r.theirs for r in rounds], mode="concurrency", target=c)])
+
+
+async def _point(
+    p: Probing, partner_url: str, index: int, load: loadgen.Load, opts: loadgen.Options, bare: loadgen.Options
+) -> list[Round]:
+    w, c = p.workload, int(load.target)
+    limits = httpx.Limits(max_connections=c, max_keepalive_connections=c)
+    timeout = httpx.Timeout(p.thresholds.request_timeout_s)
+    headers = dict(p.headers)
+    started = time.monotonic()
+    async with (
+        httpx.AsyncClient(base_url=p.base_url, limits=limits, timeout=timeout, headers=headers) as ours,
+        httpx.AsyncClient(base_url=partner_url, limits=limits, timeout=timeout, headers=headers) as theirs,
+    ):
+        sides = {"ours": ours, "theirs": theirs}
+        warm = loadgen.make_prompts(max(w.warmup_requests, 1), w.input_tokens, w.seed * 1000 + index * 100 + 99)
+        for client in sides.values():  # each server warmed the same way, not measured
+            await loadgen.run_load(client, p.served_name, warm, load, opts)
+        rounds: list[Round] = []
+        target = w.rounds
+        while len(rounds) < target:
+            r = len(rounds)
+            prompts = loadgen.make_prompts(c, w.input_tokens, w.seed * 1000 + index * 100 + r)
+            order = ("ours", "theirs") if r % 2 == 0 else ("theirs", "ours")
+            runs: dict[str, Run] = {}
+            for side in order:  # back to back, the same prompts on both sides
+                runs[side] = await loadgen.run_load(sides[side], p.served_name, prompts, load, bare)
+            rounds.append(Round(first=order[0], ours=runs["ours"], theirs=runs["theirs"]))
+            if len(rounds) == target and time.monotonic() - started < w.max_point_s and _undecided(p, rounds):
+                target += MORE_ROUNDS  # the data decide: more rounds while a verdict is inconclusive
+    return rounds
+
+
+def _undecided(p: Probing, rounds: list[Round]) -> bool:
+    margin = p.thresholds.throughput_noise
+    return any(word is VerdictWord.INCONCLUSIVE for word in (paired_word(rounds, margin, m) for m in range(3)))

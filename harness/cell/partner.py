@@ -1,0 +1,141 @@
+"""The partner of a cell's paired rounds: the deployed pin (the reference pin in this cell's baseline variant)
+started beside this cell's server, or, for the deployed pin's own cell, a twin of its server (the A/A
+control). Started only where both fit: on a CPU within the memory this machine has free beside the running
+server; on a GPU when the launch leaves room for a second server in the slot."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from ..errors import HarnessError, LaunchError
+from ..install import install_pin
+from ..launch import Server
+from ..words import ModelKind
+from .context import install_request
+from .launcher import Launcher
+from .probing import NotTogether, Probing
+
+HEADROOM = 1.5  # free memory must hold the running server's footprint this many times over, for a second one
+GPU_SHARE_FLAGS = ("--gpu-memory-utilization", "--mem-fraction-static")  # vLLM, SGLang
+
+
+def offer_partner(p: Probing, launcher: Launcher, ours: Server) -> None:
+    """Give the probes a partner to pair with, or say why there is none."""
+    ctx, result, model = launcher.ctx, launcher.result, launcher.model
+    if model.kind not in (ModelKind.CHAT, ModelKind.COMPLETION) or not ctx.matrix.workload.paired:
+        return
+    plat = ctx.matrix.platforms[ctx.platform]
+    baseline = plat.variant(plat.variant(result.variant).baseline)
+    twin = result.is_baseline
+    p.partner_label = (
+        result.pin_label
+        if twin
+        else (f"{plat.reference.text} [{baseline.name}]" if baseline.name else plat.reference.text)
+    )
+    args = tuple(plat.serve_args) + tuple(model.serve_args) + tuple(baseline.serve_args)
+    if ctx.slot.gpus and not _shares_gpu(args if not twin else result.backend_parameters):
+        p.not_paired = (
+            "the two servers do not fit one GPU slot: launch with --gpu-memory-utilization 0.5 (vLLM) or "
+            "--mem-fraction-static 0.4 (SGLang) to pair"
+        )
+        return
+
+    @contextlib.contextmanager
+    def partner() -> Iterator[str]:
+        if not ctx.slot.gpus:
+            _fits_beside(ours)
+        exe = launcher.exe if twin else _reference_exe(p)
+        cache = Path(tempfile.mkdtemp(prefix="pinmatrix-partner-"))
+        for sub in ("vllm", "inductor", "tmp"):
+            (cache / sub).mkdir()
+        second = dataclasses.replace(
+            launcher, exe=exe, cache_dir=cache, args=None if twin else args, env=None if twin else baseline.env
+        )
+        log = ctx.run_dir / "cells" / result.cell_id / "server-partner.log"
+        try:
+            srv = second.launch(log, "partner")
+        except LaunchError as exc:
+            shutil.rmtree(cache, ignore_errors=True)
+            raise NotTogether(f"the partner {p.partner_label} did not start beside this server: {exc}") from exc
+        try:
+            yield srv.base_url
+        finally:
+            srv.stop()
+            shutil.rmtree(cache, ignore_errors=True)
+
+    p.partner = partner
+
+
+def _shares_gpu(args: Sequence[str]) -> bool:
+    """A launch that takes at most half a GPU's memory leaves room for a second server in the slot."""
+    for i, arg in enumerate(args):
+        flag, _, value = arg.partition("=")
+        if flag in GPU_SHARE_FLAGS:
+            text = value or (args[i + 1] if i + 1 < len(args) else "")
+            try:
+                return 0 < float(text) <= 0.5
+            except ValueError:
+                return False
+    return False
+
+
+def _reference_exe(p: Probing) -> Path:
+    ctx = p.ctx
+    plat = ctx.matrix.platforms[ctx.platform]
+    spec = next((v for v in plat.versions if v.pin == plat.reference), None)
+    if spec is None:
+        raise NotTogether(f"the deployed pin {plat.reference.text} is not among this run's pins")
+    try:
+        return Path(install_pin(install_request(ctx, spec), ctx.paths).executable)
+    except HarnessError as exc:
+        raise NotTogether(f"the deployed pin {plat.reference.text} is not installed here: {exc}") from exc
+
+
+def _fits_beside(ours: Server) -> None:
+    """Free memory enough for a second server as big as the one running (its whole process group)."""
+    used = _group_rss(ours)
+    free = _mem_available()
+    if used is None or free is None:
+        return  # not Linux: try, and let a failed start say so
+    if free < used * HEADROOM:
+        raise NotTogether(
+            f"a second server needs about {used / 2**30:.1f} GiB and {free / 2**30:.1f} GiB is free "
+            f"(x{HEADROOM:g} headroom): the points are measured cell by cell"
+        )
+
+
+def _group_rss(srv: Server) -> int | None:
+    proc = getattr(srv, "proc", None)
+    if proc is None or not os.path.isdir("/proc"):
+        return None
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            if int(stat[2]) != proc.pid:  # the process group: the server and its engine workers
+                continue
+            status = Path(f"/proc/{entry}/status").read_text()
+        except (OSError, IndexError, ValueError):
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+def _mem_available() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
