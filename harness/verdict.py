@@ -181,31 +181,35 @@ def compare(
             out += compare_paired(paired[point.label], base, noise)
             continue
         ref_point = theirs_by_label.get(point.label)
-        if ref_point is None:
-            continue
-        over_runs = min(len(point.runs), len(ref_point.runs)) >= MIN_REPEATS_FOR_RUNS
-        for metric in metrics:
-            ours, theirs = _samples(point, metric, over_runs), _samples(ref_point, metric, over_runs)
-            sized = replace(
-                base,
-                point=point.label,
-                metric=metric.name,
-                n=len(ours),
-                n_reference=len(theirs),
-                margin=max(noise, sequential_noise),
-                higher_is_better=metric.higher_is_better,
-            )
-            if point.saturated or ref_point.saturated:
-                out.append(replace(sized, word=VerdictWord.CLIENT_BOUND))
-                continue
-            needed = MIN_REPEATS_FOR_RUNS if metric.sample == "tok_s" and over_runs else MIN_SAMPLES[50]
-            if min(len(ours), len(theirs)) < needed or metric.statistic(theirs) <= 0:
-                out.append(sized)  # too few samples
-                continue
-            ratio, low, high = bootstrap_ratio(ours, theirs, metric.statistic, seed=seed)
-            word, note = _word(low, high, metric.higher_is_better, max(noise, sequential_noise), moved)
-            out.append(replace(sized, ratio=ratio, low=low, high=high, word=word, note=note))
+        if ref_point is not None:
+            margin = max(noise, sequential_noise)
+            out += [_pooled(point, ref_point, m, replace(base, margin=margin), seed, moved) for m in metrics]
     return out
+
+
+def _pooled(
+    point: LoadPoint, ref_point: LoadPoint, metric: Metric, base: Verdict, seed: int, moved: str | None
+) -> Verdict:
+    """One metric at a point from two cells measured one after the other: their request pools (or repeats'
+    rates) resampled, at the base's (sequential) margin."""
+    over_runs = min(len(point.runs), len(ref_point.runs)) >= MIN_REPEATS_FOR_RUNS
+    ours, theirs = _samples(point, metric, over_runs), _samples(ref_point, metric, over_runs)
+    sized = replace(
+        base,
+        point=point.label,
+        metric=metric.name,
+        n=len(ours),
+        n_reference=len(theirs),
+        higher_is_better=metric.higher_is_better,
+    )
+    if point.saturated or ref_point.saturated:
+        return replace(sized, word=VerdictWord.CLIENT_BOUND)
+    needed = MIN_REPEATS_FOR_RUNS if metric.sample == "tok_s" and over_runs else MIN_SAMPLES[50]
+    if min(len(ours), len(theirs)) < needed or metric.statistic(theirs) <= 0:
+        return sized  # too few samples
+    ratio, low, high = bootstrap_ratio(ours, theirs, metric.statistic, seed=seed)
+    word, note = _word(low, high, metric.higher_is_better, base.margin, moved)
+    return replace(sized, ratio=ratio, low=low, high=high, word=word, note=note)
 
 
 def _word(low: float, high: float, higher_is_better: bool, noise: float, moved: str | None) -> tuple[VerdictWord, str]:

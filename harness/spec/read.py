@@ -136,7 +136,11 @@ def _workload(w: Table) -> Workload:
             errors.add(f"workload.startup[{i}]", f"unknown value {kind!r} (expected one of: {', '.join(STARTUPS)})")
     minimums = {"agreement_prompts": 1, "probe_concurrency": 1, "agreement_max_tokens": 1, "input_tokens": 1}
     minimums |= {"output_tokens": 2, "sweep_points": 1, "requests_per_level": 1, "repeats": 1, "speech_clips": 1}
-    fields = w.read(minimums, skip=("profile",))
+    fields = w.read(minimums, skip=("profile", "paired"))
+    paired = w.data.get("paired", w.default("paired"))
+    if paired not in (True, False, "auto"):
+        errors.add("workload.paired", f'expected true, false or "auto", got {paired!r}')
+        paired = "auto"
     if fields.get("burstiness", 1.0) <= 0:
         errors.add("workload.burstiness", f"must be > 0, got {fields['burstiness']}")
     return Workload(
@@ -145,6 +149,7 @@ def _workload(w: Table) -> Workload:
         concurrency=tuple(conc),
         rates=tuple(float(r) for r in rates),
         startup=tuple(startup),
+        paired={True: "always", False: "never"}.get(paired, "auto"),
     )
 
 

@@ -43,7 +43,7 @@ def _cells(tmp_path: Path, phase: float, *, paired: bool) -> tuple[object, list[
                 "rounds": 10,
                 "max_point_s": 3,
                 "agreement_prompts": 2,
-                "paired": paired,
+                "paired": paired,  # true: pair whatever the cores (the scripted servers only sleep)
             },
             "accuracy": {"tasks": []},
             "thresholds": {"startup_deadline_s": 20, "throughput_noise": 0.05, "sequential_noise": 0.05},

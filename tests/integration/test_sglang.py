@@ -27,7 +27,7 @@ def _pin(tmp: Path, form: str) -> Path:
     exe = bin_dir / "sglang-on-cpu_0.5.0"
     if form == "serve":  # the console script: `sglang serve --model-path ...`
         exe.write_text(
-            f"#!/bin/sh\n[ \"$1\" = serve ] || exit 64\nshift\n"
+            f'#!/bin/sh\n[ "$1" = serve ] || exit 64\nshift\n'
             f"exec '{sys.executable}' '{SERVER}' --metrics-prefix sglang \"$@\"\n"
         )
         exe.chmod(0o755)

@@ -67,3 +67,29 @@ def test_a_model_no_pin_could_prepare_is_said_once() -> None:
     assert model_findings(both) == [
         f"No pin could load base on cpu (0.31.0, 0.32.0): {reason} — the model or its preparation, not the pins"
     ]
+
+
+def test_the_forest_plot_draws_a_margin_wider_than_the_ratios() -> None:
+    """An A/A floor beyond 100% (two servers that disturbed each other) made the margin band start below zero:
+    the report failed with a math domain error and no report was written."""
+    from harness.report.html import forest_svg
+    from harness.verdict import Verdict
+    from harness.words import VerdictWord
+
+    v = Verdict(
+        version="0.32.0",
+        reference="0.31.0",
+        model="m",
+        point="c=1",
+        metric="output tok/s",
+        ratio=1.4,
+        low=0.9,
+        high=1.9,
+        n=26,
+        n_reference=26,
+        word=VerdictWord.EQUIVALENT,
+        margin=1.2,
+        rounds=26,
+    )
+    svg = str(forest_svg([v]))
+    assert svg.startswith("<svg") and "0.32.0 · output tok/s · c=1" in svg
