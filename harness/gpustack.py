@@ -144,6 +144,16 @@ class Client:
         known = ", ".join(str(i.get("backend_name")) for i in _items(data))
         raise GpustackError(f"GPUStack {self.url} has no backend {backend!r} (it has: {known})")
 
+    def default_cluster(self) -> int:
+        """The cluster a model goes to when the matrix names none: GPUStack 2.x needs one (measured on 2.3.0:
+        a model without cluster_id is refused with an opaque HTTP 500, "Failed to create model")."""
+        clusters = _items(self._json("GET", "/v2/clusters", params={"perPage": 100}))
+        chosen = next((c for c in clusters if c.get("is_default")), clusters[0] if len(clusters) == 1 else None)
+        if chosen is None or not isinstance(chosen.get("id"), int):
+            names = ", ".join(str(c.get("name")) for c in clusters) or "none"
+            raise GpustackError(f"GPUStack {self.url}: no default cluster (clusters: {names}): set cluster_id")
+        return int(chosen["id"])
+
     def worker_gpus(self, worker_id: int) -> list[str]:
         data = self._json("GET", f"/v2/workers/{worker_id}")
         devices = ((data or {}).get("status") or {}).get("gpu_devices") or []

@@ -65,6 +65,7 @@ def deploy_and_probe(ctx: RunContext, result: CellResult, model: ModelSpec, prob
     try:
         ctx.progress(f"deploying {name} on {target.url} ({target.backend} {result.version})")
         body = model_body(target, name, model, result.version, result)
+        body.setdefault("cluster_id", client.default_cluster())
         result.notes["gpustack deployment"] = ", ".join(f"{k}={v}" for k, v in body.items() if k != "env")
         result.deployment = Deployment(
             server=target.url,
@@ -123,8 +124,12 @@ def _wait_running(ctx: RunContext, client: Client, model_id: int, result: CellRe
             result.startup["cold"] = Startup(seconds=now, phases={f"{k}_s": round(v, 2) for k, v in seen.items()})
             result.phases["startup"] = now
             return ready
-        if now > deadline_s:
-            states = ", ".join(f"{i.name} {i.state}" for i in found) or "no instance"
+        if now > deadline_s:  # GPUStack's own reason, as the instance says it ("pending: No available workers")
+            states = ", ".join(
+                f"{i.name} {i.state}" + (f": {i.state_message}" if i.state_message else "") for i in found
+            )
+            states = states or "no instance"
+            result.startup["cold"] = Startup(seconds=now, phases={f"{k}_s": round(v, 2) for k, v in seen.items()})
             raise ReadinessTimeout(f"GPUStack: not running after {deadline_s:g} s ({states})")
         time.sleep(target.poll_s)
 

@@ -145,7 +145,13 @@ def test_a_killed_run_leaves_a_record_and_the_next_deletes_exactly_its_models(tm
         proc.wait(10)
         assert len(standin.models) == 1  # SIGKILL: nothing could delete it
         other = standin.create(
-            {"name": "someone-elses-model", "source": "huggingface", "backend": "vLLM", "backend_version": "0.31.0"}
+            {
+                "name": "someone-elses-model",
+                "source": "huggingface",
+                "backend": "vLLM",
+                "backend_version": "0.31.0",
+                "cluster_id": 1,
+            }
         )
         assert other[0] == 200
         cleanup = subprocess.run(

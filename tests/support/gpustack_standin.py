@@ -47,7 +47,7 @@ class StandIn:
     url: str = ""
 
     def create(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        missing = [k for k in ("name", "source", "backend", "backend_version") if not body.get(k)]
+        missing = [k for k in ("name", "source", "backend", "backend_version", "cluster_id") if not body.get(k)]
         if missing:
             return 422, {"message": f"missing {', '.join(missing)}"}
         if body["backend"] != self.backend:
@@ -178,6 +178,11 @@ def _handler(standin: StandIn) -> type[BaseHTTPRequestHandler]:
                 return self._json(
                     200,
                     {"items": items, "pagination": {"page": 1, "perPage": 100, "total": len(items), "totalPage": 1}},
+                )
+            if url.path == "/v2/clusters":
+                cluster = {"id": 1, "name": "default", "is_default": True, "state": "ready"}
+                return self._json(
+                    200, {"items": [cluster], "pagination": {"page": 1, "perPage": 100, "total": 1, "totalPage": 1}}
                 )
             if url.path == "/v2/inference-backends/list":
                 versions = [{"version": v, "is_deprecated": False} for v in standin.versions]
