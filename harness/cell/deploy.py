@@ -17,6 +17,7 @@ from ..probes import served as judge
 from ..results import CellResult, Check, Deployment, Served, Startup
 from ..spec import GpustackTarget, ModelSpec
 from ..versions import parse_pin
+from ..words import ModelKind
 from .context import RunContext
 from .probing import Probing
 from .serve import Probes, judge_checks
@@ -42,7 +43,7 @@ def model_body(target: GpustackTarget, name: str, model: ModelSpec, version: str
         "replicas": 1,
         "restart_on_error": False,  # a pin that fails to start is the finding, not something to retry
         "enable_model_route": True,
-        "categories": ["embedding"] if model.kind.value == "embedding" else ["llm"],
+        "categories": ["embedding"] if model.kind is ModelKind.EMBEDDING else ["llm"],
     }
     if target.cluster_id is not None:
         body["cluster_id"] = target.cluster_id
