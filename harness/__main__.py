@@ -9,6 +9,7 @@
     python -m harness report <run dir>... [--out DIR]    # reports again from stored results, runs merged (alias: merge)
     python -m harness bisect <matrix> --good V1 --bad V2 [--on throughput|agreement|accuracy|conformance]
     python -m harness cells <matrix> [--shards N] [--json]   # the cells, the GPUs each needs, the shard that runs it
+    python -m harness gpustack-cleanup [--url URL] [--api-key-env VAR]   # what a killed run left on a GPUStack server
 
 Every kind installs through the one entry point (``harness.install.install_pin``): pipx, uv, a verified
 download (llama-box, custom backends with a ``download_url``), or a manual pin already in the bin dir.
