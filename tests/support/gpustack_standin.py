@@ -102,6 +102,7 @@ class StandIn:
         with self.lock:
             if model_id not in self.models:  # deleted while starting
                 proc.kill()
+                proc.wait(10)
                 return
             self.processes[model_id] = proc
         for _ in range(100):
