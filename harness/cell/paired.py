@@ -8,6 +8,7 @@ the per-round ratios see the pins, not the machine. An inconclusive point gets m
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 import httpx
@@ -56,7 +57,7 @@ def _why_alone(p: Probing) -> str:
 def _rounds(p: Probing, partner_url: str) -> None:
     w = p.workload
     opts = _options(p)
-    bare = loadgen.Options(**{**opts.__dict__, "warmup_requests": 0})
+    bare = dataclasses.replace(opts, warmup_requests=0)  # each side is warmed once per point, not per round
     show = _text_point_line(p)
     p.say(
         f"measuring throughput in paired rounds against {p.partner_label}: concurrency "
