@@ -24,6 +24,7 @@ import sys
 import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -207,6 +208,11 @@ class Server:
             return f"exited on signal {-code}"
         return f"exited with code {code}"
 
+    def usage(self) -> Usage | None:
+        """What the server's whole process group (the server and its engine workers) holds and has used now;
+        None where /proc cannot tell (not Linux) or the server is not running."""
+        return group_usage(self.proc.pid) if self.proc is not None else None
+
     def stop(self) -> None:
         proc = self.proc
         if proc is None:
@@ -294,6 +300,37 @@ def reap_leftovers(records: Path) -> list[int]:
 def _killpg(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """A process group's resident memory and CPU time so far (all its processes together)."""
+
+    rss_bytes: int
+    cpu_s: float
+
+
+_TICK_S = 1 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
+
+
+def group_usage(pgid: int) -> Usage | None:
+    """Sum /proc over the processes of group ``pgid`` (None without /proc)."""
+    if not os.path.isdir("/proc"):
+        return None
+    rss = ticks = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            if int(stat[2]) != pgid:
+                continue
+            ticks += int(stat[11]) + int(stat[12])  # utime + stime
+            status = Path(f"/proc/{entry}/status").read_text()
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        rss += next((int(ln.split()[1]) * 1024 for ln in status.splitlines() if ln.startswith("VmRSS:")), 0)
+    return Usage(rss_bytes=rss, cpu_s=ticks * _TICK_S)
 
 
 def _group_alive(pgid: int) -> bool:

