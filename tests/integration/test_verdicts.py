@@ -8,15 +8,18 @@ import pytest
 
 from harness.cell import RunContext, run_cell
 from harness.install import InstallPaths
-from harness.results import CellResult, Status
+from harness.report import verdicts
+from harness.results import Status
 from harness.slots import Slot
 from harness.spec import parse_matrix
-from harness.verdict import compare
+from harness.verdict import Verdict
 from harness.words import VerdictWord
 from tests.support.scripted_backend import install_manual_pin
 
 
-def _pair(tmp_path: Path, seed: int, slow_delay: float) -> tuple[CellResult, CellResult]:
+def _verdicts(tmp_path: Path, seed: int, slow_delay: float) -> list[Verdict]:
+    """The two cells measured one after the other, judged as the report judges them (the matrix's margins:
+    sequential cells at sequential_noise, the calibration's drift at machine_drift)."""
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF")
     matrix = parse_matrix(
@@ -38,6 +41,7 @@ def _pair(tmp_path: Path, seed: int, slow_delay: float) -> tuple[CellResult, Cel
                 "requests_per_level": 10,
                 "agreement_prompts": 1,
                 "warmup_requests": 1,
+                "paired": False,  # cells one after the other, judged at sequential_noise
             },
             "accuracy": {"tasks": []},
             # machine_drift: under `pytest -n 2` on two cores another worker's tests make the machine move by design
@@ -57,21 +61,20 @@ def _pair(tmp_path: Path, seed: int, slow_delay: float) -> tuple[CellResult, Cel
     plat = matrix.platforms["cpu"]
     ref, other = run_cell(ctx, plat.versions[0], plat.models[0]), run_cell(ctx, plat.versions[1], plat.models[0])
     assert ref.status is Status.PASSED and other.status is Status.PASSED, (ref.reason, other.reason)
-    return ref, other
+    return verdicts(matrix, [ref, other])
 
 
 @pytest.mark.parametrize("seed", range(10))
 def test_an_aa_pair_is_never_slower_or_faster(tmp_path: Path, seed: int) -> None:
     """Never a difference; "equivalent" where the interval shows it, else "inconclusive" with its bound."""
-    ref, same = _pair(tmp_path, seed, 0.01)
-    found = compare(same, ref, seed=seed)
+    found = _verdicts(tmp_path, seed, 0.01)
     words = {v.word for v in found}
     assert len(found) == 3 and words <= {VerdictWord.EQUIVALENT, VerdictWord.INCONCLUSIVE}, [v.line for v in found]
 
 
 def test_a_pin_20_percent_slower_is_called_slower(tmp_path: Path) -> None:
-    ref, slow = _pair(tmp_path, 0, 0.0125)  # 25% more time per token: 20% fewer tokens per second
-    by_metric = {v.metric: v for v in compare(slow, ref)}
+    found = _verdicts(tmp_path, 0, 0.0125)  # 25% more time per token: 20% fewer tokens per second
+    by_metric = {v.metric: v for v in found}
     assert by_metric["output tok/s"].word == "slower", by_metric["output tok/s"].line
     assert (by_metric["output tok/s"].high or 1.0) < 1.0
     assert by_metric["TPOT p50"].word == "slower", by_metric["TPOT p50"].line
