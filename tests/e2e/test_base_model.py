@@ -77,7 +77,13 @@ def test_pieces_across_wheels_are_the_same_model_and_a_base_model_is_recommended
         {
             "backend": "vllm",
             "platforms": {"cpu": cpu},
-            "workload": {"output_tokens": 8, "concurrency": [1], "requests_per_level": 2, "agreement_prompts": 4},
+            "workload": {
+                "output_tokens": 8,
+                "concurrency": [1],
+                "requests_per_level": 2,
+                "agreement_prompts": 4,
+                "paired": False,
+            },
             "accuracy": {"tasks": ["copy"], "items_per_task": 8},
             "thresholds": {"startup_deadline_s": 400},
         },

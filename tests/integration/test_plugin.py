@@ -98,10 +98,14 @@ def test_matrix_run_records_every_cell_and_recommends(tmp_path: Path, gguf_model
     assert lines[0]["version"] == "1.0.0"  # the reference pin runs first
     assert by_version["1.0.0"]["status"] == "passed" and by_version["1.0.0"]["startup"]["cold"]["seconds"] > 0
     assert by_version["2.0.0"]["agreement"]["identical"] == 3
-    for lvl in by_version["2.0.0"]["throughput"]:
-        (run,) = lvl["runs"]
-        assert run["output_tokens"] == 6 * run["completed"] == 24
-        assert lvl["label"] in ("c=1", "c=2") and lvl["unit"] == "output tok/s"
+    # the default workload.paired = "auto": on this CPU both servers fit, so every load point ran in paired rounds
+    # against the deployed pin's server (one wave of c requests a side per round), the deployed pin's own against a twin
+    assert by_version["1.0.0"]["pairing"].startswith("paired with 1.0.0 (both servers up together)")
+    assert by_version["2.0.0"]["pairing"].startswith("paired with 1.0.0 (both servers up together)")
+    for lvl, c in zip(by_version["2.0.0"]["throughput"], (1, 2), strict=True):
+        assert len(lvl["runs"]) >= 10 and lvl["label"] == f"c={c}" and lvl["unit"] == "output tok/s"
+        assert all(run["output_tokens"] == 6 * run["completed"] == 6 * c for run in lvl["runs"])
+    assert [len(p["rounds"]) >= 10 for p in by_version["2.0.0"]["paired"]] == [True, True]
     machine = by_version["2.0.0"]["fingerprint"]["machine"]
     assert (
         machine["cores"] > 0
@@ -142,8 +146,8 @@ def test_matrix_run_records_every_cell_and_recommends(tmp_path: Path, gguf_model
 
 
 def test_a_ci_step_summary_gets_the_first_screen(tmp_path: Path, gguf_model: Path) -> None:
-    install_manual_pin(tmp_path / "bin", "1.0.0")
-    install_manual_pin(tmp_path / "bin", "2.0.0")
+    install_manual_pin(tmp_path / "bin", "1.0.0", "--token-delay", "0.02")
+    install_manual_pin(tmp_path / "bin", "2.0.0", "--token-delay", "0.02", "--slowdown", "4")  # shown: slower
     matrix = _matrix(tmp_path, '"1.0.0", "2.0.0"', "1.0.0", gguf_model)
     summary = tmp_path / "step-summary.md"
     proc = subprocess.run(
@@ -158,7 +162,7 @@ def test_a_ci_step_summary_gets_the_first_screen(tmp_path: Path, gguf_model: Pat
     text = summary.read_text()
     assert "## Recommendation" in text and "## Verdicts against the deployed pin" in text and "## Summary" in text
     assert "## Details" not in text
-    assert "verdict: 2.0.0 vs 1.0.0 (deployed): output tok/s" in proc.stdout
+    assert "verdict: 2.0.0 vs 1.0.0 (deployed): output tok/s" in proc.stdout, proc.stdout[-3000:]
 
 
 def test_k_selects_cells(tmp_path: Path, gguf_model: Path) -> None:
@@ -398,7 +402,11 @@ def test_remove_venvs_runs_pin_by_pin_and_deletes_each_venv_after_its_last_cell(
         "cell[scripted_2.0.0-tiny2-cpu]",
     ]  # pin by pin
     removed = [ln for ln in proc.stdout.splitlines() if "venv (" in ln and "freed; --remove-venvs)" in ln]
-    assert len(removed) == 2 and "[scripted_1.0.0-tiny2-cpu] removed scripted_1.0.0's venv" in removed[0]
+    # each venv once no cell needs it: the deployed pin's after the last cell it was the paired-rounds partner of
+    assert [ln.split(" venv (")[0].split("] ")[-1] for ln in removed] == [
+        "removed scripted_2.0.0's",
+        "removed scripted_1.0.0's",
+    ] and all("[scripted_2.0.0-tiny2-cpu]" in ln for ln in removed), removed
     assert list((tmp_path / "data" / "pipx" / "venvs").iterdir()) == []
     assert not [p for p in (tmp_path / "bin").iterdir() if p.name.startswith("scripted_")]
     assert (tmp_path / "data" / "pipx" / "installs.log").read_text().split() == ["_1.0.0", "_2.0.0"]
