@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import random
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from .results import CellResult, LoadPoint, PairedPoint, Round
@@ -151,13 +151,15 @@ def compare(
     drift: float = 0.10,
     deployed: bool | None = None,
     sequential_noise: float = 0.0,
+    floors: Mapping[tuple[str, str], float] | None = None,
 ) -> list[Verdict]:
     """Every metric at every load point the two cells share. ``labels``: how to name the two sides (default:
     each pin and its launch variant; two runs of one pin: "0.32.0 (tue)", "0.32.0 (mon)"). ``deployed``:
     whether ``reference`` is what is deployed today (default: when no labels are given). ``drift``: how far
     the machine's calibration may move before a difference is put down to the machine. A point the cell
     measured in paired rounds against ``reference``'s pin is judged on those rounds at ``noise``; any other
-    point compares the two cells' request pools at the wider of ``noise`` and ``sequential_noise``."""
+    point compares the two cells' request pools at the wider of ``noise`` and ``sequential_noise``. ``floors``:
+    this run's A/A floor per (point, metric) (``aa_floors``); a paired verdict's margin is never below its own."""
     moved = unstable(cell.stability, reference.stability, drift)
     ours_label, theirs_label = labels or (cell.pin_label, reference.pin_label)
     base = Verdict(
@@ -178,7 +180,7 @@ def compare(
     out: list[Verdict] = []
     for point in cell.throughput:
         if point.label in paired:
-            out += compare_paired(paired[point.label], base, noise)
+            out += compare_paired(paired[point.label], base, noise, floors or {})
             continue
         ref_point = theirs_by_label.get(point.label)
         if ref_point is not None:
@@ -270,11 +272,15 @@ def paired_word(rounds: Sequence[Round], margin: float, metric_index: int) -> Ve
     return _word(low, high, metric.higher_is_better, margin, None)[0]
 
 
-def compare_paired(point: PairedPoint, base: Verdict, margin: float) -> list[Verdict]:
+def compare_paired(
+    point: PairedPoint, base: Verdict, noise: float, floors: Mapping[tuple[str, str], float] | None = None
+) -> list[Verdict]:
     """Each metric of a load point measured in paired rounds: the median of the per-round ratios with its
-    order-statistic interval. Both servers met the same machine in every round: no drift to explain away."""
+    order-statistic interval, decided at the wider of ``noise`` and this run's A/A floor for that point and
+    metric. Both servers met the same machine in every round: no drift to explain away."""
     out = []
     for metric in TEXT_METRICS:
+        margin = max(noise, (floors or {}).get((point.label, metric.name), 0.0))
         ratios = round_ratios(point.rounds, metric)
         sized = replace(
             base,
@@ -298,10 +304,12 @@ def compare_paired(point: PairedPoint, base: Verdict, margin: float) -> list[Ver
     return out
 
 
-def aa_floor(cells: Sequence[CellResult]) -> float | None:
-    """This run's own noise floor on this machine: how far apart the deployed pin looked from a twin of itself
-    (its A/A paired rounds), the widest interval bound over metrics and points; None without an A/A control."""
-    bounds = []
+def aa_floors(cells: Sequence[CellResult]) -> dict[tuple[str, str], float]:
+    """This run's own noise floor on this machine, per (point, metric): how far apart the deployed pin looked
+    from a twin of itself in its A/A paired rounds (the wider side of the median's interval). Each metric and
+    load point has its own: a TTFT at four in flight moves more than output tok/s at one, and neither should
+    widen the other's margin. Empty without an A/A control."""
+    floors: dict[tuple[str, str], float] = {}
     for c in cells:
         for point in c.paired:
             if point.partner != c.pin_label:
@@ -310,8 +318,9 @@ def aa_floor(cells: Sequence[CellResult]) -> float | None:
                 ratios = round_ratios(point.rounds, metric)
                 if len(ratios) >= MIN_ROUNDS:
                     low, high, _ = median_interval(ratios)
-                    bounds.append(max(1 - low, high - 1, 0.0))
-    return max(bounds) if bounds else None
+                    key = (point.label, metric.name)
+                    floors[key] = max(floors.get(key, 0.0), 1 - low, high - 1, 0.0)
+    return floors
 
 
 def compare_runs(

@@ -158,13 +158,11 @@ class Quiet:
         self.waits.append(time.monotonic() - started)
 
     def summary(self) -> str:
+        waited = sorted(w for w in self.waits if w >= QUIET_WINDOW_S / 2)
         if not self.waits:
             return ""
-        waits = sorted(self.waits)
-        text = (
-            f"; each wave began once the other server had gone quiet (waited median {waits[len(waits) // 2]:.1f} s, "
-            f"max {waits[-1]:.1f} s)"
-        )
+        text = f"; each wave began once the other server was quiet (waited before {len(waited)} of {len(self.waits)}"
+        text += f" waves, median {waited[len(waited) // 2]:.1f} s, max {waited[-1]:.1f} s)" if waited else " waves)"
         for side in sorted(self.restless):
             text += (
                 f"; {'this' if side == 'ours' else 'the partner'}'s server never went quiet within {QUIET_CAP_S:g} s"

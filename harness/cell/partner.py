@@ -31,8 +31,14 @@ def offer_partner(p: Probing, launcher: Launcher, ours: Server) -> None:
     if model.kind not in (ModelKind.CHAT, ModelKind.COMPLETION) or mode == "never":
         return
     plat = ctx.matrix.platforms[ctx.platform]
-    baseline = plat.variant(plat.variant(result.variant).baseline)
-    twin = result.is_baseline
+    # whom the verdicts weigh this cell against (as report.baseline does): the deployed cell itself against a twin
+    # (the A/A control); the reference pin in another launch against the deployed launch; any other cell against
+    # the reference pin in its variant's baseline
+    twin = result.deployed
+    if result.is_baseline and not twin:
+        baseline = plat.variant(result.deployed_variant)
+    else:
+        baseline = plat.variant(plat.variant(result.variant).baseline)
     p.partner_label = (
         result.pin_label
         if twin

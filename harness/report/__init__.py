@@ -23,7 +23,7 @@ from ..recommend import Recommendation, recommend
 from ..results import SCHEMA_VERSION, CellResult, ResultStore, RunInfo
 from ..serial import LoadError, dump
 from ..spec import Matrix
-from ..verdict import Verdict, aa_floor, compare
+from ..verdict import Verdict, aa_floors, compare
 from . import html, markdown
 from .view import build, partial_run, sort_cells
 
@@ -132,15 +132,15 @@ def verdicts(settings: Matrix | RunInfo, cells: Sequence[CellResult]) -> list[Ve
     info = _info(settings)
     out = []
     for group in groups(cells).values():
-        floor = aa_floor(group)  # this run's own noise on this machine: the margin is never below it
-        noise = max(info.noise, floor or 0.0)
+        floors = aa_floors(group)  # this run's own noise on this machine: a paired margin is never below it
         for c in group:
             ref = baseline(c, group)
             if ref is not None and c.throughput:
                 out += compare(
                     c,
                     ref,
-                    noise=noise,
+                    noise=info.noise,
+                    floors=floors,
                     seed=info.seed,
                     drift=info.drift,
                     deployed=ref.deployed,
@@ -155,12 +155,12 @@ def margins(settings: Matrix | RunInfo, cells: Sequence[CellResult]) -> list[str
     info = _info(settings)
     out = []
     for (model, platform, _), group in groups(cells).items():
-        floor = aa_floor(group)
-        aa = f"this run's A/A floor ±{floor:.1%}" if floor is not None else "no A/A control in this run"
-        used = max(info.noise, floor or 0.0)
+        floors = aa_floors(group)
+        aa = "; ".join(f"{m} at {pt} ±{f:.1%}" for (pt, m), f in floors.items()) or "none: no A/A control in this run"
         out.append(
-            f"{model} on {platform}: paired rounds decided at ±{used:.0%} (throughput_noise ±{info.noise:.0%}, "
-            f"{aa}); points measured alone at ±{max(used, info.sequential_noise):.0%}"
+            f"{model} on {platform}: paired rounds decided at the wider of throughput_noise ±{info.noise:.0%} and "
+            f"this run's A/A floor for the same metric and point ({aa}); points measured alone at "
+            f"±{max(info.noise, info.sequential_noise):.0%}"
         )
         out += [f"{c.pin_label}: {c.pairing}" for c in group if c.pairing]
     return out

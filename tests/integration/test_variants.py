@@ -10,6 +10,10 @@ from tests.integration.test_plugin import _run
 from tests.support.scripted_backend import install_manual_pin
 
 
+def pins_verdicts(run_dir: Path) -> list[dict[str, object]]:
+    return json.loads((run_dir / "pins.json").read_text())["verdicts"]
+
+
 def _variant_matrix(tmp_path: Path, model: Path, extra: str = "") -> Path:
     path = tmp_path / "scripted.toml"
     path.write_text(f"""
@@ -69,6 +73,17 @@ def test_variants_are_a_dimension_compared_like_with_like_and_recommended_with_p
         greedy["passed"] and "vs 1.0.0 [fast]" in greedy["detail"]
     )  # like with like: the reference pin in the same variant
     assert "--token-delay" in cells["scripted_1.0.0-tiny-cpu-fast"]["fingerprint"]["launch_argv"]
+    # paired rounds (workload.paired = "auto") against whom the verdicts weigh each cell: the deployed launch against
+    # a twin of itself, the reference pin in another launch against the deployed launch, a pin against its
+    # variant's reference pin
+    partners = {cid: c["pairing"].split(" (both servers")[0] for cid, c in cells.items()}
+    assert partners == {
+        "scripted_1.0.0-tiny-cpu-slow": "paired with 1.0.0 [slow]",
+        "scripted_1.0.0-tiny-cpu-fast": "paired with 1.0.0 [slow]",
+        "scripted_2.0.0-tiny-cpu-slow": "paired with 1.0.0 [slow]",
+        "scripted_2.0.0-tiny-cpu-fast": "paired with 1.0.0 [fast]",
+    }, partners
+    assert all(v.get("rounds", 0) >= 10 for v in pins_verdicts(run_dir))
     # where the time went, per group of conformance checks, inside the conformance probe's own time
     timings = fast2["conformance_s"]
     assert {"models", "chat", "completion", "stop", "n", "seed", "stream", "logprobs", "errors"} == set(timings)

@@ -5,12 +5,13 @@ from pathlib import Path
 
 from harness.load.metrics import RequestRecord, aggregate, summarize
 from harness.report import write_reports
-from harness.results import LoadPoint
+from harness.results import LoadPoint, PairedPoint, Round
 from harness.spec import parse_matrix
 from harness.stability import Stability, calibrate, unstable
-from harness.verdict import bootstrap_ratio, compare
+from harness.verdict import aa_floors, bootstrap_ratio, compare
 from harness.words import VerdictWord
 from tests.support import cells
+from tests.support.cells import cell, text_point, text_run
 
 
 def _point(
@@ -168,3 +169,31 @@ def test_an_interval_that_reaches_past_the_margin_is_inconclusive_with_its_bound
     assert _word(0.80, 0.90, higher_is_better=True, noise=0.05, moved=None)[0] is VerdictWord.SLOWER
     assert _word(0.97, 1.03, higher_is_better=True, noise=0.05, moved=None) == (VerdictWord.EQUIVALENT, "")
     assert _word(0.97, 1.10, higher_is_better=True, noise=0.05, moved=None)[1].startswith("could be up to 10% faster")
+
+
+def _paired(label: str, partner: str, ours: list[float], theirs: list[float]) -> PairedPoint:
+    rounds = tuple(
+        Round(first="ours" if i % 2 == 0 else "theirs", ours=text_run(a), theirs=text_run(b))
+        for i, (a, b) in enumerate(zip(ours, theirs, strict=True))
+    )
+    return PairedPoint(label=label, partner=partner, rounds=rounds)
+
+
+def test_the_aa_floor_is_per_point_and_metric_and_widens_only_its_own_margin() -> None:
+    """A/A rounds tight at c=1 and loose at c=4: a 15% slower pin is slower at c=1 (floor ~2%) and, at c=4, not
+    shown beyond the floor there; the loose point never widens the tight one's margin."""
+    steady = [100.0] * 10
+    deployed = cell("1.0.0", reference=True)
+    deployed.paired = [
+        _paired("c=1", "1.0.0", [100, 101, 99, 102, 98, 100, 101, 99, 100, 100], steady),
+        _paired("c=4", "1.0.0", [70, 130, 80, 125, 75, 120, 85, 128, 72, 126], steady),
+    ]
+    floors = aa_floors([deployed])
+    assert floors[("c=1", "output tok/s")] < 0.03 < 0.2 < floors[("c=4", "output tok/s")]
+    slow = cell("2.0.0")
+    slow.throughput = [text_point(1, 85), text_point(4, 85)]
+    slow.paired = [_paired(lbl, "1.0.0", [85.0] * 10, steady) for lbl in ("c=1", "c=4")]
+    deployed.throughput = [text_point(1, 100), text_point(4, 100)]
+    by_point = {v.point: v for v in compare(slow, deployed, noise=0.05, floors=floors) if v.metric == "output tok/s"}
+    assert by_point["c=1"].word is VerdictWord.SLOWER and by_point["c=1"].margin == 0.05
+    assert by_point["c=4"].word is not VerdictWord.SLOWER and by_point["c=4"].margin > 0.2
