@@ -280,7 +280,8 @@ def compare_paired(
     metric. Both servers met the same machine in every round: no drift to explain away."""
     out = []
     for metric in TEXT_METRICS:
-        margin = max(noise, (floors or {}).get((point.label, metric.name), 0.0))
+        same = [f for (_, name), f in (floors or {}).items() if name == metric.name]
+        margin = max(noise, (floors or {}).get((point.label, metric.name), max(same, default=0.0)))
         ratios = round_ratios(point.rounds, metric)
         sized = replace(
             base,
@@ -305,11 +306,14 @@ def compare_paired(
 
 
 def aa_floors(cells: Sequence[CellResult]) -> dict[tuple[str, str], float]:
-    """This run's own noise floor on this machine, per (point, metric): how far apart the deployed pin looked
-    from a twin of itself in its A/A paired rounds (the wider side of the median's interval). Each metric and
-    load point has its own: a TTFT at four in flight moves more than output tok/s at one, and neither should
-    widen the other's margin. Empty without an A/A control."""
-    floors: dict[tuple[str, str], float] = {}
+    """This run's own noise floor on this machine, per metric: how far apart the deployed pin looked from a twin
+    of itself in its A/A paired rounds (the wider side of the median's interval), the widest over the load
+    points, keyed (point, metric) for each point measured. A TTFT at four in flight moves more than output tok/s
+    does, and should not widen tok/s's margin; one point's single interval is too thin an estimate of a metric's
+    noise (a twin's own interval would cross it by chance), so each metric takes its widest. Empty without an
+    A/A control."""
+    widest: dict[str, float] = {}
+    points: set[str] = set()
     for c in cells:
         for point in c.paired:
             if point.partner != c.pin_label:
@@ -318,9 +322,9 @@ def aa_floors(cells: Sequence[CellResult]) -> dict[tuple[str, str], float]:
                 ratios = round_ratios(point.rounds, metric)
                 if len(ratios) >= MIN_ROUNDS:
                     low, high, _ = median_interval(ratios)
-                    key = (point.label, metric.name)
-                    floors[key] = max(floors.get(key, 0.0), 1 - low, high - 1, 0.0)
-    return floors
+                    widest[metric.name] = max(widest.get(metric.name, 0.0), 1 - low, high - 1, 0.0)
+                    points.add(point.label)
+    return {(label, name): floor for label in sorted(points) for name, floor in widest.items()}
 
 
 def compare_runs(

@@ -156,10 +156,12 @@ def margins(settings: Matrix | RunInfo, cells: Sequence[CellResult]) -> list[str
     out = []
     for (model, platform, _), group in groups(cells).items():
         floors = aa_floors(group)
-        aa = "; ".join(f"{m} at {pt} ±{f:.1%}" for (pt, m), f in floors.items()) or "none: no A/A control in this run"
+        per_metric = {m: f for (_, m), f in floors.items()}
+        aa = "; ".join(f"{m} ±{f:.1%}" for m, f in per_metric.items()) or "none: no A/A control in this run"
         out.append(
             f"{model} on {platform}: paired rounds decided at the wider of throughput_noise ±{info.noise:.0%} and "
-            f"this run's A/A floor for the same metric and point ({aa}); points measured alone at "
+            f"this run's A/A floor for the same metric, its widest over the load points ({aa}); points measured "
+            "alone at "
             f"±{max(info.noise, info.sequential_noise):.0%}"
         )
         out += [f"{c.pin_label}: {c.pairing}" for c in group if c.pairing]

@@ -75,5 +75,5 @@ startup_deadline_s = 400
         assert v["verdict"] == "slower", v
         assert v["rounds"] >= 6 and v["ci95"][1] < 1 - v["margin"], v
     report = (run_dir / "report.md").read_text()
-    assert "this run's A/A floor for the same metric and point (output tok/s at c=1 ±" in report, report[:3000]
+    assert "this run's A/A floor for the same metric, its widest over the load points (output tok/s ±" in report
     assert pins["models"][0]["backend_version"] == "0.32.0"  # never the slowed pin
