@@ -110,7 +110,8 @@ _WORD_COLOURS = {
 
 def forest_svg(verdicts: Sequence[Verdict], width: int = 900, row: int = 22) -> Markup:
     """Every verdict with an interval as a row: the ratio (oriented so right is better for the pin) with its 95%
-    interval on a log scale, the ±margin band shaded, coloured by its word."""
+    interval on a log scale, coloured by its word, over its own ±margin shaded (paired verdicts are decided at their
+    metric's A/A floor, sequential ones at the wider sequential margin)."""
     rows = [(v, g) for v in verdicts if (g := v.goodness) is not None]
     if not rows:
         return Markup("")
@@ -124,14 +125,18 @@ def forest_svg(verdicts: Sequence[Verdict], width: int = 900, row: int = 22) -> 
         return label_w + (width - label_w - pad) * (math.log(value) - math.log(lo)) / span
 
     height = row * len(rows) + 40
-    margin = max(v.margin for v, _ in rows)
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" class="forest">',
-        f"<title>{escape('Verdicts: pin / deployed, right is better; the band is the noise margin')}</title>",
-        f'<rect x="{x(1 - margin):.1f}" y="0" width="{x(1 + margin) - x(1 - margin):.1f}" height="{height - 30}" '
-        'fill="#e8eef6"/>',
-        f'<line x1="{x(1):.1f}" y1="0" x2="{x(1):.1f}" y2="{height - 30}" stroke="#666" stroke-dasharray="3,3"/>',
+        f"<title>{escape('Verdicts: pin / deployed, right is better; shaded: the margin each was decided at')}</title>",
     ]
+    for i, (v, _) in enumerate(rows):  # rows with one margin join into one band
+        parts.append(
+            f'<rect class="band" x="{x(1 - v.margin):.1f}" y="{row * i}" '
+            f'width="{x(1 + v.margin) - x(1 - v.margin):.1f}" height="{row}" fill="#e8eef6"/>'
+        )
+    parts.append(
+        f'<line x1="{x(1):.1f}" y1="0" x2="{x(1):.1f}" y2="{height - 30}" stroke="#666" stroke-dasharray="3,3"/>'
+    )
     for i, (v, (ratio, low, high)) in enumerate(rows):
         y = row * i + row / 2 + 2
         colour = _WORD_COLOURS.get(v.word, "#777")

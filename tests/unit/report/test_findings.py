@@ -93,3 +93,39 @@ def test_the_forest_plot_draws_a_margin_wider_than_the_ratios() -> None:
     )
     svg = str(forest_svg([v]))
     assert svg.startswith("<svg") and "0.32.0 · output tok/s · c=1" in svg
+
+
+def test_the_forest_plot_shades_each_row_at_its_own_margin() -> None:
+    """Paired verdicts are decided at their own metric's A/A floor, sequential ones at the wider sequential margin:
+    one band for all (the widest) showed a verdict decided at ±5% against a ±15% band."""
+    import re
+
+    from harness.report.html import forest_svg
+    from harness.verdict import Verdict
+    from harness.words import VerdictWord
+
+    def verdict(metric: str, margin: float) -> Verdict:
+        return Verdict(
+            version="0.32.0",
+            reference="0.31.0",
+            model="m",
+            point="c=1",
+            metric=metric,
+            ratio=0.8,
+            low=0.75,
+            high=0.85,
+            n=10,
+            n_reference=10,
+            word=VerdictWord.SLOWER,
+            margin=margin,
+            rounds=10,
+        )
+
+    svg = str(forest_svg([verdict("output tok/s", 0.05), verdict("TPOT p50", 0.15)]))
+    bands = [
+        (float(x), float(w), float(y))
+        for x, y, w in re.findall(r'<rect class="band" x="([\d.]+)" y="([\d.]+)" width="([\d.]+)"', svg)
+    ]
+    assert len(bands) == 2, svg
+    (x5, w5, y5), (x15, w15, y15) = bands
+    assert x15 < x5 and w15 > 2.5 * w5 and y15 > y5  # each row's own band, in its own row
