@@ -129,10 +129,11 @@ def bisect(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks (numbers, not tests): client capacity, agreement with `vllm bench serve`, harness overhead,
-    pipx vs uv; JSON in reports/bench/. `nox -s bench -- overhead` runs one."""
-    session.install("-e", ".", "uv")
-    known = ("client_capacity", "agreement", "overhead", "installers")
-    which = session.posargs or ["client_capacity", "agreement"]  # installers: 7 GB of venvs, ask for it by name
+    pipx vs uv, a pin slowed on purpose; JSON in reports/bench/. `nox -s bench -- overhead` runs one."""
+    session.install("-e", ".", "uv", "tomli-w")
+    known = ("client_capacity", "agreement", "overhead", "installers", "slowed_pin")
+    # installers (7 GB of venvs) and slowed_pin (the whole default matrix plus a pin): ask for them by name
+    which = session.posargs or ["client_capacity", "agreement"]
     for name in which:
         if name not in known:
             session.error(f"unknown benchmark {name!r} (known: {', '.join(known)})")
