@@ -91,6 +91,11 @@ def _announce(p: Probing) -> None:
     p.say(f"measuring throughput: {what}; {w.requests_per_level} requests per point x {w.repeats} repeat(s){sized}")
 
 
+def _ok(point: LoadPoint) -> str:
+    """Requests answered over every repeat (or paired round) of the point."""
+    return f"{sum(r.completed for r in point.runs)}/{sum(r.requests for r in point.runs)} ok"
+
+
 def _text_point_line(p: Probing) -> Callable[[LoadPoint], None]:
     w = p.workload
     last = [time.monotonic()]
@@ -108,7 +113,7 @@ def _text_point_line(p: Probing) -> Callable[[LoadPoint], None]:
         flag = f" [client-bound: {point.saturation_reason}]" if point.saturated else ""
         p.say(
             f"{point.label}: {point.median:.1f} out tok/s{spread}, TTFT p50 {_or0(point.dist('ttft_ms'))} ms, "
-            f"{point.run.completed}/{point.run.requests} ok{flag}"
+            f"{_ok(point)}{flag}"
         )
 
     return show
@@ -141,7 +146,7 @@ def _audio_load(p: Probing, send: audio_load.Send) -> None:
         lat, rtf = point.dist("latency_ms"), point.dist("rtf")
         p.say(
             f"{point.label}: {point.median:.2f} audio s/s{spread}, latency p50 {_or0(lat)} ms, "
-            f"RTF p50 {_or0(rtf, '.2f')}, {point.run.completed}/{point.run.requests} ok"
+            f"RTF p50 {_or0(rtf, '.2f')}, {_ok(point)}"
         )
 
     p.result.throughput = audio_load.run_levels(

@@ -3,6 +3,7 @@ model (completion) sends no chat request at all. The server is an httpx.MockTran
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -164,3 +165,17 @@ def test_load_stops_on_failed_requests(tmp_path: Path) -> None:
     broken = type(point.run)(**{**point.run.__dict__, "failed": 1, "errors": ("HTTP 500",)})
     with pytest.raises(ProbeError, match="1 of 8 requests failed at c=1: HTTP 500"):
         cell_load._failed_requests([type(point)(**{**point.__dict__, "runs": [broken]})])
+
+
+def test_a_load_points_progress_line_counts_every_request_of_every_repeat(tmp_path: Path) -> None:
+    """A paired point is ten one-request waves a side: its line said "1/1 ok" (the median wave's count)."""
+    from harness.load.metrics import aggregate
+    from harness.results import Run
+
+    said: list[str] = []
+    p = _probing(tmp_path, ModelKind.CHAT)
+    p.ctx = dataclasses.replace(p.ctx, progress=said.append)
+    waves = [Run(rate=r, requests=1, completed=1, failed=0, duration_s=1.0, request_s=1.0) for r in (20, 21, 22)]
+    waves.append(Run(rate=19, requests=1, completed=0, failed=1, duration_s=1.0, request_s=1.0))
+    cell_load._text_point_line(p)(aggregate(waves, mode="concurrency", target=1))
+    assert said and said[-1].endswith("3/4 ok"), said
