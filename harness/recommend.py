@@ -13,6 +13,7 @@ one pin goes to the deployed launch (changing nothing beats changing parameters 
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -212,10 +213,11 @@ def _how_sure(chosen: CellResult, verdicts: Sequence[Verdict], model: str) -> li
         )
         unsure = [v for v in mine if v.word is VerdictWord.INCONCLUSIVE]
         if unsure:  # not called equal to what runs today on intervals that allow a real difference
-            first = unsure[0]
+            # the one that needs the most rounds to decide (one on the margin, no number of them)
+            first = max(unsure, key=lambda v: v.samples_to_decide() or math.inf)
             reasons.append(
                 f"not shown equivalent to the deployed pin on {len(unsure)} of them ({first.metric} at {first.point}: "
-                f"{first.note}); more repeats (workload.repeats, or workload.target_precision) narrow the intervals"
+                f"{first.note}; {first.to_decide()})"
             )
     waived = sorted({c.name for c in chosen.checks if c.waived})
     if waived:

@@ -83,6 +83,41 @@ class Verdict:
         """Shown in red: a pin measurably slower."""
         return self.word is VerdictWord.SLOWER
 
+    def samples_to_decide(self) -> float | None:
+        """About how many samples (paired rounds, or requests a side) would decide an inconclusive verdict, if
+        the interval narrows as 1/sqrt(n) at the spread measured; None when its ratio sits on the margin (no
+        number of samples decides it) or there is no interval."""
+        g = self.goodness
+        if g is None or self.n <= 0:
+            return None
+        ratio, low, high = g
+        lo_m, hi_m = 1 - self.margin, 1 + self.margin
+        below, above = max(ratio - low, 1e-12), max(high - ratio, 1e-12)
+        if ratio < lo_m:  # slower, once the upper end clears the margin
+            scale = (lo_m - ratio) / above
+        elif ratio > hi_m:  # faster, once the lower end clears it
+            scale = (ratio - hi_m) / below
+        else:  # equivalent, once both ends are inside
+            scale = min((ratio - lo_m) / below, (hi_m - ratio) / above)
+        if scale < 0.02:  # within a fiftieth of the interval of the margin's edge: 2500x the samples
+            return None
+        return self.n / scale**2
+
+    def to_decide(self) -> str:
+        """What more samples would take, in words, for an inconclusive verdict."""
+        need = self.samples_to_decide()
+        if need is None:
+            return "its ratio sits on the margin: no number of rounds would decide it"
+        if self.rounds:
+            return (
+                f"about {math.ceil(need)} paired rounds would decide it at this spread (it had {self.rounds}: "
+                "workload.rounds, more while inconclusive up to workload.max_point_s)"
+            )
+        return (
+            f"about {math.ceil(need)} requests a side would decide it at this spread (it had {self.n}: "
+            "workload.requests_per_level x workload.repeats)"
+        )
+
     @property
     def line(self) -> str:
         what = f"{self.version} vs {self.reference}{' (deployed)' if self.deployed else ''}: {self.metric}"

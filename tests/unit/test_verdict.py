@@ -3,6 +3,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pytest
+
 from harness.load.metrics import RequestRecord, aggregate, summarize
 from harness.report import write_reports
 from harness.results import LoadPoint, PairedPoint, Round
@@ -207,3 +209,38 @@ def test_the_aa_floor_is_per_metric_and_widens_only_its_own_margin() -> None:
     tok_s = [v for v in found if v.metric == "output tok/s"]
     assert [v.word for v in tok_s] == [VerdictWord.SLOWER] * 2 and all(v.margin == 0.05 for v in tok_s)
     assert all(v.margin > 0.2 for v in found if v.metric == "TTFT p50")
+
+
+def test_an_inconclusive_verdict_says_how_many_rounds_would_decide_it() -> None:
+    """The issue: "say what more rounds would take". At the spread measured, an interval narrows as 1/sqrt(n)."""
+    from harness.verdict import Verdict
+
+    def v(ratio: float, low: float, high: float, margin: float, *, higher: bool = True, rounds: int = 10) -> Verdict:
+        return Verdict(
+            version="0.32.0",
+            reference="0.31.0",
+            model="m",
+            point="c=1",
+            metric="output tok/s",
+            ratio=ratio,
+            low=low,
+            high=high,
+            n=10,
+            n_reference=10,
+            word=VerdictWord.INCONCLUSIVE,
+            margin=margin,
+            higher_is_better=higher,
+            rounds=rounds,
+        )
+
+    # near 1: both ends must come inside ±6%; the lower end is the one short (0.93 of 0.94, half-width 0.05)
+    assert v(0.98, 0.93, 1.04, 0.06).samples_to_decide() == pytest.approx(10 / 0.8**2)
+    # beyond the margin: slower once the upper end is below 0.95
+    assert v(0.85, 0.78, 0.97, 0.05).samples_to_decide() == pytest.approx(10 / (0.10 / 0.12) ** 2)
+    # a latency: TTFT x1.10 [1.02, 1.20] is x0.909 [0.833, 0.980] in goodness
+    ttft = v(1.10, 1.02, 1.20, 0.05, higher=False).samples_to_decide()
+    assert ttft == pytest.approx(10 / (((0.95 - 1 / 1.1) / (1 / 1.02 - 1 / 1.1)) ** 2))
+    assert v(0.95, 0.90, 1.00, 0.05).samples_to_decide() is None  # on the margin: no number of rounds decides it
+    assert v(0.95, 0.90, 1.00, 0.05).to_decide().startswith("its ratio sits on the margin")
+    assert v(0.98, 0.93, 1.04, 0.06).to_decide().startswith("about 16 paired rounds would decide it")
+    assert v(0.98, 0.93, 1.04, 0.06, rounds=0).to_decide().startswith("about 16 requests a side would decide it")
