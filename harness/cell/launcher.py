@@ -73,12 +73,18 @@ class Launcher:
         say(f"ready in {seconds:.1f} s ({label})" + "".join(f", {k} {v:g}" for k, v in phases.items()))
         return Startup(seconds=seconds, log_ready_s=srv.log_ready_s, phases=phases)
 
-    def launch(self, log: Path, label: str) -> Server:
-        """Start and wait for ready; a port another process took between our choosing and the server's
-        binding is a race of this machine, not a backend failure: start again on another port."""
+    def spawn(self, log: Path) -> Server:
+        """Start the server and return at once (``launch`` waits for it)."""
+        srv = self.server(log)
+        srv.start()
+        return srv
+
+    def launch(self, log: Path, label: str, spawned: Server | None = None) -> Server:
+        """Start (or take one ``spawn``ed earlier) and wait for ready; a port another process took between our
+        choosing and the server's binding is a race of this machine, not a backend failure: start again on
+        another port."""
         for attempt in range(1, PORT_ATTEMPTS + 1):
-            srv = self.server(log)
-            srv.start()
+            srv, spawned = spawned or self.spawn(log), None
             try:
                 self.result.startup[label] = self._ready(srv, label)
                 return srv

@@ -52,8 +52,10 @@ def offer_partner(p: Probing, launcher: Launcher, ours: Server) -> None:
         )
         return
 
-    @contextlib.contextmanager
-    def partner() -> Iterator[Together]:
+    log = ctx.run_dir / "cells" / result.cell_id / "server-partner.log"
+    early: dict[str, tuple[Launcher, Path, Server]] = {}
+
+    def prepare() -> tuple[Launcher, Path]:
         if not ctx.slot.gpus:
             _fits_beside(ours)
         exe = launcher.exe if twin else _reference_exe(p)
@@ -63,9 +65,31 @@ def offer_partner(p: Probing, launcher: Launcher, ours: Server) -> None:
         second = dataclasses.replace(
             launcher, exe=exe, cache_dir=cache, args=None if twin else args, env=None if twin else baseline.env
         )
-        log = ctx.run_dir / "cells" / result.cell_id / "server-partner.log"
+        return second, cache
+
+    def head_start() -> None:
         try:
-            srv = second.launch(log, "partner")
+            second, cache = prepare()
+        except NotTogether:
+            return  # said when the rounds ask for it
+        try:
+            early["spawned"] = (second, cache, second.spawn(log))
+        except OSError:
+            shutil.rmtree(cache, ignore_errors=True)
+            return  # a start that cannot even spawn fails again, and says so, when the rounds ask for it
+        p.say(f"starting the partner {p.partner_label} now: it boots while the correctness probes run")
+
+    def release() -> None:  # a head start the rounds never took (the cell failed first, or was interrupted)
+        if "spawned" in early:
+            _, cache, srv = early.pop("spawned")
+            srv.stop()
+            shutil.rmtree(cache, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def partner() -> Iterator[Together]:
+        second, cache, spawned = early.pop("spawned", None) or (*prepare(), None)
+        try:
+            srv = second.launch(log, "partner", spawned=spawned)
         except LaunchError as exc:
             shutil.rmtree(cache, ignore_errors=True)
             raise NotTogether(f"the partner {p.partner_label} did not start beside this server: {exc}") from exc
@@ -82,6 +106,8 @@ def offer_partner(p: Probing, launcher: Launcher, ours: Server) -> None:
             shutil.rmtree(cache, ignore_errors=True)
 
     p.partner = partner
+    p.head_start = head_start
+    p.closers.append(release)
 
 
 def _shares_gpu(args: Sequence[str]) -> bool:

@@ -54,6 +54,7 @@ def plan_for(kind: ModelKind) -> Plan:
 
 
 _GREEDY = (
+    paired.start_partner,  # the partner of the paired rounds boots while the probes before them run
     text.api_conformance,
     served.server_version,
     text.greedy_samples,

@@ -59,6 +59,10 @@ class Probing:
     partner: Partner | None = None  # for paired rounds (None: this cell's load points are measured alone)
     partner_label: str = ""  # the partner's pin label, as verdicts name it
     not_paired: str = ""  # why there is no partner, when there is none
+    # Spawns the partner's server now, so that it boots while the correctness probes run (``partner`` then only
+    # waits for it to be ready): the time of a second server start, saved from every paired cell
+    head_start: Callable[[], None] | None = None
+    closers: list[Callable[[], None]] = field(default_factory=list)  # run once the probes end, however they end
 
     @property
     def served_name(self) -> str:

@@ -53,12 +53,14 @@ def _serve(launcher: Launcher, probes: Probes) -> None:
         before = calibrate()
     with GpuMemorySampler(ctx.slot.gpus) as gpu_memory:
         srv = launcher.launch(log_path, "cold")
+        p = Probing(ctx=ctx, result=result, model=launcher.model, base_url=srv.base_url)
         try:
             result.phases["startup"] = result.startup["cold"].seconds
-            p = Probing(ctx=ctx, result=result, model=launcher.model, base_url=srv.base_url)
             offer_partner(p, launcher, srv)
             _probe(srv, p, probes)
         finally:
+            for close in p.closers:
+                close()
             srv.stop()
         _stability(ctx, result, before)
         if "warm" in ctx.matrix.workload.startup:

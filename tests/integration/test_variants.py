@@ -83,7 +83,7 @@ def test_variants_are_a_dimension_compared_like_with_like_and_recommended_with_p
         "scripted_2.0.0-tiny-cpu-slow": "paired with 1.0.0 [slow]",
         "scripted_2.0.0-tiny-cpu-fast": "paired with 1.0.0 [fast]",
     }, partners
-    assert all(v.get("rounds", 0) >= 10 for v in pins_verdicts(run_dir))
+    assert all(v.get("rounds", 0) >= 6 for v in pins_verdicts(run_dir))  # workload.rounds by default
     # where the time went, per group of conformance checks, inside the conformance probe's own time
     timings = fast2["conformance_s"]
     assert {"models", "chat", "completion", "stop", "n", "seed", "stream", "logprobs", "errors"} == set(timings)
