@@ -108,6 +108,14 @@ _WORD_COLOURS = {
 }
 
 
+def _band(margin: float, higher_is_better: bool, top: float) -> tuple[float, float]:
+    """±margin on the ratio as shown, drawn where the row is drawn: a latency's row is inverted (right is better),
+    so its band is [1/(1+m), 1/(1-m)]."""
+    if higher_is_better:
+        return 1 - margin, 1 + margin
+    return 1 / (1 + margin), (1 / (1 - margin) if margin < 1 else top)
+
+
 def forest_svg(verdicts: Sequence[Verdict], width: int = 900, row: int = 22) -> Markup:
     """Every verdict with an interval as a row: the ratio (oriented so right is better for the pin) with its 95%
     interval on a log scale, coloured by its word, over its own ±margin shaded (paired verdicts are decided at their
@@ -130,9 +138,10 @@ def forest_svg(verdicts: Sequence[Verdict], width: int = 900, row: int = 22) -> 
         f"<title>{escape('Verdicts: pin / deployed, right is better; shaded: the margin each was decided at')}</title>",
     ]
     for i, (v, _) in enumerate(rows):  # rows with one margin join into one band
+        left, right = _band(v.margin, v.higher_is_better, hi)
         parts.append(
-            f'<rect class="band" x="{x(1 - v.margin):.1f}" y="{row * i}" '
-            f'width="{x(1 + v.margin) - x(1 - v.margin):.1f}" height="{row}" fill="#e8eef6"/>'
+            f'<rect class="band" x="{x(left):.1f}" y="{row * i}" '
+            f'width="{x(right) - x(left):.1f}" height="{row}" fill="#e8eef6"/>'
         )
     parts.append(
         f'<line x1="{x(1):.1f}" y1="0" x2="{x(1):.1f}" y2="{height - 30}" stroke="#666" stroke-dasharray="3,3"/>'

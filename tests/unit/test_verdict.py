@@ -237,10 +237,22 @@ def test_an_inconclusive_verdict_says_how_many_rounds_would_decide_it() -> None:
     assert v(0.98, 0.93, 1.04, 0.06).samples_to_decide() == pytest.approx(10 / 0.8**2)
     # beyond the margin: slower once the upper end is below 0.95
     assert v(0.85, 0.78, 0.97, 0.05).samples_to_decide() == pytest.approx(10 / (0.10 / 0.12) ** 2)
-    # a latency: TTFT x1.10 [1.02, 1.20] is x0.909 [0.833, 0.980] in goodness
+    # a latency, as shown: TTFT x1.10 [1.02, 1.20] is slower once the lower end is above 1.05
     ttft = v(1.10, 1.02, 1.20, 0.05, higher=False).samples_to_decide()
-    assert ttft == pytest.approx(10 / (((0.95 - 1 / 1.1) / (1 / 1.02 - 1 / 1.1)) ** 2))
+    assert ttft == pytest.approx(10 / ((0.05 / 0.08) ** 2))
     assert v(0.95, 0.90, 1.00, 0.05).samples_to_decide() is None  # on the margin: no number of rounds decides it
     assert v(0.95, 0.90, 1.00, 0.05).to_decide().startswith("its ratio sits on the margin")
     assert v(0.98, 0.93, 1.04, 0.06).to_decide().startswith("about 16 paired rounds would decide it")
     assert v(0.98, 0.93, 1.04, 0.06, rounds=0).to_decide().startswith("about 16 requests a side would decide it")
+
+
+def test_a_latency_is_judged_against_the_margin_it_is_shown_with() -> None:
+    """A real run showed "TTFT p50 ×1.17 [0.95, 1.29] — equivalent at ±24%": the margin was applied to the
+    inverted ratio (1/1.29 = 0.775 is within 24.5% of 1), while the reader sees an interval reaching 29% slower."""
+    from harness.verdict import _word
+
+    assert _word(0.95, 1.29, higher_is_better=False, noise=0.245, moved=None)[0] is VerdictWord.INCONCLUSIVE
+    assert _word(1.10, 1.24, higher_is_better=False, noise=0.09, moved=None)[0] is VerdictWord.SLOWER
+    assert _word(1.06, 1.24, higher_is_better=False, noise=0.05, moved=None)[0] is VerdictWord.SLOWER  # 1.06 > 1.05
+    assert _word(0.80, 0.94, higher_is_better=False, noise=0.05, moved=None)[0] is VerdictWord.FASTER
+    assert _word(0.96, 1.04, higher_is_better=False, noise=0.05, moved=None)[0] is VerdictWord.EQUIVALENT

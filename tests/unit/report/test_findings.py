@@ -129,3 +129,13 @@ def test_the_forest_plot_shades_each_row_at_its_own_margin() -> None:
     assert len(bands) == 2, svg
     (x5, w5, y5), (x15, w15, y15) = bands
     assert x15 < x5 and w15 > 2.5 * w5 and y15 > y5  # each row's own band, in its own row
+
+
+def test_a_latency_rows_band_is_its_margin_on_the_ratio_as_shown() -> None:
+    """The row of a latency is drawn inverted (right is better): ±10% on TTFT is [1/1.1, 1/0.9] there."""
+    from harness.report.html import _band
+
+    assert _band(0.1, True, 2.0) == (0.9, 1.1)
+    low, high = _band(0.1, False, 2.0)
+    assert low == 1 / 1.1 and high == 1 / 0.9
+    assert _band(1.2, False, 2.0)[1] == 2.0  # a margin past 100% reaches the drawn edge
