@@ -268,13 +268,25 @@ def _bounds(low: float, high: float, higher_is_better: bool, noise: float) -> st
     """What an inconclusive interval allows, in words: "could be up to 25% slower"."""
     slower = (1 - low) if higher_is_better else (high - 1)  # the worst case, as a fraction of the deployed pin
     faster = (high - 1) if higher_is_better else (1 - low)
+    # whole percents where they read true; a tenth where rounding would say "up to 8% ... the ±8% margin"
+    worst = [x for x in (slower, faster) if x > noise]
+    digits = 0 if _whole(noise) and all(round(x * 100) > round(noise * 100) for x in worst) else 1
     parts = []
     if slower > noise:
-        parts.append(f"could be up to {slower:.0%} slower")
+        parts.append(f"could be up to {slower:.{digits}%} slower")
     if faster > noise:
-        parts.append(f"could be up to {faster:.0%} faster")
-    margin = f"not shown within the ±{noise:.0%} margin"
+        parts.append(f"could be up to {faster:.{digits}%} faster")
+    margin = f"not shown within the ±{noise:.{digits}%} margin"
     return ", ".join(parts) + f": {margin}" if parts else margin
+
+
+def _whole(fraction: float) -> bool:
+    return abs(fraction * 100 - round(fraction * 100)) < 0.05
+
+
+def percent(fraction: float) -> str:
+    """A margin as a person reads it: 15%, 7.5%."""
+    return f"{fraction:.0%}" if _whole(fraction) else f"{fraction:.1%}"
 
 
 MIN_ROUNDS = 6  # the fewest paired rounds whose order-statistic interval covers the median with >= 95%

@@ -10,7 +10,7 @@ from __future__ import annotations
 from tabulate import tabulate
 
 from ..safe import fence, markdown_text, visible_controls
-from ..verdict import Verdict
+from ..verdict import Verdict, percent
 from .cells import CellView, Table
 from .view import ReportView, sparkline
 
@@ -56,7 +56,7 @@ def _verdict_row(v: Verdict) -> list[str]:
     interval = f"[{v.low:.2f}, {v.high:.2f}]" if v.low is not None and v.high is not None else "—"
     ratio = f"×{v.ratio:.2f}" if v.ratio is not None else "—"
     basis = f"{v.rounds} paired rounds" if v.rounds else f"cells alone, n={v.n} vs {v.n_reference}"
-    margin = f"±{v.margin:.0%}" if v.margin else "—"
+    margin = f"±{percent(v.margin)}" if v.margin else "—"
     row = [v.version, v.metric, v.point, ratio, interval, margin, str(v.word), basis, v.note]
     return [markdown_text(x) for x in row]
 
