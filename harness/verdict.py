@@ -238,7 +238,12 @@ def _pooled(
         higher_is_better=metric.higher_is_better,
     )
     if point.saturated or ref_point.saturated:
-        return replace(sized, word=VerdictWord.CLIENT_BOUND)
+        why = "; ".join(
+            f"{name}: {p.saturation_reason}"
+            for name, p in ((base.version, point), (base.reference, ref_point))
+            if p.saturated
+        )
+        return replace(sized, word=VerdictWord.CLIENT_BOUND, note=why)
     needed = MIN_REPEATS_FOR_RUNS if metric.sample == "tok_s" and over_runs else MIN_SAMPLES[50]
     if min(len(ours), len(theirs)) < needed or metric.statistic(theirs) <= 0:
         return sized  # too few samples
@@ -337,8 +342,8 @@ def compare_paired(
             margin=margin,
             higher_is_better=metric.higher_is_better,
         )
-        if any(r.ours.saturated or r.theirs.saturated for r in point.rounds):
-            out.append(replace(sized, word=VerdictWord.CLIENT_BOUND))
+        if point.client_bound:
+            out.append(replace(sized, word=VerdictWord.CLIENT_BOUND, note=point.client_bound))
         elif len(ratios) < MIN_ROUNDS:
             out.append(replace(sized, word=VerdictWord.TOO_FEW, note=f"{len(ratios)} rounds: a median's 95% needs 6"))
         else:

@@ -14,7 +14,7 @@ import time
 import httpx
 
 from ..load import text as loadgen
-from ..load.metrics import aggregate
+from ..load.metrics import aggregate, client_limit
 from ..results import PairedPoint, Round, Run
 from ..verdict import paired_word
 from ..words import LoadProfile, VerdictWord
@@ -73,10 +73,17 @@ def _rounds(p: Probing, together: Together) -> None:
     quiet = Quiet(together)
     for index, c in enumerate(w.concurrency):
         load = loadgen.Load(mode="concurrency", target=c)
-        rounds = asyncio.run(_point(p, together.url, quiet, index, load, opts, bare))
+        lags: dict[str, list[float]] = {"ours": [], "theirs": []}
+        rounds = asyncio.run(_point(p, together.url, quiet, index, load, opts, bare, lags))
+        # client-bound over all of a side's waves together, never by one wave's own flag (one stall of the loop)
+        why = {side: client_limit([getattr(r, side) for r in rounds], lags[side], opts.limits) for side in lags}
         ours = aggregate([r.ours for r in rounds], mode="concurrency", target=c)
+        ours = dataclasses.replace(ours, saturated=bool(why["ours"]), saturation_reason=why["ours"])
         p.result.throughput.append(ours)
-        p.result.paired.append(PairedPoint(label=ours.label, partner=p.partner_label, rounds=tuple(rounds)))
+        bound = "; ".join(f"{WHOSE[side]} waves: {why[side]}" for side in lags if why[side])
+        p.result.paired.append(
+            PairedPoint(label=ours.label, partner=p.partner_label, rounds=tuple(rounds), client_bound=bound)
+        )
         show(ours)
         _failed_requests([ours, aggregate([r.theirs for r in rounds], mode="concurrency", target=c)])
     p.result.pairing += quiet.summary()
@@ -90,6 +97,7 @@ async def _point(
     load: loadgen.Load,
     opts: loadgen.Options,
     bare: loadgen.Options,
+    lags: dict[str, list[float]],
 ) -> list[Round]:
     w, c = p.workload, int(load.target)
     limits = httpx.Limits(max_connections=c, max_keepalive_connections=c)
@@ -113,7 +121,7 @@ async def _point(
             runs: dict[str, Run] = {}
             for side in order:  # back to back, the same prompts on both sides
                 await quiet.settle(OTHER[side])
-                runs[side] = await loadgen.run_load(sides[side], p.served_name, prompts, load, bare)
+                runs[side] = await loadgen.run_load(sides[side], p.served_name, prompts, load, bare, lags_ms=lags[side])
             rounds.append(Round(first=order[0], ours=runs["ours"], theirs=runs["theirs"]))
             if len(rounds) == target and _undecided(p, rounds):
                 # the data decide: more rounds while a verdict is inconclusive, as long as they fit the point's
@@ -125,6 +133,7 @@ async def _point(
 
 
 OTHER = {"ours": "theirs", "theirs": "ours"}
+WHOSE = {"ours": "this pin's", "theirs": "the partner's"}
 QUIET_WINDOW_S = 0.05
 QUIET_CPU_SHARE = 0.1  # a server is quiet when its processes used under a tenth of one core over a window
 QUIET_CAP_S = 5.0

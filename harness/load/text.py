@@ -153,9 +153,18 @@ def arrival_gaps(n: int, rate: float, burstiness: float, seed: int) -> list[floa
     return [rng.gammavariate(burstiness, theta) for _ in range(n)]
 
 
-async def run_load(client: httpx.AsyncClient, model: str, prompts: Sequence[str], load: Load, opts: Options) -> Run:
+async def run_load(
+    client: httpx.AsyncClient,
+    model: str,
+    prompts: Sequence[str],
+    load: Load,
+    opts: Options,
+    *,
+    lags_ms: list[float] | None = None,
+) -> Run:
     """Send ``prompts`` under ``load``; duration = first send -> last end. Client CPU time and event-loop
-    lag are recorded over the same window so a client-bound point can be flagged."""
+    lag are recorded over the same window so a client-bound point can be flagged; ``lags_ms`` also gets the
+    lag samples (to judge many short waves together: metrics.client_limit)."""
     for prompt in prompts[: opts.warmup_requests]:  # warm-up: not measured, and prefixed so that no
         await stream_completion(
             client, model, f"(warm-up) {prompt}", opts.max_tokens, opts.extra
@@ -195,6 +204,8 @@ async def run_load(client: httpx.AsyncClient, model: str, prompts: Sequence[str]
     cpu = time.process_time() - cpu0
     stop.set()
     await watcher
+    if lags_ms is not None:
+        lags_ms.extend(lags)
     return summarize(
         records,
         duration,

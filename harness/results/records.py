@@ -280,6 +280,9 @@ class PairedPoint:
     label: str
     partner: str  # the partner's pin label, as verdicts name it
     rounds: tuple[Round, ...]
+    # why the client was the limit over all the waves of a side together (load.metrics.client_limit), "" when it
+    # was not: one wave's own flag (a single stall of the client's loop) does not take the point's verdicts
+    client_bound: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from dataclasses import replace
 
 import pytest
 
@@ -268,3 +269,22 @@ def test_an_inconclusive_note_never_reads_as_its_own_margin() -> None:
     note = _word(0.9496, 1.0, higher_is_better=True, noise=0.05, moved=None)[1]
     assert note == "could be up to 5.0% slower: not shown within the ±5.0% margin"
     assert percent(0.15) == "15%" and percent(0.075) == "7.5%"
+
+
+def test_a_paired_point_is_client_bound_as_a_whole_not_by_one_wave() -> None:
+    """One wave flagged on its own (a single stall of the client's loop) does not take a paired point's verdicts:
+    the point's judgement over all its waves does (``PairedPoint.client_bound``)."""
+    deployed = cell("1.0.0", reference=True)
+    deployed.throughput = [text_point(4, 100)]
+    slow = cell("2.0.0")
+    slow.throughput = [text_point(4, 60)]
+    point = _paired("c=4", "1.0.0", [60.0] * 10, [100.0] * 10)
+    stalled = replace(point.rounds[5].theirs, saturated=True, saturation_reason="event-loop lag p99 688 ms")
+    rounds = (*point.rounds[:5], replace(point.rounds[5], theirs=stalled), *point.rounds[6:])
+    slow.paired = [replace(point, rounds=rounds)]
+    words = {v.metric: v.word for v in compare(slow, deployed)}
+    assert words == {"output tok/s": "slower", "TTFT p50": "equivalent", "TPOT p50": "slower"}  # same TTFT, by design
+    why = "this pin's waves: event-loop lag p99 60 ms (limit 50 ms)"
+    slow.paired = [replace(point, client_bound=why)]
+    found = compare(slow, deployed)
+    assert {v.word for v in found} == {VerdictWord.CLIENT_BOUND} and all(v.note == why for v in found)

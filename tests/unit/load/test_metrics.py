@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from harness.load.metrics import ClientLimits, RequestRecord, Slo, aggregate, summarize
+from harness.load.metrics import ClientLimits, RequestRecord, Slo, aggregate, client_limit, summarize
 from harness.serial import dump
 from harness.stats import percentile
 
@@ -87,3 +87,18 @@ def test_aggregate_repeats() -> None:
     lo, hi = point.ci95
     assert lo == pytest.approx(0.8935, abs=1e-3) and hi == pytest.approx(27.979, abs=1e-2)
     assert aggregate(reps[:1]).ci95 is None
+
+
+def test_waves_are_judged_client_bound_over_all_their_samples_not_one_wave() -> None:
+    """A real CI run: one of twenty one-second waves had a single 688 ms stall of the client's loop (its p99 over
+    28 samples is that stall), and the whole paired point lost its verdicts as "client-bound". Over the point's
+    waves together one stall is not the client being the limit; lag in every wave is."""
+    a = RequestRecord(sent=0.0, chunk_times=(0.1, 0.3, 0.6), end=0.6, output_tokens=3, chunk_count=3)
+    waves = [summarize([a], 1.2, client_cpu_s=0.03, loop_lags_ms=[0.2] * 118) for _ in range(9)]
+    stalled = summarize([a], 1.2, client_cpu_s=0.03, loop_lags_ms=[0.2] * 27 + [688.0])
+    assert stalled.saturated and not any(w.saturated for w in waves)  # one wave alone: flagged
+    lags = [0.2] * (118 * 9 + 27) + [688.0]
+    assert client_limit([*waves, stalled], lags) == ""
+    assert client_limit(waves, [60.0] * 20 + [0.2] * 980).startswith("event-loop lag p99 60 ms")
+    busy = [summarize([a], 1.0, client_cpu_s=0.95) for _ in range(3)]
+    assert client_limit(busy, [], ClientLimits(cpu_util=0.9)) == "client CPU 95% of one core (limit 90%)"
