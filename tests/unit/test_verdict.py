@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import random
-from pathlib import Path
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
