@@ -2,9 +2,11 @@
 
 Eligible: installed, started within the deadline, passed every required check. Ranked by peak throughput
 (output tok/s, or audio s/s for speech); pins within the measured noise of the best are tied, and the
-matrix's policy breaks the tie (``newest``, or ``closest-to-reference``). A pin that is measurably slower
-than the deployed (reference) pin on any metric at any load point (a "slower" verdict) is never chosen
-over an eligible deployed pin: an upgrade must not make what users see worse.
+matrix's policy breaks the tie (``newest``, or ``closest-to-reference``). Where the verdicts call the best pin
+and others equivalent to the deployed pin on every output tok/s verdict, those are tied too, whatever their
+peaks: peaks of cells measured one after another cannot rank what the paired rounds could not tell apart.
+A pin that is measurably slower than the deployed (reference) pin on any metric at any load point (a "slower"
+verdict) is never chosen over an eligible deployed pin: an upgrade must not make what users see worse.
 Every other pin carries the reason it was not chosen.
 
 With launch variants a candidate is a pin *and* its parameters ("0.32.0 [fp32]"); a tie between variants of
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field, replace
 
 from packaging.version import Version
 
-from .results import AUDIO_UNIT, CellResult, SpeechAccuracy, Status
+from .results import AUDIO_UNIT, TEXT_UNIT, CellResult, SpeechAccuracy, Status
 from .verdict import Verdict
 from .words import VerdictWord
 
@@ -140,11 +142,13 @@ def recommend(
         return base
     _drop_slower(eligible, rejected, verdicts, first.model)
     ranked = sorted(eligible, key=lambda c: c.peak_rate() or 0.0, reverse=True)
-    tied = [c for c in ranked if _tied(c, ranked[0], noise)]
+    same, how_same = _equivalent(eligible, verdicts, first.model)
+    best_same = ranked[0].pin_label in same
+    tied = [c for c in ranked if _tied(c, ranked[0], noise) or (best_same and c.pin_label in same)]
     chosen = _break_tie(tied, cells, reference, tie_break)
     reasons = [f"passed {', '.join(required_checks)} and started in {chosen.startup_s or 0.0:.1f} s"]
     reasons += _how_sure(chosen, verdicts, first.model)
-    reasons += _ranking(chosen, ranked, tied, rejected, noise=noise, tie_break=tie_break)
+    reasons += _ranking(chosen, ranked, tied, rejected, noise=noise, tie_break=tie_break, same=(same, how_same))
     if chosen.variant and chosen.variant != chosen.deployed_variant:
         env = " ".join(f"{k}={v}" for k, v in chosen.backend_env.items())
         reasons.append(
@@ -178,6 +182,34 @@ def _drop_slower(eligible: list[CellResult], rejected: dict[str, str], verdicts:
     for c in [c for c in eligible if c.pin_label in slower]:
         eligible.remove(c)
         rejected[c.pin_label] = f"slower than the deployed pin {deployed.pin_label}: {slower[c.pin_label].line}"
+
+
+def _equivalent(eligible: Sequence[CellResult], verdicts: Sequence[Verdict], model: str) -> tuple[set[str], str]:
+    """The pins whose every verdict on the ranking rate (output tok/s) against the deployed pin is "equivalent",
+    with the deployed pin itself, and how that was shown. Their peaks come from cells measured minutes apart,
+    on a machine whose speed moves more than the margin those verdicts were decided at: the peaks cannot rank
+    pins that the verdicts call equivalent to one and the same pin (a CI run ranked three identical servers
+    706, 682 and 657 tok/s, each "equivalent" to the first in paired rounds)."""
+    words: dict[str, set[VerdictWord]] = {}
+    rounds: set[bool] = set()
+    deployed = ""
+    for v in verdicts:
+        if v.deployed and v.model == model and v.metric == TEXT_UNIT:
+            words.setdefault(v.version, set()).add(v.word)
+            rounds.add(v.rounds > 0)
+            deployed = v.reference
+    same = {pin for pin, w in words.items() if w == {VerdictWord.EQUIVALENT}}
+    if not same:
+        return set(), ""
+    same |= {c.pin_label for c in eligible if c.deployed}
+    basis = (
+        "in paired rounds"
+        if rounds == {True}
+        else "cell by cell"
+        if rounds == {False}
+        else "in paired rounds or cell by cell"
+    )
+    return same, f"equivalent to the deployed pin {deployed} {basis} on every output tok/s verdict"
 
 
 def _break_tie(tied: list[CellResult], cells: Sequence[CellResult], reference: str, tie_break: str) -> CellResult:
@@ -233,8 +265,10 @@ def _ranking(
     *,
     noise: float,
     tie_break: str,
+    same: tuple[set[str], str] = (set(), ""),
 ) -> list[str]:
-    """Why the chosen pin's throughput won, and each other eligible pin's throughput as its reason."""
+    """Why the chosen pin's throughput won, and each other eligible pin's throughput as its reason. ``same``: the
+    pins the verdicts call equivalent to the deployed pin, and how (``_equivalent``)."""
     tok, unit = chosen.peak_rate() or 0.0, chosen.rate_unit
     spec = ".2f" if unit == AUDIO_UNIT else ".1f"  # ~2 audio s/s on CPU: one decimal hides the differences
     for cell in ranked:
@@ -248,6 +282,10 @@ def _ranking(
         return [f"no throughput measured; chosen among {len(tied)} eligible pin(s) by policy '{tie_break}'"]
     if len(tied) > 1:
         others = ", ".join(f"{c.pin_label} ({c.peak_rate() or 0.0:{spec}})" for c in tied if c is not chosen)
+        if all(c.pin_label in same[0] for c in tied):
+            return [
+                f"peak {tok:{spec}} {unit}, tied with {others}: each {same[1]}; a tie, broken by policy '{tie_break}'"
+            ]
         repeated = chosen.peak_ci95() and all(c.peak_ci95() for c in tied)
         how = "95% CIs overlap with" if repeated else f"within {noise:.0%} of"
         return [f"peak {tok:{spec}} {unit}, {how} {others}: a tie, broken by policy '{tie_break}'"]
