@@ -11,6 +11,8 @@ from harness.probes import agreement, stt
 from harness.probes.accuracy import wilson
 from harness.results import AUDIO_UNIT, Agreement, CellResult, Check, LoadPoint, Run, Startup, TaskScore, TextAccuracy
 from harness.stats import Distribution
+from harness.verdict import Verdict
+from harness.words import VerdictWord
 
 
 def text_run(tok_s: float, *, requests: int = 8, ttft_s: float = 0.05, client_cpu_s: float = 0.1) -> Run:
@@ -103,8 +105,42 @@ def cell(
         model=model,
         platform="cpu",
         is_reference=reference,
-        **fields,
-    )  # type: ignore[arg-type]
+        **fields,  # type: ignore[arg-type]
+    )
     c.startup["cold"] = Startup(seconds=startup_s)
     c.phases["startup"] = startup_s
     return c
+
+
+def verdict(
+    word: VerdictWord,
+    ratio: float | None = None,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    version: str = "0.32.0",
+    point: str = "c=1",
+    metric: str = "output tok/s",
+    margin: float = 0.05,
+    rounds: int = 10,
+    n: int = 10,
+    **fields: object,
+) -> Verdict:
+    """A verdict of ``version`` against the deployed pin 0.31.0 from ``rounds`` paired rounds (0: cell by cell, on
+    ``n`` requests a side)."""
+    return Verdict(
+        version=version,
+        reference="0.31.0",
+        model="m",
+        point=point,
+        metric=metric,
+        ratio=ratio,
+        low=low,
+        high=high,
+        n=n,
+        n_reference=n,
+        word=word,
+        margin=margin,
+        rounds=rounds,
+        **fields,  # type: ignore[arg-type]
+    )

@@ -162,33 +162,18 @@ def test_pins_the_paired_rounds_call_equivalent_to_the_deployed_one_tie_whatever
     """A CI run: three identical servers, paired rounds "equivalent" on every output tok/s verdict, yet the peaks
     of cells measured one after another (706, 682 and 657 tok/s, tight repeats) ranked the newest pin out of the
     tie. Peaks from different minutes are the sequential evidence paired rounds replace."""
-    from harness.verdict import Verdict
 
     def peaked(version: str, *rates: float) -> CellResult:
         c = cell(version)
         c.throughput = [cells.text_point(1, *(r / 4 for r in rates)), cells.text_point(4, *rates)]
         return c
 
-    def verdict(version: str, point: str, word: VerdictWord) -> Verdict:
-        return Verdict(
-            version=version,
-            reference="0.31.0",
-            model="m",
-            point=point,
-            metric="output tok/s",
-            n=10,
-            n_reference=10,
-            word=word,
-            deployed=True,
-            rounds=10,
-            ratio=1.0,
-            low=0.97,
-            high=1.03,
-            margin=0.05,
-        )
-
     runs = [peaked("0.31.0", 700, 706, 712), peaked("0.32.0", 675, 682, 690), peaked("0.33.0", 650, 657, 664)]
-    same = [verdict(v, p, VerdictWord.EQUIVALENT) for v in ("0.32.0", "0.33.0") for p in ("c=1", "c=4")]
+    same = [
+        cells.verdict(VerdictWord.EQUIVALENT, 1.0, 0.97, 1.03, version=v, point=p, deployed=True)
+        for v in ("0.32.0", "0.33.0")
+        for p in ("c=1", "c=4")
+    ]
     assert rec(runs).version == "0.32.0"  # the peaks alone: 0.33.0's interval is below 0.31.0's
     by = functools.partial(
         recommend,
@@ -202,4 +187,9 @@ def test_pins_the_paired_rounds_call_equivalent_to_the_deployed_one_tie_whatever
     assert chosen.version == "0.33.0", chosen.reasons
     assert "each equivalent to the deployed pin 0.31.0 in paired rounds" in chosen.reasons[-1], chosen.reasons
     # one inconclusive verdict: 0.33.0 is not called equal to the deployed pin, and the peaks rank it out again
-    assert by(verdicts=[*same[:-1], verdict("0.33.0", "c=4", VerdictWord.INCONCLUSIVE)]).version == "0.32.0"
+    assert (
+        by(
+            verdicts=[*same[:-1], cells.verdict(VerdictWord.INCONCLUSIVE, version="0.33.0", point="c=4", deployed=True)]
+        ).version
+        == "0.32.0"
+    )

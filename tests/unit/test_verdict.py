@@ -218,21 +218,8 @@ def test_an_inconclusive_verdict_says_how_many_rounds_would_decide_it() -> None:
     from harness.verdict import Verdict
 
     def v(ratio: float, low: float, high: float, margin: float, *, higher: bool = True, rounds: int = 10) -> Verdict:
-        return Verdict(
-            version="0.32.0",
-            reference="0.31.0",
-            model="m",
-            point="c=1",
-            metric="output tok/s",
-            ratio=ratio,
-            low=low,
-            high=high,
-            n=10,
-            n_reference=10,
-            word=VerdictWord.INCONCLUSIVE,
-            margin=margin,
-            higher_is_better=higher,
-            rounds=rounds,
+        return cells.verdict(
+            VerdictWord.INCONCLUSIVE, ratio, low, high, margin=margin, higher_is_better=higher, rounds=rounds
         )
 
     # near 1: both ends must come inside ±6%; the lower end is the one short (0.93 of 0.94, half-width 0.05)

@@ -73,24 +73,9 @@ def test_the_forest_plot_draws_a_margin_wider_than_the_ratios() -> None:
     """An A/A floor beyond 100% (two servers that disturbed each other) made the margin band start below zero:
     the report failed with a math domain error and no report was written."""
     from harness.report.html import forest_svg
-    from harness.verdict import Verdict
     from harness.words import VerdictWord
 
-    v = Verdict(
-        version="0.32.0",
-        reference="0.31.0",
-        model="m",
-        point="c=1",
-        metric="output tok/s",
-        ratio=1.4,
-        low=0.9,
-        high=1.9,
-        n=26,
-        n_reference=26,
-        word=VerdictWord.EQUIVALENT,
-        margin=1.2,
-        rounds=26,
-    )
+    v = cells.verdict(VerdictWord.EQUIVALENT, 1.4, 0.9, 1.9, margin=1.2, rounds=26)
     svg = str(forest_svg([v]))
     assert svg.startswith("<svg") and "0.32.0 · output tok/s · c=1" in svg
 
@@ -105,21 +90,7 @@ def test_the_forest_plot_shades_each_row_at_its_own_margin() -> None:
     from harness.words import VerdictWord
 
     def verdict(metric: str, margin: float) -> Verdict:
-        return Verdict(
-            version="0.32.0",
-            reference="0.31.0",
-            model="m",
-            point="c=1",
-            metric=metric,
-            ratio=0.8,
-            low=0.75,
-            high=0.85,
-            n=10,
-            n_reference=10,
-            word=VerdictWord.SLOWER,
-            margin=margin,
-            rounds=10,
-        )
+        return cells.verdict(VerdictWord.SLOWER, 0.8, 0.75, 0.85, metric=metric, margin=margin)
 
     svg = str(forest_svg([verdict("output tok/s", 0.05), verdict("TPOT p50", 0.15)]))
     bands = [
