@@ -17,7 +17,7 @@ from harness.words import VerdictWord
 from tests.support.scripted_backend import install_manual_pin
 
 
-def _verdicts(tmp_path: Path, seed: int, slow_delay: float) -> list[Verdict]:
+def _verdicts(tmp_path: Path, seed: int, slow_delay: float, output_tokens: int = 8) -> list[Verdict]:
     """The two cells measured one after the other, judged as the report judges them (the matrix's margins:
     sequential cells at sequential_noise, the calibration's drift at machine_drift)."""
     model = tmp_path / "m.gguf"
@@ -36,7 +36,7 @@ def _verdicts(tmp_path: Path, seed: int, slow_delay: float) -> list[Verdict]:
             # 10 ms per token: the pin's own pace dominates the machine's jitter, as a real server's does
             "workload": {
                 "seed": seed,
-                "output_tokens": 8,
+                "output_tokens": output_tokens,
                 "concurrency": [2],
                 "requests_per_level": 10,
                 "agreement_prompts": 1,
@@ -72,8 +72,12 @@ def test_an_aa_pair_is_never_slower_or_faster(tmp_path: Path, seed: int) -> None
     assert len(found) == 3 and words <= {VerdictWord.EQUIVALENT, VerdictWord.INCONCLUSIVE}, [v.line for v in found]
 
 
-def test_a_pin_20_percent_slower_is_called_slower(tmp_path: Path) -> None:
-    found = _verdicts(tmp_path, 0, 0.0125)  # 25% more time per token: 20% fewer tokens per second
+def test_a_pin_30_percent_slower_is_called_slower_cell_by_cell(tmp_path: Path) -> None:
+    """Cell by cell the margin is the sequential ±15%: a test of "slower" must sit well past it. A pin with 25% more
+    time per token measures ×0.81 [0.80, 0.82] on output tok/s on an idle machine, and measured ×0.85 [0.82, 0.90]
+    ("inconclusive") in CI, where the machine moved between the two cells: that is the sequential noise the margin
+    is for. 43% more time per token over 32 tokens measures ×0.71 [0.70, 0.71], 14 points past the margin."""
+    found = _verdicts(tmp_path, 0, 0.01 / 0.7, output_tokens=32)
     by_metric = {v.metric: v for v in found}
     assert by_metric["output tok/s"].word == "slower", by_metric["output tok/s"].line
     assert (by_metric["output tok/s"].high or 1.0) < 1.0
