@@ -76,12 +76,10 @@ def aggregate(runs: Sequence[Run], *, mode: str = "concurrency", target: float =
     return LoadPoint.of(label=point_label(mode, target), mode=mode, target=target, unit=TEXT_UNIT, runs=runs)
 
 
-def _client_limit(cpu_s: float, duration_s: float, lags_ms: Sequence[float], limits: ClientLimits) -> str:
-    util = cpu_s / duration_s if duration_s > 0 else 0.0
+def _client_limit(util: float, p99: float, limits: ClientLimits) -> str:
     reasons = []
     if util >= limits.cpu_util:
         reasons.append(f"client CPU {util:.0%} of one core (limit {limits.cpu_util:.0%})")
-    p99 = percentile(lags_ms, 99) if lags_ms else 0.0
     if p99 >= limits.loop_lag_p99_ms:
         reasons.append(f"event-loop lag p99 {p99:.0f} ms (limit {limits.loop_lag_p99_ms:g} ms)")
     return "; ".join(reasons)
@@ -92,9 +90,9 @@ def client_limit(runs: Sequence[Run], lags_ms: Sequence[float], limits: ClientLi
     client CPU time over their wall time, and the p99 of ``lags_ms``, every loop-lag sample of those runs. For a
     point measured in many short waves (paired rounds): one wave's p99 is nearly its largest sample, so a single
     stall of the client (measured: 688 ms once in twenty one-second waves) would flag the whole point."""
-    cpu = sum(r.client_cpu_s for r in runs)
     duration = sum(r.duration_s for r in runs)
-    return _client_limit(cpu, duration, lags_ms, limits or ClientLimits())
+    util = sum(r.client_cpu_s for r in runs) / duration if duration > 0 else 0.0
+    return _client_limit(util, percentile(lags_ms, 99) if lags_ms else 0.0, limits or ClientLimits())
 
 
 def summarize(
@@ -121,7 +119,7 @@ def summarize(
     total_out = sum(r.output_tokens for r in ok)
     util = client_cpu_s / duration_s if duration_s > 0 else 0.0
     lag = Distribution.of(loop_lags_ms) if loop_lags_ms else None
-    why = _client_limit(client_cpu_s, duration_s, loop_lags_ms, limits or ClientLimits())
+    why = _client_limit(util, lag.p99 if lag else 0.0, limits or ClientLimits())
     good = None
     if slo is not None and slo.any and duration_s > 0:
         good = sum(1 for r in ok if slo.met(r)) / duration_s
